@@ -1,0 +1,38 @@
+//! The `Principal` extractor: bearer token, then the caller's rate limit.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use planledger_app::Principal;
+
+use crate::{ApiState, Problem};
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Problem> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = state.app.auth.verify_header(header)?;
+        let key = format!("{}\u{0}{}", principal.tenant, principal.subject);
+        if let Err(wait) = state.limiter.check(&key) {
+            metrics::counter!("planledger_http_rate_limited_total").increment(1);
+            return Err(Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
+                    principal.subject
+                ),
+            )
+            .retry_after(wait));
+        }
+        Ok(Self(principal))
+    }
+}

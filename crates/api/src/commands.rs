@@ -1,0 +1,196 @@
+//! `POST /v1/plans/{plan_id}/commands`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use planledger_app::{CommandRequest, CommandResult};
+use planledger_domain::{Command, PlanId};
+use serde::Serialize;
+
+use crate::auth::Caller;
+use crate::{ApiState, Problem};
+
+
+/// The answer to an accepted command.
+#[derive(Serialize)]
+pub struct CommandResponse {
+    /// The plan.
+    pub plan_id: String,
+    /// The plan's version after the command (send it back in `If-Match`).
+    pub version: u64,
+    /// Global position of the last event written (use as `min_position` to read your writes).
+    pub position: u64,
+    /// True when this answers a repeated `Idempotency-Key`.
+    pub deduplicated: bool,
+    /// The stored events.
+    pub events: Vec<planledger_store::Envelope>,
+}
+
+impl From<CommandResult> for CommandResponse {
+    fn from(result: CommandResult) -> Self {
+        Self {
+            plan_id: result.plan_id.to_string(),
+            version: result.version,
+            position: result.position,
+            deduplicated: result.deduplicated,
+            events: result.events,
+        }
+    }
+}
+
+/// Parses a path id, naming the field on failure.
+pub fn parse_plan_id(raw: &str) -> Result<PlanId, Problem> {
+    PlanId::new(raw).map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_id", e.to_string())
+            .with_field("plan_id", e.to_string())
+    })
+}
+
+/// Decodes a command body, reporting the JSON path of the first problem.
+pub fn decode_command(body: &[u8]) -> Result<Command, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let command: Command = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
+        Problem::bad_json(field, e.into_inner().to_string())
+    })?;
+    deserializer.end().map_err(|e| Problem::bad_json("body".into(), e.to_string()))?;
+    Ok(command)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Problem> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value.to_str().map(|v| Some(v.trim().to_string())).map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                format!("header {name} must be visible ASCII"),
+            )
+            .with_field(name, "must be visible ASCII")
+        }),
+    }
+}
+
+/// Parses `If-Match: "<version>"` (quotes and a weak prefix are tolerated).
+pub fn parse_if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let Some(raw) = header_text(headers, "if-match")? else {
+        return Ok(None);
+    };
+    let trimmed = raw.trim_start_matches("W/").trim_matches('"');
+    trimmed.parse::<u64>().map(Some).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            format!("If-Match {raw:?} is not a plan version; send the version you read, e.g. If-Match: \"3\""),
+        )
+        .with_field("If-Match", "expected a quoted version number such as \"3\"")
+    })
+}
+
+/// Correlation id: the `X-Correlation-Id` header, else the request id.
+pub fn correlation_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-correlation-id")
+        .or_else(|| headers.get("x-request-id"))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+}
+
+/// Runs a command against a plan.
+pub async fn post_command(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body exceeds {} bytes; send a smaller command",
+                    state.config.body_limit_bytes
+                ),
+            )
+        } else {
+            Problem::bad_json("body".into(), rejection.body_text())
+        }
+    })?;
+    let plan_id = parse_plan_id(&plan_id)?;
+    let command = decode_command(&body)?;
+    let traceparent = header_text(&headers, "traceparent")?.filter(|t| valid_traceparent(t));
+    let request = CommandRequest {
+        plan_id,
+        command,
+        command_id: header_text(&headers, "idempotency-key")?,
+        expected_version: parse_if_match(&headers)?,
+        correlation_id: correlation_id(&headers),
+        causation_id: None,
+        traceparent,
+    };
+    let result = state.app.commands.execute(&principal, request).await?;
+    let etag = format!("\"{}\"", result.version);
+    let mut response = axum::Json(CommandResponse::from(result)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+/// Whether a `traceparent` header has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
+pub fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && [2usize, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(len, part)| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_shape_is_checked() {
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
+        assert!(!valid_traceparent(""));
+    }
+
+    #[test]
+    fn if_match_accepts_quoted_and_weak_versions() {
+        let mut headers = HeaderMap::new();
+        headers.insert("if-match", HeaderValue::from_static("\"7\""));
+        assert_eq!(parse_if_match(&headers).expect("parse"), Some(7));
+        headers.insert("if-match", HeaderValue::from_static("W/\"8\""));
+        assert_eq!(parse_if_match(&headers).expect("parse"), Some(8));
+        headers.insert("if-match", HeaderValue::from_static("*"));
+        assert!(parse_if_match(&headers).is_err());
+    }
+
+    #[test]
+    fn unknown_command_type_names_the_field() {
+        let problem = decode_command(br#"{"type":"Nope","data":{}}"#).expect_err("unknown");
+        assert_eq!(problem.status, 400);
+        assert!(problem.detail.contains("Nope"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn trailing_garbage_is_rejected() {
+        let problem = decode_command(br#"{"type":"ArchivePlan","data":{}} x"#).expect_err("trailing");
+        assert_eq!(problem.status, 400);
+    }
+}

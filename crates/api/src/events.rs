@@ -1,0 +1,138 @@
+//! `GET /v1/events`: the global log, paged, or live as server-sent events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use planledger_app::Principal;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::plans::query_rejection;
+use crate::{ApiState, Problem};
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// First position to return (default 1).
+    pub from_position: Option<u64>,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A page of the global log (the caller's tenant only).
+#[derive(Serialize)]
+pub struct LogPageResponse {
+    /// Events in position order.
+    pub events: Vec<planledger_store::Envelope>,
+    /// Where to continue.
+    pub next_position: u64,
+    /// The last position in the log when read.
+    pub last_position: u64,
+}
+
+/// Pages through the global log, or tails it live with `Accept: text/event-stream`.
+pub async fn get_events(
+    State(state): State<ApiState>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(query_rejection)?;
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    // A reconnecting EventSource resumes after the last id it saw.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|p| p + 1);
+    let from = resume.or(query.from_position).unwrap_or(1);
+    let limit = query.limit.unwrap_or(100);
+    principal.require(planledger_app::Permission::Audit)?;
+    if wants_stream {
+        return Ok(Sse::new(live_tail(state, principal, from))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response());
+    }
+    let app = state.app.clone();
+    let page = tokio::task::spawn_blocking(move || app.queries.log_page(&principal, from, limit))
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(axum::Json(LogPageResponse {
+        events: page.events,
+        next_position: page.next_position,
+        last_position: page.last_position,
+    })
+    .into_response())
+}
+
+/// What the live tail carries from one step to the next.
+struct Tail {
+    state: ApiState,
+    principal: Principal,
+    published: tokio::sync::watch::Receiver<planledger_store::Position>,
+    next: u64,
+    buffered: Vec<SseEvent>,
+}
+
+fn live_tail(
+    state: ApiState,
+    principal: Principal,
+    from: u64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let tail = Tail {
+        published: state.app.store.subscribe(),
+        state,
+        principal,
+        next: from.max(1),
+        buffered: Vec::new(),
+    };
+    futures::stream::unfold(tail, |mut tail| async move {
+        loop {
+            if let Some(event) = tail.buffered.pop() {
+                return Some((Ok(event), tail));
+            }
+            if tail.next > tail.state.app.store.last_position().get() {
+                // Wait for new events; end the stream when the service shuts down.
+                tokio::select! {
+                    changed = tail.published.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    () = tail.state.shutdown.cancelled() => return None,
+                }
+                continue;
+            }
+            let app = tail.state.app.clone();
+            let who = tail.principal.clone();
+            let from = tail.next;
+            let page =
+                tokio::task::spawn_blocking(move || app.queries.log_page(&who, from, 200)).await;
+            let Ok(Ok(page)) = page else {
+                return None;
+            };
+            tail.next = page.next_position;
+            tail.buffered = page
+                .events
+                .iter()
+                .rev()
+                .filter_map(|envelope| {
+                    SseEvent::default()
+                        .id(envelope.position.to_string())
+                        .event(envelope.event_type.as_str())
+                        .json_data(envelope)
+                        .ok()
+                })
+                .collect();
+        }
+    })
+}

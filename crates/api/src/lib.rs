@@ -1,0 +1,170 @@
+//! The HTTP door (axum): commands, plan state and history, the global log, operations.
+//!
+//! It parses and checks requests (auth, limits, JSON shape), calls the application layer, and
+//! turns results into JSON and errors into RFC 9457 problem+json. It holds no domain logic and
+//! never touches RocksDB or NATS directly.
+
+mod auth;
+mod commands;
+mod events;
+mod limits;
+mod ops;
+mod plans;
+mod problem;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use planledger_app::App;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+pub use auth::Caller;
+pub use commands::{decode_command, parse_plan_id, valid_traceparent};
+pub use limits::{RateLimit, RateLimiter};
+pub use ops::{OPENAPI_JSON, Readiness};
+pub use plans::query_rejection;
+pub use problem::{FieldError, Problem};
+
+/// Settings of the HTTP door.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Per-caller rate limit.
+    pub rate_limit: RateLimit,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            rate_limit: RateLimit {
+                per_second: 200.0,
+                burst: 400.0,
+            },
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The application services.
+    pub app: App,
+    /// Settings.
+    pub config: ApiConfig,
+    /// Per-caller buckets.
+    pub limiter: Arc<RateLimiter>,
+    /// Components `/readyz` asks.
+    pub readiness: Arc<Vec<Arc<dyn Readiness>>>,
+    /// Renders `/metrics`, if a recorder is installed.
+    pub prometheus: Option<PrometheusHandle>,
+    /// Cancelled when the service shuts down (ends live streams).
+    pub shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// State for a router over `app`.
+    pub fn new(app: App, config: ApiConfig) -> Self {
+        Self {
+            limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            app,
+            config,
+            readiness: Arc::new(Vec::new()),
+            prometheus: None,
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// The `/v1` routes that need an authenticated caller, plus operations routes.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.config.body_limit_bytes;
+    Router::new()
+        .route("/v1/plans/{plan_id}/commands", post(commands::post_command))
+        .route("/v1/plans/{plan_id}", get(plans::get_plan))
+        .route("/v1/plans/{plan_id}/events", get(plans::get_plan_events))
+        .route("/v1/events", get(events::get_events))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::info_span!(
+                "http",
+                method = %request.method(),
+                path = %request.uri().path(),
+                traceparent = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            )
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "no_route",
+        "no such endpoint; see /openapi.json for the API",
+    )
+}
+
+/// Request metrics and the request timeout (answered as problem+json).
+async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let streaming = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let response = if streaming {
+        next.run(request).await
+    } else {
+        match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request took longer than {} ms; retry, and if it persists check the service's health",
+                    state.config.request_timeout.as_millis()
+                ),
+            )
+            .retry_after(1)
+            .into_response(),
+        }
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        "planledger_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!("planledger_http_request_seconds", "method" => method.to_string(), "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,68 @@
+//! Operational endpoints: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::ApiState;
+
+/// The OpenAPI document, kept beside the code and checked by the contract tests.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Liveness: the process answers.
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the log is open and every registered component reports ready.
+pub async fn readyz(State(state): State<ApiState>) -> Response {
+    let mut ready = !state.shutdown.is_cancelled();
+    let mut components = serde_json::Map::new();
+    components.insert(
+        "log".into(),
+        json!({ "ready": true, "last_position": state.app.store.last_position().get() }),
+    );
+    for check in state.readiness.iter() {
+        let (name, ok, detail) = check.report();
+        ready &= ok;
+        components.insert(name.to_string(), json!({ "ready": ok, "detail": detail }));
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ready": ready, "components": components })),
+    )
+        .into_response()
+}
+
+/// Prometheus text exposition of every metric.
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    match &state.prometheus {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+/// The OpenAPI 3.1 document.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// A component that can tell whether it is ready (the relay, a projector).
+pub trait Readiness: Send + Sync {
+    /// Name, readiness, and detail for `/readyz`.
+    fn report(&self) -> (&'static str, bool, serde_json::Value);
+}

@@ -1,0 +1,174 @@
+//! RFC 9457 problem details: every error the API returns.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use planledger_app::{AppError, AuthError};
+use planledger_domain::ErrorKind;
+use serde::Serialize;
+
+/// One field-level complaint.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `data.goal_id`.
+    pub field: String,
+    /// What is wrong and what to send instead.
+    pub message: String,
+}
+
+/// An `application/problem+json` body.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// A URI reference naming the problem type (`/problems/<code>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the type.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What happened in this occurrence, with what to do.
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Field-level errors, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// For version conflicts: the plan's current version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+    /// For read-your-writes waits: the position reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_position: Option<u64>,
+    #[serde(skip)]
+    retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with a status, a code and a detail.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_string(),
+            errors: Vec::new(),
+            current_version: None,
+            current_position: None,
+            retry_after: None,
+        }
+    }
+
+    /// Adds a field-level error.
+    pub fn with_field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+        self
+    }
+
+    /// Sets `Retry-After` (seconds).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    /// 400 for a body that is not the JSON we accept.
+    pub fn bad_json(field: String, message: String) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the request body is invalid at {field}: {message}"),
+        )
+        .with_field(field, message)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
+        let unauthorized = status == StatusCode::UNAUTHORIZED;
+        let mut response = (status, axum::Json(self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if unauthorized {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"planledger\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<AuthError> for Problem {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Forbidden { .. } => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+            }
+            AuthError::MissingToken => {
+                Problem::new(StatusCode::UNAUTHORIZED, "missing_token", error.to_string())
+            }
+            _ => Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", error.to_string()),
+        }
+    }
+}
+
+impl From<AppError> for Problem {
+    fn from(error: AppError) -> Self {
+        let detail = error.to_string();
+        match error {
+            AppError::Auth(auth) => auth.into(),
+            AppError::Invalid { field, message } => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid_input", detail)
+                    .with_field(field, message)
+            }
+            AppError::Domain(domain) => {
+                let status = match domain.kind() {
+                    ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                    ErrorKind::Conflict => StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                };
+                let mut problem = Problem::new(status, domain.code(), detail.clone());
+                if let Some(field) = domain.field() {
+                    problem = problem.with_field(field, detail);
+                }
+                problem
+            }
+            AppError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
+            AppError::VersionConflict { current, .. } => {
+                let mut problem = Problem::new(StatusCode::CONFLICT, "version_conflict", detail);
+                problem.current_version = Some(current);
+                problem
+            }
+            AppError::KeyReused { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                detail,
+            ),
+            AppError::NotCaughtUp { current, .. } => {
+                let mut problem =
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", detail)
+                        .retry_after(1);
+                problem.current_position = Some(current);
+                problem
+            }
+            AppError::Store(_) | AppError::Corrupt { .. } => {
+                tracing::error!(error = %detail, "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed to complete the request; it has been logged",
+                )
+            }
+        }
+    }
+}

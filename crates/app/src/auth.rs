@@ -1,0 +1,367 @@
+//! Authentication and authorization: JWT bearer tokens and the role matrix.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use planledger_domain::Command;
+
+/// A role a token can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads plans and read models.
+    Viewer,
+    /// Records check-ins and completes or reopens steps.
+    Contributor,
+    /// Runs every plan command.
+    Planner,
+    /// Reads the event history and verifies the chain.
+    Auditor,
+    /// Everything, including projection rebuilds.
+    Admin,
+}
+
+impl Role {
+    /// Parses a role name (`viewer`, `contributor`, `planner`, `auditor`, `admin`).
+    pub fn parse(name: &str) -> Result<Self, AuthError> {
+        match name.trim() {
+            "viewer" => Ok(Self::Viewer),
+            "contributor" => Ok(Self::Contributor),
+            "planner" => Ok(Self::Planner),
+            "auditor" => Ok(Self::Auditor),
+            "admin" => Ok(Self::Admin),
+            other => Err(AuthError::UnknownRole(other.to_string())),
+        }
+    }
+}
+
+/// What a token says about its bearer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The subject: recorded as the actor of every event it causes.
+    pub sub: String,
+    /// The tenant whose plans it may see.
+    pub tenant: String,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Subject (the actor).
+    pub subject: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+}
+
+/// What an action needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// Read plan state and read models.
+    Read,
+    /// Record check-ins, complete or reopen steps.
+    Contribute,
+    /// Any plan command.
+    Plan,
+    /// Read event history, verify the chain.
+    Audit,
+    /// Operate the service (rebuild projections).
+    Admin,
+}
+
+impl Permission {
+    /// The permission a command needs.
+    pub fn for_command(command: &Command) -> Self {
+        match command {
+            Command::RecordCheckIn(_) | Command::CompleteStep(_) | Command::ReopenStep(_) => {
+                Self::Contribute
+            }
+            _ => Self::Plan,
+        }
+    }
+
+    /// Roles that grant it, for error messages.
+    pub fn roles(self) -> &'static str {
+        match self {
+            Self::Read => "viewer, contributor, planner, auditor or admin",
+            Self::Contribute => "contributor, planner or admin",
+            Self::Plan => "planner or admin",
+            Self::Audit => "auditor or admin",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl Principal {
+    /// Whether this caller holds the permission.
+    pub fn can(&self, permission: Permission) -> bool {
+        self.roles.iter().any(|role| match (role, permission) {
+            (Role::Admin, _) => true,
+            (_, Permission::Read) => true,
+            (Role::Planner, Permission::Plan | Permission::Contribute) => true,
+            (Role::Contributor, Permission::Contribute) => true,
+            (Role::Auditor, Permission::Audit) => true,
+            _ => false,
+        })
+    }
+
+    /// `Ok` if the caller holds the permission, else [`AuthError::Forbidden`].
+    pub fn require(&self, permission: Permission) -> Result<(), AuthError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden {
+                needed: permission.roles(),
+            })
+        }
+    }
+}
+
+/// Authentication and authorization failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token was presented.
+    #[error("missing bearer token: send 'Authorization: Bearer <token>' (mint one with 'planledger token issue')")]
+    MissingToken,
+    /// The token did not verify.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// The token is valid but lacks a role.
+    #[error("this action needs the role {needed}")]
+    Forbidden {
+        /// Roles that would allow it.
+        needed: &'static str,
+    },
+    /// A role name is unknown.
+    #[error("unknown role {0:?}: use viewer, contributor, planner, auditor or admin")]
+    UnknownRole(String),
+    /// A claim is malformed.
+    #[error("invalid claim {field}: {message}")]
+    InvalidClaim {
+        /// Which claim.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The signing key could not be read or created.
+    #[error("signing key {path}: {message}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Mints and verifies HS256 tokens with one secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator { secret: <redacted> }")
+    }
+}
+
+/// Name of the signing key file kept in the data directory.
+pub const KEY_FILE: &str = "jwt-signing.key";
+
+impl Authenticator {
+    /// An authenticator for the given secret (at least 32 bytes).
+    pub fn from_secret(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < 32 {
+            return Err(AuthError::InvalidClaim {
+                field: "secret",
+                message: "the signing secret must be at least 32 bytes".into(),
+            });
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 30;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        })
+    }
+
+    /// Loads the signing key from `<data_dir>/jwt-signing.key`, creating a random one (mode 0600)
+    /// the first time.
+    pub fn from_data_dir(data_dir: &Path) -> Result<Self, AuthError> {
+        let path = data_dir.join(KEY_FILE);
+        let key_error = |message: String| AuthError::Key {
+            path: path.display().to_string(),
+            message,
+        };
+        if !path.exists() {
+            std::fs::create_dir_all(data_dir).map_err(|e| key_error(e.to_string()))?;
+            let secret: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
+                Ok(mut file) => {
+                    std::io::Write::write_all(&mut file, hex::encode(secret).as_bytes())
+                        .map_err(|e| key_error(e.to_string()))?;
+                }
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(key_error(e.to_string())),
+            }
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| key_error(e.to_string()))?;
+        let secret = hex::decode(text.trim())
+            .map_err(|e| key_error(format!("not hex: {e}; delete it to make a new one")))?;
+        Self::from_secret(&secret)
+    }
+
+    /// Mints a token for `sub` in `tenant` with `roles`, valid for `ttl_seconds` from `now`.
+    pub fn issue(
+        &self,
+        sub: &str,
+        tenant: &str,
+        roles: Vec<Role>,
+        now: jiff::Timestamp,
+        ttl_seconds: i64,
+    ) -> Result<String, AuthError> {
+        if sub.trim().is_empty() {
+            return Err(AuthError::InvalidClaim {
+                field: "sub",
+                message: "must not be empty".into(),
+            });
+        }
+        planledger_domain::PlanId::new(tenant).map_err(|e| AuthError::InvalidClaim {
+            field: "tenant",
+            message: e.to_string(),
+        })?;
+        if roles.is_empty() {
+            return Err(AuthError::InvalidClaim {
+                field: "roles",
+                message: "name at least one role".into(),
+            });
+        }
+        let claims = Claims {
+            sub: sub.to_string(),
+            tenant: tenant.to_string(),
+            roles,
+            iat: now.as_second(),
+            exp: now.as_second() + ttl_seconds,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))
+    }
+
+    /// Verifies a token and returns its bearer.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let claims = data.claims;
+        planledger_domain::PlanId::new(claims.tenant.as_str()).map_err(|e| {
+            AuthError::InvalidClaim {
+                field: "tenant",
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Principal {
+            subject: claims.sub,
+            tenant: claims.tenant,
+            roles: claims.roles,
+        })
+    }
+
+    /// Verifies an `Authorization` header value of the form `Bearer <token>`.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::MissingToken)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::MissingToken)?;
+        self.verify(token.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Authenticator {
+        Authenticator::from_secret(&[7u8; 32]).expect("secret")
+    }
+
+    #[test]
+    fn issued_token_verifies_to_its_claims() {
+        let a = auth();
+        let token = a
+            .issue("ana", "acme", vec![Role::Planner], jiff::Timestamp::now(), 3600)
+            .expect("issue");
+        let principal = a.verify(&token).expect("verify");
+        assert_eq!(principal.subject, "ana");
+        assert_eq!(principal.tenant, "acme");
+        assert_eq!(principal.roles, vec![Role::Planner]);
+    }
+
+    #[test]
+    fn expired_token_is_rejected() {
+        let a = auth();
+        let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
+        let token = a.issue("ana", "acme", vec![Role::Viewer], past, 60).expect("issue");
+        assert!(matches!(a.verify(&token), Err(AuthError::InvalidToken(_))));
+    }
+
+    #[test]
+    fn token_signed_with_another_key_is_rejected() {
+        let other = Authenticator::from_secret(&[9u8; 32]).expect("secret");
+        let token = other
+            .issue("ana", "acme", vec![Role::Admin], jiff::Timestamp::now(), 60)
+            .expect("issue");
+        assert!(matches!(auth().verify(&token), Err(AuthError::InvalidToken(_))));
+    }
+
+    #[test]
+    fn role_matrix_grants_what_the_docs_say() {
+        let p = |roles: Vec<Role>| Principal {
+            subject: "s".into(),
+            tenant: "t".into(),
+            roles,
+        };
+        let viewer = p(vec![Role::Viewer]);
+        assert!(viewer.can(Permission::Read));
+        assert!(!viewer.can(Permission::Contribute));
+        let contributor = p(vec![Role::Contributor]);
+        assert!(contributor.can(Permission::Contribute));
+        assert!(!contributor.can(Permission::Plan));
+        let planner = p(vec![Role::Planner]);
+        assert!(planner.can(Permission::Plan) && planner.can(Permission::Contribute));
+        assert!(!planner.can(Permission::Audit));
+        let auditor = p(vec![Role::Auditor]);
+        assert!(auditor.can(Permission::Audit) && !auditor.can(Permission::Plan));
+        let admin = p(vec![Role::Admin]);
+        assert!(admin.can(Permission::Admin) && admin.can(Permission::Plan));
+        assert!(!planner.can(Permission::Admin));
+    }
+
+    #[test]
+    fn key_file_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = Authenticator::from_data_dir(dir.path()).expect("create");
+        let token = first
+            .issue("ana", "acme", vec![Role::Viewer], jiff::Timestamp::now(), 60)
+            .expect("issue");
+        let second = Authenticator::from_data_dir(dir.path()).expect("reuse");
+        assert!(second.verify(&token).is_ok());
+    }
+}

@@ -1,0 +1,254 @@
+//! The command path: authorize, load the plan, decide, append with the expected version, retry
+//! once on a concurrent writer, remember the new state.
+
+use std::sync::Arc;
+
+use planledger_domain::{Command, PlanId, decide, evolve};
+use planledger_store::{
+    AppendMeta, AppendRequest, CommandRef, Envelope, ExpectedVersion, NewEvent, StoreError,
+    Version,
+};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Permission, Principal};
+use crate::plans::{LoadedPlan, PlanLoader, stream_of};
+use crate::AppError;
+
+/// Longest accepted idempotency key.
+pub const MAX_COMMAND_ID_LEN: usize = 128;
+
+/// A command as it arrives at a door (HTTP or NATS), already parsed.
+#[derive(Clone, Debug)]
+pub struct CommandRequest {
+    /// The plan it targets.
+    pub plan_id: PlanId,
+    /// The command.
+    pub command: Command,
+    /// Client-chosen command id (`Idempotency-Key`); a repeat returns the first result.
+    pub command_id: Option<String>,
+    /// The version the client saw (`If-Match`); a mismatch is a conflict, never retried.
+    pub expected_version: Option<u64>,
+    /// Correlation id for tracing.
+    pub correlation_id: Option<String>,
+    /// Causation id (the message that caused this command).
+    pub causation_id: Option<String>,
+    /// W3C trace context.
+    pub traceparent: Option<String>,
+}
+
+/// What an accepted command produced.
+#[derive(Clone, Debug)]
+pub struct CommandResult {
+    /// The plan.
+    pub plan_id: PlanId,
+    /// The plan's version after the command.
+    pub version: u64,
+    /// The global position of the last event written.
+    pub position: u64,
+    /// The stored events.
+    pub events: Vec<Envelope>,
+    /// True when this was a repeat of an earlier command id.
+    pub deduplicated: bool,
+}
+
+/// Runs commands. Shared by the HTTP API and the NATS ingress.
+#[derive(Clone, Debug)]
+pub struct CommandService {
+    plans: Arc<PlanLoader>,
+}
+
+fn validate_command_id(id: &str) -> Result<(), AppError> {
+    if id.is_empty()
+        || id.len() > MAX_COMMAND_ID_LEN
+        || !id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(AppError::Invalid {
+            field: "Idempotency-Key".into(),
+            message: format!(
+                "{id:?} is not a valid command id: use 1 to {MAX_COMMAND_ID_LEN} printable ASCII characters, e.g. a UUID"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A digest of what the command asks for, so a reused key with other content is caught.
+fn fingerprint(plan_id: &PlanId, command: &Command) -> String {
+    let body = serde_json::to_vec(command).expect("commands always serialize");
+    let mut hasher = Sha256::new();
+    hasher.update(plan_id.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(&body);
+    hex::encode(hasher.finalize())
+}
+
+impl CommandService {
+    /// A service over the given plan loader.
+    pub fn new(plans: Arc<PlanLoader>) -> Self {
+        Self { plans }
+    }
+
+    /// Runs one command for `principal`.
+    #[tracing::instrument(
+        name = "command",
+        skip_all,
+        fields(
+            command = request.command.name(),
+            plan_id = %request.plan_id,
+            tenant = %principal.tenant,
+            command_id = request.command_id.as_deref().unwrap_or(""),
+            correlation_id = request.correlation_id.as_deref().unwrap_or(""),
+        )
+    )]
+    pub async fn execute(
+        &self,
+        principal: &Principal,
+        request: CommandRequest,
+    ) -> Result<CommandResult, AppError> {
+        let started = std::time::Instant::now();
+        let name = request.command.name();
+        let result = self.run(principal, request).await;
+        let outcome = match &result {
+            Ok(r) if r.deduplicated => "deduplicated",
+            Ok(_) => "accepted",
+            Err(AppError::Domain(_) | AppError::Invalid { .. }) => "rejected",
+            Err(AppError::VersionConflict { .. }) => "conflict",
+            Err(_) => "failed",
+        };
+        metrics::counter!("planledger_commands_total", "command" => name, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("planledger_command_seconds", "command" => name)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            tracing::debug!(%error, outcome, "command not accepted");
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        principal: &Principal,
+        request: CommandRequest,
+    ) -> Result<CommandResult, AppError> {
+        principal.require(Permission::for_command(&request.command))?;
+        let stream = stream_of(&principal.tenant, &request.plan_id)?;
+        let store = self.plans.store();
+        let fingerprint = fingerprint(&request.plan_id, &request.command);
+        let command_id = match &request.command_id {
+            Some(id) => {
+                validate_command_id(id)?;
+                // A repeat is answered from the log before deciding: the plan may have moved on.
+                if let Some(first) = store.lookup_command(&principal.tenant, id)? {
+                    if first.stream != stream || first.fingerprint.as_deref() != Some(&fingerprint)
+                    {
+                        return Err(AppError::KeyReused { key: id.clone() });
+                    }
+                    return Ok(Self::result(&request.plan_id, first.envelopes, true));
+                }
+                id.clone()
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+
+        let mut at_least = Version(request.expected_version.unwrap_or(0));
+        // One retry when another writer got in between, unless the client pinned a version.
+        for attempt in 0..2 {
+            let loaded = self.plans.current(&stream, at_least)?;
+            if let Some(expected) = request.expected_version
+                && expected != loaded.version.get()
+            {
+                return Err(AppError::VersionConflict {
+                    plan_id: request.plan_id.to_string(),
+                    expected,
+                    current: loaded.version.get(),
+                });
+            }
+            let now = jiff::Timestamp::now();
+            let events = decide(&loaded.plan, &request.command, now)?;
+            let new_events = events
+                .iter()
+                .map(|event| {
+                    NewEvent::from_json(
+                        event.event_type(),
+                        event.schema_version(),
+                        now,
+                        &event.to_data(),
+                    )
+                })
+                .collect();
+            let append = AppendRequest {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(loaded.version),
+                events: new_events,
+                meta: AppendMeta {
+                    actor: principal.subject.clone(),
+                    command: Some(CommandRef {
+                        scope: principal.tenant.clone(),
+                        id: command_id.clone(),
+                        fingerprint: Some(fingerprint.clone()),
+                    }),
+                    correlation_id: request.correlation_id.clone(),
+                    causation_id: request.causation_id.clone(),
+                    traceparent: request.traceparent.clone(),
+                },
+            };
+            match store.append(append).await {
+                Ok(outcome) if outcome.deduplicated => {
+                    return Ok(Self::result(&request.plan_id, outcome.envelopes, true));
+                }
+                Ok(outcome) => {
+                    let mut plan = (*loaded.plan).clone();
+                    for event in &events {
+                        plan = evolve(plan, event);
+                    }
+                    let after = LoadedPlan {
+                        plan: Arc::new(plan),
+                        version: outcome.version(),
+                    };
+                    self.plans.remember(&stream, after.clone());
+                    if let Err(error) = self.plans.maybe_snapshot(&stream, loaded.version, &after)
+                    {
+                        tracing::warn!(%error, "snapshot not written; loads replay further");
+                    }
+                    return Ok(Self::result(&request.plan_id, outcome.envelopes, false));
+                }
+                Err(StoreError::Conflict { current, .. }) => {
+                    if request.expected_version.is_some() || attempt == 1 {
+                        return Err(AppError::VersionConflict {
+                            plan_id: request.plan_id.to_string(),
+                            expected: loaded.version.get(),
+                            current: current.get(),
+                        });
+                    }
+                    tracing::debug!(current = current.get(), "concurrent writer; retrying once");
+                    metrics::counter!("planledger_command_retries_total").increment(1);
+                    at_least = current;
+                }
+                Err(StoreError::CommandIdReused { .. }) => {
+                    return Err(AppError::KeyReused { key: command_id });
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn result(plan_id: &PlanId, events: Vec<Envelope>, deduplicated: bool) -> CommandResult {
+        let (version, position) = events
+            .last()
+            .map(|e| (e.version.get(), e.position.get()))
+            .unwrap_or_default();
+        CommandResult {
+            plan_id: plan_id.clone(),
+            version,
+            position,
+            events,
+            deduplicated,
+        }
+    }
+
+    /// The plan loader behind this service.
+    pub fn plans(&self) -> &Arc<PlanLoader> {
+        &self.plans
+    }
+}

@@ -1,0 +1,56 @@
+//! The application layer: the one place both doors (HTTP in `api`, NATS in `bus`) call.
+//!
+//! It owns the command path (authorize, load the plan from cache or snapshot plus tail, decide,
+//! append with the expected version, retry once, remember), authentication (JWT) and the role
+//! matrix, and the query services over the log. It never speaks HTTP or NATS itself.
+
+pub mod auth;
+mod commands;
+mod error;
+mod plans;
+mod queries;
+
+pub use auth::{AuthError, Authenticator, Permission, Principal, Role};
+pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
+pub use error::AppError;
+pub use plans::{LoadedPlan, PlanLoader, decode_event, stream_of};
+pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
+
+use std::sync::Arc;
+
+use planledger_store::EventStore;
+
+/// Plans kept in memory by the command path.
+pub const DEFAULT_PLAN_CACHE: usize = 10_000;
+/// A snapshot is written every this many versions of a plan.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
+
+/// Everything the doors need, wired over one event store.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// The command path.
+    pub commands: CommandService,
+    /// The log queries.
+    pub queries: QueryService,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// The event store.
+    pub store: EventStore,
+}
+
+impl App {
+    /// Wires the services over `store` with default cache and snapshot settings.
+    pub fn new(store: EventStore, auth: Authenticator) -> Self {
+        let plans = Arc::new(PlanLoader::new(
+            store.clone(),
+            DEFAULT_PLAN_CACHE,
+            DEFAULT_SNAPSHOT_EVERY,
+        ));
+        Self {
+            commands: CommandService::new(plans.clone()),
+            queries: QueryService::new(plans),
+            auth,
+            store,
+        }
+    }
+}

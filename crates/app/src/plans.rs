@@ -1,0 +1,205 @@
+//! Loading plans from the log: cache, snapshots, and historic states.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use planledger_domain::{Event, Plan, PlanId, evolve};
+use planledger_store::{Envelope, EventStore, Position, ReadDirection, StreamId, Version};
+
+use crate::AppError;
+
+/// Events read per page while replaying a stream.
+const PAGE: usize = 1024;
+
+/// The stream id of a tenant's plan: `<tenant>/<plan_id>`.
+pub fn stream_of(tenant: &str, plan_id: &PlanId) -> Result<StreamId, AppError> {
+    StreamId::new(format!("{tenant}/{}", plan_id.as_str())).map_err(|e| AppError::Invalid {
+        field: "plan_id".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Decodes a stored envelope into the current shape of its domain event (upcasting old versions).
+pub fn decode_event(envelope: &Envelope) -> Result<Event, AppError> {
+    Event::from_stored(
+        &envelope.event_type,
+        envelope.schema_version,
+        envelope.data_value(),
+    )
+    .map_err(|e| AppError::Corrupt {
+        position: envelope.position.get(),
+        message: e.to_string(),
+    })
+}
+
+/// A plan at a version.
+#[derive(Clone, Debug)]
+pub struct LoadedPlan {
+    /// The state.
+    pub plan: Arc<Plan>,
+    /// The stream version it reflects (0: the plan does not exist).
+    pub version: Version,
+}
+
+/// Loads plans: from the in-memory cache kept current by the command path, else from the
+/// newest snapshot plus the events after it.
+pub struct PlanLoader {
+    store: EventStore,
+    cache: Mutex<HashMap<StreamId, LoadedPlan>>,
+    cache_capacity: usize,
+    snapshot_every: u64,
+}
+
+impl std::fmt::Debug for PlanLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanLoader")
+            .field("snapshot_every", &self.snapshot_every)
+            .finish()
+    }
+}
+
+impl PlanLoader {
+    /// A loader over `store` that snapshots every `snapshot_every` versions.
+    pub fn new(store: EventStore, cache_capacity: usize, snapshot_every: u64) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(HashMap::new()),
+            cache_capacity,
+            snapshot_every: snapshot_every.max(1),
+        }
+    }
+
+    /// The current state of a stream, at least at version `at_least` (which forces a reload
+    /// when the cache is behind).
+    pub fn current(&self, stream: &StreamId, at_least: Version) -> Result<LoadedPlan, AppError> {
+        // The cache may trail the log by an append whose caller has not yet remembered its
+        // result; deciding on it then fails the append's version check and is retried.
+        if let Some(hit) = self.cached(stream)
+            && hit.version >= at_least
+        {
+            return Ok(hit);
+        }
+        let loaded = self.at_version(stream, Version(u64::MAX))?;
+        self.remember(stream, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn cached(&self, stream: &StreamId) -> Option<LoadedPlan> {
+        self.cache
+            .lock()
+            .expect("plan cache lock is never poisoned")
+            .get(stream)
+            .cloned()
+    }
+
+    /// Records a newer state of a stream (after an append), and snapshots it on schedule.
+    pub fn remember(&self, stream: &StreamId, loaded: LoadedPlan) {
+        {
+            let mut cache = self.cache.lock().expect("plan cache lock is never poisoned");
+            if cache.len() >= self.cache_capacity && !cache.contains_key(stream) {
+                // Bounded memory: drop an arbitrary entry; it reloads from its snapshot.
+                if let Some(victim) = cache.keys().next().cloned() {
+                    cache.remove(&victim);
+                }
+            }
+            match cache.get(stream) {
+                Some(existing) if existing.version >= loaded.version => {}
+                _ => {
+                    cache.insert(stream.clone(), loaded.clone());
+                }
+            }
+        }
+    }
+
+    /// Writes a snapshot if the append from `before` to `after` crossed a multiple of the
+    /// snapshot interval.
+    pub fn maybe_snapshot(
+        &self,
+        stream: &StreamId,
+        before: Version,
+        after: &LoadedPlan,
+    ) -> Result<(), AppError> {
+        if before.get() / self.snapshot_every == after.version.get() / self.snapshot_every {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&*after.plan).map_err(|e| AppError::Corrupt {
+            position: 0,
+            message: format!("plan does not serialize for a snapshot: {e}"),
+        })?;
+        self.store.put_snapshot(stream, after.version, &bytes)?;
+        metrics::counter!("planledger_snapshots_written_total").increment(1);
+        Ok(())
+    }
+
+    /// The state of a stream after version `version` (or its last version if lower).
+    pub fn at_version(&self, stream: &StreamId, version: Version) -> Result<LoadedPlan, AppError> {
+        let (mut plan, mut at) = match self.store.latest_snapshot(stream, version)? {
+            Some((snap_version, bytes)) => match serde_json::from_slice::<Plan>(&bytes) {
+                Ok(plan) => (plan, snap_version),
+                Err(error) => {
+                    // An unreadable snapshot (e.g. written by an older build) is only a cache.
+                    tracing::warn!(%stream, %error, "ignoring unreadable snapshot");
+                    (Plan::default(), Version(0))
+                }
+            },
+            None => (Plan::default(), Version(0)),
+        };
+        while at < version {
+            let page = self.store.read_stream(
+                stream,
+                Version(at.get() + 1),
+                ReadDirection::Forward,
+                PAGE,
+            )?;
+            if page.is_empty() {
+                break;
+            }
+            for envelope in &page {
+                if envelope.version > version {
+                    break;
+                }
+                plan = evolve(plan, &decode_event(envelope)?);
+                at = envelope.version;
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(LoadedPlan {
+            plan: Arc::new(plan),
+            version: at,
+        })
+    }
+
+    /// The state of a stream as of global position `position`.
+    pub fn at_position(
+        &self,
+        stream: &StreamId,
+        position: Position,
+    ) -> Result<LoadedPlan, AppError> {
+        let version = self.store.stream_version_at(stream, position)?;
+        if version.get() == 0 {
+            return Ok(LoadedPlan {
+                plan: Arc::new(Plan::default()),
+                version,
+            });
+        }
+        self.at_version(stream, version)
+    }
+
+    /// The state of a stream as recorded by `time`.
+    pub fn at_time(
+        &self,
+        stream: &StreamId,
+        time: jiff::Timestamp,
+    ) -> Result<(LoadedPlan, Position), AppError> {
+        let position = self.store.position_at(time)?;
+        Ok((self.at_position(stream, position)?, position))
+    }
+
+    /// The event store this loader reads.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+}
+

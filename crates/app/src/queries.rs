@@ -1,0 +1,179 @@
+//! Read side of the log: plan state now or in the past, a plan's audit trail, the global log.
+
+use std::sync::Arc;
+
+use planledger_domain::{Plan, PlanId};
+use planledger_store::{Envelope, Position, ReadDirection, Version};
+
+use crate::auth::{Permission, Principal};
+use crate::plans::{PlanLoader, stream_of};
+use crate::AppError;
+
+/// Largest page of events a query returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// Which state of a plan to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateAt {
+    /// The current state.
+    Current,
+    /// After this stream version.
+    Version(u64),
+    /// As of this global position.
+    Position(u64),
+    /// As recorded by this time.
+    Time(jiff::Timestamp),
+}
+
+/// A plan's state at some point.
+#[derive(Clone, Debug)]
+pub struct PlanState {
+    /// The plan.
+    pub plan_id: PlanId,
+    /// The version the state reflects.
+    pub version: u64,
+    /// For historic reads by position or time: the global position the state is as of.
+    pub as_of_position: Option<u64>,
+    /// The state.
+    pub plan: Arc<Plan>,
+}
+
+/// A page of the global log.
+#[derive(Clone, Debug)]
+pub struct LogPage {
+    /// Events of the caller's tenant, in position order.
+    pub events: Vec<Envelope>,
+    /// Where the next page starts.
+    pub next_position: u64,
+    /// The last position in the log when read.
+    pub last_position: u64,
+}
+
+/// Answers queries over the log. Shared by the HTTP API and the NATS doors.
+#[derive(Clone, Debug)]
+pub struct QueryService {
+    plans: Arc<PlanLoader>,
+}
+
+impl QueryService {
+    /// A query service over the given loader.
+    pub fn new(plans: Arc<PlanLoader>) -> Self {
+        Self { plans }
+    }
+
+    fn not_found(plan_id: &PlanId) -> AppError {
+        AppError::NotFound(format!("plan {plan_id} does not exist"))
+    }
+
+    /// A plan's state now or in the past.
+    pub fn plan_state(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        at: StateAt,
+    ) -> Result<PlanState, AppError> {
+        principal.require(Permission::Read)?;
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let (loaded, as_of_position) = match at {
+            StateAt::Current => (self.plans.current(&stream, Version(0))?, None),
+            StateAt::Version(v) => {
+                let head = self.plans.store().stream_version(&stream)?;
+                if head.get() == 0 {
+                    return Err(Self::not_found(plan_id));
+                }
+                if v == 0 || v > head.get() {
+                    return Err(AppError::Invalid {
+                        field: "version".into(),
+                        message: format!("plan {plan_id} has versions 1 to {head}; {v} is outside"),
+                    });
+                }
+                (self.plans.at_version(&stream, Version(v))?, None)
+            }
+            StateAt::Position(p) => (self.plans.at_position(&stream, Position(p))?, Some(p)),
+            StateAt::Time(t) => {
+                let (loaded, position) = self.plans.at_time(&stream, t)?;
+                (loaded, Some(position.get()))
+            }
+        };
+        if loaded.version.get() == 0 {
+            return Err(match at {
+                StateAt::Current => Self::not_found(plan_id),
+                _ => AppError::NotFound(format!("plan {plan_id} did not exist at that point")),
+            });
+        }
+        Ok(PlanState {
+            plan_id: plan_id.clone(),
+            version: loaded.version.get(),
+            as_of_position,
+            plan: loaded.plan,
+        })
+    }
+
+    /// A plan's events from `from_version`, oldest first: its audit trail.
+    pub fn plan_events(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, AppError> {
+        principal.require(Permission::Audit)?;
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let store = self.plans.store();
+        if store.stream_version(&stream)?.get() == 0 {
+            return Err(Self::not_found(plan_id));
+        }
+        Ok(store.read_stream(
+            &stream,
+            Version(from_version.max(1)),
+            ReadDirection::Forward,
+            limit.clamp(1, MAX_PAGE),
+        )?)
+    }
+
+    /// A page of the global log, holding only the caller's tenant's events.
+    ///
+    /// Scans at most `limit * 20 + 1000` positions per page so a quiet tenant on a busy log
+    /// still gets an answer; `next_position` says where to continue.
+    pub fn log_page(
+        &self,
+        principal: &Principal,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<LogPage, AppError> {
+        principal.require(Permission::Audit)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let store = self.plans.store();
+        let last = store.last_position().get();
+        let prefix = format!("{}/", principal.tenant);
+        let budget = (limit * 20 + 1000) as u64;
+        let mut events = Vec::new();
+        let mut next = from_position.max(1);
+        let stop = next.saturating_add(budget);
+        while next <= last && next < stop && events.len() < limit {
+            let page = store.read_all(Position(next), 512.min((stop - next) as usize))?;
+            if page.is_empty() {
+                break;
+            }
+            for envelope in page {
+                next = envelope.position.get() + 1;
+                if envelope.stream.as_str().starts_with(&prefix) {
+                    events.push(envelope);
+                    if events.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(LogPage {
+            events,
+            next_position: next,
+            last_position: last,
+        })
+    }
+
+    /// The plan loader behind this service.
+    pub fn plans(&self) -> &Arc<PlanLoader> {
+        &self.plans
+    }
+}

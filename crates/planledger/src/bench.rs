@@ -1,0 +1,287 @@
+//! `planledger bench`: throughput and latency figures, printed next to a ceiling measured in
+//! the same run. Benchmarks print; they never assert times.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use planledger_store::{
+    AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId,
+};
+
+/// What to measure.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Group-commit appends at several concurrencies vs raw synced RocksDB batches.
+    Append(AppendArgs),
+}
+
+/// Flags of `bench append`.
+#[derive(clap::Args, Debug)]
+pub struct AppendArgs {
+    /// Concurrency levels (appending tasks), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1024")]
+    pub concurrency: Vec<usize>,
+    /// Events appended at concurrency 1.
+    #[arg(long, default_value_t = 2_000)]
+    pub events_serial: u64,
+    /// Events appended at every higher concurrency.
+    #[arg(long, default_value_t = 50_000)]
+    pub events: u64,
+    /// Approximate payload size in bytes.
+    #[arg(long, default_value_t = 300)]
+    pub payload_bytes: usize,
+    /// Directory for the temporary databases (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// Runs a benchmark.
+pub async fn run(what: BenchCommand) -> Result<()> {
+    match what {
+        BenchCommand::Append(args) => append(args).await,
+    }
+}
+
+/// Latency summary.
+#[derive(Clone, Copy, Debug)]
+pub struct Latency {
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Maximum.
+    pub max: Duration,
+}
+
+/// Summarises a set of latencies (sorts them).
+pub fn summarize(samples: &mut [Duration]) -> Latency {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: samples.last().copied().unwrap_or_default(),
+    }
+}
+
+/// Formats a duration in milliseconds with two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn payload(n: u64, bytes: usize) -> serde_json::Value {
+    let filler = "x".repeat(bytes.saturating_sub(120));
+    serde_json::json!({
+        "goal_id": format!("goal-{}", n % 50),
+        "value": n as f64 * 0.5,
+        "confidence": 0.7,
+        "status": "on_track",
+        "note": filler,
+    })
+}
+
+fn progress(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} {bar:30} {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(label.to_string());
+    bar
+}
+
+struct AppendRun {
+    events: u64,
+    elapsed: Duration,
+    latency: Latency,
+    batch_sizes: Vec<(usize, u64)>,
+    stored_bytes: usize,
+}
+
+async fn run_appends(
+    dir: &std::path::Path,
+    concurrency: usize,
+    total: u64,
+    payload_bytes: usize,
+) -> Result<AppendRun> {
+    let store = EventStore::open(dir, StoreOptions::default())?;
+    let issued = Arc::new(AtomicU64::new(0));
+    let bar = progress(total, &format!("append c={concurrency}"));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for task in 0..concurrency {
+        let store = store.clone();
+        let issued = issued.clone();
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamId::new(format!("bench/plan-{task}")).expect("valid id");
+            let mut latencies = Vec::new();
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let event = NewEvent::from_json(
+                    "CheckInRecorded",
+                    2,
+                    jiff::Timestamp::now(),
+                    &payload(n, payload_bytes),
+                );
+                let t = Instant::now();
+                store
+                    .append(AppendRequest {
+                        stream: stream.clone(),
+                        expected: ExpectedVersion::Any,
+                        events: vec![event],
+                        meta: AppendMeta {
+                            actor: "bench".into(),
+                            ..AppendMeta::default()
+                        },
+                    })
+                    .await
+                    .expect("bench append");
+                latencies.push(t.elapsed());
+                bar.inc(1);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    for task in tasks {
+        latencies.extend(task.await.context("append task")?);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let stats = store.writer_stats();
+    let stored_bytes = store
+        .read_raw(planledger_store::Position(1))?
+        .map(|b| b.len())
+        .unwrap_or(payload_bytes);
+    Ok(AppendRun {
+        events: total,
+        elapsed,
+        latency: summarize(&mut latencies),
+        batch_sizes: stats.batch_sizes.into_iter().collect(),
+        stored_bytes,
+    })
+}
+
+/// Writes batches of the given sizes (each `count` times) with `sync = true` to a plain RocksDB
+/// and returns (events, elapsed, per-batch latencies).
+fn raw_ceiling(
+    dir: &std::path::Path,
+    batch_sizes: &[(usize, u64)],
+    value_bytes: usize,
+) -> Result<(u64, Duration, Vec<Duration>)> {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    let db = rocksdb::DB::open(&options, dir)?;
+    let mut write = rocksdb::WriteOptions::default();
+    write.set_sync(true);
+    let value = vec![b'v'; value_bytes];
+    let mut key = 0u64;
+    let total_batches: u64 = batch_sizes.iter().map(|(_, c)| c).sum();
+    let bar = progress(total_batches, "raw rocksdb batches");
+    let mut latencies = Vec::with_capacity(total_batches as usize);
+    let mut events = 0u64;
+    let started = Instant::now();
+    for (size, count) in batch_sizes {
+        for _ in 0..*count {
+            let t = Instant::now();
+            let mut batch = rocksdb::WriteBatch::default();
+            for _ in 0..*size {
+                key += 1;
+                // Three keys per event, as the log writes (log, stream index, head).
+                batch.put(key.to_be_bytes(), &value);
+                batch.put([&b"s"[..], &key.to_be_bytes()].concat(), key.to_be_bytes());
+            }
+            batch.put(b"head", key.to_be_bytes());
+            db.write_opt(batch, &write)?;
+            latencies.push(t.elapsed());
+            events += *size as u64;
+            bar.inc(1);
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok((events, elapsed, latencies))
+}
+
+async fn append(args: AppendArgs) -> Result<()> {
+    let base = match &args.dir {
+        Some(dir) => tempdir_in(dir)?,
+        None => tempdir_in(&std::env::temp_dir())?,
+    };
+    println!(
+        "bench append: payload ~{} B, {} CPU cores",
+        args.payload_bytes,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!(
+        "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>6}",
+        "concurrency", "events", "events/s", "p50 ms", "p99 ms", "max ms", "avg batch", "raw events/s", "ratio"
+    );
+    let mut serial_raw_p50 = None;
+    let mut serial_p50 = None;
+    for (index, &concurrency) in args.concurrency.iter().enumerate() {
+        let total = if concurrency <= 1 { args.events_serial } else { args.events };
+        let run = run_appends(
+            &base.join(format!("log-{index}")),
+            concurrency.max(1),
+            total,
+            args.payload_bytes,
+        )
+        .await?;
+        let base_dir = base.join(format!("raw-{index}"));
+        let sizes = run.batch_sizes.clone();
+        let value_bytes = run.stored_bytes;
+        let (raw_events, raw_elapsed, mut raw_latencies) =
+            tokio::task::spawn_blocking(move || raw_ceiling(&base_dir, &sizes, value_bytes))
+                .await??;
+        let rate = run.events as f64 / run.elapsed.as_secs_f64();
+        let raw_rate = raw_events as f64 / raw_elapsed.as_secs_f64();
+        let batches: u64 = run.batch_sizes.iter().map(|(_, c)| c).sum();
+        let raw_latency = summarize(&mut raw_latencies);
+        if concurrency <= 1 {
+            serial_raw_p50 = Some(raw_latency.p50);
+            serial_p50 = Some(run.latency.p50);
+        }
+        println!(
+            "{:>11} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>10.1} {:>12.0} {:>6.2}",
+            concurrency,
+            run.events,
+            rate,
+            ms(run.latency.p50),
+            ms(run.latency.p99),
+            ms(run.latency.max),
+            run.events as f64 / batches.max(1) as f64,
+            raw_rate,
+            rate / raw_rate
+        );
+    }
+    if let (Some(raw), Some(ours)) = (serial_raw_p50, serial_p50) {
+        println!(
+            "concurrency 1: append p50 {} ms vs one raw synced write p50 {} ms (ratio {:.2})",
+            ms(ours),
+            ms(raw),
+            ours.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+        );
+    }
+    std::fs::remove_dir_all(&base).ok();
+    Ok(())
+}
+
+/// A fresh directory under `parent`, removed by the caller.
+pub fn tempdir_in(parent: &std::path::Path) -> Result<std::path::PathBuf> {
+    let dir = parent.join(format!("planledger-bench-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,115 @@
+//! `planledger demo`: seeds a small plan (once), prints a token and curl lines, then serves.
+
+use anyhow::{Context, Result};
+use planledger_app::{App, CommandRequest, Principal, Role};
+use planledger_domain::{Command, PlanId};
+use serde_json::json;
+
+use crate::config::{Config, ServeArgs};
+
+/// Tenant of the demo plan.
+pub const DEMO_TENANT: &str = "demo";
+/// Id of the demo plan.
+pub const DEMO_PLAN: &str = "launch-2027";
+
+/// The demo plan's commands, relative to `today`: a plan that started three weeks ago.
+pub fn demo_commands(today: jiff::civil::Date) -> Vec<serde_json::Value> {
+    let day = |offset: i64| {
+        today
+            .checked_add(jiff::Span::new().days(offset))
+            .unwrap_or(today)
+            .to_string()
+    };
+    vec![
+        json!({"type": "CreatePlan", "data": {
+            "title": "Launch the self-serve plan", "outcome": "Small teams sign up without sales",
+            "starts_on": day(-21), "ends_on": day(70), "checkin_cadence_days": 7, "checkin_grace_days": 2}}),
+        json!({"type": "DefineGoal", "data": {
+            "goal_id": "signups", "title": "Reach 500 weekly self-serve signups",
+            "kpi": {"unit": "signups/week", "baseline": 40.0, "target": 500.0, "direction": "increase"},
+            "due": day(60), "weight": 2.0}}),
+        json!({"type": "DefineGoal", "data": {
+            "goal_id": "checkout", "title": "Ship the new checkout", "due": day(30)}}),
+        json!({"type": "AddStep", "data": {
+            "step_id": "pricing-page", "goal_id": "checkout", "title": "Publish the pricing page", "due": day(-3)}}),
+        json!({"type": "AddStep", "data": {
+            "step_id": "card-payments", "goal_id": "checkout", "title": "Accept card payments", "due": day(14)}}),
+        json!({"type": "AssignRole", "data": {"person": "ana", "role": "accountable", "goal_id": "signups"}}),
+        json!({"type": "AssignRole", "data": {"person": "ben", "role": "responsible", "goal_id": "checkout"}}),
+        json!({"type": "AssignRole", "data": {"person": "ana", "role": "accountable", "goal_id": "checkout"}}),
+        json!({"type": "SetBaseline", "data": {"label": "kickoff"}}),
+        json!({"type": "CompleteStep", "data": {"step_id": "pricing-page"}}),
+        json!({"type": "RecordCheckIn", "data": {
+            "goal_id": "signups", "value": 95.0, "confidence": 0.6, "status": "at_risk",
+            "note": "Paid ads paused", "blockers": ["ad budget not approved"]}}),
+    ]
+}
+
+/// Seeds the demo plan if it does not exist yet.
+pub async fn seed(app: &App) -> Result<()> {
+    let principal = Principal {
+        subject: "demo-seed".into(),
+        tenant: DEMO_TENANT.into(),
+        roles: vec![Role::Admin],
+    };
+    let plan_id = PlanId::new(DEMO_PLAN).context("demo plan id")?;
+    let exists = app
+        .queries
+        .plan_state(&principal, &plan_id, planledger_app::StateAt::Current)
+        .is_ok();
+    if exists {
+        return Ok(());
+    }
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    for (n, body) in demo_commands(today).into_iter().enumerate() {
+        let command: Command = serde_json::from_value(body).context("demo command is valid JSON")?;
+        app.commands
+            .execute(
+                &principal,
+                CommandRequest {
+                    plan_id: plan_id.clone(),
+                    command,
+                    command_id: Some(format!("demo-seed-{n}")),
+                    expected_version: None,
+                    correlation_id: Some("demo-seed".into()),
+                    causation_id: None,
+                    traceparent: None,
+                },
+            )
+            .await
+            .with_context(|| format!("seeding demo command {n}"))?;
+    }
+    Ok(())
+}
+
+/// Runs the demo: seed, print how to talk to it, serve.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let prelude: crate::serve::Prelude = Box::new(|app: App, config: Config| {
+        Box::pin(async move {
+            seed(&app).await?;
+            let token = app.auth.issue(
+                "you",
+                DEMO_TENANT,
+                vec![Role::Planner, Role::Auditor],
+                jiff::Timestamp::now(),
+                7 * 86_400,
+            )?;
+            let base = format!("http://{}", config.listen);
+            println!();
+            println!("Planledger demo: plan '{DEMO_PLAN}' in tenant '{DEMO_TENANT}' is seeded.");
+            println!("A token (planner + auditor, 7 days):");
+            println!();
+            println!("  export TOKEN={token}");
+            println!();
+            println!("Try:");
+            println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/v1/plans/{DEMO_PLAN}");
+            println!(
+                "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -X POST {base}/v1/plans/{DEMO_PLAN}/commands -d '{{\"type\":\"RecordCheckIn\",\"data\":{{\"goal_id\":\"signups\",\"value\":140,\"confidence\":0.7}}}}'"
+            );
+            println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/v1/plans/{DEMO_PLAN}/events");
+            println!();
+            Ok(())
+        })
+    });
+    crate::serve::run(args, Some(prelude)).await
+}

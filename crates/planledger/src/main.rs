@@ -1,0 +1,70 @@
+//! The `planledger` binary: wires the crates into commands an operator runs.
+//!
+//! `serve` runs the API, the writer, the relay and the projectors; `token` mints JWTs; `verify`
+//! walks the hash chain; `bench` measures; `demo` seeds a sample plan and serves it.
+
+mod bench;
+mod config;
+mod demo;
+mod serve;
+mod token;
+mod verify;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Planledger: an event-sourced backend that turns plans into execution, on the record.
+#[derive(Parser, Debug)]
+#[command(name = "planledger", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run the service: HTTP API, event log writer, NATS relay and projectors.
+    Serve(config::ServeArgs),
+    /// Seed a demo plan, print a token and curl lines, then serve.
+    Demo(config::ServeArgs),
+    /// Mint API tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// Walk the event log's hash chain and report the first broken position.
+    Verify(verify::VerifyArgs),
+    /// Measure throughput and latency (prints figures; never asserts them).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Commands::Serve(args) => serve::run(args, None).await,
+            Commands::Demo(args) => demo::run(args).await,
+            Commands::Token { command } => token::run(command),
+            Commands::Verify(args) => verify::run(args),
+            Commands::Bench { what } => bench::run(what).await,
+        }
+    })
+}
+
+/// Sets up `tracing` output in the chosen format, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(format: config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Pretty => builder.try_init(),
+        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,122 @@
+//! `planledger serve`: the all-in-one service.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use planledger_api::{ApiConfig, ApiState, RateLimit};
+use planledger_app::App;
+use planledger_store::{EventStore, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ServeArgs};
+
+/// Something to do once the app is open and before the listener starts (the demo seeds here).
+pub type Prelude = Box<dyn FnOnce(App, Config) -> futures_like::BoxFuture + Send>;
+
+/// A boxed future without pulling in a futures dependency.
+pub mod futures_like {
+    /// A boxed, sendable future returning `anyhow::Result<()>`.
+    pub type BoxFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+}
+
+/// Opens the event log in `<data_dir>/log`.
+pub fn open_store(config: &Config) -> Result<EventStore> {
+    let path = config.data_dir.join("log");
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    EventStore::open(&path, StoreOptions::default()).with_context(|| {
+        format!(
+            "opening the event log in {} (is another planledger process using this data directory?)",
+            path.display()
+        )
+    })
+}
+
+/// Runs the service until SIGINT or SIGTERM, then finishes in-flight requests and closes the log.
+pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
+    let config = args.load()?;
+    if args.print_config {
+        print!("{}", config.redacted_toml());
+        return Ok(());
+    }
+    crate::init_tracing(config.log_format);
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus metrics recorder")?;
+
+    let store = open_store(&config)?;
+    let auth = crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
+    let app = App::new(store.clone(), auth);
+    if let Some(prelude) = prelude {
+        prelude(app.clone(), config.clone()).await?;
+    }
+
+    let shutdown = CancellationToken::new();
+    let mut state = ApiState::new(
+        app.clone(),
+        ApiConfig {
+            body_limit_bytes: config.body_limit_bytes,
+            request_timeout: config.request_timeout(),
+            rate_limit: RateLimit {
+                per_second: config.rate_limit_per_second,
+                burst: config.rate_limit_burst,
+            },
+        },
+    );
+    state.prometheus = Some(prometheus);
+    state.shutdown = shutdown.clone();
+    state.readiness = Arc::new(Vec::new());
+
+    if config.nats_url.is_some() {
+        tracing::warn!("NATS publication is not wired in this build; serving embedded");
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, data_dir = %config.data_dir.display(), "planledger serving");
+    eprintln!("planledger listening on http://{local}");
+
+    let router = planledger_api::router(state);
+    let signal = shutdown.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            signal.cancel();
+        })
+        .await
+        .context("HTTP server failed")?;
+    drop(app);
+    store.flush().context("flushing the event log")?;
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,63 @@
+//! Errors of the event log.
+
+use crate::{ExpectedVersion, Position, StreamId, Version};
+
+/// Everything that can go wrong in the log, as variants a caller can match on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A stream id broke the naming rule.
+    #[error("stream id {id:?} is invalid: it must be {rule}")]
+    InvalidStreamId {
+        /// The rejected id.
+        id: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// The stream was not at the version the appender expected.
+    #[error(
+        "stream {stream} is at version {current}, but the append expected {expected:?}; reload the stream and retry"
+    )]
+    Conflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the appender expected.
+        expected: ExpectedVersion,
+        /// The version the stream is actually at.
+        current: Version,
+    },
+    /// A command id was reused for a different stream or different content.
+    #[error(
+        "command id {command_id:?} was already used for a different request on stream {original_stream}; use a new id for a new command"
+    )]
+    CommandIdReused {
+        /// The reused id.
+        command_id: String,
+        /// The stream the first use appended to.
+        original_stream: StreamId,
+    },
+    /// An append carried no events.
+    #[error("an append must carry at least one event")]
+    EmptyAppend,
+    /// The write path has stopped (the store was closed or its writer failed).
+    #[error("the event log writer has stopped; restart the service")]
+    WriterStopped,
+    /// Stored bytes could not be decoded.
+    #[error("stored data is corrupt at {what}: {detail}")]
+    Corrupt {
+        /// Where the corruption was found.
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The position asked for is past the end of the log.
+    #[error("position {asked} is past the end of the log (last is {last})")]
+    PositionOutOfRange {
+        /// The asked-for position.
+        asked: Position,
+        /// The last position in the log.
+        last: Position,
+    },
+    /// RocksDB reported an error.
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+}

@@ -1,0 +1,64 @@
+//! Column families and the byte layout of their keys.
+
+use crate::{Position, StreamId, Version};
+
+/// Global position (u64 BE) -> envelope JSON.
+pub const CF_LOG: &str = "log";
+/// Stream id, NUL, version (u64 BE) -> position (u64 BE).
+pub const CF_STREAMS: &str = "streams";
+/// Stream id -> current version (u64 BE).
+pub const CF_HEADS: &str = "heads";
+/// Scope, NUL, command id -> the first result (JSON).
+pub const CF_COMMANDS: &str = "commands";
+/// Stream id, NUL, version (u64 BE) -> snapshot bytes.
+pub const CF_SNAPSHOTS: &str = "snapshots";
+/// Checkpoint name -> position (u64 BE).
+pub const CF_CHECKPOINTS: &str = "checkpoints";
+/// Format marker and other single values.
+pub const CF_META: &str = "meta";
+
+/// Every column family the log opens.
+pub const ALL_CFS: [&str; 7] = [
+    CF_LOG,
+    CF_STREAMS,
+    CF_HEADS,
+    CF_COMMANDS,
+    CF_SNAPSHOTS,
+    CF_CHECKPOINTS,
+    CF_META,
+];
+
+/// Key of a stream's version in `streams` or `snapshots`.
+pub fn stream_version_key(stream: &StreamId, version: Version) -> Vec<u8> {
+    let mut key = stream_prefix(stream);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// The prefix all of a stream's keys share: the id and a NUL (ids never hold NUL).
+pub fn stream_prefix(stream: &StreamId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.as_str().len() + 9);
+    key.extend_from_slice(stream.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// Key of an idempotency record.
+pub fn command_key(scope: &str, command_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(scope.len() + command_id.len() + 1);
+    key.extend_from_slice(scope.as_bytes());
+    key.push(0);
+    key.extend_from_slice(command_id.as_bytes());
+    key
+}
+
+/// Decodes a big-endian u64 value or key suffix.
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// Key of a log entry.
+pub fn log_key(position: Position) -> [u8; 8] {
+    position.to_be_bytes()
+}

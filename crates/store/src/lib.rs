@@ -1,0 +1,28 @@
+//! The Planledger event log on RocksDB.
+//!
+//! This crate knows streams, envelopes and bytes; it never learns what a plan is. It provides:
+//! group-commit appends with optimistic concurrency and idempotency by command id, a gap-free
+//! global log, per-stream indexes, a SHA-256 hash chain with [`EventStore::verify`], snapshots
+//! and named checkpoints.
+//!
+//! Invariants (tested in `tests/`):
+//! - an answered append is on disk (`WriteBatch` with `sync = true` before any answer);
+//! - global positions are gap-free and strictly increasing, `recorded_at` is non-decreasing;
+//! - each stream's versions are 1..n with no gaps;
+//! - a repeated command id appends nothing and returns the first result;
+//! - `hash = sha256(prev_hash || canonical envelope)`, so changing any stored byte is detected.
+
+mod envelope;
+mod error;
+mod ids;
+mod keys;
+mod log;
+mod writer;
+
+pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
+pub use error::StoreError;
+pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
+pub use log::{CommandLookup, EventStore, ReadDirection, StoreOptions, VerifyReport};
+pub use writer::{
+    AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, WriterStats,
+};

@@ -1,0 +1,654 @@
+//! The event log handle: open, append, read, snapshots, checkpoints, verify.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
+    Options, ReadOptions, WriteBatch,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::envelope::{Envelope, GENESIS_HASH};
+use crate::keys::{
+    self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS,
+    CF_STREAMS,
+};
+use crate::writer::{
+    AppendOutcome, AppendRequest, CommandRecord, Head, Pending, Writer, WriterStats,
+};
+
+/// What the log remembers of a command id's first append.
+#[derive(Clone, Debug)]
+pub struct CommandLookup {
+    /// The stream it appended to.
+    pub stream: StreamId,
+    /// The fingerprint it carried.
+    pub fingerprint: Option<String>,
+    /// The envelopes it wrote.
+    pub envelopes: Vec<Envelope>,
+}
+use crate::{Position, StoreError, StreamId, Version};
+
+/// Capacity of the writer's inbox; appenders wait (backpressure) when it is full.
+const INBOX_CAPACITY: usize = 16 * 1024;
+/// The on-disk format this code writes.
+const FORMAT: &[u8] = b"planledger-log-v1";
+
+/// Options for opening the log.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Block cache size in bytes, shared by all column families.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Which way to read a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadDirection {
+    /// From the given version up.
+    Forward,
+    /// From the given version down.
+    Backward,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Envelopes checked.
+    pub checked: u64,
+    /// The last position in the log.
+    pub last_position: Position,
+    /// The first position where the chain breaks, and why; `None` if it holds.
+    pub first_broken: Option<(Position, String)>,
+}
+
+/// A handle to the event log; cheap to clone, shared by readers and appenders.
+///
+/// When the last clone is dropped the writer finishes the batches it holds and the database
+/// is closed before the drop returns, so the same directory can be opened again at once.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    inbox: mpsc::Sender<Pending>,
+    published: watch::Receiver<Position>,
+    stats: Arc<Mutex<WriterStats>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Close the inbox so the writer's loop ends, then wait for it to let go of the database.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.inbox, closed));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("last_position", &*self.inner.published.borrow())
+            .finish()
+    }
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name)
+        .expect("every column family is created when the log is opened")
+}
+
+fn corrupt(what: impl Into<String>, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+fn decode_envelope(position: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("log position {position}"), e))
+}
+
+/// Reads positions `first..=last` of the log.
+pub(crate) fn read_envelope_range(
+    db: &DB,
+    first: Position,
+    last: Position,
+) -> Result<Vec<Envelope>, StoreError> {
+    let mut out = Vec::with_capacity((last.0.saturating_sub(first.0) + 1) as usize);
+    let iter = db.iterator_cf(
+        cf(db, CF_LOG),
+        IteratorMode::From(&keys::log_key(first), Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        let position = keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
+        if position > last.0 {
+            break;
+        }
+        out.push(decode_envelope(position, &value)?);
+    }
+    Ok(out)
+}
+
+impl EventStore {
+    /// Opens (or creates) the log in `path` and starts its writer.
+    ///
+    /// Must be called inside a tokio runtime only for [`EventStore::append`]; the writer itself
+    /// runs on a dedicated thread. A database killed mid-write opens at its last acknowledged
+    /// state (RocksDB replays its write-ahead log; every answered batch was synced).
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_options = Options::default();
+        cf_options.set_block_based_table_factory(&table);
+        cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(2);
+        db_options.set_max_background_jobs(2);
+        let descriptors = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+        let db = Arc::new(DB::open_cf_descriptors(&db_options, path, descriptors)?);
+
+        match db.get_cf(cf(&db, CF_META), b"format")? {
+            None => db.put_cf(cf(&db, CF_META), b"format", FORMAT)?,
+            Some(found) if found == FORMAT => {}
+            Some(found) => {
+                return Err(corrupt(
+                    "meta/format",
+                    format!(
+                        "unknown log format {:?}; this build reads {:?}",
+                        String::from_utf8_lossy(&found),
+                        String::from_utf8_lossy(FORMAT)
+                    ),
+                ));
+            }
+        }
+
+        let head = Self::recover_head(&db)?;
+        tracing::info!(path = %path.display(), last_position = head.position.0, "event log opened");
+        let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
+        let (published_tx, published_rx) = watch::channel(head.position);
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let writer = Writer {
+            db: db.clone(),
+            inbox: receiver,
+            head,
+            published: published_tx,
+            stats: stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("planledger-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| corrupt("writer thread", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                inbox: sender,
+                published: published_rx,
+                stats,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    fn recover_head(db: &DB) -> Result<Head, StoreError> {
+        let mut iter = db.iterator_cf(cf(db, CF_LOG), IteratorMode::End);
+        match iter.next() {
+            None => Ok(Head {
+                position: Position(0),
+                hash: GENESIS_HASH.to_string(),
+                recorded_at: Timestamp::UNIX_EPOCH,
+            }),
+            Some(item) => {
+                let (key, value) = item?;
+                let position =
+                    keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
+                let envelope = decode_envelope(position, &value)?;
+                Ok(Head {
+                    position: envelope.position,
+                    hash: envelope.hash,
+                    recorded_at: envelope.recorded_at,
+                })
+            }
+        }
+    }
+
+    /// Appends events to a stream and returns once they are on disk.
+    ///
+    /// Fails with [`StoreError::Conflict`] (carrying the current version) when the stream is not
+    /// at the expected version; a repeat of a command id returns the first result, writing nothing.
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.inbox
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// The position of the last durable event (0 when the log is empty).
+    pub fn last_position(&self) -> Position {
+        *self.inner.published.borrow()
+    }
+
+    /// A receiver that changes whenever new events become durable.
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.inner.published.clone()
+    }
+
+    /// Counters about the batches the writer formed so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.stats
+            .lock()
+            .expect("writer stats lock is never poisoned")
+            .clone()
+    }
+
+    /// The stream's current version (0 when it has no events).
+    pub fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        match self.inner.db.get_pinned_cf(cf(&self.inner.db, CF_HEADS), stream.as_str())? {
+            Some(bytes) => keys::decode_u64(&bytes)
+                .map(Version)
+                .ok_or_else(|| corrupt(format!("head of {stream}"), "not 8 bytes")),
+            None => Ok(Version(0)),
+        }
+    }
+
+    /// Reads up to `limit` events of the global log starting at `from` (inclusive).
+    pub fn read_all(&self, from: Position, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = Position(from.0.max(1));
+        let mut read = ReadOptions::default();
+        read.fill_cache(limit < 10_000);
+        let iter = self.inner.db.iterator_cf_opt(
+            cf(&self.inner.db, CF_LOG),
+            read,
+            IteratorMode::From(&keys::log_key(from), Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let position =
+                keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
+            out.push(decode_envelope(position, &value)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the raw stored bytes of up to `limit` log entries from `from`: for bulk consumers
+    /// that decode lazily.
+    pub fn read_all_raw(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<(Position, Box<[u8]>)>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = Position(from.0.max(1));
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        let iter = self.inner.db.iterator_cf_opt(
+            cf(&self.inner.db, CF_LOG),
+            read,
+            IteratorMode::From(&keys::log_key(from), Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let position =
+                keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
+            out.push((Position(position), value));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first result of a command id, if the log has seen it: the stream it appended to, the
+    /// fingerprint it carried and its envelopes. Lets a caller answer a repeat before deciding.
+    pub fn lookup_command(
+        &self,
+        scope: &str,
+        command_id: &str,
+    ) -> Result<Option<CommandLookup>, StoreError> {
+        let key = keys::command_key(scope, command_id);
+        let Some(bytes) = self.inner.db.get_pinned_cf(cf(&self.inner.db, CF_COMMANDS), key)? else {
+            return Ok(None);
+        };
+        let record: CommandRecord =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt("command record", e))?;
+        let envelopes =
+            read_envelope_range(&self.inner.db, record.first_position, record.last_position)?;
+        Ok(Some(CommandLookup {
+            stream: record.stream,
+            fingerprint: record.fingerprint,
+            envelopes,
+        }))
+    }
+
+    /// The stream's version as of global position `position` (0 if it had no event by then).
+    pub fn stream_version_at(
+        &self,
+        stream: &StreamId,
+        position: Position,
+    ) -> Result<Version, StoreError> {
+        let prefix = keys::stream_prefix(stream);
+        let start = keys::stream_version_key(stream, Version(u64::MAX));
+        let iter = self.inner.db.iterator_cf(
+            cf(&self.inner.db, CF_STREAMS),
+            IteratorMode::From(&start, Direction::Reverse),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                break;
+            }
+            let at = keys::decode_u64(&value)
+                .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes"))?;
+            if at <= position.0 {
+                let version = keys::decode_u64(&key)
+                    .ok_or_else(|| corrupt(format!("stream index of {stream}"), "short key"))?;
+                return Ok(Version(version));
+            }
+        }
+        Ok(Version(0))
+    }
+
+    /// Reads one envelope by position.
+    pub fn read_position(&self, position: Position) -> Result<Option<Envelope>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position))?
+        {
+            Some(bytes) => decode_envelope(position.0, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads up to `limit` events of a stream starting at version `from`, in `direction`.
+    ///
+    /// Backward from a version past the end starts at the last event.
+    pub fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        direction: ReadDirection,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let prefix = keys::stream_prefix(stream);
+        let start = keys::stream_version_key(stream, from);
+        let mode = match direction {
+            ReadDirection::Forward => IteratorMode::From(&start, Direction::Forward),
+            ReadDirection::Backward => IteratorMode::From(&start, Direction::Reverse),
+        };
+        let mut positions = Vec::new();
+        for item in self.inner.db.iterator_cf(cf(&self.inner.db, CF_STREAMS), mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                break;
+            }
+            let position = keys::decode_u64(&value)
+                .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes"))?;
+            positions.push(keys::log_key(Position(position)));
+            if positions.len() >= limit {
+                break;
+            }
+        }
+        let log = cf(&self.inner.db, CF_LOG);
+        for (key, value) in positions
+            .iter()
+            .zip(self.inner.db.batched_multi_get_cf(log, positions.iter(), false))
+        {
+            let position = u64::from_be_bytes(*key);
+            match value? {
+                Some(bytes) => out.push(decode_envelope(position, &bytes)?),
+                None => {
+                    return Err(corrupt(
+                        format!("stream index of {stream}"),
+                        format!("points at missing log position {position}"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last position whose `recorded_at` is at or before `time` (0 if none).
+    ///
+    /// `recorded_at` is non-decreasing over positions, so this is a binary search.
+    pub fn position_at(&self, time: Timestamp) -> Result<Position, StoreError> {
+        let (mut low, mut high) = (0u64, self.last_position().0);
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            let envelope = self
+                .read_position(Position(middle))?
+                .ok_or_else(|| corrupt(format!("log position {middle}"), "missing"))?;
+            if envelope.recorded_at <= time {
+                low = middle;
+            } else {
+                high = middle - 1;
+            }
+        }
+        Ok(Position(low))
+    }
+
+    /// Stores a snapshot of a stream's state at `version`.
+    pub fn put_snapshot(
+        &self,
+        stream: &StreamId,
+        version: Version,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.inner.db.put_cf(
+            cf(&self.inner.db, CF_SNAPSHOTS),
+            keys::stream_version_key(stream, version),
+            bytes,
+        )?;
+        Ok(())
+    }
+
+    /// The newest snapshot of a stream at or below `version`.
+    pub fn latest_snapshot(
+        &self,
+        stream: &StreamId,
+        version: Version,
+    ) -> Result<Option<(Version, Vec<u8>)>, StoreError> {
+        let prefix = keys::stream_prefix(stream);
+        let start = keys::stream_version_key(stream, version);
+        let mut iter = self.inner.db.iterator_cf(
+            cf(&self.inner.db, CF_SNAPSHOTS),
+            IteratorMode::From(&start, Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                    return Ok(None);
+                }
+                let found = keys::decode_u64(&key)
+                    .ok_or_else(|| corrupt("snapshot key", "not 8 bytes"))?;
+                Ok(Some((Version(found), value.into_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records a named checkpoint (a consumer's last processed position).
+    pub fn put_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        self.inner.db
+            .put_cf(cf(&self.inner.db, CF_CHECKPOINTS), name, position.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// A named checkpoint, if recorded.
+    pub fn checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        match self.inner.db.get_pinned_cf(cf(&self.inner.db, CF_CHECKPOINTS), name)? {
+            Some(bytes) => keys::decode_u64(&bytes)
+                .map(|p| Some(Position(p)))
+                .ok_or_else(|| corrupt(format!("checkpoint {name}"), "not 8 bytes")),
+            None => Ok(None),
+        }
+    }
+
+    /// Walks the whole log and checks positions, hashes and the chain between them.
+    ///
+    /// `progress` is called with each checked position (for progress bars).
+    pub fn verify(&self, mut progress: impl FnMut(Position)) -> Result<VerifyReport, StoreError> {
+        let mut expected_prev = GENESIS_HASH.to_string();
+        let mut expected_position = 1u64;
+        let mut last_recorded = Timestamp::UNIX_EPOCH;
+        let mut checked = 0u64;
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        let snapshot_last = self.last_position();
+        let iter = self
+            .db
+            .iterator_cf_opt(cf(&self.inner.db, CF_LOG), read, IteratorMode::Start);
+        let broken = |position: u64, why: String, checked: u64| VerifyReport {
+            checked,
+            last_position: snapshot_last,
+            first_broken: Some((Position(position), why)),
+        };
+        for item in iter {
+            let (key, value) = item?;
+            let Some(position) = keys::decode_u64(&key) else {
+                return Ok(broken(expected_position, "log key is not 8 bytes".into(), checked));
+            };
+            if position != expected_position {
+                return Ok(broken(
+                    expected_position,
+                    format!("position {expected_position} is missing (next found is {position})"),
+                    checked,
+                ));
+            }
+            let envelope = match serde_json::from_slice::<Envelope>(&value) {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    return Ok(broken(position, format!("envelope does not decode: {e}"), checked));
+                }
+            };
+            if envelope.position.0 != position {
+                return Ok(broken(
+                    position,
+                    format!("envelope says position {}", envelope.position),
+                    checked,
+                ));
+            }
+            if envelope.prev_hash != expected_prev {
+                return Ok(broken(
+                    position,
+                    "prev_hash does not match the hash of the previous envelope".into(),
+                    checked,
+                ));
+            }
+            if envelope.compute_hash() != envelope.hash {
+                return Ok(broken(
+                    position,
+                    "hash does not match the envelope's content".into(),
+                    checked,
+                ));
+            }
+            if envelope.recorded_at < last_recorded {
+                return Ok(broken(
+                    position,
+                    "recorded_at goes backwards".into(),
+                    checked,
+                ));
+            }
+            last_recorded = envelope.recorded_at;
+            expected_prev = envelope.hash;
+            expected_position += 1;
+            checked += 1;
+            progress(Position(position));
+        }
+        Ok(VerifyReport {
+            checked,
+            last_position: Position(expected_position - 1),
+            first_broken: None,
+        })
+    }
+
+    /// Writes raw bytes at a log position, bypassing every check: only for tamper tests and
+    /// repair tooling.
+    #[doc(hidden)]
+    pub fn overwrite_raw_for_tests(
+        &self,
+        position: Position,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position), bytes);
+        self.inner.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Reads the raw stored bytes at a log position.
+    pub fn read_raw(&self, position: Position) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position))?)
+    }
+
+    /// Flushes memtables and the write-ahead log (for clean shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in ALL_CFS {
+            self.inner.db.flush_cf(cf(&self.inner.db, name))?;
+        }
+        Ok(())
+    }
+
+    /// The underlying database path's stream index, for tests: versions 1..=n of a stream.
+    pub fn stream_positions(&self, stream: &StreamId) -> Result<Vec<(Version, Position)>, StoreError> {
+        let prefix = keys::stream_prefix(stream);
+        let mut out = Vec::new();
+        let iter = self.inner.db.iterator_cf(
+            cf(&self.inner.db, CF_STREAMS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                break;
+            }
+            let version = keys::decode_u64(&key).ok_or_else(|| corrupt("stream key", "short"))?;
+            let position =
+                keys::decode_u64(&value).ok_or_else(|| corrupt("stream value", "short"))?;
+            out.push((Version(version), Position(position)));
+        }
+        Ok(out)
+    }
+}

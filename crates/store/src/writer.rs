@@ -1,0 +1,394 @@
+//! Group commit: the one task that owns the write path.
+//!
+//! Appenders send requests into a bounded inbox. The writer takes everything that is waiting,
+//! checks expected versions and command ids against the database *and* the rest of the batch,
+//! writes one `WriteBatch` with `sync = true`, and only then answers every caller. An answered
+//! append is therefore on disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use jiff::Timestamp;
+use rocksdb::{DB, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::envelope::{Envelope, NewEvent};
+use crate::keys::{self, CF_COMMANDS, CF_HEADS, CF_LOG, CF_STREAMS};
+use crate::log::{cf, read_envelope_range};
+use crate::{ExpectedVersion, Position, StoreError, StreamId, Version};
+
+/// Most requests one batch takes before it is written.
+pub const MAX_BATCH_REQUESTS: usize = 4096;
+
+/// The command an append carries out, for idempotency.
+#[derive(Clone, Debug)]
+pub struct CommandRef {
+    /// The namespace command ids are unique in (the tenant).
+    pub scope: String,
+    /// The client's command id (`Idempotency-Key`).
+    pub id: String,
+    /// A digest of the command's content: a repeat with other content is refused.
+    pub fingerprint: Option<String>,
+}
+
+/// Metadata stamped on every event of one append.
+#[derive(Clone, Debug, Default)]
+pub struct AppendMeta {
+    /// Who caused the events.
+    pub actor: String,
+    /// The command, if the append is idempotent by command id.
+    pub command: Option<CommandRef>,
+    /// Correlation id of the request.
+    pub correlation_id: Option<String>,
+    /// Causation id.
+    pub causation_id: Option<String>,
+    /// W3C traceparent.
+    pub traceparent: Option<String>,
+}
+
+/// One append: events for one stream, with an expectation of its version.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    /// Target stream.
+    pub stream: StreamId,
+    /// What the caller believes the stream's version is.
+    pub expected: ExpectedVersion,
+    /// The events, in order; at least one.
+    pub events: Vec<NewEvent>,
+    /// Metadata for all of them.
+    pub meta: AppendMeta,
+}
+
+/// The answer to an append.
+#[derive(Clone, Debug)]
+pub struct AppendOutcome {
+    /// The stored envelopes, in order.
+    pub envelopes: Vec<Envelope>,
+    /// True when the command id had been seen and nothing new was written.
+    pub deduplicated: bool,
+}
+
+impl AppendOutcome {
+    /// The stream's version after the append.
+    pub fn version(&self) -> Version {
+        self.envelopes.last().map(|e| e.version).unwrap_or_default()
+    }
+
+    /// The position of the last event written.
+    pub fn position(&self) -> Position {
+        self.envelopes.last().map(|e| e.position).unwrap_or_default()
+    }
+}
+
+/// What the `commands` column family remembers of a first append.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CommandRecord {
+    pub stream: StreamId,
+    pub fingerprint: Option<String>,
+    pub first_position: Position,
+    pub last_position: Position,
+}
+
+/// The head of the log as the writer knows it.
+#[derive(Clone, Debug)]
+pub(crate) struct Head {
+    pub position: Position,
+    pub hash: String,
+    pub recorded_at: Timestamp,
+}
+
+/// Counters the writer keeps about the batches it formed.
+#[derive(Clone, Debug, Default)]
+pub struct WriterStats {
+    /// Batches written.
+    pub batches: u64,
+    /// Events written.
+    pub events: u64,
+    /// Events per batch -> how many batches had that size.
+    pub batch_sizes: BTreeMap<usize, u64>,
+}
+
+pub(crate) struct Pending {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+pub(crate) struct Writer {
+    pub db: Arc<DB>,
+    pub inbox: mpsc::Receiver<Pending>,
+    pub head: Head,
+    pub published: watch::Sender<Position>,
+    pub stats: Arc<Mutex<WriterStats>>,
+}
+
+/// An answer being prepared inside a batch.
+enum Answer {
+    Done(Result<AppendOutcome, StoreError>),
+    /// A repeat of a command whose first append is in this same batch.
+    SameBatchRepeat(usize),
+}
+
+impl Writer {
+    /// Runs until every sender is dropped.
+    pub fn run(mut self) {
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = self.inbox.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH_REQUESTS {
+                match self.inbox.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        tracing::debug!("event log writer stopped");
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        let started = Instant::now();
+        let before = self.head.clone();
+        let mut write = WriteBatch::default();
+        let mut heads: HashMap<StreamId, Version> = HashMap::new();
+        let mut commands: HashMap<Vec<u8>, (usize, Option<String>)> = HashMap::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let now = Timestamp::now();
+        let recorded_at = if now > self.head.recorded_at {
+            now
+        } else {
+            self.head.recorded_at
+        };
+        let mut written_events = 0usize;
+
+        for (index, pending) in batch.iter().enumerate() {
+            let answer = self.prepare(
+                index,
+                &pending.request,
+                recorded_at,
+                &mut write,
+                &mut heads,
+                &mut commands,
+            );
+            if let Answer::Done(Ok(outcome)) = &answer
+                && !outcome.deduplicated
+            {
+                written_events += outcome.envelopes.len();
+            }
+            answers.push(answer);
+        }
+
+        if written_events > 0 {
+            for (stream, version) in &heads {
+                write.put_cf(cf(&self.db, CF_HEADS), stream.as_str(), version.to_be_bytes());
+            }
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            if let Err(error) = self.db.write_opt(write, &options) {
+                tracing::error!(%error, "event log batch write failed");
+                self.head = before;
+                let message = error.into_string();
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(StoreError::Db(rocksdb::Error::new(
+                        message.clone(),
+                    ))));
+                }
+                return;
+            }
+        }
+
+        let elapsed = started.elapsed();
+        if written_events > 0 {
+            metrics::histogram!("planledger_append_batch_events").record(written_events as f64);
+            metrics::histogram!("planledger_append_batch_seconds").record(elapsed.as_secs_f64());
+            metrics::counter!("planledger_events_appended_total").increment(written_events as u64);
+            metrics::gauge!("planledger_log_position").set(self.head.position.0 as f64);
+            let mut stats = self.stats.lock().expect("writer stats lock is never poisoned");
+            stats.batches += 1;
+            stats.events += written_events as u64;
+            *stats.batch_sizes.entry(written_events).or_default() += 1;
+        }
+
+        // Answers of repeats inside the same batch copy the first answer.
+        let resolved: Vec<Result<AppendOutcome, StoreError>> = {
+            let mut resolved: Vec<Option<Result<AppendOutcome, StoreError>>> =
+                Vec::with_capacity(answers.len());
+            for answer in answers {
+                resolved.push(Some(match answer {
+                    Answer::Done(result) => result,
+                    Answer::SameBatchRepeat(first) => {
+                        match resolved.get(first).and_then(|r| r.as_ref()) {
+                            Some(Ok(outcome)) => Ok(AppendOutcome {
+                                envelopes: outcome.envelopes.clone(),
+                                deduplicated: true,
+                            }),
+                            _ => Err(StoreError::WriterStopped),
+                        }
+                    }
+                }));
+            }
+            resolved.into_iter().map(|r| r.expect("every answer was filled")).collect()
+        };
+
+        if written_events > 0 {
+            self.published.send_replace(self.head.position);
+        }
+        for (pending, result) in batch.drain(..).zip(resolved) {
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    fn prepare(
+        &mut self,
+        index: usize,
+        request: &AppendRequest,
+        recorded_at: Timestamp,
+        write: &mut WriteBatch,
+        heads: &mut HashMap<StreamId, Version>,
+        commands: &mut HashMap<Vec<u8>, (usize, Option<String>)>,
+    ) -> Answer {
+        if request.events.is_empty() {
+            return Answer::Done(Err(StoreError::EmptyAppend));
+        }
+        let command_key = request
+            .meta
+            .command
+            .as_ref()
+            .map(|c| keys::command_key(&c.scope, &c.id));
+        if let (Some(key), Some(command)) = (&command_key, &request.meta.command) {
+            if let Some((first, fingerprint)) = commands.get(key) {
+                if fingerprint != &command.fingerprint {
+                    return Answer::Done(Err(StoreError::CommandIdReused {
+                        command_id: command.id.clone(),
+                        original_stream: request.stream.clone(),
+                    }));
+                }
+                return Answer::SameBatchRepeat(*first);
+            }
+            match self.stored_command(key) {
+                Ok(Some(record)) => {
+                    return Answer::Done(self.repeat(command, &request.stream, record));
+                }
+                Ok(None) => {}
+                Err(error) => return Answer::Done(Err(error)),
+            }
+        }
+
+        let current = match heads.get(&request.stream) {
+            Some(version) => *version,
+            None => match self.stored_head(&request.stream) {
+                Ok(version) => version,
+                Err(error) => return Answer::Done(Err(error)),
+            },
+        };
+        if !request.expected.matches(current) {
+            return Answer::Done(Err(StoreError::Conflict {
+                stream: request.stream.clone(),
+                expected: request.expected,
+                current,
+            }));
+        }
+
+        let mut envelopes = Vec::with_capacity(request.events.len());
+        let mut version = current;
+        for event in &request.events {
+            version = Version(version.0 + 1);
+            let position = Position(self.head.position.0 + 1);
+            let mut envelope = Envelope {
+                position,
+                stream: request.stream.clone(),
+                version,
+                event_id: event.event_id,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                occurred_at: event.occurred_at,
+                recorded_at,
+                actor: request.meta.actor.clone(),
+                command_id: request.meta.command.as_ref().map(|c| c.id.clone()),
+                correlation_id: request.meta.correlation_id.clone(),
+                causation_id: request.meta.causation_id.clone(),
+                traceparent: request.meta.traceparent.clone(),
+                data: event.data.clone(),
+                prev_hash: self.head.hash.clone(),
+                hash: String::new(),
+            };
+            envelope.hash = envelope.compute_hash();
+            let bytes =
+                serde_json::to_vec(&envelope).expect("an envelope of plain fields serializes");
+            write.put_cf(cf(&self.db, CF_LOG), keys::log_key(position), bytes);
+            write.put_cf(
+                cf(&self.db, CF_STREAMS),
+                keys::stream_version_key(&request.stream, version),
+                position.to_be_bytes(),
+            );
+            self.head = Head {
+                position,
+                hash: envelope.hash.clone(),
+                recorded_at,
+            };
+            envelopes.push(envelope);
+        }
+        heads.insert(request.stream.clone(), version);
+
+        if let (Some(key), Some(command)) = (command_key, &request.meta.command) {
+            let record = CommandRecord {
+                stream: request.stream.clone(),
+                fingerprint: command.fingerprint.clone(),
+                first_position: envelopes[0].position,
+                last_position: self.head.position,
+            };
+            let bytes = serde_json::to_vec(&record).expect("a command record serializes");
+            write.put_cf(cf(&self.db, CF_COMMANDS), &key, bytes);
+            commands.insert(key, (index, command.fingerprint.clone()));
+        }
+
+        Answer::Done(Ok(AppendOutcome {
+            envelopes,
+            deduplicated: false,
+        }))
+    }
+
+    fn stored_command(&self, key: &[u8]) -> Result<Option<CommandRecord>, StoreError> {
+        let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, CF_COMMANDS), key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                what: "command record".into(),
+                detail: e.to_string(),
+            })
+    }
+
+    fn stored_head(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        match self.db.get_pinned_cf(cf(&self.db, CF_HEADS), stream.as_str())? {
+            Some(bytes) => keys::decode_u64(&bytes)
+                .map(Version)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("head of {stream}"),
+                    detail: "not an 8-byte version".into(),
+                }),
+            None => Ok(Version(0)),
+        }
+    }
+
+    fn repeat(
+        &self,
+        command: &CommandRef,
+        stream: &StreamId,
+        record: CommandRecord,
+    ) -> Result<AppendOutcome, StoreError> {
+        if &record.stream != stream || record.fingerprint != command.fingerprint {
+            return Err(StoreError::CommandIdReused {
+                command_id: command.id.clone(),
+                original_stream: record.stream,
+            });
+        }
+        let envelopes = read_envelope_range(&self.db, record.first_position, record.last_position)?;
+        Ok(AppendOutcome {
+            envelopes,
+            deduplicated: true,
+        })
+    }
+}

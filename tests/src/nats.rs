@@ -1,0 +1,1 @@
+//! A nats-server child process for tests.

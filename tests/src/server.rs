@@ -1,0 +1,176 @@
+//! The planledger binary as a child process for tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+/// Path of the `planledger` binary under test: `$PLANLEDGER_BIN`, else next to the test's
+/// own target directory (`just test` builds it first).
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("PLANLEDGER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // <target>/<profile>/deps/<test> -> <target>/<profile>/planledger
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps");
+    let candidate = profile_dir.join("planledger");
+    assert!(
+        candidate.exists(),
+        "{} is missing: build it first with `cargo build --release -p planledger` (just test does)",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A running `planledger serve` with its own data directory and port; killed on drop.
+pub struct Planledger {
+    child: Option<Child>,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub base_url: String,
+    /// The listen port.
+    pub port: u16,
+    /// The data directory (kept while this handle lives).
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+}
+
+impl Planledger {
+    /// Starts `planledger serve --no-nats` on a free port in a fresh data directory.
+    pub fn start(extra: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let data_dir = temp.path().to_path_buf();
+        let mut server = Self::start_in(&data_dir, extra);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts `planledger serve` in the given data directory with extra flags (add `--nats URL`
+    /// for NATS; `--no-nats` is used when none is given).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if !extra.iter().any(|a| *a == "--nats") {
+            args.push("--no-nats".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Self {
+            child: None,
+            base_url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            args,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data_dir.join("serve.log")).expect("log file");
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn planledger");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = format!("127.0.0.1:{}", self.port);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "planledger exited with {status} before it was healthy; log:\n{}",
+                    self.log()
+                );
+            }
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("planledger did not listen on {addr} within 60 s; log:\n{}", self.log());
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// URL of a path on the service.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Mints a token with `planledger token issue` against this data directory.
+    pub fn token(&self, tenant: &str, sub: &str, roles: &str) -> String {
+        let output = Command::new(binary())
+            .args(["token", "issue", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--tenant", tenant, "--sub", sub, "--roles", roles, "--ttl", "1h"])
+            .output()
+            .expect("run planledger token issue");
+        assert!(
+            output.status.success(),
+            "token issue failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 token").trim().to_string()
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks the process to stop with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Starts the process again with the same data directory, port and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Planledger {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
