@@ -57,6 +57,9 @@ pub enum StoreError {
         /// The last position in the log.
         last: Position,
     },
+    /// The batch holding this append could not be written; nothing of it is on disk.
+    #[error("the event log could not write the batch: {0}; nothing was appended, retry")]
+    WriteFailed(String),
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),

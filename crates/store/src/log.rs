@@ -387,6 +387,7 @@ impl EventStore {
     /// Reads one envelope by position.
     pub fn read_position(&self, position: Position) -> Result<Option<Envelope>, StoreError> {
         match self
+            .inner
             .db
             .get_pinned_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position))?
         {
@@ -536,6 +537,7 @@ impl EventStore {
         read.fill_cache(false);
         let snapshot_last = self.last_position();
         let iter = self
+            .inner
             .db
             .iterator_cf_opt(cf(&self.inner.db, CF_LOG), read, IteratorMode::Start);
         let broken = |position: u64, why: String, checked: u64| VerifyReport {
@@ -619,6 +621,7 @@ impl EventStore {
     /// Reads the raw stored bytes at a log position.
     pub fn read_raw(&self, position: Position) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
+            .inner
             .db
             .get_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position))?)
     }

@@ -190,9 +190,9 @@ impl Writer {
                 self.head = before;
                 let message = error.into_string();
                 for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(StoreError::Db(rocksdb::Error::new(
-                        message.clone(),
-                    ))));
+                    let _ = pending
+                        .reply
+                        .send(Err(StoreError::WriteFailed(message.clone())));
                 }
                 return;
             }
