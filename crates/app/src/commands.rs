@@ -128,9 +128,25 @@ impl CommandService {
     async fn run(
         &self,
         principal: &Principal,
-        request: CommandRequest,
+        mut request: CommandRequest,
     ) -> Result<CommandResult, AppError> {
         principal.require(Permission::for_command(&request.command))?;
+        // The plan id is the path's; a body that names another plan is a mistake worth reporting.
+        if let Command::CreatePlan(create) = &mut request.command {
+            match &create.plan_id {
+                None => create.plan_id = Some(request.plan_id.clone()),
+                Some(id) if *id == request.plan_id => {}
+                Some(id) => {
+                    return Err(AppError::Invalid {
+                        field: "data.plan_id".into(),
+                        message: format!(
+                            "the body names plan {id} but the request targets plan {}; omit data.plan_id or make them equal",
+                            request.plan_id
+                        ),
+                    });
+                }
+            }
+        }
         let stream = stream_of(&principal.tenant, &request.plan_id)?;
         let store = self.plans.store();
         let fingerprint = fingerprint(&request.plan_id, &request.command);

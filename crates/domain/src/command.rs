@@ -195,7 +195,7 @@ pub struct RecordCheckIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// What stands in the way: at most 20 entries of up to 200 characters.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<String>,
 }
 

@@ -36,6 +36,8 @@ pub const MAX_BLOCKER: usize = 200;
 pub const MAX_WEIGHT: f64 = 1000.0;
 /// Largest step estimate, in days.
 pub const MAX_ESTIMATE_DAYS: f64 = 3660.0;
+/// Longest plan horizon, in days (about ten years).
+pub const MAX_HORIZON_DAYS: i64 = 3660;
 /// Largest check-in cadence and grace, in days.
 pub const MAX_CADENCE_DAYS: u32 = 366;
 
@@ -80,6 +82,14 @@ fn create_plan(plan: &Plan, c: &CreatePlan, now: Timestamp) -> Result<Vec<Event>
         return Err(DomainError::HorizonInverted {
             starts_on: c.starts_on,
             ends_on: c.ends_on,
+        });
+    }
+    let days = calendar::days_between(c.starts_on, c.ends_on);
+    if days > MAX_HORIZON_DAYS {
+        return Err(DomainError::HorizonTooLong {
+            ends_on: c.ends_on,
+            days,
+            max: MAX_HORIZON_DAYS,
         });
     }
     whole_in_range(

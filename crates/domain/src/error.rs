@@ -108,6 +108,18 @@ pub enum DomainError {
         /// Requested end.
         ends_on: Date,
     },
+    /// The plan horizon is longer than allowed.
+    #[error(
+        "data.ends_on {ends_on} is {days} days after data.starts_on; a plan spans at most {max} days"
+    )]
+    HorizonTooLong {
+        /// Requested end.
+        ends_on: Date,
+        /// Length asked for, in days.
+        days: i64,
+        /// The limit, in days.
+        max: i64,
+    },
     /// A due date outside the plan horizon.
     #[error(
         "{field} {due} is {side} the plan's {bound_name} {bound}; choose a date inside the horizon {starts_on}..{ends_on}"
@@ -250,7 +262,7 @@ pub enum DomainError {
         "{subject} already has {existing:?} as accountable; exactly one person is accountable, revoke that role first"
     )]
     SecondAccountable {
-        /// "plan", "goal <id>" or "step <id>".
+        /// "the plan", "goal ID" or "step ID".
         subject: String,
         /// The current accountable person.
         existing: String,
@@ -262,7 +274,7 @@ pub enum DomainError {
         person: String,
         /// The role.
         role: &'static str,
-        /// "plan", "goal <id>" or "step <id>".
+        /// "the plan", "goal ID" or "step ID".
         subject: String,
     },
     /// The role to revoke is not assigned.
@@ -272,7 +284,7 @@ pub enum DomainError {
         person: String,
         /// The role.
         role: &'static str,
-        /// "plan", "goal <id>" or "step <id>".
+        /// "the plan", "goal ID" or "step ID".
         subject: String,
     },
     /// AdjustGoal without any actual change.
@@ -320,6 +332,7 @@ impl DomainError {
             Self::ConfidenceOutOfRange { .. } => "confidence_out_of_range",
             Self::OutOfRange { .. } => "out_of_range",
             Self::HorizonInverted { .. } => "horizon_inverted",
+            Self::HorizonTooLong { .. } => "horizon_too_long",
             Self::DueOutsideHorizon { .. } => "due_outside_horizon",
             Self::EffectiveOnOutOfRange { .. } => "effective_on_out_of_range",
             Self::TargetAgainstDirection { .. } => "target_against_direction",
@@ -361,7 +374,7 @@ impl DomainError {
             | Self::GoalClosed { field, .. } => Some(field),
             Self::TooManyBlockers { .. } => Some("data.blockers"),
             Self::ConfidenceOutOfRange { .. } => Some("data.confidence"),
-            Self::HorizonInverted { .. } => Some("data.ends_on"),
+            Self::HorizonInverted { .. } | Self::HorizonTooLong { .. } => Some("data.ends_on"),
             Self::EffectiveOnOutOfRange { .. } => Some("data.effective_on"),
             Self::RoleSubjectAmbiguous => Some("data.step_id"),
             Self::UnknownCheckIn { .. } => Some("data.in_response_to_checkin"),
@@ -394,6 +407,7 @@ impl DomainError {
             | Self::ConfidenceOutOfRange { .. }
             | Self::OutOfRange { .. }
             | Self::HorizonInverted { .. }
+            | Self::HorizonTooLong { .. }
             | Self::DueOutsideHorizon { .. }
             | Self::EffectiveOnOutOfRange { .. }
             | Self::TargetAgainstDirection { .. }

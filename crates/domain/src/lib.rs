@@ -11,6 +11,8 @@
 //! `jiff::civil::Date` for days), so the same events and the same `now` always give the same
 //! answer. This crate depends on no other Planledger crate.
 
+#![warn(missing_docs)]
+
 pub mod calendar;
 pub mod command;
 mod decide;
@@ -22,8 +24,8 @@ pub mod plan;
 
 pub use command::Command;
 pub use decide::{
-    MAX_BLOCKER, MAX_BLOCKERS, MAX_CADENCE_DAYS, MAX_ESTIMATE_DAYS, MAX_NOTE, MAX_OUTCOME_TEXT,
-    MAX_REASON, MAX_TITLE, MAX_UNIT, MAX_WEIGHT, decide,
+    MAX_BLOCKER, MAX_BLOCKERS, MAX_CADENCE_DAYS, MAX_ESTIMATE_DAYS, MAX_HORIZON_DAYS, MAX_NOTE,
+    MAX_OUTCOME_TEXT, MAX_REASON, MAX_TITLE, MAX_UNIT, MAX_WEIGHT, decide,
 };
 pub use error::{DomainError, ErrorKind, UpcastError};
 pub use event::Event;

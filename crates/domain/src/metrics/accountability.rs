@@ -227,7 +227,8 @@ fn accountable_count(plan: &Plan, goal: &Goal) -> usize {
 /// Slot k covers days `[S + k*c, S + (k+1)*c)` from the goal's start S. It is due once it lies
 /// wholly before the goal stopped needing check-ins (plan end + 1 day, or the closing day) and
 /// its deadline `S + (k+1)*c + grace` has been reached. It is on time when a check-in on the goal
-/// was recorded on a day in `[S + k*c, S + (k+1)*c + grace)`.
+/// was recorded (UTC day) in `[S + k*c, S + (k+1)*c + grace)`; each check-in counts for at most
+/// one slot (slots take the earliest unused check-in in their window, in order).
 pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
     let cadence = i64::from(plan.checkin_cadence_days);
     if cadence <= 0 {
@@ -240,11 +241,13 @@ pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
         stop = stop.min(calendar::utc_day_number(closure.at));
     }
     let today = calendar::day_number(today);
-    let recorded: Vec<i64> = goal
+    let mut recorded: Vec<i64> = goal
         .check_ins
         .iter()
         .map(|c| calendar::utc_day_number(c.recorded_at))
         .collect();
+    recorded.sort_unstable();
+    let mut unused = recorded.into_iter().peekable();
     let (mut due, mut on_time) = (0u32, 0u32);
     let mut k = 0i64;
     loop {
@@ -254,8 +257,8 @@ pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
             break;
         }
         due += 1;
-        let deadline = slot_end + grace;
-        if recorded.iter().any(|d| *d >= slot_start && *d < deadline) {
+        while unused.next_if(|d| *d < slot_start).is_some() {}
+        if unused.next_if(|d| *d < slot_end + grace).is_some() {
             on_time += 1;
         }
         k += 1;
