@@ -278,9 +278,10 @@ async fn concurrent_adjustments_with_the_same_if_match_have_one_winner() {
         let if_match = format!("\"{version}\"");
         let a = json!({"type": "AdjustGoal", "data": {"goal_id": "g1", "target": 200.0 + round as f64, "reason": "a"}});
         let b = json!({"type": "AdjustGoal", "data": {"goal_id": "g1", "target": 300.0 + round as f64, "reason": "b"}});
+        let headers = [("If-Match", if_match.as_str())];
         let (ra, rb) = tokio::join!(
-            client.command(&server, &token, "p1", a, &[("If-Match", if_match.as_str())]),
-            client.command(&server, &token, "p1", b, &[("If-Match", if_match.as_str())]),
+            client.command(&server, &token, "p1", a, &headers),
+            client.command(&server, &token, "p1", b, &headers),
         );
         let mut statuses = [ra.0, rb.0];
         statuses.sort();
@@ -346,6 +347,8 @@ async fn graceful_shutdown_keeps_every_answered_command() {
     let status = server.terminate().expect("exit status");
     assert!(status.success(), "SIGTERM exits cleanly: {status}\n{}", server.log());
     server.restart();
+    // A fresh client: pooled connections to the stopped process are gone.
+    let client = Client::new();
     let (status, state) = client.get(&server, &token, "/v1/plans/p1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(state["version"], 2);

@@ -16,6 +16,19 @@ use planledger_store::{
 pub enum BenchCommand {
     /// Group-commit appends at several concurrencies vs raw synced RocksDB batches.
     Append(AppendArgs),
+    /// RecordCheckIn over HTTP vs a trivial axum JSON handler, same client and concurrency.
+    Http(HttpArgs),
+}
+
+/// Flags of `bench http`.
+#[derive(clap::Args, Debug)]
+pub struct HttpArgs {
+    /// Concurrent clients (each on its own plan, so no client waits on another's version).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Requests per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u64,
 }
 
 /// Flags of `bench append`.
@@ -42,6 +55,7 @@ pub struct AppendArgs {
 pub async fn run(what: BenchCommand) -> Result<()> {
     match what {
         BenchCommand::Append(args) => append(args).await,
+        BenchCommand::Http(args) => crate::bench_http::run(args).await,
     }
 }
 
@@ -88,7 +102,8 @@ fn payload(n: u64, bytes: usize) -> serde_json::Value {
     })
 }
 
-fn progress(total: u64, label: &str) -> ProgressBar {
+/// A progress bar for a benchmark phase.
+pub fn progress_bar(total: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{msg:>24} {bar:30} {pos}/{len} {per_sec}")
@@ -114,7 +129,7 @@ async fn run_appends(
 ) -> Result<AppendRun> {
     let store = EventStore::open(dir, StoreOptions::default())?;
     let issued = Arc::new(AtomicU64::new(0));
-    let bar = progress(total, &format!("append c={concurrency}"));
+    let bar = progress_bar(total, &format!("append c={concurrency}"));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for task in 0..concurrency {
@@ -189,7 +204,7 @@ fn raw_ceiling(
     let value = vec![b'v'; value_bytes];
     let mut key = 0u64;
     let total_batches: u64 = batch_sizes.iter().map(|(_, c)| c).sum();
-    let bar = progress(total_batches, "raw rocksdb batches");
+    let bar = progress_bar(total_batches, "raw rocksdb batches");
     let mut latencies = Vec::with_capacity(total_batches as usize);
     let mut events = 0u64;
     let started = Instant::now();

@@ -60,7 +60,7 @@ pub async fn seed(app: &App) -> Result<()> {
     if exists {
         return Ok(());
     }
-    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let today = planledger_domain::calendar::utc_date(jiff::Timestamp::now());
     for (n, body) in demo_commands(today).into_iter().enumerate() {
         let command: Command = serde_json::from_value(body).context("demo command is valid JSON")?;
         app.commands

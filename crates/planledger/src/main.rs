@@ -4,6 +4,7 @@
 //! walks the hash chain; `bench` measures; `demo` seeds a sample plan and serves it.
 
 mod bench;
+mod bench_http;
 mod config;
 mod demo;
 mod serve;

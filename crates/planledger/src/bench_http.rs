@@ -1,0 +1,174 @@
+//! `planledger bench http`: RecordCheckIn commands/s and latency through the real router,
+//! next to a trivial axum JSON handler measured with the same client in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use planledger_api::{ApiConfig, ApiState, RateLimit};
+use planledger_app::{App, Authenticator, Role};
+use planledger_store::{EventStore, StoreOptions};
+use serde_json::json;
+
+use crate::bench::{HttpArgs, Latency, ms, summarize, tempdir_in};
+
+struct Measured {
+    requests: u64,
+    elapsed: Duration,
+    latency: Latency,
+    failures: u64,
+}
+
+async fn serve(router: axum::Router) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
+/// Sends `total` requests from `concurrency` clients; `make` builds request `n` of client `c`.
+async fn load<F>(label: &str, concurrency: usize, total: u64, make: F) -> Result<Measured>
+where
+    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let make = Arc::new(make);
+    let issued = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let bar = crate::bench::progress_bar(total, label);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..concurrency {
+        let (client, make, issued, failures, bar) = (
+            client.clone(),
+            make.clone(),
+            issued.clone(),
+            failures.clone(),
+            bar.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let t = Instant::now();
+                let ok = match make(&client, c, n).send().await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        let _ = response.bytes().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(t.elapsed());
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                bar.inc(1);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.context("load task")?);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(Measured {
+        requests: total,
+        elapsed,
+        latency: summarize(&mut latencies),
+        failures: failures.load(Ordering::Relaxed),
+    })
+}
+
+/// Runs the HTTP benchmark.
+pub async fn run(args: HttpArgs) -> Result<()> {
+    let dir = tempdir_in(&std::env::temp_dir())?;
+    let store = EventStore::open(dir.join("log"), StoreOptions::default())?;
+    let auth = Authenticator::from_data_dir(&dir)?;
+    let token = auth.issue("bench", "bench", vec![Role::Planner], jiff::Timestamp::now(), 3600)?;
+    let app = App::new(store, auth);
+    let state = ApiState::new(
+        app.clone(),
+        ApiConfig {
+            rate_limit: RateLimit {
+                per_second: 0.0,
+                burst: 0.0,
+            },
+            ..ApiConfig::default()
+        },
+    );
+    let api = serve(planledger_api::router(state)).await?;
+    let trivial = serve(axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
+            axum::Json(json!({ "ok": true, "got": body }))
+        }),
+    ))
+    .await?;
+
+    // One plan with one KPI goal per client.
+    let http = reqwest::Client::new();
+    let today = planledger_domain::calendar::utc_date(jiff::Timestamp::now());
+    let day = |offset: i64| today.checked_add(jiff::Span::new().days(offset)).unwrap_or(today).to_string();
+    for c in 0..args.concurrency {
+        for body in [
+            json!({"type": "CreatePlan", "data": {"title": "bench", "starts_on": day(-1), "ends_on": day(90), "checkin_cadence_days": 7}}),
+            json!({"type": "DefineGoal", "data": {"goal_id": "g", "title": "g", "due": day(60),
+                "kpi": {"unit": "u", "baseline": 0.0, "target": 100.0, "direction": "increase"}}}),
+        ] {
+            let response = http
+                .post(format!("http://{api}/v1/plans/bench-{c}/commands"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().is_success(), "seeding failed: {}", response.text().await?);
+        }
+    }
+
+    let trivial_run = load("trivial axum json", args.concurrency, args.requests, move |client, c, n| {
+        client
+            .post(format!("http://{trivial}/echo"))
+            .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
+    })
+    .await?;
+    let token = Arc::new(token);
+    let api_run = load("RecordCheckIn", args.concurrency, args.requests, move |client, c, n| {
+        client
+            .post(format!("http://{api}/v1/plans/bench-{c}/commands"))
+            .bearer_auth(token.as_str())
+            .json(&json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": (n % 100) as f64, "confidence": 0.7}}))
+    })
+    .await?;
+
+    println!("bench http: concurrency {}, {} requests each, {} CPU cores", args.concurrency, args.requests,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("{:>20} {:>10} {:>9} {:>9} {:>9} {:>9}", "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures");
+    for (name, run) in [("trivial axum json", &trivial_run), ("RecordCheckIn", &api_run)] {
+        println!(
+            "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            run.requests as f64 / run.elapsed.as_secs_f64(),
+            ms(run.latency.p50),
+            ms(run.latency.p99),
+            ms(run.latency.max),
+            run.failures
+        );
+    }
+    let ratio = (api_run.requests as f64 / api_run.elapsed.as_secs_f64())
+        / (trivial_run.requests as f64 / trivial_run.elapsed.as_secs_f64());
+    println!("RecordCheckIn / trivial ceiling: {ratio:.2}");
+    drop(app);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
