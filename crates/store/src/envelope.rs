@@ -59,39 +59,106 @@ impl PartialEq for Envelope {
     }
 }
 
-/// The envelope without its hash: the canonical bytes the hash covers.
-#[derive(Serialize)]
-struct Unhashed<'a> {
-    position: Position,
-    stream: &'a StreamId,
-    version: Version,
-    event_id: Uuid,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    schema_version: u32,
-    occurred_at: Timestamp,
-    recorded_at: Timestamp,
-    actor: &'a str,
-    command_id: Option<&'a str>,
-    correlation_id: Option<&'a str>,
-    causation_id: Option<&'a str>,
-    traceparent: Option<&'a str>,
-    data: &'a RawValue,
-    prev_hash: &'a str,
+/// Appends `value` to `out` as a JSON string or `null`.
+fn json_str(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(text) => serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail"),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Renders a timestamp exactly as its serde form (a quoted RFC 3339 string).
+pub(crate) fn render_time(time: &Timestamp) -> Vec<u8> {
+    serde_json::to_vec(time).expect("a timestamp always serializes")
+}
+
+/// The fields the hash covers, borrowed, with timestamps already rendered.
+pub(crate) struct Canonical<'a> {
+    pub position: Position,
+    pub stream: &'a str,
+    pub version: Version,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub occurred_at: &'a [u8],
+    pub recorded_at: &'a [u8],
+    pub actor: &'a str,
+    pub command_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    pub data: &'a RawValue,
+    pub prev_hash: &'a str,
+}
+
+impl Canonical<'_> {
+    /// Writes the canonical JSON (every field but `hash`, in declaration order, no spaces) into
+    /// `out`, and returns the hash `sha256(prev_hash || canonical)` as hex.
+    ///
+    /// The bytes equal serde's rendering of the same fields, so a stored envelope is this text
+    /// with `,"hash":"…"` spliced before the closing brace.
+    pub fn write(&self, out: &mut Vec<u8>) -> String {
+        let start = out.len();
+        out.extend_from_slice(b"{\"position\":");
+        out.extend_from_slice(self.position.0.to_string().as_bytes());
+        out.extend_from_slice(b",\"stream\":");
+        json_str(out, Some(self.stream));
+        out.extend_from_slice(b",\"version\":");
+        out.extend_from_slice(self.version.0.to_string().as_bytes());
+        out.extend_from_slice(b",\"event_id\":\"");
+        out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        out.extend_from_slice(b"\",\"type\":");
+        json_str(out, Some(self.event_type));
+        out.extend_from_slice(b",\"schema_version\":");
+        out.extend_from_slice(self.schema_version.to_string().as_bytes());
+        out.extend_from_slice(b",\"occurred_at\":");
+        out.extend_from_slice(self.occurred_at);
+        out.extend_from_slice(b",\"recorded_at\":");
+        out.extend_from_slice(self.recorded_at);
+        out.extend_from_slice(b",\"actor\":");
+        json_str(out, Some(self.actor));
+        out.extend_from_slice(b",\"command_id\":");
+        json_str(out, self.command_id);
+        out.extend_from_slice(b",\"correlation_id\":");
+        json_str(out, self.correlation_id);
+        out.extend_from_slice(b",\"causation_id\":");
+        json_str(out, self.causation_id);
+        out.extend_from_slice(b",\"traceparent\":");
+        json_str(out, self.traceparent);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(self.data.get().as_bytes());
+        out.extend_from_slice(b",\"prev_hash\":");
+        json_str(out, Some(self.prev_hash));
+        out.push(b'}');
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash.as_bytes());
+        hasher.update(&out[start..]);
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// Turns canonical bytes (ending in `}`) into the stored form by adding the hash.
+pub(crate) fn seal(canonical: &mut Vec<u8>, hash: &str) {
+    canonical.pop();
+    canonical.extend_from_slice(b",\"hash\":\"");
+    canonical.extend_from_slice(hash.as_bytes());
+    canonical.extend_from_slice(b"\"}");
 }
 
 impl Envelope {
     /// Recomputes the hash this envelope should carry from its other fields.
     pub fn compute_hash(&self) -> String {
-        let unhashed = Unhashed {
+        let occurred_at = render_time(&self.occurred_at);
+        let recorded_at = render_time(&self.recorded_at);
+        let canonical = Canonical {
             position: self.position,
-            stream: &self.stream,
+            stream: self.stream.as_str(),
             version: self.version,
             event_id: self.event_id,
             event_type: &self.event_type,
             schema_version: self.schema_version,
-            occurred_at: self.occurred_at,
-            recorded_at: self.recorded_at,
+            occurred_at: &occurred_at,
+            recorded_at: &recorded_at,
             actor: &self.actor,
             command_id: self.command_id.as_deref(),
             correlation_id: self.correlation_id.as_deref(),
@@ -100,12 +167,7 @@ impl Envelope {
             data: &self.data,
             prev_hash: &self.prev_hash,
         };
-        let canonical =
-            serde_json::to_vec(&unhashed).expect("an envelope of plain fields always serializes");
-        let mut hasher = Sha256::new();
-        hasher.update(self.prev_hash.as_bytes());
-        hasher.update(&canonical);
-        hex::encode(hasher.finalize())
+        canonical.write(&mut Vec::with_capacity(512))
     }
 
     /// Parses the payload into a JSON value.

@@ -14,7 +14,7 @@ use rocksdb::{DB, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::envelope::{Envelope, NewEvent};
+use crate::envelope::{Canonical, Envelope, NewEvent, render_time, seal};
 use crate::keys::{self, CF_COMMANDS, CF_HEADS, CF_LOG, CF_STREAMS};
 use crate::log::{cf, read_envelope_range};
 use crate::{ExpectedVersion, Position, StoreError, StreamId, Version};
@@ -292,10 +292,46 @@ impl Writer {
 
         let mut envelopes = Vec::with_capacity(request.events.len());
         let mut version = current;
+        let recorded = render_time(&recorded_at);
+        let mut occurred_cache: Option<(Timestamp, Vec<u8>)> = None;
         for event in &request.events {
             version = Version(version.0 + 1);
             let position = Position(self.head.position.0 + 1);
-            let mut envelope = Envelope {
+            let occurred = match &occurred_cache {
+                Some((at, bytes)) if *at == event.occurred_at => bytes.clone(),
+                _ => {
+                    let bytes = render_time(&event.occurred_at);
+                    occurred_cache = Some((event.occurred_at, bytes.clone()));
+                    bytes
+                }
+            };
+            let mut bytes = Vec::with_capacity(512 + event.data.get().len());
+            let hash = Canonical {
+                position,
+                stream: request.stream.as_str(),
+                version,
+                event_id: event.event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                occurred_at: &occurred,
+                recorded_at: &recorded,
+                actor: &request.meta.actor,
+                command_id: request.meta.command.as_ref().map(|c| c.id.as_str()),
+                correlation_id: request.meta.correlation_id.as_deref(),
+                causation_id: request.meta.causation_id.as_deref(),
+                traceparent: request.meta.traceparent.as_deref(),
+                data: &event.data,
+                prev_hash: &self.head.hash,
+            }
+            .write(&mut bytes);
+            seal(&mut bytes, &hash);
+            write.put_cf(cf(&self.db, CF_LOG), keys::log_key(position), &bytes);
+            write.put_cf(
+                cf(&self.db, CF_STREAMS),
+                keys::stream_version_key(&request.stream, version),
+                position.to_be_bytes(),
+            );
+            let envelope = Envelope {
                 position,
                 stream: request.stream.clone(),
                 version,
@@ -310,23 +346,11 @@ impl Writer {
                 causation_id: request.meta.causation_id.clone(),
                 traceparent: request.meta.traceparent.clone(),
                 data: event.data.clone(),
-                prev_hash: self.head.hash.clone(),
-                hash: String::new(),
+                prev_hash: std::mem::replace(&mut self.head.hash, hash.clone()),
+                hash,
             };
-            envelope.hash = envelope.compute_hash();
-            let bytes =
-                serde_json::to_vec(&envelope).expect("an envelope of plain fields serializes");
-            write.put_cf(cf(&self.db, CF_LOG), keys::log_key(position), bytes);
-            write.put_cf(
-                cf(&self.db, CF_STREAMS),
-                keys::stream_version_key(&request.stream, version),
-                position.to_be_bytes(),
-            );
-            self.head = Head {
-                position,
-                hash: envelope.hash.clone(),
-                recorded_at,
-            };
+            self.head.position = position;
+            self.head.recorded_at = recorded_at;
             envelopes.push(envelope);
         }
         heads.insert(request.stream.clone(), version);

@@ -322,3 +322,16 @@ async fn many_concurrent_appends_form_batches() {
     assert_eq!(stats.batch_sizes.iter().map(|(size, count)| *size as u64 * count).sum::<u64>(), 500);
     assert_log_invariants(&store);
 }
+
+#[tokio::test]
+async fn stored_bytes_are_the_serde_form_of_the_envelope() {
+    let (_dir, store) = open_temp();
+    let mut request = request("t/ü \"quoted\"", ExpectedVersion::Any, vec![event(1)]);
+    request.meta.actor = "ana \u{1F600}".into();
+    request.meta.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    store.append(request).await.expect("append");
+    let raw = store.read_raw(Position(1)).expect("raw").expect("present");
+    let envelope = store.read_position(Position(1)).expect("read").expect("present");
+    assert_eq!(raw, serde_json::to_vec(&envelope).expect("json"));
+    assert_eq!(envelope.compute_hash(), envelope.hash);
+}
