@@ -51,6 +51,7 @@ run *ARGS: build
 
 # Run the whole test suite (unit, property, crash, end-to-end with a real nats-server).
 test *ARGS: setup
+    cargo build --release -p planledger --bins
     cargo test --release --workspace {{ARGS}}
 
 # Formatting and lints, as CI runs them.
@@ -61,3 +62,21 @@ lint: setup
 # Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`.
 bench WHAT="append" *ARGS: build
     "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}
+
+# Fuzz command JSON decoding (needs `cargo install cargo-fuzz`); runs for SECONDS.
+fuzz SECONDS="60":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run command_json -- -max_total_time={{SECONDS}}
+
+# Property-based API testing with schemathesis against a running demo service's /openapi.json.
+schemathesis PORT="18080": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    "{{tools}}/bin/python" -c 'import schemathesis' 2>/dev/null || "{{tools}}/bin/pip" install -q 'schemathesis>=3.30'
+    dir=$(mktemp -d)
+    "$CARGO_TARGET_DIR/release/planledger" serve --data-dir "$dir" --listen 127.0.0.1:{{PORT}} --no-nats --rate-limit-per-second 0 2>"$dir/serve.log" &
+    pid=$!
+    trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+    for _ in $(seq 100); do curl -sf http://127.0.0.1:{{PORT}}/healthz >/dev/null && break; sleep 0.1; done
+    token=$("$CARGO_TARGET_DIR/release/planledger" token issue --data-dir "$dir" --tenant fuzz --sub st --roles admin)
+    "{{tools}}/bin/st" run http://127.0.0.1:{{PORT}}/openapi.json --checks not_a_server_error \
+        -H "Authorization: Bearer $token" --hypothesis-max-examples 200
