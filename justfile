@@ -79,4 +79,4 @@ schemathesis PORT="18080": build
     for _ in $(seq 100); do curl -sf http://127.0.0.1:{{PORT}}/healthz >/dev/null && break; sleep 0.1; done
     token=$("$CARGO_TARGET_DIR/release/planledger" token issue --data-dir "$dir" --tenant fuzz --sub st --roles admin)
     "{{tools}}/bin/st" run http://127.0.0.1:{{PORT}}/openapi.json --checks not_a_server_error \
-        -H "Authorization: Bearer $token" --hypothesis-max-examples 200
+        -H "Authorization: Bearer $token" --max-examples 100
