@@ -107,7 +107,10 @@ impl Planledger {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("planledger did not listen on {addr} within 60 s; log:\n{}", self.log());
+        panic!(
+            "planledger did not listen on {addr} within 60 s; log:\n{}",
+            self.log()
+        );
     }
 
     /// The service's log so far.
@@ -125,7 +128,9 @@ impl Planledger {
         let output = Command::new(binary())
             .args(["token", "issue", "--data-dir"])
             .arg(&self.data_dir)
-            .args(["--tenant", tenant, "--sub", sub, "--roles", roles, "--ttl", "1h"])
+            .args([
+                "--tenant", tenant, "--sub", sub, "--roles", roles, "--ttl", "1h",
+            ])
             .output()
             .expect("run planledger token issue");
         assert!(
@@ -133,7 +138,10 @@ impl Planledger {
             "token issue failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8(output.stdout).expect("utf-8 token").trim().to_string()
+        String::from_utf8(output.stdout)
+            .expect("utf-8 token")
+            .trim()
+            .to_string()
     }
 
     /// Kills the process with SIGKILL (a crash) and waits for it.

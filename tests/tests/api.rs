@@ -83,9 +83,13 @@ fn define_goal(id: &str) -> Value {
 }
 
 async fn seeded(server: &Planledger, client: &Client, token: &str, plan: &str) {
-    let (status, body) = client.command(server, token, plan, create_plan(), &[]).await;
+    let (status, body) = client
+        .command(server, token, plan, create_plan(), &[])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = client.command(server, token, plan, define_goal("g1"), &[]).await;
+    let (status, body) = client
+        .command(server, token, plan, define_goal("g1"), &[])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -94,15 +98,22 @@ async fn command_appends_events_and_state_reflects_them() {
     let server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "ana", "planner,auditor");
-    let (status, body) = client.command(&server, &token, "p1", create_plan(), &[]).await;
+    let (status, body) = client
+        .command(&server, &token, "p1", create_plan(), &[])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["plan_id"], "p1");
     assert_eq!(body["version"], 1);
     assert_eq!(body["position"], 1);
     assert_eq!(body["events"][0]["type"], "PlanCreated");
-    assert_eq!(body["events"][0]["actor"], "ana", "the actor comes from the token");
+    assert_eq!(
+        body["events"][0]["actor"], "ana",
+        "the actor comes from the token"
+    );
 
-    let (status, body) = client.command(&server, &token, "p1", define_goal("g1"), &[]).await;
+    let (status, body) = client
+        .command(&server, &token, "p1", define_goal("g1"), &[])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["version"], 2);
 
@@ -114,23 +125,33 @@ async fn command_appends_events_and_state_reflects_them() {
     let (status, old) = client.get(&server, &token, "/v1/plans/p1?version=1").await;
     assert_eq!(status, StatusCode::OK, "{old}");
     assert_eq!(old["version"], 1);
-    assert!(!old["state"].to_string().contains("\"g1\""), "version 1 has no goal: {old}");
+    assert!(
+        !old["state"].to_string().contains("\"g1\""),
+        "version 1 has no goal: {old}"
+    );
 
     let (status, at_position) = client.get(&server, &token, "/v1/plans/p1?position=1").await;
     assert_eq!(status, StatusCode::OK, "{at_position}");
     assert_eq!(at_position["version"], 1);
 
-    let (status, future) = client.get(&server, &token, "/v1/plans/p1?as_of=2999-01-01T00:00:00Z").await;
+    let (status, future) = client
+        .get(&server, &token, "/v1/plans/p1?as_of=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(status, StatusCode::OK, "{future}");
     assert_eq!(future["version"], 2);
-    let (status, past) = client.get(&server, &token, "/v1/plans/p1?as_of=2000-01-01T00:00:00Z").await;
+    let (status, past) = client
+        .get(&server, &token, "/v1/plans/p1?as_of=2000-01-01T00:00:00Z")
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{past}");
 
     let (status, events) = client.get(&server, &token, "/v1/plans/p1/events").await;
     assert_eq!(status, StatusCode::OK, "{events}");
     let list = events["events"].as_array().expect("events array");
     assert_eq!(list.len(), 2);
-    assert_eq!(list[1]["prev_hash"], list[0]["hash"], "the audit trail shows the chain");
+    assert_eq!(
+        list[1]["prev_hash"], list[0]["hash"],
+        "the audit trail shows the chain"
+    );
 }
 
 #[tokio::test]
@@ -145,9 +166,14 @@ async fn error_classes_are_problem_json_with_the_right_status() {
         .command(&server, &planner, "p1", json!({"type": "DefineGoal", "data": {"goal_id": "g2", "title": "t", "due": today_plus(5), "colour": "red"}}), &[])
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["detail"].as_str().unwrap_or("").contains("colour"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("colour"),
+        "{body}"
+    );
     // 400: malformed id in the path.
-    let (status, body) = client.command(&server, &planner, "bad%20id", create_plan(), &[]).await;
+    let (status, body) = client
+        .command(&server, &planner, "bad%20id", create_plan(), &[])
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // 401: no token, and a forged one.
@@ -158,7 +184,10 @@ async fn error_classes_are_problem_json_with_the_right_status() {
         .expect("send");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
     let (status, _) = client.get(&server, "not.a.token", "/v1/plans/p1").await;
@@ -168,7 +197,9 @@ async fn error_classes_are_problem_json_with_the_right_status() {
     let viewer = server.token("acme", "vic", "viewer");
     let (status, _) = client.get(&server, &viewer, "/v1/plans/p1").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = client.command(&server, &viewer, "p1", define_goal("g3"), &[]).await;
+    let (status, body) = client
+        .command(&server, &viewer, "p1", define_goal("g3"), &[])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _) = client.get(&server, &planner, "/v1/plans/p1/events").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -176,12 +207,20 @@ async fn error_classes_are_problem_json_with_the_right_status() {
     // 404: unknown plan; a command on a plan that does not exist.
     let (status, _) = client.get(&server, &planner, "/v1/plans/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = client.command(&server, &planner, "nope", define_goal("g1"), &[]).await;
+    let (status, body) = client
+        .command(&server, &planner, "nope", define_goal("g1"), &[])
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     // 409: stale If-Match, with the current version in the problem.
     let (status, body) = client
-        .command(&server, &planner, "p1", define_goal("g4"), &[("If-Match", "\"1\"")])
+        .command(
+            &server,
+            &planner,
+            "p1",
+            define_goal("g4"),
+            &[("If-Match", "\"1\"")],
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["current_version"], 2);
@@ -192,7 +231,10 @@ async fn error_classes_are_problem_json_with_the_right_status() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
     // 422: a domain rule (a second accountable for one goal).
-    for (person, expected) in [("ana", StatusCode::OK), ("ben", StatusCode::UNPROCESSABLE_ENTITY)] {
+    for (person, expected) in [
+        ("ana", StatusCode::OK),
+        ("ben", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
         let (status, body) = client
             .command(&server, &planner, "p1", json!({"type": "AssignRole", "data": {"person": person, "role": "accountable", "goal_id": "g1"}}), &[])
             .await;
@@ -219,7 +261,11 @@ async fn rate_limit_answers_429_with_retry_after() {
         }
         statuses.push(response.status());
     }
-    assert_eq!(&statuses[..3], &[StatusCode::NOT_FOUND; 3], "a burst of three passes");
+    assert_eq!(
+        &statuses[..3],
+        &[StatusCode::NOT_FOUND; 3],
+        "a burst of three passes"
+    );
     assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
     assert!(retry_after.is_some(), "429 carries Retry-After");
 }
@@ -233,16 +279,22 @@ async fn tenants_never_see_each_others_plans() {
     seeded(&server, &client, &acme, "shared-name").await;
     let (status, _) = client.get(&server, &globex, "/v1/plans/shared-name").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "404, not 403");
-    let (status, _) = client.get(&server, &globex, "/v1/plans/shared-name/events").await;
+    let (status, _) = client
+        .get(&server, &globex, "/v1/plans/shared-name/events")
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, page) = client.get(&server, &globex, "/v1/events").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["events"].as_array().map(Vec::len), Some(0), "{page}");
-    let (status, page) = client.get(&server, &acme, "/v1/events?from_position=1&limit=10").await;
+    let (status, page) = client
+        .get(&server, &acme, "/v1/events?from_position=1&limit=10")
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["events"].as_array().map(Vec::len), Some(2), "{page}");
     // The same plan id in another tenant is a different plan.
-    let (status, body) = client.command(&server, &globex, "shared-name", create_plan(), &[]).await;
+    let (status, body) = client
+        .command(&server, &globex, "shared-name", create_plan(), &[])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["version"], 1);
 }
@@ -254,13 +306,35 @@ async fn idempotency_key_makes_retries_safe() {
     let token = server.token("acme", "ana", "planner");
     seeded(&server, &client, &token, "p1").await;
     let checkin = json!({"type": "RecordCheckIn", "data": {"goal_id": "g1", "value": 20.0, "confidence": 0.8}});
-    let (s1, first) = client.command(&server, &token, "p1", checkin.clone(), &[("Idempotency-Key", "k-1")]).await;
-    let (s2, again) = client.command(&server, &token, "p1", checkin, &[("Idempotency-Key", "k-1")]).await;
-    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{first} {again}");
+    let (s1, first) = client
+        .command(
+            &server,
+            &token,
+            "p1",
+            checkin.clone(),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    let (s2, again) = client
+        .command(
+            &server,
+            &token,
+            "p1",
+            checkin,
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::OK, StatusCode::OK),
+        "{first} {again}"
+    );
     assert_eq!(first["events"], again["events"]);
     assert_eq!(again["deduplicated"], true);
     let other = json!({"type": "RecordCheckIn", "data": {"goal_id": "g1", "value": 30.0, "confidence": 0.8}});
-    let (status, body) = client.command(&server, &token, "p1", other, &[("Idempotency-Key", "k-1")]).await;
+    let (status, body) = client
+        .command(&server, &token, "p1", other, &[("Idempotency-Key", "k-1")])
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (_, state) = client.get(&server, &token, "/v1/plans/p1").await;
     assert_eq!(state["version"], 3, "one check-in, not two");
@@ -285,7 +359,11 @@ async fn concurrent_adjustments_with_the_same_if_match_have_one_winner() {
         );
         let mut statuses = [ra.0, rb.0];
         statuses.sort();
-        assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "round {round}: {ra:?} {rb:?}");
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::CONFLICT],
+            "round {round}: {ra:?} {rb:?}"
+        );
     }
 }
 
@@ -293,18 +371,52 @@ async fn concurrent_adjustments_with_the_same_if_match_have_one_winner() {
 async fn operations_endpoints_answer() {
     let server = Planledger::start(&[]);
     let http = reqwest::Client::new();
-    let health = http.get(server.url("/healthz")).send().await.expect("healthz");
+    let health = http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), StatusCode::OK);
-    let ready: Value = http.get(server.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+    let ready: Value = http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(ready["ready"], true, "{ready}");
     let client = Client::new();
     let token = server.token("acme", "ana", "planner");
     seeded(&server, &client, &token, "p1").await;
-    let metrics = http.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("planledger_http_requests_total"), "{metrics}");
-    assert!(metrics.contains("planledger_events_appended_total"), "{metrics}");
-    let openapi: Value = http.get(server.url("/openapi.json")).send().await.expect("openapi").json().await.expect("json");
-    assert!(openapi["paths"]["/v1/plans/{plan_id}/commands"].is_object(), "{openapi}");
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("planledger_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("planledger_events_appended_total"),
+        "{metrics}"
+    );
+    let openapi: Value = http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        openapi["paths"]["/v1/plans/{plan_id}/commands"].is_object(),
+        "{openapi}"
+    );
     let missing = http.get(server.url("/nope")).send().await.expect("404");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
@@ -345,7 +457,11 @@ async fn graceful_shutdown_keeps_every_answered_command() {
     let token = server.token("acme", "ana", "planner");
     seeded(&server, &client, &token, "p1").await;
     let status = server.terminate().expect("exit status");
-    assert!(status.success(), "SIGTERM exits cleanly: {status}\n{}", server.log());
+    assert!(
+        status.success(),
+        "SIGTERM exits cleanly: {status}\n{}",
+        server.log()
+    );
     server.restart();
     // A fresh client: pooled connections to the stopped process are gone.
     let client = Client::new();

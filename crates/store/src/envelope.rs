@@ -106,7 +106,12 @@ impl Canonical<'_> {
         out.extend_from_slice(b",\"version\":");
         out.extend_from_slice(self.version.0.to_string().as_bytes());
         out.extend_from_slice(b",\"event_id\":\"");
-        out.extend_from_slice(self.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        out.extend_from_slice(
+            self.event_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\",\"type\":");
         json_str(out, Some(self.event_type));
         out.extend_from_slice(b",\"schema_version\":");
@@ -215,8 +220,8 @@ impl NewEvent {
         occurred_at: Timestamp,
         data: &serde_json::Value,
     ) -> Self {
-        let raw = serde_json::value::to_raw_value(data)
-            .expect("a serde_json::Value always serializes");
+        let raw =
+            serde_json::value::to_raw_value(data).expect("a serde_json::Value always serializes");
         Self::new(event_type, schema_version, occurred_at, raw)
     }
 }

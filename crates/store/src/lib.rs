@@ -22,7 +22,7 @@ mod writer;
 pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
-pub use log::{CommandLookup, EventStore, ReadDirection, StoreOptions, VerifyReport};
+pub use log::{CommandLookup, EventStore, RawEntry, ReadDirection, StoreOptions, VerifyReport};
 pub use writer::{
     AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, WriterStats,
 };

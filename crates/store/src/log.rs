@@ -12,12 +12,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::envelope::{Envelope, GENESIS_HASH};
 use crate::keys::{
-    self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS,
-    CF_STREAMS,
+    self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
 use crate::writer::{
     AppendOutcome, AppendRequest, CommandRecord, Head, Pending, Writer, WriterStats,
 };
+
+/// A log entry as stored: its position and the envelope's JSON bytes.
+pub type RawEntry = (Position, Box<[u8]>);
 
 /// What the log remembers of a command id's first append.
 #[derive(Clone, Debug)]
@@ -98,7 +100,6 @@ impl Drop for Inner {
         }
     }
 }
-
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,7 +243,8 @@ impl EventStore {
     /// at the expected version; a repeat of a command id returns the first result, writing nothing.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inner.inbox
+        self.inner
+            .inbox
             .send(Pending { request, reply })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
@@ -261,7 +263,8 @@ impl EventStore {
 
     /// Counters about the batches the writer formed so far.
     pub fn writer_stats(&self) -> WriterStats {
-        self.inner.stats
+        self.inner
+            .stats
             .lock()
             .expect("writer stats lock is never poisoned")
             .clone()
@@ -269,7 +272,11 @@ impl EventStore {
 
     /// The stream's current version (0 when it has no events).
     pub fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        match self.inner.db.get_pinned_cf(cf(&self.inner.db, CF_HEADS), stream.as_str())? {
+        match self
+            .inner
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_HEADS), stream.as_str())?
+        {
             Some(bytes) => keys::decode_u64(&bytes)
                 .map(Version)
                 .ok_or_else(|| corrupt(format!("head of {stream}"), "not 8 bytes")),
@@ -309,7 +316,7 @@ impl EventStore {
         &self,
         from: Position,
         limit: usize,
-    ) -> Result<Vec<(Position, Box<[u8]>)>, StoreError> {
+    ) -> Result<Vec<RawEntry>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(4096));
         if limit == 0 {
             return Ok(out);
@@ -342,7 +349,11 @@ impl EventStore {
         command_id: &str,
     ) -> Result<Option<CommandLookup>, StoreError> {
         let key = keys::command_key(scope, command_id);
-        let Some(bytes) = self.inner.db.get_pinned_cf(cf(&self.inner.db, CF_COMMANDS), key)? else {
+        let Some(bytes) = self
+            .inner
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_COMMANDS), key)?
+        else {
             return Ok(None);
         };
         let record: CommandRecord =
@@ -417,7 +428,11 @@ impl EventStore {
             ReadDirection::Backward => IteratorMode::From(&start, Direction::Reverse),
         };
         let mut positions = Vec::new();
-        for item in self.inner.db.iterator_cf(cf(&self.inner.db, CF_STREAMS), mode) {
+        for item in self
+            .inner
+            .db
+            .iterator_cf(cf(&self.inner.db, CF_STREAMS), mode)
+        {
             let (key, value) = item?;
             if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
                 break;
@@ -430,10 +445,11 @@ impl EventStore {
             }
         }
         let log = cf(&self.inner.db, CF_LOG);
-        for (key, value) in positions
-            .iter()
-            .zip(self.inner.db.batched_multi_get_cf(log, positions.iter(), false))
-        {
+        for (key, value) in positions.iter().zip(self.inner.db.batched_multi_get_cf(
+            log,
+            positions.iter(),
+            false,
+        )) {
             let position = u64::from_be_bytes(*key);
             match value? {
                 Some(bytes) => out.push(decode_envelope(position, &bytes)?),
@@ -500,8 +516,8 @@ impl EventStore {
                 if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
                     return Ok(None);
                 }
-                let found = keys::decode_u64(&key)
-                    .ok_or_else(|| corrupt("snapshot key", "not 8 bytes"))?;
+                let found =
+                    keys::decode_u64(&key).ok_or_else(|| corrupt("snapshot key", "not 8 bytes"))?;
                 Ok(Some((Version(found), value.into_vec())))
             }
             None => Ok(None),
@@ -510,14 +526,21 @@ impl EventStore {
 
     /// Records a named checkpoint (a consumer's last processed position).
     pub fn put_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        self.inner.db
-            .put_cf(cf(&self.inner.db, CF_CHECKPOINTS), name, position.to_be_bytes())?;
+        self.inner.db.put_cf(
+            cf(&self.inner.db, CF_CHECKPOINTS),
+            name,
+            position.to_be_bytes(),
+        )?;
         Ok(())
     }
 
     /// A named checkpoint, if recorded.
     pub fn checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        match self.inner.db.get_pinned_cf(cf(&self.inner.db, CF_CHECKPOINTS), name)? {
+        match self
+            .inner
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_CHECKPOINTS), name)?
+        {
             Some(bytes) => keys::decode_u64(&bytes)
                 .map(|p| Some(Position(p)))
                 .ok_or_else(|| corrupt(format!("checkpoint {name}"), "not 8 bytes")),
@@ -536,10 +559,10 @@ impl EventStore {
         let mut read = ReadOptions::default();
         read.fill_cache(false);
         let snapshot_last = self.last_position();
-        let iter = self
-            .inner
-            .db
-            .iterator_cf_opt(cf(&self.inner.db, CF_LOG), read, IteratorMode::Start);
+        let iter =
+            self.inner
+                .db
+                .iterator_cf_opt(cf(&self.inner.db, CF_LOG), read, IteratorMode::Start);
         let broken = |position: u64, why: String, checked: u64| VerifyReport {
             checked,
             last_position: snapshot_last,
@@ -548,7 +571,11 @@ impl EventStore {
         for item in iter {
             let (key, value) = item?;
             let Some(position) = keys::decode_u64(&key) else {
-                return Ok(broken(expected_position, "log key is not 8 bytes".into(), checked));
+                return Ok(broken(
+                    expected_position,
+                    "log key is not 8 bytes".into(),
+                    checked,
+                ));
             };
             if position != expected_position {
                 return Ok(broken(
@@ -560,7 +587,11 @@ impl EventStore {
             let envelope = match serde_json::from_slice::<Envelope>(&value) {
                 Ok(envelope) => envelope,
                 Err(e) => {
-                    return Ok(broken(position, format!("envelope does not decode: {e}"), checked));
+                    return Ok(broken(
+                        position,
+                        format!("envelope does not decode: {e}"),
+                        checked,
+                    ));
                 }
             };
             if envelope.position.0 != position {
@@ -635,7 +666,10 @@ impl EventStore {
     }
 
     /// The underlying database path's stream index, for tests: versions 1..=n of a stream.
-    pub fn stream_positions(&self, stream: &StreamId) -> Result<Vec<(Version, Position)>, StoreError> {
+    pub fn stream_positions(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Vec<(Version, Position)>, StoreError> {
         let prefix = keys::stream_prefix(stream);
         let mut out = Vec::new();
         let iter = self.inner.db.iterator_cf(

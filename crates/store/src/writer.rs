@@ -78,7 +78,10 @@ impl AppendOutcome {
 
     /// The position of the last event written.
     pub fn position(&self) -> Position {
-        self.envelopes.last().map(|e| e.position).unwrap_or_default()
+        self.envelopes
+            .last()
+            .map(|e| e.position)
+            .unwrap_or_default()
     }
 }
 
@@ -181,7 +184,11 @@ impl Writer {
 
         if written_events > 0 {
             for (stream, version) in &heads {
-                write.put_cf(cf(&self.db, CF_HEADS), stream.as_str(), version.to_be_bytes());
+                write.put_cf(
+                    cf(&self.db, CF_HEADS),
+                    stream.as_str(),
+                    version.to_be_bytes(),
+                );
             }
             let mut options = WriteOptions::default();
             options.set_sync(true);
@@ -204,7 +211,10 @@ impl Writer {
             metrics::histogram!("planledger_append_batch_seconds").record(elapsed.as_secs_f64());
             metrics::counter!("planledger_events_appended_total").increment(written_events as u64);
             metrics::gauge!("planledger_log_position").set(self.head.position.0 as f64);
-            let mut stats = self.stats.lock().expect("writer stats lock is never poisoned");
+            let mut stats = self
+                .stats
+                .lock()
+                .expect("writer stats lock is never poisoned");
             stats.batches += 1;
             stats.events += written_events as u64;
             *stats.batch_sizes.entry(written_events).or_default() += 1;
@@ -228,7 +238,10 @@ impl Writer {
                     }
                 }));
             }
-            resolved.into_iter().map(|r| r.expect("every answer was filled")).collect()
+            resolved
+                .into_iter()
+                .map(|r| r.expect("every answer was filled"))
+                .collect()
         };
 
         if written_events > 0 {
@@ -386,13 +399,18 @@ impl Writer {
     }
 
     fn stored_head(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        match self.db.get_pinned_cf(cf(&self.db, CF_HEADS), stream.as_str())? {
-            Some(bytes) => keys::decode_u64(&bytes)
-                .map(Version)
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: format!("head of {stream}"),
-                    detail: "not an 8-byte version".into(),
-                }),
+        match self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_HEADS), stream.as_str())?
+        {
+            Some(bytes) => {
+                keys::decode_u64(&bytes)
+                    .map(Version)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("head of {stream}"),
+                        detail: "not an 8-byte version".into(),
+                    })
+            }
             None => Ok(Version(0)),
         }
     }

@@ -4,16 +4,18 @@ mod support;
 
 use std::sync::Arc;
 
-use planledger_store::{
-    ExpectedVersion, Position, ReadDirection, StoreError, Version,
-};
+use planledger_store::{ExpectedVersion, Position, ReadDirection, StoreError, Version};
 use support::*;
 
 #[tokio::test]
 async fn first_append_starts_stream_and_log_at_one() {
     let (_dir, store) = open_temp();
     let outcome = store
-        .append(request("t/a", ExpectedVersion::NoStream, vec![event(1), event(2)]))
+        .append(request(
+            "t/a",
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        ))
         .await
         .expect("append");
     assert!(!outcome.deduplicated);
@@ -22,7 +24,10 @@ async fn first_append_starts_stream_and_log_at_one() {
     assert_eq!(positions, vec![1, 2]);
     assert_eq!(versions, vec![1, 2]);
     assert_eq!(store.last_position(), Position(2));
-    assert_eq!(outcome.envelopes[0].prev_hash, planledger_store::GENESIS_HASH);
+    assert_eq!(
+        outcome.envelopes[0].prev_hash,
+        planledger_store::GENESIS_HASH
+    );
     assert_eq!(outcome.envelopes[1].prev_hash, outcome.envelopes[0].hash);
     assert_log_invariants(&store);
 }
@@ -31,15 +36,27 @@ async fn first_append_starts_stream_and_log_at_one() {
 async fn conflict_error_carries_the_current_version() {
     let (_dir, store) = open_temp();
     store
-        .append(request("t/a", ExpectedVersion::Any, vec![event(1), event(2), event(3)]))
+        .append(request(
+            "t/a",
+            ExpectedVersion::Any,
+            vec![event(1), event(2), event(3)],
+        ))
         .await
         .expect("append");
     let error = store
-        .append(request("t/a", ExpectedVersion::Exact(Version(1)), vec![event(4)]))
+        .append(request(
+            "t/a",
+            ExpectedVersion::Exact(Version(1)),
+            vec![event(4)],
+        ))
         .await
         .expect_err("stale expected version must conflict");
     match error {
-        StoreError::Conflict { stream, expected, current } => {
+        StoreError::Conflict {
+            stream,
+            expected,
+            current,
+        } => {
             assert_eq!(stream.as_str(), "t/a");
             assert_eq!(expected, ExpectedVersion::Exact(Version(1)));
             assert_eq!(current, Version(3));
@@ -50,19 +67,37 @@ async fn conflict_error_carries_the_current_version() {
         .append(request("t/a", ExpectedVersion::NoStream, vec![event(4)]))
         .await
         .expect_err("existing stream is not 'no stream'");
-    assert!(matches!(error, StoreError::Conflict { current: Version(3), .. }));
-    assert_eq!(store.last_position(), Position(3), "a conflict writes nothing");
+    assert!(matches!(
+        error,
+        StoreError::Conflict {
+            current: Version(3),
+            ..
+        }
+    ));
+    assert_eq!(
+        store.last_position(),
+        Position(3),
+        "a conflict writes nothing"
+    );
 }
 
 #[tokio::test]
 async fn repeated_command_id_returns_first_result_and_writes_nothing() {
     let (_dir, store) = open_temp();
     let first = store
-        .append(with_command(request("t/a", ExpectedVersion::Any, vec![event(1)]), "cmd-1", "f"))
+        .append(with_command(
+            request("t/a", ExpectedVersion::Any, vec![event(1)]),
+            "cmd-1",
+            "f",
+        ))
         .await
         .expect("first");
     let again = store
-        .append(with_command(request("t/a", ExpectedVersion::Any, vec![event(1)]), "cmd-1", "f"))
+        .append(with_command(
+            request("t/a", ExpectedVersion::Any, vec![event(1)]),
+            "cmd-1",
+            "f",
+        ))
         .await
         .expect("repeat");
     assert!(again.deduplicated);
@@ -84,19 +119,37 @@ async fn repeated_command_id_returns_first_result_and_writes_nothing() {
 async fn command_id_reused_with_other_content_is_refused() {
     let (_dir, store) = open_temp();
     store
-        .append(with_command(request("t/a", ExpectedVersion::Any, vec![event(1)]), "cmd-1", "f"))
+        .append(with_command(
+            request("t/a", ExpectedVersion::Any, vec![event(1)]),
+            "cmd-1",
+            "f",
+        ))
         .await
         .expect("first");
     let error = store
-        .append(with_command(request("t/a", ExpectedVersion::Any, vec![event(2)]), "cmd-1", "g"))
+        .append(with_command(
+            request("t/a", ExpectedVersion::Any, vec![event(2)]),
+            "cmd-1",
+            "g",
+        ))
         .await
         .expect_err("other content");
-    assert!(matches!(error, StoreError::CommandIdReused { .. }), "{error:?}");
+    assert!(
+        matches!(error, StoreError::CommandIdReused { .. }),
+        "{error:?}"
+    );
     let error = store
-        .append(with_command(request("t/b", ExpectedVersion::Any, vec![event(2)]), "cmd-1", "f"))
+        .append(with_command(
+            request("t/b", ExpectedVersion::Any, vec![event(2)]),
+            "cmd-1",
+            "f",
+        ))
         .await
         .expect_err("other stream");
-    assert!(matches!(error, StoreError::CommandIdReused { .. }), "{error:?}");
+    assert!(
+        matches!(error, StoreError::CommandIdReused { .. }),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +160,11 @@ async fn repeats_inside_one_batch_are_deduplicated() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .append(with_command(request("t/a", ExpectedVersion::Any, vec![event(1)]), "same", "f"))
+                .append(with_command(
+                    request("t/a", ExpectedVersion::Any, vec![event(1)]),
+                    "same",
+                    "f",
+                ))
                 .await
         }));
     }
@@ -120,7 +177,11 @@ async fn repeats_inside_one_batch_are_deduplicated() {
             Some(f) => assert_eq!(f, &envelopes),
         }
     }
-    assert_eq!(store.last_position(), Position(1), "fifty sends of one command write one event");
+    assert_eq!(
+        store.last_position(),
+        Position(1),
+        "fifty sends of one command write one event"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +222,10 @@ async fn only_appends_with_matching_expected_versions_succeed_under_concurrency(
                             won.push((name.clone(), outcome.envelopes[0].version));
                         }
                         Err(StoreError::Conflict { current, .. }) => {
-                            assert!(current.get() > seen.get(), "a conflict means someone else won");
+                            assert!(
+                                current.get() > seen.get(),
+                                "a conflict means someone else won"
+                            );
                         }
                         Err(other) => panic!("unexpected error {other:?}"),
                     }
@@ -181,7 +245,10 @@ async fn only_appends_with_matching_expected_versions_succeed_under_concurrency(
     assert_eq!(sorted.len(), wins.len(), "no version was won twice");
     for name in streams {
         let count = wins.iter().filter(|(n, _)| n == name).count() as u64;
-        assert_eq!(store.stream_version(&stream(name)).expect("head").get(), count);
+        assert_eq!(
+            store.stream_version(&stream(name)).expect("head").get(),
+            count
+        );
     }
     assert_eq!(store.last_position().get(), wins.len() as u64);
     assert_log_invariants(&store);
@@ -192,34 +259,65 @@ async fn streams_read_forward_and_backward() {
     let (_dir, store) = open_temp();
     for n in 0..10 {
         store
-            .append(request(if n % 2 == 0 { "t/even" } else { "t/odd" }, ExpectedVersion::Any, vec![event(n)]))
+            .append(request(
+                if n % 2 == 0 { "t/even" } else { "t/odd" },
+                ExpectedVersion::Any,
+                vec![event(n)],
+            ))
             .await
             .expect("append");
     }
     let s = stream("t/even");
-    let forward = store.read_stream(&s, Version(2), ReadDirection::Forward, 2).expect("read");
-    assert_eq!(forward.iter().map(|e| e.version.get()).collect::<Vec<_>>(), vec![2, 3]);
-    assert_eq!(forward.iter().map(|e| e.position.get()).collect::<Vec<_>>(), vec![3, 5]);
-    let backward = store.read_stream(&s, Version(u64::MAX), ReadDirection::Backward, 3).expect("read");
-    assert_eq!(backward.iter().map(|e| e.version.get()).collect::<Vec<_>>(), vec![5, 4, 3]);
-    let none = store.read_stream(&stream("t/none"), Version(1), ReadDirection::Forward, 10).expect("read");
+    let forward = store
+        .read_stream(&s, Version(2), ReadDirection::Forward, 2)
+        .expect("read");
+    assert_eq!(
+        forward.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(
+        forward.iter().map(|e| e.position.get()).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    let backward = store
+        .read_stream(&s, Version(u64::MAX), ReadDirection::Backward, 3)
+        .expect("read");
+    assert_eq!(
+        backward.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+        vec![5, 4, 3]
+    );
+    let none = store
+        .read_stream(&stream("t/none"), Version(1), ReadDirection::Forward, 10)
+        .expect("read");
     assert!(none.is_empty());
     let page = store.read_all(Position(9), 100).expect("read all");
-    assert_eq!(page.iter().map(|e| e.position.get()).collect::<Vec<_>>(), vec![9, 10]);
+    assert_eq!(
+        page.iter().map(|e| e.position.get()).collect::<Vec<_>>(),
+        vec![9, 10]
+    );
 }
 
 #[tokio::test]
 async fn position_at_time_finds_last_event_recorded_by_then() {
     let (_dir, store) = open_temp();
-    let first = store.append(request("t/a", ExpectedVersion::Any, vec![event(1)])).await.expect("a");
+    let first = store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect("a");
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let second = store.append(request("t/a", ExpectedVersion::Any, vec![event(2)])).await.expect("b");
+    let second = store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(2)]))
+        .await
+        .expect("b");
     let t1 = first.envelopes[0].recorded_at;
     let t2 = second.envelopes[0].recorded_at;
     assert!(t1 < t2);
     assert_eq!(store.position_at(t1).expect("at"), Position(1));
     assert_eq!(store.position_at(t2).expect("at"), Position(2));
-    assert_eq!(store.position_at(jiff::Timestamp::UNIX_EPOCH).expect("at"), Position(0));
+    assert_eq!(
+        store.position_at(jiff::Timestamp::UNIX_EPOCH).expect("at"),
+        Position(0)
+    );
 }
 
 #[tokio::test]
@@ -228,27 +326,51 @@ async fn snapshots_return_latest_at_or_below_a_version() {
     let s = stream("t/a");
     store.put_snapshot(&s, Version(10), b"ten").expect("put");
     store.put_snapshot(&s, Version(20), b"twenty").expect("put");
-    store.put_snapshot(&stream("t/b"), Version(5), b"other").expect("put");
-    assert_eq!(store.latest_snapshot(&s, Version(15)).expect("get"), Some((Version(10), b"ten".to_vec())));
-    assert_eq!(store.latest_snapshot(&s, Version(99)).expect("get"), Some((Version(20), b"twenty".to_vec())));
+    store
+        .put_snapshot(&stream("t/b"), Version(5), b"other")
+        .expect("put");
+    assert_eq!(
+        store.latest_snapshot(&s, Version(15)).expect("get"),
+        Some((Version(10), b"ten".to_vec()))
+    );
+    assert_eq!(
+        store.latest_snapshot(&s, Version(99)).expect("get"),
+        Some((Version(20), b"twenty".to_vec()))
+    );
     assert_eq!(store.latest_snapshot(&s, Version(9)).expect("get"), None);
-    assert_eq!(store.latest_snapshot(&stream("t/0"), Version(9)).expect("get"), None);
+    assert_eq!(
+        store
+            .latest_snapshot(&stream("t/0"), Version(9))
+            .expect("get"),
+        None
+    );
 }
 
 #[tokio::test]
 async fn checkpoints_are_named_and_persist() {
     let dir = tempfile::tempdir().expect("dir");
     {
-        let store = planledger_store::EventStore::open(dir.path(), Default::default()).expect("open");
+        let store =
+            planledger_store::EventStore::open(dir.path(), Default::default()).expect("open");
         assert_eq!(store.checkpoint("relay").expect("get"), None);
         store.put_checkpoint("relay", Position(42)).expect("put");
-        store.append(request("t/a", ExpectedVersion::Any, vec![event(1)])).await.expect("append");
+        store
+            .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+            .await
+            .expect("append");
     }
     // Dropping the last handle closes the database, so it can be reopened at once.
     let store = planledger_store::EventStore::open(dir.path(), Default::default()).expect("reopen");
     assert_eq!(store.checkpoint("relay").expect("get"), Some(Position(42)));
     assert_eq!(store.last_position(), Position(1));
-    let next = store.append(request("t/a", ExpectedVersion::Exact(Version(1)), vec![event(2)])).await.expect("append");
+    let next = store
+        .append(request(
+            "t/a",
+            ExpectedVersion::Exact(Version(1)),
+            vec![event(2)],
+        ))
+        .await
+        .expect("append");
     assert_eq!(next.envelopes[0].position, Position(2));
     assert_log_invariants(&store);
 }
@@ -257,7 +379,10 @@ async fn checkpoints_are_named_and_persist() {
 async fn verify_reports_first_tampered_position() {
     let (_dir, store) = open_temp();
     for n in 0..5 {
-        store.append(request("t/a", ExpectedVersion::Any, vec![event(n)])).await.expect("append");
+        store
+            .append(request("t/a", ExpectedVersion::Any, vec![event(n)]))
+            .await
+            .expect("append");
     }
     let report = store.verify(|_| {}).expect("verify");
     assert_eq!(report.first_broken, None);
@@ -265,9 +390,15 @@ async fn verify_reports_first_tampered_position() {
 
     // Change one byte of the payload at position 3 (a digit of "n").
     let mut bytes = store.read_raw(Position(3)).expect("raw").expect("present");
-    let at = bytes.windows(5).position(|w| w == b"\"n\":2").expect("payload present") + 4;
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"\"n\":2")
+        .expect("payload present")
+        + 4;
     bytes[at] = b'7';
-    store.overwrite_raw_for_tests(Position(3), &bytes).expect("tamper");
+    store
+        .overwrite_raw_for_tests(Position(3), &bytes)
+        .expect("tamper");
     let report = store.verify(|_| {}).expect("verify");
     let (position, why) = report.first_broken.expect("tamper is detected");
     assert_eq!(position, Position(3));
@@ -279,11 +410,17 @@ async fn verify_reports_first_tampered_position() {
 async fn verify_detects_a_rewritten_chain_link() {
     let (_dir, store) = open_temp();
     for n in 0..3 {
-        store.append(request("t/a", ExpectedVersion::Any, vec![event(n)])).await.expect("append");
+        store
+            .append(request("t/a", ExpectedVersion::Any, vec![event(n)]))
+            .await
+            .expect("append");
     }
     // Rewrite position 2 consistently with itself but not with position 1: a forger recomputing
     // only one hash is caught at the next link.
-    let mut envelope = store.read_position(Position(2)).expect("read").expect("present");
+    let mut envelope = store
+        .read_position(Position(2))
+        .expect("read")
+        .expect("present");
     envelope.actor = "mallory".into();
     envelope.hash = envelope.compute_hash();
     store
@@ -311,7 +448,13 @@ async fn many_concurrent_appends_form_batches() {
     for n in 0..500u64 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
-            store.append(request(&format!("t/{}", n % 7), ExpectedVersion::Any, vec![event(n)])).await
+            store
+                .append(request(
+                    &format!("t/{}", n % 7),
+                    ExpectedVersion::Any,
+                    vec![event(n)],
+                ))
+                .await
         }));
     }
     for handle in handles {
@@ -319,7 +462,14 @@ async fn many_concurrent_appends_form_batches() {
     }
     let stats = store.writer_stats();
     assert_eq!(stats.events, 500);
-    assert_eq!(stats.batch_sizes.iter().map(|(size, count)| *size as u64 * count).sum::<u64>(), 500);
+    assert_eq!(
+        stats
+            .batch_sizes
+            .iter()
+            .map(|(size, count)| *size as u64 * count)
+            .sum::<u64>(),
+        500
+    );
     assert_log_invariants(&store);
 }
 
@@ -328,10 +478,14 @@ async fn stored_bytes_are_the_serde_form_of_the_envelope() {
     let (_dir, store) = open_temp();
     let mut request = request("t/ü \"quoted\"", ExpectedVersion::Any, vec![event(1)]);
     request.meta.actor = "ana \u{1F600}".into();
-    request.meta.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    request.meta.traceparent =
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     store.append(request).await.expect("append");
     let raw = store.read_raw(Position(1)).expect("raw").expect("present");
-    let envelope = store.read_position(Position(1)).expect("read").expect("present");
+    let envelope = store
+        .read_position(Position(1))
+        .expect("read")
+        .expect("present");
     assert_eq!(raw, serde_json::to_vec(&envelope).expect("json"));
     assert_eq!(envelope.compute_hash(), envelope.hash);
 }

@@ -34,7 +34,11 @@ fn crash_child() {
                 loop {
                     let stream = format!("t/crash-{}", task % 8);
                     let outcome = store
-                        .append(request(&stream, ExpectedVersion::Any, vec![event(n), event(n + 1)]))
+                        .append(request(
+                            &stream,
+                            ExpectedVersion::Any,
+                            vec![event(n), event(n + 1)],
+                        ))
                         .await
                         .expect("append");
                     for e in outcome.envelopes {
@@ -65,7 +69,13 @@ fn every_acknowledged_append_survives_sigkill() {
     let mut acknowledged: HashMap<u64, String> = HashMap::new();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads", "1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_ENV, &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -80,15 +90,21 @@ fn every_acknowledged_append_survives_sigkill() {
                 if parts.next() != Some("ACK") {
                     continue;
                 }
-                let (Some(position), Some(id)) = (parts.next(), parts.next()) else { continue };
-                let Ok(position) = position.parse() else { continue };
+                let (Some(position), Some(id)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Ok(position) = position.parse() else {
+                    continue;
+                };
                 if tx.send((position, id.to_string())).is_err() {
                     break;
                 }
             }
         });
         // Wait for the first acknowledgement, then let it run a random while before the kill.
-        let (first_position, first_id) = rx.recv_timeout(Duration::from_secs(60)).expect("child acknowledges appends");
+        let (first_position, first_id) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("child acknowledges appends");
         acknowledged.insert(first_position, first_id);
         let run_for = Duration::from_millis(rng.random_range(20..400));
         let started = Instant::now();
@@ -105,13 +121,22 @@ fn every_acknowledged_append_survives_sigkill() {
         let store = EventStore::open(&db, StoreOptions::default()).expect("reopen after kill");
         let last = store.last_position().get();
         let max_acked = acknowledged.keys().copied().max().unwrap_or(0);
-        assert!(last >= max_acked, "round {round}: log ends at {last}, but {max_acked} was acknowledged");
+        assert!(
+            last >= max_acked,
+            "round {round}: log ends at {last}, but {max_acked} was acknowledged"
+        );
         for (position, id) in &acknowledged {
             let envelope = store
                 .read_position(Position(*position))
                 .expect("read")
-                .unwrap_or_else(|| panic!("round {round}: acknowledged position {position} is missing"));
-            assert_eq!(&envelope.event_id.to_string(), id, "round {round}: position {position} holds another event");
+                .unwrap_or_else(|| {
+                    panic!("round {round}: acknowledged position {position} is missing")
+                });
+            assert_eq!(
+                &envelope.event_id.to_string(),
+                id,
+                "round {round}: position {position} holds another event"
+            );
         }
         assert_log_invariants(&store);
         eprintln!(
@@ -119,5 +144,8 @@ fn every_acknowledged_append_survives_sigkill() {
             acknowledged.len()
         );
     }
-    assert!(acknowledged.len() > ROUNDS, "the child acknowledged appends in every round");
+    assert!(
+        acknowledged.len() > ROUNDS,
+        "the child acknowledged appends in every round"
+    );
 }

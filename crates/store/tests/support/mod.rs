@@ -27,7 +27,11 @@ pub fn event(n: u64) -> NewEvent {
     )
 }
 
-pub fn request(stream_name: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
+pub fn request(
+    stream_name: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendRequest {
     AppendRequest {
         stream: stream(stream_name),
         expected,
@@ -58,16 +62,26 @@ pub fn assert_log_invariants(store: &EventStore) {
     assert_eq!(all.len() as u64, last, "log length equals last position");
     let mut streams: std::collections::BTreeMap<String, u64> = Default::default();
     for (index, envelope) in all.iter().enumerate() {
-        assert_eq!(envelope.position.get(), index as u64 + 1, "positions are gap-free");
+        assert_eq!(
+            envelope.position.get(),
+            index as u64 + 1,
+            "positions are gap-free"
+        );
         if index > 0 {
-            assert!(all[index - 1].recorded_at <= envelope.recorded_at, "recorded_at non-decreasing");
+            assert!(
+                all[index - 1].recorded_at <= envelope.recorded_at,
+                "recorded_at non-decreasing"
+            );
         }
         let version = streams.entry(envelope.stream.to_string()).or_default();
         *version += 1;
         assert_eq!(envelope.version.get(), *version, "stream versions are 1..n");
     }
     for (name, version) in streams {
-        assert_eq!(store.stream_version(&stream(&name)).expect("head").get(), version);
+        assert_eq!(
+            store.stream_version(&stream(&name)).expect("head").get(),
+            version
+        );
     }
     let report = store.verify(|_| {}).expect("verify");
     assert_eq!(report.first_broken, None, "hash chain verifies");
