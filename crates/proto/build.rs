@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 /// The contract files, relative to the `proto/` root.
-const FILES: &[&str] = &["planledger/v1/envelope.proto", "planledger/v1/commands.proto"];
+const FILES: &[&str] = &[
+    "planledger/v1/envelope.proto",
+    "planledger/v1/commands.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::auth::Caller;
 use crate::{ApiState, Problem};
 
-
 /// The answer to an accepted command.
 #[derive(Serialize)]
 pub struct CommandResponse {
@@ -60,21 +59,26 @@ pub fn decode_command(body: &[u8]) -> Result<Command, Problem> {
         };
         Problem::bad_json(field, e.into_inner().to_string())
     })?;
-    deserializer.end().map_err(|e| Problem::bad_json("body".into(), e.to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| Problem::bad_json("body".into(), e.to_string()))?;
     Ok(command)
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Problem> {
     match headers.get(name) {
         None => Ok(None),
-        Some(value) => value.to_str().map(|v| Some(v.trim().to_string())).map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_header",
-                format!("header {name} must be visible ASCII"),
-            )
-            .with_field(name, "must be visible ASCII")
-        }),
+        Some(value) => value
+            .to_str()
+            .map(|v| Some(v.trim().to_string()))
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_header",
+                    format!("header {name} must be visible ASCII"),
+                )
+                .with_field(name, "must be visible ASCII")
+            }),
     }
 }
 
@@ -190,7 +194,8 @@ mod tests {
 
     #[test]
     fn trailing_garbage_is_rejected() {
-        let problem = decode_command(br#"{"type":"ArchivePlan","data":{}} x"#).expect_err("trailing");
+        let problem =
+            decode_command(br#"{"type":"ArchivePlan","data":{}} x"#).expect_err("trailing");
         assert_eq!(problem.status, 400);
     }
 }

@@ -65,7 +65,9 @@ pub async fn get_events(
     let app = state.app.clone();
     let page = tokio::task::spawn_blocking(move || app.queries.log_page(&principal, from, limit))
         .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(axum::Json(LogPageResponse {
         events: page.events,
         next_position: page.next_position,

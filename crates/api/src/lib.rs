@@ -11,15 +11,16 @@ mod limits;
 mod ops;
 mod plans;
 mod problem;
+mod read_models;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use planledger_app::App;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,7 @@ pub use limits::{RateLimit, RateLimiter};
 pub use ops::{OPENAPI_JSON, Readiness};
 pub use plans::query_rejection;
 pub use problem::{FieldError, Problem};
+pub use read_models::{ReadModelState, projector_router};
 
 /// Settings of the HTTP door.
 #[derive(Clone, Debug)]
@@ -95,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/plans/{plan_id}", get(plans::get_plan))
         .route("/v1/plans/{plan_id}/events", get(plans::get_plan_events))
         .route("/v1/events", get(events::get_events))
+        .merge(read_models::routes::<ApiState>())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -102,18 +105,20 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            tracing::info_span!(
-                "http",
-                method = %request.method(),
-                path = %request.uri().path(),
-                traceparent = request
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    traceparent = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                )
+            }),
+        )
         .with_state(state)
 }
 

@@ -44,7 +44,10 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limiter lock is never poisoned");
+        let mut buckets = self
+            .buckets
+            .lock()
+            .expect("rate limiter lock is never poisoned");
         if buckets.len() >= MAX_BUCKETS {
             let full = self.limit.burst;
             let rate = self.limit.per_second;
@@ -82,7 +85,9 @@ mod tests {
         for _ in 0..3 {
             assert!(limiter.check("a").is_ok());
         }
-        let wait = limiter.check("a").expect_err("fourth request in a burst of three");
+        let wait = limiter
+            .check("a")
+            .expect_err("fourth request in a burst of three");
         assert!(wait >= 1);
         assert!(limiter.check("b").is_ok(), "buckets are per caller");
     }

@@ -54,11 +54,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
 
 /// The OpenAPI 3.1 document.
 pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        OPENAPI_JSON,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 /// A component that can tell whether it is ready (the relay, a projector).

@@ -59,7 +59,10 @@ fn parse_state_at(query: &StateQuery) -> Result<StateAt, Problem> {
                 "invalid_query",
                 format!("as_of {raw:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T12:00:00Z"),
             )
-            .with_field("as_of", "expected an RFC 3339 time such as 2026-11-25T12:00:00Z")
+            .with_field(
+                "as_of",
+                "expected an RFC 3339 time such as 2026-11-25T12:00:00Z",
+            )
         })?;
         return Ok(StateAt::Time(time));
     }
@@ -90,9 +93,12 @@ pub async fn get_plan(
     let plan_id = parse_plan_id(&plan_id)?;
     let at = parse_state_at(&query)?;
     let app = state.app.clone();
-    let found = tokio::task::spawn_blocking(move || app.queries.plan_state(&principal, &plan_id, at))
-        .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let found =
+        tokio::task::spawn_blocking(move || app.queries.plan_state(&principal, &plan_id, at))
+            .await
+            .map_err(|e| {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })??;
     let body = PlanStateResponse {
         plan_id: found.plan_id.to_string(),
         version: found.version,

@@ -130,7 +130,9 @@ impl Principal {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// No bearer token was presented.
-    #[error("missing bearer token: send 'Authorization: Bearer <token>' (mint one with 'planledger token issue')")]
+    #[error(
+        "missing bearer token: send 'Authorization: Bearer <token>' (mint one with 'planledger token issue')"
+    )]
     MissingToken,
     /// The token did not verify.
     #[error("invalid token: {0}")]
@@ -306,7 +308,13 @@ mod tests {
     fn issued_token_verifies_to_its_claims() {
         let a = auth();
         let token = a
-            .issue("ana", "acme", vec![Role::Planner], jiff::Timestamp::now(), 3600)
+            .issue(
+                "ana",
+                "acme",
+                vec![Role::Planner],
+                jiff::Timestamp::now(),
+                3600,
+            )
             .expect("issue");
         let principal = a.verify(&token).expect("verify");
         assert_eq!(principal.subject, "ana");
@@ -318,7 +326,9 @@ mod tests {
     fn expired_token_is_rejected() {
         let a = auth();
         let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
-        let token = a.issue("ana", "acme", vec![Role::Viewer], past, 60).expect("issue");
+        let token = a
+            .issue("ana", "acme", vec![Role::Viewer], past, 60)
+            .expect("issue");
         assert!(matches!(a.verify(&token), Err(AuthError::InvalidToken(_))));
     }
 
@@ -328,7 +338,10 @@ mod tests {
         let token = other
             .issue("ana", "acme", vec![Role::Admin], jiff::Timestamp::now(), 60)
             .expect("issue");
-        assert!(matches!(auth().verify(&token), Err(AuthError::InvalidToken(_))));
+        assert!(matches!(
+            auth().verify(&token),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 
     #[test]
@@ -359,7 +372,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let first = Authenticator::from_data_dir(dir.path()).expect("create");
         let token = first
-            .issue("ana", "acme", vec![Role::Viewer], jiff::Timestamp::now(), 60)
+            .issue(
+                "ana",
+                "acme",
+                vec![Role::Viewer],
+                jiff::Timestamp::now(),
+                60,
+            )
             .expect("issue");
         let second = Authenticator::from_data_dir(dir.path()).expect("reuse");
         assert!(second.verify(&token).is_ok());

@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use planledger_domain::{Command, PlanId, decide, evolve};
 use planledger_store::{
-    AppendMeta, AppendRequest, CommandRef, Envelope, ExpectedVersion, NewEvent, StoreError,
-    Version,
+    AppendMeta, AppendRequest, CommandRef, Envelope, ExpectedVersion, NewEvent, StoreError, Version,
 };
 use sha2::{Digest, Sha256};
 
+use crate::AppError;
 use crate::auth::{Permission, Principal};
 use crate::plans::{LoadedPlan, PlanLoader, stream_of};
-use crate::AppError;
 
 /// Longest accepted idempotency key.
 pub const MAX_COMMAND_ID_LEN: usize = 128;
@@ -58,10 +57,7 @@ pub struct CommandService {
 }
 
 fn validate_command_id(id: &str) -> Result<(), AppError> {
-    if id.is_empty()
-        || id.len() > MAX_COMMAND_ID_LEN
-        || !id.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if id.is_empty() || id.len() > MAX_COMMAND_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(AppError::Invalid {
             field: "Idempotency-Key".into(),
             message: format!(
@@ -222,8 +218,7 @@ impl CommandService {
                         version: outcome.version(),
                     };
                     self.plans.remember(&stream, after.clone());
-                    if let Err(error) = self.plans.maybe_snapshot(&stream, loaded.version, &after)
-                    {
+                    if let Err(error) = self.plans.maybe_snapshot(&stream, loaded.version, &after) {
                         tracing::warn!(%error, "snapshot not written; loads replay further");
                     }
                     return Ok(Self::result(&request.plan_id, outcome.envelopes, false));

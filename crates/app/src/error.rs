@@ -26,7 +26,9 @@ pub enum AppError {
     #[error("{0}")]
     NotFound(String),
     /// The plan is not at the version the client expected.
-    #[error("plan {plan_id} is at version {current}, not {expected}; reload it and retry with If-Match: \"{current}\"")]
+    #[error(
+        "plan {plan_id} is at version {current}, not {expected}; reload it and retry with If-Match: \"{current}\""
+    )]
     VersionConflict {
         /// The plan.
         plan_id: String,
@@ -36,13 +38,17 @@ pub enum AppError {
         current: u64,
     },
     /// An idempotency key was reused for another command.
-    #[error("Idempotency-Key {key:?} was already used for a different command; send a new key for a new command")]
+    #[error(
+        "Idempotency-Key {key:?} was already used for a different command; send a new key for a new command"
+    )]
     KeyReused {
         /// The reused key.
         key: String,
     },
     /// A read waited for a position that was not reached in time.
-    #[error("the read model has not reached position {wanted} yet (it is at {current}); retry shortly")]
+    #[error(
+        "the read model has not reached position {wanted} yet (it is at {current}); retry shortly"
+    )]
     NotCaughtUp {
         /// The position asked for.
         wanted: u64,

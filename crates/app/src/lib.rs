@@ -9,12 +9,14 @@ mod commands;
 mod error;
 mod plans;
 mod queries;
+mod read_models;
 
 pub use auth::{AuthError, Authenticator, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use error::AppError;
 pub use plans::{LoadedPlan, PlanLoader, decode_event, stream_of};
 pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
+pub use read_models::{DEFAULT_MIN_POSITION_WAIT, ProgressQuery, ReadModelResponse, ReadModels};
 
 use std::sync::Arc;
 
@@ -36,6 +38,8 @@ pub struct App {
     pub auth: Authenticator,
     /// The event store.
     pub store: EventStore,
+    /// The read models (none until the binary starts projectors and sets them).
+    pub read_models: ReadModels,
 }
 
 impl App {
@@ -46,9 +50,11 @@ impl App {
             DEFAULT_PLAN_CACHE,
             DEFAULT_SNAPSHOT_EVERY,
         ));
+        let queries = QueryService::new(plans.clone());
         Self {
-            commands: CommandService::new(plans.clone()),
-            queries: QueryService::new(plans),
+            commands: CommandService::new(plans),
+            read_models: ReadModels::new(Vec::new(), Some(queries.clone())),
+            queries,
             auth,
             store,
         }

@@ -95,7 +95,10 @@ impl PlanLoader {
     /// Records a newer state of a stream (after an append), and snapshots it on schedule.
     pub fn remember(&self, stream: &StreamId, loaded: LoadedPlan) {
         {
-            let mut cache = self.cache.lock().expect("plan cache lock is never poisoned");
+            let mut cache = self
+                .cache
+                .lock()
+                .expect("plan cache lock is never poisoned");
             if cache.len() >= self.cache_capacity && !cache.contains_key(stream) {
                 // Bounded memory: drop an arbitrary entry; it reloads from its snapshot.
                 if let Some(victim) = cache.keys().next().cloned() {
@@ -202,4 +205,3 @@ impl PlanLoader {
         &self.store
     }
 }
-

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use planledger_domain::{Plan, PlanId};
 use planledger_store::{Envelope, Position, ReadDirection, Version};
 
+use crate::AppError;
 use crate::auth::{Permission, Principal};
 use crate::plans::{PlanLoader, stream_of};
-use crate::AppError;
 
 /// Largest page of events a query returns.
 pub const MAX_PAGE: usize = 1000;

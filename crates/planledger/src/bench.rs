@@ -18,6 +18,25 @@ pub enum BenchCommand {
     Append(AppendArgs),
     /// RecordCheckIn over HTTP vs a trivial axum JSON handler, same client and concurrency.
     Http(HttpArgs),
+    /// Relay throughput vs raw JetStream async publishes, and relay lag at a steady rate.
+    Relay(RelayArgs),
+    /// Read-model rebuild events/s from a log of 1,000,000+ events, and live lag under load.
+    Projections(crate::bench_projections::ProjectionsArgs),
+}
+
+/// Flags of `bench relay`.
+#[derive(clap::Args, Debug)]
+pub struct RelayArgs {
+    /// NATS URL; without it a private nats-server (`$PLANLEDGER_NATS_SERVER` or `nats-server`
+    /// on PATH) is started on a free port with a temporary store, and stopped afterwards.
+    #[arg(long, env = "PLANLEDGER_NATS")]
+    pub nats: Option<String>,
+    /// Events for the throughput comparison.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Steady rate (events/s) for the lag measurement.
+    #[arg(long, default_value_t = 5_000)]
+    pub steady_rate: u64,
 }
 
 /// Flags of `bench http`.
@@ -56,6 +75,8 @@ pub async fn run(what: BenchCommand) -> Result<()> {
     match what {
         BenchCommand::Append(args) => append(args).await,
         BenchCommand::Http(args) => crate::bench_http::run(args).await,
+        BenchCommand::Relay(args) => relay(args).await,
+        BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
     }
 }
 
@@ -238,16 +259,30 @@ async fn append(args: AppendArgs) -> Result<()> {
     println!(
         "bench append: payload ~{} B, {} CPU cores",
         args.payload_bytes,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     println!(
         "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>6}",
-        "concurrency", "events", "events/s", "p50 ms", "p99 ms", "max ms", "avg batch", "raw events/s", "ratio"
+        "concurrency",
+        "events",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "avg batch",
+        "raw events/s",
+        "ratio"
     );
     let mut serial_raw_p50 = None;
     let mut serial_p50 = None;
     for (index, &concurrency) in args.concurrency.iter().enumerate() {
-        let total = if concurrency <= 1 { args.events_serial } else { args.events };
+        let total = if concurrency <= 1 {
+            args.events_serial
+        } else {
+            args.events
+        };
         let run = run_appends(
             &base.join(format!("log-{index}")),
             concurrency.max(1),
@@ -299,4 +334,61 @@ pub fn tempdir_in(parent: &std::path::Path) -> Result<std::path::PathBuf> {
     let dir = parent.join(format!("planledger-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// A nats-server started for one benchmark, killed when dropped.
+struct PrivateNats {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_private_nats() -> Result<(String, PrivateNats)> {
+    let binary = std::env::var("PLANLEDGER_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = tempdir_in(&std::env::temp_dir())?;
+    let child = std::process::Command::new(&binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {binary} (run `just setup`, or pass --nats URL)"))?;
+    let guard = PrivateNats { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((format!("nats://127.0.0.1:{port}"), guard))
+}
+
+async fn relay(args: RelayArgs) -> Result<()> {
+    let (url, _guard) = match args.nats {
+        Some(url) => (url, None),
+        None => {
+            let (url, guard) = start_private_nats()?;
+            (url, Some(guard))
+        }
+    };
+    let dir = tempdir_in(&std::env::temp_dir())?;
+    println!("bench relay: {} events, steady rate {}/s, NATS at {url}", args.events, args.steady_rate);
+    let report = planledger_bus::bench_relay(planledger_bus::RelayBenchConfig {
+        nats_url: url,
+        data_dir: dir.join("logs"),
+        events: args.events,
+        steady_rate: args.steady_rate,
+        ..planledger_bus::RelayBenchConfig::default()
+    })
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    println!("{}", report?);
+    Ok(())
 }

@@ -95,7 +95,13 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     let dir = tempdir_in(&std::env::temp_dir())?;
     let store = EventStore::open(dir.join("log"), StoreOptions::default())?;
     let auth = Authenticator::from_data_dir(&dir)?;
-    let token = auth.issue("bench", "bench", vec![Role::Planner], jiff::Timestamp::now(), 3600)?;
+    let token = auth.issue(
+        "bench",
+        "bench",
+        vec![Role::Planner],
+        jiff::Timestamp::now(),
+        3600,
+    )?;
     let app = App::new(store, auth);
     let state = ApiState::new(
         app.clone(),
@@ -110,16 +116,23 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     let api = serve(planledger_api::router(state)).await?;
     let trivial = serve(axum::Router::new().route(
         "/echo",
-        axum::routing::post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
-            axum::Json(json!({ "ok": true, "got": body }))
-        }),
+        axum::routing::post(
+            |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                axum::Json(json!({ "ok": true, "got": body }))
+            },
+        ),
     ))
     .await?;
 
     // One plan with one KPI goal per client.
     let http = reqwest::Client::new();
     let today = planledger_domain::calendar::utc_date(jiff::Timestamp::now());
-    let day = |offset: i64| today.checked_add(jiff::Span::new().days(offset)).unwrap_or(today).to_string();
+    let day = |offset: i64| {
+        today
+            .checked_add(jiff::Span::new().days(offset))
+            .unwrap_or(today)
+            .to_string()
+    };
     for c in 0..args.concurrency {
         for body in [
             json!({"type": "CreatePlan", "data": {"title": "bench", "starts_on": day(-1), "ends_on": day(90), "checkin_cadence_days": 7}}),
@@ -132,15 +145,24 @@ pub async fn run(args: HttpArgs) -> Result<()> {
                 .json(&body)
                 .send()
                 .await?;
-            anyhow::ensure!(response.status().is_success(), "seeding failed: {}", response.text().await?);
+            anyhow::ensure!(
+                response.status().is_success(),
+                "seeding failed: {}",
+                response.text().await?
+            );
         }
     }
 
-    let trivial_run = load("trivial axum json", args.concurrency, args.requests, move |client, c, n| {
-        client
-            .post(format!("http://{trivial}/echo"))
-            .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
-    })
+    let trivial_run = load(
+        "trivial axum json",
+        args.concurrency,
+        args.requests,
+        move |client, c, n| {
+            client
+                .post(format!("http://{trivial}/echo"))
+                .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
+        },
+    )
     .await?;
     let token = Arc::new(token);
     let api_run = load("RecordCheckIn", args.concurrency, args.requests, move |client, c, n| {
@@ -151,10 +173,22 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     })
     .await?;
 
-    println!("bench http: concurrency {}, {} requests each, {} CPU cores", args.concurrency, args.requests,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("{:>20} {:>10} {:>9} {:>9} {:>9} {:>9}", "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures");
-    for (name, run) in [("trivial axum json", &trivial_run), ("RecordCheckIn", &api_run)] {
+    println!(
+        "bench http: concurrency {}, {} requests each, {} CPU cores",
+        args.concurrency,
+        args.requests,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:>20} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures"
+    );
+    for (name, run) in [
+        ("trivial axum json", &trivial_run),
+        ("RecordCheckIn", &api_run),
+    ] {
         println!(
             "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
             name,

@@ -62,7 +62,8 @@ pub async fn seed(app: &App) -> Result<()> {
     }
     let today = planledger_domain::calendar::utc_date(jiff::Timestamp::now());
     for (n, body) in demo_commands(today).into_iter().enumerate() {
-        let command: Command = serde_json::from_value(body).context("demo command is valid JSON")?;
+        let command: Command =
+            serde_json::from_value(body).context("demo command is valid JSON")?;
         app.commands
             .execute(
                 &principal,
@@ -106,7 +107,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             println!(
                 "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -X POST {base}/v1/plans/{DEMO_PLAN}/commands -d '{{\"type\":\"RecordCheckIn\",\"data\":{{\"goal_id\":\"signups\",\"value\":140,\"confidence\":0.7}}}}'"
             );
-            println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/v1/plans/{DEMO_PLAN}/events");
+            println!(
+                "  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/v1/plans/{DEMO_PLAN}/events"
+            );
             println!();
             Ok(())
         })

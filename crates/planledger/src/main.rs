@@ -6,7 +6,10 @@
 mod bench;
 mod bench_http;
 mod config;
+mod bench_projections;
 mod demo;
+mod projector;
+mod replay;
 mod serve;
 mod token;
 mod verify;
@@ -40,6 +43,10 @@ enum Commands {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Run one read model (progress, accountability, agility) as its own process.
+    Projector(projector::ProjectorArgs),
+    /// Rebuild a read model from position 0 beside the live one, then switch to it.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> Result<()> {
@@ -54,6 +61,8 @@ fn main() -> Result<()> {
             Commands::Token { command } => token::run(command),
             Commands::Verify(args) => verify::run(args),
             Commands::Bench { what } => bench::run(what).await,
+            Commands::Projector(args) => projector::run(args).await,
+            Commands::Replay(args) => replay::run(args).await,
         }
     })
 }
@@ -63,7 +72,9 @@ pub fn init_tracing(format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         config::LogFormat::Pretty => builder.try_init(),
         config::LogFormat::Json => builder.json().flatten_event(true).try_init(),

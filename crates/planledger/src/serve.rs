@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use planledger_api::{ApiConfig, ApiState, RateLimit};
+use planledger_api::{ApiConfig, ApiState, RateLimit, Readiness};
+use planledger_bus::{CommandIngress, IngressConfig, Relay, RelayConfig, RelayStatusHandle};
 use planledger_app::App;
 use planledger_store::{EventStore, StoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -48,12 +49,14 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
 
     let store = open_store(&config)?;
     let auth = crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
-    let app = App::new(store.clone(), auth);
+    let mut app = App::new(store.clone(), auth);
     if let Some(prelude) = prelude {
         prelude(app.clone(), config.clone()).await?;
     }
 
     let shutdown = CancellationToken::new();
+    let projectors =
+        crate::projector::start_embedded(&mut app, &store, &config.data_dir, shutdown.clone())?;
     let mut state = ApiState::new(
         app.clone(),
         ApiConfig {
@@ -67,10 +70,42 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     );
     state.prometheus = Some(prometheus);
     state.shutdown = shutdown.clone();
-    state.readiness = Arc::new(Vec::new());
+    state.readiness = Arc::new(projectors.readiness());
 
-    if config.nats_url.is_some() {
-        tracing::warn!("NATS publication is not wired in this build; serving embedded");
+    let mut background = Vec::new();
+    if let Some(url) = &config.nats_url {
+        let relay = Relay::new(
+            store.clone(),
+            RelayConfig {
+                url: url.clone(),
+                stream: config.nats_stream.clone(),
+                replicas: config.nats_replicas,
+                ..RelayConfig::default()
+            },
+        )
+        .context("configuring the NATS relay")?;
+        let mut readiness = state.readiness.as_ref().clone();
+        readiness.push(Arc::new(RelayReadiness(relay.status())));
+        state.readiness = Arc::new(readiness);
+        let stop = shutdown.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(error) = relay.run(async move { stop.cancelled().await }).await {
+                tracing::error!(%error, "relay stopped");
+            }
+        }));
+        let ingress = CommandIngress::new(
+            app.commands.clone(),
+            app.auth.clone(),
+            IngressConfig {
+                max_body_bytes: config.body_limit_bytes,
+                ..IngressConfig::default()
+            },
+        );
+        background.push(tokio::spawn(serve_nats_commands(
+            url.clone(),
+            ingress,
+            shutdown.clone(),
+        )));
     }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -90,6 +125,10 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         })
         .await
         .context("HTTP server failed")?;
+    projectors.stopped().await;
+    for task in background {
+        let _ = task.await;
+    }
     drop(app);
     store.flush().context("flushing the event log")?;
     drop(store);
@@ -97,12 +136,52 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// `/readyz` detail for the relay. Commands never wait for NATS, so a relay that is behind or
+/// disconnected does not make the service unready; its state and lag are shown instead.
+struct RelayReadiness(RelayStatusHandle);
+
+impl Readiness for RelayReadiness {
+    fn report(&self) -> (&'static str, bool, serde_json::Value) {
+        let status = self.0.current();
+        (
+            "relay",
+            true,
+            serde_json::to_value(&status).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// Serves commands over NATS request/reply, connecting (and reconnecting) until shutdown.
+async fn serve_nats_commands(url: String, ingress: CommandIngress, shutdown: CancellationToken) {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match planledger_bus::connect(&url, "planledger-commands").await {
+            Ok(client) => {
+                let stop = shutdown.clone();
+                if let Err(error) = ingress.clone().run(client, async move { stop.cancelled().await }).await {
+                    tracing::error!(%error, "NATS command ingress stopped");
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "NATS not reachable for command ingress");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(term) => term,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");

@@ -59,7 +59,10 @@ pub fn parse_ttl(text: &str) -> Result<i64> {
 }
 
 /// Loads the authenticator the way `serve` does.
-pub fn authenticator(data_dir: &std::path::Path, secret_file: Option<&std::path::Path>) -> Result<Authenticator> {
+pub fn authenticator(
+    data_dir: &std::path::Path,
+    secret_file: Option<&std::path::Path>,
+) -> Result<Authenticator> {
     match secret_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)

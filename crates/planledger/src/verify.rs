@@ -41,7 +41,10 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             Ok(())
         }
         Some((position, why)) => {
-            bail!("chain broken at position {position}: {why} ({} events before it verified)", report.checked)
+            bail!(
+                "chain broken at position {position}: {why} ({} events before it verified)",
+                report.checked
+            )
         }
     }
 }

@@ -9,6 +9,8 @@
 //! any IO crate, so that a downstream consumer can use it without pulling in RocksDB or NATS.
 //! Conversions from the stored envelope live in `planledger-bus`.
 
+#![warn(missing_docs)]
+
 pub mod subjects;
 
 /// Generated types of the `planledger.v1` protobuf package.
@@ -43,8 +45,8 @@ pub fn split_stream(stream: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::v1::{CommandReply, EventEnvelope, command_reply};
-    use prost::Name;
     use super::*;
+    use prost::Name;
 
     #[test]
     fn split_stream_cuts_at_the_first_slash() {
@@ -93,6 +95,9 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert_eq!(CommandReply::decode(reply.encode_to_vec().as_slice()), Ok(reply));
+        assert_eq!(
+            CommandReply::decode(reply.encode_to_vec().as_slice()),
+            Ok(reply)
+        );
     }
 }

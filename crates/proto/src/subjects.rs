@@ -109,7 +109,9 @@ pub fn command_subject(tenant: &str, plan_id: &str) -> String {
 
 /// Parses a command subject into `(tenant, plan_id)`; `None` if it is not one.
 pub fn parse_command_subject(subject: &str) -> Option<(String, String)> {
-    let rest = subject.strip_prefix(COMMAND_SUBJECT_PREFIX)?.strip_prefix('.')?;
+    let rest = subject
+        .strip_prefix(COMMAND_SUBJECT_PREFIX)?
+        .strip_prefix('.')?;
     let (tenant, plan_id) = rest.split_once('.')?;
     if plan_id.contains('.') {
         return None;
@@ -135,7 +137,10 @@ mod tests {
         assert_eq!(encode_token("q3.plan"), "q3%2Eplan");
         assert_eq!(encode_token("a*b>c d"), "a%2Ab%3Ec%20d");
         assert_eq!(encode_token("100%"), "100%25");
-        assert_eq!(command_subject("acme", "v1.2"), "planledger.cmd.acme.v1%2E2");
+        assert_eq!(
+            command_subject("acme", "v1.2"),
+            "planledger.cmd.acme.v1%2E2"
+        );
     }
 
     #[test]

@@ -1,0 +1,336 @@
+//! Read-model routes: `GET /v1/plans/{plan_id}/progress|accountability|agility|drift`,
+//! `GET /v1/people/{person}/accountability`, `GET /v1/projections` and
+//! `POST /v1/projections/{name}/rebuild`, all with `?min_position=P`.
+//!
+//! The routes need only a [`ReadModelState`] (read models, token verification, rate limits), so
+//! the same handlers serve inside `planledger serve` and in a separate `planledger projector`
+//! process ([`projector_router`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use planledger_app::{Authenticator, ProgressQuery, ReadModels};
+use planledger_domain::metrics::RollUp;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::commands::parse_plan_id;
+use crate::limits::RateLimiter;
+use crate::plans::query_rejection;
+use crate::{ApiState, Problem};
+
+/// What the read-model routes need.
+#[derive(Clone)]
+pub struct ReadModelState {
+    /// The read models.
+    pub read_models: ReadModels,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Per-caller buckets.
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl FromRef<ApiState> for ReadModelState {
+    fn from_ref(state: &ApiState) -> Self {
+        Self {
+            read_models: state.app.read_models.clone(),
+            auth: state.app.auth.clone(),
+            limiter: state.limiter.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<ReadModelState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ReadModelState,
+    ) -> Result<Self, Problem> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = state.auth.verify_header(header)?;
+        let key = format!("{}\u{0}{}", principal.tenant, principal.subject);
+        if let Err(wait) = state.limiter.check(&key) {
+            metrics::counter!("planledger_http_rate_limited_total").increment(1);
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
+                    principal.subject
+                ),
+            )
+            .retry_after(wait));
+        }
+        Ok(Self(principal))
+    }
+}
+
+/// The read-model routes, for any router state they can be derived from.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ReadModelState: FromRef<S>,
+    Caller: FromRequestParts<S, Rejection = Problem>,
+{
+    Router::new()
+        .route("/v1/plans/{plan_id}/progress", get(get_progress))
+        .route(
+            "/v1/plans/{plan_id}/accountability",
+            get(get_accountability),
+        )
+        .route("/v1/plans/{plan_id}/agility", get(get_agility))
+        .route("/v1/plans/{plan_id}/drift", get(get_drift))
+        .route(
+            "/v1/people/{person}/accountability",
+            get(get_person_accountability),
+        )
+        .route("/v1/projections", get(get_projections))
+        .route("/v1/projections/{name}/rebuild", post(post_rebuild))
+}
+
+/// A router for a process that serves only read models (`planledger projector --http`): the
+/// read-model routes plus `/healthz` and `/metrics`.
+pub fn projector_router(state: ReadModelState, prometheus: Option<PrometheusHandle>) -> Router {
+    routes::<ReadModelState>()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/metrics",
+            get(move || {
+                let prometheus = prometheus.clone();
+                async move {
+                    match prometheus {
+                        Some(handle) => (
+                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            handle.render(),
+                        )
+                            .into_response(),
+                        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+                    }
+                }
+            }),
+        )
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint on a projector process; it serves the read-model routes, /healthz and /metrics",
+            )
+        })
+        .with_state(state)
+}
+
+/// Query of the per-plan read-model routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadModelParams {
+    /// Wait (up to 5 s) until the read model has applied this log position.
+    pub min_position: Option<u64>,
+    /// Evaluate as of this RFC 3339 time, from the log.
+    pub as_of: Option<String>,
+    /// Progress only: `weighted` (default) or `equal`.
+    pub rule: Option<String>,
+    /// Progress and drift: the baseline label to compare with (default: the first one).
+    pub baseline: Option<String>,
+}
+
+/// Query of the routes that take only `min_position`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinPositionParams {
+    /// Wait (up to 5 s) until the read model has applied this log position.
+    pub min_position: Option<u64>,
+}
+
+// `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
+#[allow(clippy::result_large_err)]
+fn parse_as_of(raw: Option<&str>) -> Result<Option<jiff::Timestamp>, Problem> {
+    raw.map(|raw| {
+        raw.parse().map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("as_of {raw:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T12:00:00Z"),
+            )
+            .with_field(
+                "as_of",
+                "expected an RFC 3339 time such as 2026-11-25T12:00:00Z",
+            )
+        })
+    })
+    .transpose()
+}
+
+// `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
+#[allow(clippy::result_large_err)]
+fn parse_rule(raw: Option<&str>) -> Result<RollUp, Problem> {
+    match raw {
+        None | Some("weighted") => Ok(RollUp::Weighted),
+        Some("equal") => Ok(RollUp::Equal),
+        Some(other) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("rule {other:?} is not a roll-up rule; use weighted or equal"),
+        )
+        .with_field("rule", "expected weighted or equal")),
+    }
+}
+
+// `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
+#[allow(clippy::result_large_err)]
+fn reject_unused(params: &ReadModelParams, allowed: &[&str]) -> Result<(), Problem> {
+    let given = [
+        ("rule", params.rule.is_some()),
+        ("baseline", params.baseline.is_some()),
+    ];
+    for (name, present) in given {
+        if present && !allowed.contains(&name) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{name} does not apply to this read model"),
+            )
+            .with_field(name, "not accepted here"));
+        }
+    }
+    Ok(())
+}
+
+/// `GET /v1/plans/{plan_id}/progress`.
+pub async fn get_progress(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    let plan_id = parse_plan_id(&plan_id)?;
+    let query = ProgressQuery {
+        rule: parse_rule(params.rule.as_deref())?,
+        as_of: parse_as_of(params.as_of.as_deref())?,
+        baseline: params.baseline,
+        min_position: params.min_position,
+    };
+    let found = state
+        .read_models
+        .progress(&principal, &plan_id, query)
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/plans/{plan_id}/accountability`.
+pub async fn get_accountability(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    reject_unused(&params, &[])?;
+    let plan_id = parse_plan_id(&plan_id)?;
+    let as_of = parse_as_of(params.as_of.as_deref())?;
+    let found = state
+        .read_models
+        .accountability(&principal, &plan_id, as_of, params.min_position)
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/plans/{plan_id}/agility`.
+pub async fn get_agility(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    reject_unused(&params, &[])?;
+    let plan_id = parse_plan_id(&plan_id)?;
+    let as_of = parse_as_of(params.as_of.as_deref())?;
+    let found = state
+        .read_models
+        .agility(&principal, &plan_id, as_of, params.min_position)
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/plans/{plan_id}/drift?baseline=LABEL`.
+pub async fn get_drift(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    reject_unused(&params, &["baseline"])?;
+    let plan_id = parse_plan_id(&plan_id)?;
+    let as_of = parse_as_of(params.as_of.as_deref())?;
+    let found = state
+        .read_models
+        .drift(
+            &principal,
+            &plan_id,
+            params.baseline,
+            as_of,
+            params.min_position,
+        )
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/people/{person}/accountability`.
+pub async fn get_person_accountability(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(person): Path<String>,
+    query: Result<Query<MinPositionParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    let found = state
+        .read_models
+        .person_accountability(&principal, &person, params.min_position)
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/projections`: each projector's checkpoint, lag and state.
+pub async fn get_projections(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    query: Result<Query<MinPositionParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    if let Some(wanted) = params.min_position {
+        for handle in state.read_models.handles() {
+            if let Err(current) = handle
+                .wait_for(wanted, planledger_app::DEFAULT_MIN_POSITION_WAIT)
+                .await
+            {
+                return Err(planledger_app::AppError::NotCaughtUp { wanted, current }.into());
+            }
+        }
+    }
+    let projections = state.read_models.statuses(&principal)?;
+    Ok(axum::Json(serde_json::json!({ "projections": projections })).into_response())
+}
+
+/// `POST /v1/projections/{name}/rebuild` (admin): 202 with the projector's status.
+pub async fn post_rebuild(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let status = state.read_models.rebuild(&principal, &name).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(status)).into_response())
+}

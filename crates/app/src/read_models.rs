@@ -1,0 +1,408 @@
+//! Read-model queries: progress, accountability, agility, drift, a person's accountability
+//! across plans, projector status and rebuilds.
+//!
+//! Every query is scoped to the caller's tenant (another tenant's plan is simply not found), can
+//! wait a bounded time for the read model to reach `min_position` (read your own writes; then
+//! [`AppError::NotCaughtUp`]), and computes its figures for "now" at query time from the facts
+//! the read model stores, with the domain's formulas. `as_of` answers from the log instead: the
+//! plan as it was recorded by then, evaluated at that instant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use planledger_domain::metrics::{AccountabilityReport, AgilityReport, DriftReport, RollUp};
+use planledger_domain::{PersonId, Plan, PlanId};
+use planledger_projections::accountability::{
+    PersonView, accountability_view, person_prefix, person_view,
+};
+use planledger_projections::agility::agility_view;
+use planledger_projections::progress::{ProgressView, drift_view, progress_view};
+use planledger_projections::{
+    PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus,
+};
+use serde::Serialize;
+
+use crate::AppError;
+use crate::auth::{Permission, Principal};
+use crate::plans::stream_of;
+use crate::queries::{QueryService, StateAt};
+
+/// Longest a query waits for `min_position` before answering 503.
+pub const DEFAULT_MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
+
+/// A read-model answer: which projection answered, at which log position, and the figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReadModelResponse<T> {
+    /// The read model that answered (`progress`, `accountability`, `agility`).
+    pub projection: &'static str,
+    /// The global log position the figures reflect (the projector's checkpoint, or for `as_of`
+    /// reads the position the historic state is as of).
+    pub position: u64,
+    /// The figures.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// What to compute progress for.
+#[derive(Clone, Debug, Default)]
+pub struct ProgressQuery {
+    /// Roll-up rule (weighted by default).
+    pub rule: RollUp,
+    /// Evaluate as of this past instant, from the log.
+    pub as_of: Option<Timestamp>,
+    /// Compare with this baseline instead of the first one.
+    pub baseline: Option<String>,
+    /// Wait until the read model has applied this position.
+    pub min_position: Option<u64>,
+}
+
+/// The read-model side of the application: the running projectors' handles.
+#[derive(Clone)]
+pub struct ReadModels {
+    handles: Arc<Vec<ProjectionHandle>>,
+    queries: Option<QueryService>,
+    wait: Duration,
+}
+
+impl std::fmt::Debug for ReadModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModels")
+            .field(
+                "projections",
+                &self.handles.iter().map(|h| h.name()).collect::<Vec<_>>(),
+            )
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+fn projection_error(error: ProjectionError) -> AppError {
+    match error {
+        ProjectionError::UnknownProjection { .. } => AppError::NotFound(error.to_string()),
+        other => AppError::Corrupt {
+            position: 0,
+            message: format!("read model: {other}"),
+        },
+    }
+}
+
+fn plan_not_found(plan_id: &PlanId, waited: bool) -> AppError {
+    if waited {
+        AppError::NotFound(format!("plan {plan_id} does not exist"))
+    } else {
+        AppError::NotFound(format!(
+            "plan {plan_id} does not exist (read models trail the log by a moment: to read your own write, pass ?min_position=<the position it returned>)"
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Corrupt {
+            position: 0,
+            message: format!("a read-model query task failed: {e}"),
+        })?
+}
+
+impl ReadModels {
+    /// Read models over the given running projectors; `queries` answers `as_of` reads from the
+    /// log (a process without the log, such as a projector service, passes `None`).
+    pub fn new(handles: Vec<ProjectionHandle>, queries: Option<QueryService>) -> Self {
+        Self {
+            handles: Arc::new(handles),
+            queries,
+            wait: DEFAULT_MIN_POSITION_WAIT,
+        }
+    }
+
+    /// The same read models with another bound on `min_position` waits.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The running projectors.
+    pub fn handles(&self) -> &[ProjectionHandle] {
+        &self.handles
+    }
+
+    fn handle(&self, name: &str) -> Result<&ProjectionHandle, AppError> {
+        self.handles.iter().find(|h| h.name() == name).ok_or_else(|| {
+            if PROJECTION_NAMES.contains(&name) {
+                AppError::NotFound(format!(
+                    "the {name} read model is not served by this process; see GET /v1/projections"
+                ))
+            } else {
+                AppError::NotFound(format!(
+                    "there is no projection named {name:?}; known projections: {}",
+                    PROJECTION_NAMES.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// Waits (bounded) until `handle` has applied `min_position`.
+    async fn reach(
+        &self,
+        handle: &ProjectionHandle,
+        min_position: Option<u64>,
+    ) -> Result<(), AppError> {
+        let Some(wanted) = min_position else {
+            return Ok(());
+        };
+        handle
+            .wait_for(wanted, self.wait)
+            .await
+            .map(|_| ())
+            .map_err(|current| AppError::NotCaughtUp { wanted, current })
+    }
+
+    /// The plan's stored facts and the checkpoint they reflect, from the read model `name`.
+    async fn plan(
+        &self,
+        principal: &Principal,
+        name: &str,
+        plan_id: &PlanId,
+        min_position: Option<u64>,
+    ) -> Result<(&'static str, u64, Plan), AppError> {
+        principal.require(Permission::Read)?;
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let handle = self.handle(name)?;
+        self.reach(handle, min_position).await?;
+        let db = handle.db().clone();
+        let (position, plan) = blocking(move || {
+            let view = db.view().map_err(projection_error)?;
+            let position = view.checkpoint().map_err(projection_error)?.position;
+            let plan = view.plan(stream.as_str()).map_err(projection_error)?;
+            Ok((position, plan))
+        })
+        .await?;
+        match plan {
+            Some(plan) if plan.exists() => Ok((handle.name(), position, plan)),
+            _ => Err(plan_not_found(plan_id, min_position.is_some())),
+        }
+    }
+
+    /// The plan as recorded by `time`, from the log, and the position that state is as of.
+    fn plan_as_of(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        time: Timestamp,
+    ) -> Result<(u64, Plan), AppError> {
+        let queries = self.queries.as_ref().ok_or_else(|| AppError::Invalid {
+            field: "as_of".into(),
+            message: "this process does not hold the event log; ask an API node for as_of reads"
+                .into(),
+        })?;
+        let state = queries.plan_state(principal, plan_id, StateAt::Time(time))?;
+        Ok((state.as_of_position.unwrap_or(0), (*state.plan).clone()))
+    }
+
+    /// The facts to evaluate, and the instant to evaluate them at.
+    async fn facts(
+        &self,
+        principal: &Principal,
+        name: &str,
+        plan_id: &PlanId,
+        as_of: Option<Timestamp>,
+        min_position: Option<u64>,
+    ) -> Result<(&'static str, u64, Plan, Timestamp), AppError> {
+        match as_of {
+            None => {
+                let (projection, position, plan) =
+                    self.plan(principal, name, plan_id, min_position).await?;
+                Ok((projection, position, plan, Timestamp::now()))
+            }
+            Some(time) => {
+                principal.require(Permission::Read)?;
+                let projection = self.handle(name)?.name();
+                let this = self.clone();
+                let (principal, plan_id) = (principal.clone(), plan_id.clone());
+                let (position, plan) =
+                    blocking(move || this.plan_as_of(&principal, &plan_id, time)).await?;
+                Ok((projection, position, plan, time))
+            }
+        }
+    }
+
+    /// A plan's progress: plan and goal rows, the goalpost effect against a baseline, momentum.
+    pub async fn progress(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        query: ProgressQuery,
+    ) -> Result<ReadModelResponse<ProgressView>, AppError> {
+        let (projection, position, plan, now) = self
+            .facts(
+                principal,
+                "progress",
+                plan_id,
+                query.as_of,
+                query.min_position,
+            )
+            .await?;
+        let id = plan_id.clone();
+        let body = blocking(move || {
+            progress_view(&plan, &id, now, query.rule, query.baseline.as_deref())
+                .map_err(AppError::from)
+        })
+        .await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            body,
+        })
+    }
+
+    /// A plan's accountability: plan, goal and person rows.
+    pub async fn accountability(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        as_of: Option<Timestamp>,
+        min_position: Option<u64>,
+    ) -> Result<ReadModelResponse<AccountabilityReport>, AppError> {
+        let (projection, position, plan, now) = self
+            .facts(principal, "accountability", plan_id, as_of, min_position)
+            .await?;
+        let id = plan_id.clone();
+        let body = blocking(move || Ok(accountability_view(&plan, &id, now))).await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            body,
+        })
+    }
+
+    /// A plan's agility: adjustments, volatility, course-correction latency, open signals.
+    pub async fn agility(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        as_of: Option<Timestamp>,
+        min_position: Option<u64>,
+    ) -> Result<ReadModelResponse<AgilityReport>, AppError> {
+        let (projection, position, plan, now) = self
+            .facts(principal, "agility", plan_id, as_of, min_position)
+            .await?;
+        let id = plan_id.clone();
+        let body = blocking(move || Ok(agility_view(&plan, &id, now))).await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            body,
+        })
+    }
+
+    /// A plan's drift against a baseline (the first one when `baseline` is `None`), computed
+    /// from the progress read model's facts.
+    pub async fn drift(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        baseline: Option<String>,
+        as_of: Option<Timestamp>,
+        min_position: Option<u64>,
+    ) -> Result<ReadModelResponse<DriftReport>, AppError> {
+        let (projection, position, plan, now) = self
+            .facts(principal, "progress", plan_id, as_of, min_position)
+            .await?;
+        let label = match baseline {
+            Some(label) => label,
+            None => plan
+                .first_baseline()
+                .map(|b| b.label.clone())
+                .ok_or_else(|| {
+                    AppError::NotFound(format!(
+                        "plan {plan_id} has no baseline yet; set one with SetBaseline, then ask for /drift?baseline=<label>"
+                    ))
+                })?,
+        };
+        let id = plan_id.clone();
+        let body =
+            blocking(move || drift_view(&plan, &id, &label, now).map_err(AppError::from)).await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            body,
+        })
+    }
+
+    /// A person's accountability across every plan of the caller's tenant they hold a role on.
+    pub async fn person_accountability(
+        &self,
+        principal: &Principal,
+        person: &str,
+        min_position: Option<u64>,
+    ) -> Result<ReadModelResponse<PersonView>, AppError> {
+        principal.require(Permission::Read)?;
+        let person = PersonId::new(person).map_err(|e| AppError::Invalid {
+            field: "person".into(),
+            message: e.to_string(),
+        })?;
+        let handle = self.handle("accountability")?;
+        self.reach(handle, min_position).await?;
+        let db = handle.db().clone();
+        let tenant = principal.tenant.clone();
+        let who = person.clone();
+        let (position, plans) = blocking(move || {
+            let view = db.view().map_err(projection_error)?;
+            let position = view.checkpoint().map_err(projection_error)?.position;
+            let mut plans = Vec::new();
+            for suffix in view
+                .index_suffixes(&person_prefix(&tenant, who.as_str()))
+                .map_err(projection_error)?
+            {
+                let Some(plan_id) = String::from_utf8(suffix)
+                    .ok()
+                    .and_then(|s| PlanId::new(s).ok())
+                else {
+                    continue;
+                };
+                let stream = stream_of(&tenant, &plan_id)?;
+                if let Some(plan) = view.plan(stream.as_str()).map_err(projection_error)? {
+                    plans.push((plan_id, plan));
+                }
+            }
+            Ok((position, plans))
+        })
+        .await?;
+        if plans.is_empty() {
+            return Err(AppError::NotFound(format!(
+                "person {person} holds no role on any plan of this tenant"
+            )));
+        }
+        let now = Timestamp::now();
+        let body = blocking(move || Ok(person_view(&person, &plans, now))).await?;
+        Ok(ReadModelResponse {
+            projection: handle.name(),
+            position,
+            body,
+        })
+    }
+
+    /// Each projector's checkpoint, lag and state.
+    pub fn statuses(&self, principal: &Principal) -> Result<Vec<ProjectorStatus>, AppError> {
+        principal.require(Permission::Read)?;
+        Ok(self.handles.iter().map(ProjectionHandle::status).collect())
+    }
+
+    /// Starts a rebuild of the read model `name` beside the live one (admin only).
+    pub async fn rebuild(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<ProjectorStatus, AppError> {
+        principal.require(Permission::Admin)?;
+        let handle = self.handle(name)?;
+        handle.rebuild().await.map_err(|e| match e {
+            ProjectionError::Stopped { .. } => AppError::NotFound(e.to_string()),
+            other => projection_error(other),
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! NATS connection and JetStream stream helpers shared by the relay, consumers and ingress.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, ConnectOptions, Event};
+
+use crate::BusError;
+
+/// Opens a NATS connection that reconnects on its own, forever, with a capped backoff.
+///
+/// Fails only when the first connection attempt fails; callers retry that themselves.
+#[tracing::instrument(skip_all, fields(url = %url, name = %name))]
+pub async fn connect(url: &str, name: &str) -> Result<Client, BusError> {
+    let client = ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(|event| async move {
+            match event {
+                Event::Connected => tracing::info!("nats connected"),
+                Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
+                other => tracing::debug!(event = %other, "nats event"),
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|source| BusError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+    Ok(client)
+}
+
+/// Delay before reconnect attempt `attempts`: 50 ms doubling, at most 2 s.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let exponent = u32::try_from(attempts.min(6)).unwrap_or(6);
+    Duration::from_millis(50 * 2u64.pow(exponent)).min(Duration::from_secs(2))
+}
+
+/// What the event stream must look like; everything else an operator set is kept.
+#[derive(Clone, Debug)]
+pub struct StreamSpec {
+    /// Stream name, e.g. `PLANLEDGER_EVENTS`.
+    pub name: String,
+    /// Subject prefix; the stream captures `<prefix>.>`.
+    pub subject_prefix: String,
+    /// Replicas (1 on one node, 3 on a cluster).
+    pub replicas: usize,
+    /// Window in which JetStream drops a repeated `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+}
+
+impl StreamSpec {
+    /// The wildcard subject the stream captures.
+    pub fn subjects(&self) -> String {
+        format!("{}.>", self.subject_prefix)
+    }
+}
+
+/// Creates the stream, or updates an existing one to the spec (file storage, subjects, replicas,
+/// duplicate window), keeping limits an operator set.
+#[tracing::instrument(skip_all, fields(stream = %spec.name))]
+pub async fn ensure_stream(
+    context: &jetstream::Context,
+    spec: &StreamSpec,
+) -> Result<stream::Stream, BusError> {
+    let subjects = vec![spec.subjects()];
+    match context.get_stream(&spec.name).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| BusError::nats("read stream info", e))?;
+            let mut config = info.config.clone();
+            if config.storage != stream::StorageType::File {
+                tracing::warn!(
+                    storage = ?config.storage,
+                    "the event stream does not use file storage; JetStream cannot change that in place"
+                );
+            }
+            let changed = config.subjects != subjects
+                || config.num_replicas != spec.replicas
+                || config.duplicate_window != spec.duplicate_window;
+            if changed {
+                tracing::info!(
+                    replicas = spec.replicas,
+                    duplicate_window_ms = spec.duplicate_window.as_millis() as u64,
+                    "updating the event stream to the configured settings"
+                );
+                config.subjects = subjects;
+                config.num_replicas = spec.replicas;
+                config.duplicate_window = spec.duplicate_window;
+                context
+                    .update_stream(config)
+                    .await
+                    .map_err(|e| BusError::nats("update stream", e))?;
+            }
+            Ok(existing)
+        }
+        Err(error)
+            if matches!(
+                error.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref inner)
+                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            tracing::info!(subjects = %spec.subjects(), "creating the event stream");
+            context
+                .create_stream(stream::Config {
+                    name: spec.name.clone(),
+                    description: Some("Planledger events, published by the relay".into()),
+                    subjects,
+                    storage: stream::StorageType::File,
+                    num_replicas: spec.replicas,
+                    duplicate_window: spec.duplicate_window,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::nats("create stream", e))
+        }
+        Err(error) => Err(BusError::nats("look up stream", error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delay_doubles_and_is_capped() {
+        assert_eq!(reconnect_delay(0), Duration::from_millis(50));
+        assert_eq!(reconnect_delay(1), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(5), Duration::from_millis(1600));
+        assert_eq!(reconnect_delay(100), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,841 @@
+//! The outbox relay: tails the event log and publishes every event to JetStream, exactly once.
+//!
+//! How "exactly once, in order" is kept:
+//! - **Resume from the stream, not from memory.** Each session starts by reading the last
+//!   message actually in the stream and continues after its `Planledger-Position` header; the
+//!   local checkpoint is only a fallback for a stream that was purged.
+//! - **Each publish names its predecessor.** A message carries `Nats-Expected-Last-Sequence`,
+//!   so JetStream refuses it unless every earlier event is already stored: a publish lost in a
+//!   broken connection cannot be overtaken by a later one.
+//! - **`Nats-Msg-Id` is the event id**, so a publish repeated inside the duplicate window (an ack
+//!   lost, a killed relay's buffered messages arriving late) is dropped by JetStream.
+//! - **Acks are awaited in order** and the checkpoint only moves over acknowledged events.
+//!
+//! The relay never blocks the command path: it only reads the log. While NATS is unreachable
+//! it retries with capped exponential backoff and reports its lag.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::jetstream::{self, publish::PublishAck};
+use bytes::Bytes;
+use futures::FutureExt as _;
+use jiff::Timestamp;
+use planledger_proto::subjects::{
+    self, EVENT_SUBJECT_PREFIX, HEADER_CONTENT_TYPE, HEADER_POSITION,
+};
+use planledger_proto::v1::EventEnvelope;
+use planledger_proto::{EVENT_ENVELOPE_CONTENT_TYPE, Message as _};
+use planledger_store::{Envelope, EventStore, Position, StoreError};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::BusError;
+use crate::connection::{StreamSpec, connect, ensure_stream};
+use crate::envelope::envelope_to_proto;
+use crate::reader::{LogReader, Prepared};
+
+/// Settings of the relay.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// NATS server URL(s), comma-separated.
+    pub url: String,
+    /// JetStream stream name.
+    pub stream: String,
+    /// Subject prefix; events go to `<prefix>.<tenant>.<plan_id>.<EventType>`.
+    pub subject_prefix: String,
+    /// Stream replicas (1 on one node, 3 on a cluster).
+    pub replicas: usize,
+    /// JetStream duplicate window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// Most publishes awaiting their ack at once.
+    pub ack_window: usize,
+    /// Most events read from the log at once.
+    pub read_batch: usize,
+    /// How long to wait for one ack (or one JetStream API answer) before the session restarts.
+    pub ack_timeout: Duration,
+    /// First retry delay after a failure.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Name of the checkpoint the relay keeps in the store.
+    pub checkpoint: String,
+    /// Client name shown by the NATS server.
+    pub client_name: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: subjects::DEFAULT_EVENT_STREAM.into(),
+            subject_prefix: EVENT_SUBJECT_PREFIX.into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            ack_window: 1024,
+            read_batch: 512,
+            ack_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            checkpoint: "relay".into(),
+            client_name: "planledger-relay".into(),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks the settings; names the first one that is out of range.
+    pub fn validate(&self) -> Result<(), BusError> {
+        let bad =
+            |field: &'static str, rule: &'static str| Err(BusError::InvalidConfig { field, rule });
+        if self.url.trim().is_empty() {
+            return bad("url", "must name a NATS server");
+        }
+        if self.stream.is_empty()
+            || self
+                .stream
+                .chars()
+                .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+        {
+            return bad(
+                "stream",
+                "must be non-empty without '.', '*', '>' or spaces",
+            );
+        }
+        if self.subject_prefix.is_empty()
+            || self.subject_prefix.split('.').any(|token| {
+                token.is_empty()
+                    || token.contains(['*', '>'])
+                    || token.contains(char::is_whitespace)
+            })
+        {
+            return bad("subject_prefix", "must be dot-separated literal tokens");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("replicas", "must be 1 to 5");
+        }
+        if self.duplicate_window.is_zero() {
+            return bad("duplicate_window", "must be longer than zero");
+        }
+        if !(1..=65_536).contains(&self.ack_window) {
+            return bad("ack_window", "must be 1 to 65536");
+        }
+        if self.read_batch == 0 {
+            return bad("read_batch", "must be at least 1");
+        }
+        if self.ack_timeout.is_zero() {
+            return bad("ack_timeout", "must be longer than zero");
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return bad("backoff", "initial must be > 0 and at most max");
+        }
+        Ok(())
+    }
+
+    fn stream_spec(&self) -> StreamSpec {
+        StreamSpec {
+            name: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+        }
+    }
+}
+
+/// What the relay is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayState {
+    /// Not started yet.
+    Starting,
+    /// Connecting to NATS, or reading the stream's last position.
+    Syncing,
+    /// Publishing events behind the log's head.
+    CatchingUp,
+    /// Everything in the log is in the stream.
+    CaughtUp,
+    /// The last attempt failed; waiting before the next.
+    Retrying,
+    /// Stopped by shutdown.
+    Stopped,
+}
+
+/// A snapshot of the relay's progress, for `/readyz` and operators.
+#[derive(Clone, Debug, Serialize)]
+pub struct RelayStatus {
+    /// What the relay is doing.
+    pub state: RelayState,
+    /// Last position acknowledged by JetStream (0 before the first).
+    pub published_position: u64,
+    /// Last durable position of the log.
+    pub log_position: u64,
+    /// Events durable in the log but not yet acknowledged by JetStream.
+    pub lag_positions: u64,
+    /// Age of the oldest such event (0 when caught up).
+    pub lag_seconds: f64,
+    /// Events acknowledged since this relay started (including ones JetStream deduplicated).
+    pub published_total: u64,
+    /// The last failure, kept until the next success.
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+}
+
+impl RelayStatus {
+    fn starting() -> Self {
+        Self {
+            state: RelayState::Starting,
+            published_position: 0,
+            log_position: 0,
+            lag_positions: 0,
+            lag_seconds: 0.0,
+            published_total: 0,
+            last_error: None,
+            consecutive_failures: 0,
+        }
+    }
+
+    /// Whether every durable event has been acknowledged by JetStream.
+    pub fn is_caught_up(&self) -> bool {
+        self.lag_positions == 0 && self.state == RelayState::CaughtUp
+    }
+}
+
+/// A read-only view of a running relay's status; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RelayStatusHandle {
+    status: watch::Receiver<RelayStatus>,
+    published: watch::Receiver<Position>,
+}
+
+impl RelayStatusHandle {
+    /// The current status.
+    pub fn current(&self) -> RelayStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of status changes (updated on state changes and at most every 250 ms).
+    pub fn watch(&self) -> watch::Receiver<RelayStatus> {
+        self.status.clone()
+    }
+
+    /// A receiver of the last acknowledged position, updated on every ack.
+    pub fn published_position(&self) -> watch::Receiver<Position> {
+        self.published.clone()
+    }
+
+    /// Waits until JetStream has acknowledged `position` (or the relay is gone).
+    pub async fn wait_published(&self, position: Position) -> Result<(), BusError> {
+        let mut published = self.published.clone();
+        published
+            .wait_for(|acked| *acked >= position)
+            .await
+            .map(|_| ())
+            .map_err(|_| BusError::RelayGone)
+    }
+}
+
+/// How often the status and the lag gauges are refreshed while events flow.
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the relay re-reads the log's head and lag while idle or waiting.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// The outbox relay. Build it with [`Relay::new`], keep a [`Relay::status`] handle, then
+/// spawn [`Relay::run`].
+pub struct Relay {
+    store: EventStore,
+    config: RelayConfig,
+    status: Arc<watch::Sender<RelayStatus>>,
+    published: Arc<watch::Sender<Position>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one session of the relay ended early; the relay retries after a backoff.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("reading the event log: {0}")]
+    Store(#[from] StoreError),
+    #[error("publishing position {position}: {source}")]
+    Publish {
+        position: u64,
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error(
+        "the last message of stream {stream} (sequence {sequence}) has no valid {HEADER_POSITION} header; only the relay may publish to the stream's subjects"
+    )]
+    ForeignMessage { stream: String, sequence: u64 },
+}
+
+/// Where a session starts: the next log position to publish and the stream sequence before it.
+#[derive(Clone, Copy, Debug)]
+struct ResumePoint {
+    next: Position,
+    last_sequence: u64,
+}
+
+/// The answer to one publish, as a future that can be polled in place.
+type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// One publish awaiting its ack.
+struct InFlight {
+    position: Position,
+    recorded_at: Timestamp,
+    ack: AckFuture,
+}
+
+/// What a session has had acknowledged.
+struct Progress<'a> {
+    /// The last acknowledged position.
+    acked: Position,
+    /// Acknowledged events over the relay's life.
+    published_total: &'a mut u64,
+    /// Acknowledged events not yet counted in the metrics.
+    unreported: u64,
+    /// Acknowledged events since the checkpoint was last saved.
+    since_checkpoint: usize,
+    /// When the status was last published.
+    last_status: Instant,
+}
+
+impl Progress<'_> {
+    /// Records the answer to the publish of `position`.
+    fn settle(
+        &mut self,
+        position: Position,
+        ack: Result<PublishAck, PublishError>,
+    ) -> Result<(), SessionError> {
+        let ack = ack.map_err(|source| SessionError::Publish {
+            position: position.get(),
+            source,
+        })?;
+        if ack.duplicate {
+            tracing::debug!(
+                position = position.get(),
+                sequence = ack.sequence,
+                "JetStream already had this event"
+            );
+        }
+        self.acked = position;
+        *self.published_total += 1;
+        self.unreported += 1;
+        self.since_checkpoint += 1;
+        Ok(())
+    }
+
+    /// Adds the acknowledged events to `planledger_relay_published_total`.
+    fn report_metrics(&mut self) {
+        if self.unreported > 0 {
+            metrics::counter!("planledger_relay_published_total").increment(self.unreported);
+            self.unreported = 0;
+        }
+    }
+}
+
+/// Capped exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// The protobuf body and the subject/headers one envelope is published with.
+pub(crate) fn publish_for(envelope: &Envelope, subject_prefix: &str) -> (String, Publish) {
+    message_for(&envelope_to_proto(envelope), subject_prefix)
+}
+
+/// The subject and message (body and headers) of one wire envelope.
+pub(crate) fn message_for(wire: &EventEnvelope, subject_prefix: &str) -> (String, Publish) {
+    let subject =
+        subjects::event_subject(subject_prefix, &wire.tenant, &wire.plan_id, &wire.r#type);
+    let body = Bytes::from(wire.encode_to_vec());
+    let publish = Publish::build()
+        .message_id(&wire.event_id)
+        .header(HEADER_POSITION, wire.position.to_string())
+        .header(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE)
+        .payload(body);
+    (subject, publish)
+}
+
+impl Relay {
+    /// A relay over `store` with `config`; fails if the config is invalid.
+    pub fn new(store: EventStore, config: RelayConfig) -> Result<Self, BusError> {
+        config.validate()?;
+        let (status, _) = watch::channel(RelayStatus::starting());
+        let (published, _) = watch::channel(Position(0));
+        Ok(Self {
+            store,
+            config,
+            status: Arc::new(status),
+            published: Arc::new(published),
+        })
+    }
+
+    /// A handle to this relay's status, valid after it stops too.
+    pub fn status(&self) -> RelayStatusHandle {
+        RelayStatusHandle {
+            status: self.status.subscribe(),
+            published: self.published.subscribe(),
+        }
+    }
+
+    /// Runs until `shutdown` completes: connects, syncs with the stream, publishes, and retries
+    /// every failure with backoff. On shutdown it waits (up to the ack timeout) for the acks
+    /// in flight and saves the checkpoint.
+    #[tracing::instrument(name = "relay", skip_all, fields(stream = %self.config.stream))]
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BusError> {
+        let mut shutdown = pin!(shutdown);
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        let mut context: Option<jetstream::Context> = None;
+        let mut published_total = 0u64;
+        loop {
+            self.set_state(RelayState::Syncing);
+            if context.is_none() {
+                let connected = tokio::select! {
+                    () = &mut shutdown => break,
+                    connected = connect(&self.config.url, &self.config.client_name) => connected,
+                };
+                match connected {
+                    Ok(client) => {
+                        context = Some(
+                            jetstream::ContextBuilder::new()
+                                .timeout(self.config.ack_timeout)
+                                .max_ack_inflight(self.config.ack_window.max(16) * 2)
+                                .backpressure_on_inflight(true)
+                                .build(client),
+                        );
+                    }
+                    Err(error) => {
+                        if self
+                            .retry_after(&error.to_string(), &mut backoff, &mut shutdown)
+                            .await
+                        {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(js) = context.as_ref() else {
+                continue;
+            };
+            match self
+                .session(js, &mut backoff, &mut published_total, &mut shutdown)
+                .await
+            {
+                Ok(()) => break,
+                Err(error) => {
+                    if self
+                        .retry_after(&error.to_string(), &mut backoff, &mut shutdown)
+                        .await
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        self.set_state(RelayState::Stopped);
+        tracing::info!("relay stopped");
+        Ok(())
+    }
+
+    /// Records a failure and sleeps the next backoff delay; true if shutdown came meanwhile.
+    async fn retry_after(
+        &self,
+        error: &str,
+        backoff: &mut Backoff,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> bool {
+        let delay = backoff.next_delay();
+        tracing::warn!(
+            error,
+            retry_in_ms = delay.as_millis() as u64,
+            "relay attempt failed"
+        );
+        metrics::counter!("planledger_relay_failures_total").increment(1);
+        self.status.send_modify(|status| {
+            status.state = RelayState::Retrying;
+            status.last_error = Some(error.to_string());
+            status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+        });
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            self.refresh_lag();
+            let tick =
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + IDLE_TICK));
+            tokio::select! {
+                () = &mut *shutdown => return true,
+                () = tick => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connected session: sync with the stream, then publish until an error or shutdown.
+    async fn session(
+        &self,
+        js: &jetstream::Context,
+        backoff: &mut Backoff,
+        published_total: &mut u64,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<(), SessionError> {
+        let stream = ensure_stream(js, &self.config.stream_spec()).await?;
+        let resume = self.resume_point(&stream).await?;
+        let acked = Position(resume.next.get() - 1);
+        let mut last_sequence = resume.last_sequence;
+        self.store.put_checkpoint(&self.config.checkpoint, acked)?;
+        self.published.send_replace(acked);
+        backoff.reset();
+        self.status.send_modify(|status| {
+            status.published_position = acked.get();
+            status.last_error = None;
+            status.consecutive_failures = 0;
+        });
+        tracing::info!(
+            resume_after = acked.get(),
+            stream_sequence = last_sequence,
+            log_position = self.store.last_position().get(),
+            "relay synced with the stream"
+        );
+        if acked > self.store.last_position() {
+            tracing::error!(
+                stream_position = acked.get(),
+                log_position = self.store.last_position().get(),
+                "the stream holds positions this log does not have; is the relay pointed at another log's stream?"
+            );
+        }
+
+        let window = self.config.ack_window;
+        let mut reader = LogReader::spawn(
+            self.store.clone(),
+            resume.next,
+            self.config.subject_prefix.clone(),
+            self.config.read_batch,
+        );
+        let mut expected_next = resume.next;
+        let mut pending: VecDeque<Prepared> = VecDeque::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(window);
+        let mut progress = Progress {
+            acked,
+            published_total,
+            unreported: 0,
+            since_checkpoint: 0,
+            last_status: Instant::now(),
+        };
+
+        loop {
+            // Publish while the window has room and prepared messages are at hand.
+            while in_flight.len() < window {
+                if pending.is_empty() {
+                    match reader.try_next() {
+                        Some(batch) => pending.extend(batch?),
+                        None => break,
+                    }
+                }
+                let Some(message) = pending.pop_front() else {
+                    break;
+                };
+                if message.position != expected_next {
+                    return Err(SessionError::Store(StoreError::Corrupt {
+                        what: format!("log position {expected_next}"),
+                        detail: format!("the log reader skipped to {}", message.position),
+                    }));
+                }
+                let publish = message.publish.expected_last_sequence(last_sequence);
+                let ack = js
+                    .send_publish(message.subject, publish)
+                    .await
+                    .map_err(|source| SessionError::Publish {
+                        position: message.position.get(),
+                        source,
+                    })?;
+                last_sequence += 1;
+                expected_next = Position(message.position.get() + 1);
+                in_flight.push_back(InFlight {
+                    position: message.position,
+                    recorded_at: message.recorded_at,
+                    ack: ack.into_future(),
+                });
+            }
+
+            let room = in_flight.len() < window && pending.is_empty();
+            if let Some(front) = in_flight.front_mut() {
+                // Settle the oldest publish; meanwhile take more prepared messages if there is room.
+                tokio::select! {
+                    biased;
+                    () = &mut *shutdown => {
+                        self.drain(&mut in_flight, &mut progress).await;
+                        self.store.put_checkpoint(&self.config.checkpoint, progress.acked)?;
+                        return Ok(());
+                    }
+                    ack = &mut front.ack => {
+                        let position = front.position;
+                        in_flight.pop_front();
+                        progress.settle(position, ack)?;
+                        // Settle every later ack that has already arrived, then report once.
+                        while let Some(front) = in_flight.front_mut() {
+                            let Some(ack) = (&mut front.ack).now_or_never() else {
+                                break;
+                            };
+                            let position = front.position;
+                            in_flight.pop_front();
+                            progress.settle(position, ack)?;
+                        }
+                        progress.report_metrics();
+                        self.published.send_replace(progress.acked);
+                        if progress.since_checkpoint >= self.config.read_batch {
+                            self.store.put_checkpoint(&self.config.checkpoint, progress.acked)?;
+                            progress.since_checkpoint = 0;
+                        }
+                        if progress.last_status.elapsed() >= STATUS_INTERVAL {
+                            progress.last_status = Instant::now();
+                            let oldest = in_flight
+                                .front()
+                                .map(|f| f.recorded_at)
+                                .or_else(|| pending.front().map(|p| p.recorded_at));
+                            self.publish_status(
+                                RelayState::CatchingUp,
+                                progress.acked,
+                                *progress.published_total,
+                                oldest,
+                            );
+                        }
+                    }
+                    batch = reader.next(), if room => pending.extend(batch?),
+                }
+                continue;
+            }
+
+            // Nothing in flight and nothing prepared: every event read so far is acknowledged.
+            if progress.since_checkpoint > 0 {
+                self.store
+                    .put_checkpoint(&self.config.checkpoint, progress.acked)?;
+                progress.since_checkpoint = 0;
+            }
+            if expected_next > self.store.last_position() {
+                self.publish_status(
+                    RelayState::CaughtUp,
+                    progress.acked,
+                    *progress.published_total,
+                    None,
+                );
+                progress.last_status = Instant::now();
+            }
+            tokio::select! {
+                () = &mut *shutdown => return Ok(()),
+                batch = reader.next() => pending.extend(batch?),
+                () = tokio::time::sleep(IDLE_TICK) => {}
+            }
+        }
+    }
+
+    /// Awaits the acks in flight at shutdown, up to the ack timeout each, stopping at the first
+    /// failure (the next start resyncs from the stream anyway).
+    async fn drain(&self, in_flight: &mut VecDeque<InFlight>, progress: &mut Progress<'_>) {
+        while let Some(front) = in_flight.pop_front() {
+            let position = front.position;
+            if let Err(error) = progress.settle(position, front.ack.await) {
+                tracing::info!(position = position.get(), %error, "ack not received before shutdown");
+                break;
+            }
+        }
+        progress.report_metrics();
+        self.published.send_replace(progress.acked);
+        self.publish_status(
+            RelayState::Stopped,
+            progress.acked,
+            *progress.published_total,
+            None,
+        );
+    }
+
+    /// Finds where to continue: after the last message in the stream.
+    async fn resume_point(
+        &self,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<ResumePoint, SessionError> {
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| BusError::nats("read stream info", e))?;
+        let last_sequence = info.state.last_sequence;
+        if info.state.messages == 0 {
+            if last_sequence == 0 {
+                return Ok(ResumePoint {
+                    next: Position(1),
+                    last_sequence,
+                });
+            }
+            let checkpoint = self
+                .store
+                .checkpoint(&self.config.checkpoint)?
+                .unwrap_or_default();
+            tracing::warn!(
+                last_sequence,
+                checkpoint = checkpoint.get(),
+                "the event stream is empty but has held messages (purged?); resuming after the local checkpoint"
+            );
+            return Ok(ResumePoint {
+                next: Position(checkpoint.get() + 1),
+                last_sequence,
+            });
+        }
+        let last = stream
+            .get_last_raw_message_by_subject(&self.config.stream_spec().subjects())
+            .await
+            .map_err(|e| BusError::nats("read the stream's last message", e))?;
+        let position = last
+            .headers
+            .get(HEADER_POSITION)
+            .and_then(|value| value.as_str().parse::<u64>().ok())
+            .ok_or_else(|| SessionError::ForeignMessage {
+                stream: self.config.stream.clone(),
+                sequence: last.sequence,
+            })?;
+        Ok(ResumePoint {
+            next: Position(position + 1),
+            last_sequence,
+        })
+    }
+
+    fn set_state(&self, state: RelayState) {
+        self.status.send_if_modified(|status| {
+            let changed = status.state != state;
+            status.state = state;
+            changed
+        });
+    }
+
+    /// Publishes the status and the lag gauges; `oldest` is the recorded_at of the oldest
+    /// event not yet acknowledged, when known.
+    fn publish_status(
+        &self,
+        state: RelayState,
+        acked: Position,
+        published_total: u64,
+        oldest: Option<Timestamp>,
+    ) {
+        let head = self.store.last_position();
+        let lag_positions = head.get().saturating_sub(acked.get());
+        let lag_seconds = if lag_positions == 0 {
+            0.0
+        } else {
+            oldest
+                .or_else(|| self.recorded_at(Position(acked.get() + 1)))
+                .map(age_seconds)
+                .unwrap_or(0.0)
+        };
+        metrics::gauge!("planledger_relay_lag_positions").set(lag_positions as f64);
+        metrics::gauge!("planledger_relay_lag_seconds").set(lag_seconds);
+        self.status.send_modify(|status| {
+            status.state = state;
+            status.published_position = acked.get();
+            status.log_position = head.get();
+            status.lag_positions = lag_positions;
+            status.lag_seconds = lag_seconds;
+            status.published_total = published_total;
+        });
+    }
+
+    /// Recomputes the lag from the last acknowledged position while no session runs.
+    fn refresh_lag(&self) {
+        let acked = *self.published.borrow();
+        let state = self.status.borrow().state.clone();
+        let total = self.status.borrow().published_total;
+        self.publish_status(state, acked, total, None);
+    }
+
+    fn recorded_at(&self, position: Position) -> Option<Timestamp> {
+        match self.store.read_all(position, 1) {
+            Ok(mut envelopes) => envelopes.pop().map(|e| e.recorded_at),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the log to compute relay lag");
+                None
+            }
+        }
+    }
+}
+
+fn age_seconds(recorded_at: Timestamp) -> f64 {
+    let age = Timestamp::now().as_nanosecond() - recorded_at.as_nanosecond();
+    (age.max(0) as f64) / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert!(RelayConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn config_names_the_field_out_of_range() {
+        let config = RelayConfig {
+            ack_window: 0,
+            ..RelayConfig::default()
+        };
+        match config.validate() {
+            Err(BusError::InvalidConfig { field, .. }) => assert_eq!(field, "ack_window"),
+            other => panic!("expected an invalid ack_window, got {other:?}"),
+        }
+        let config = RelayConfig {
+            subject_prefix: "planledger.*".into(),
+            ..RelayConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(BusError::InvalidConfig {
+                field: "subject_prefix",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<_> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+}

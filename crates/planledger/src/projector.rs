@@ -1,0 +1,214 @@
+//! `planledger projector`: one read model as its own process, and the embedded projectors that
+//! `planledger serve` runs beside the API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use planledger_api::{RateLimit, RateLimiter, ReadModelState, Readiness};
+use planledger_app::{App, ReadModels};
+use planledger_projections::{
+    LocalLogSource, ProjectionError, ProjectionHandle, ProjectorState, RuntimeOptions,
+};
+use planledger_store::{EventStore, StoreOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LogFormat;
+
+/// Flags of `projector`; each also reads `PLANLEDGER_<FLAG>`.
+#[derive(clap::Args, Debug)]
+pub struct ProjectorArgs {
+    /// The read model to run: progress, accountability or agility.
+    #[arg(long, env = "PLANLEDGER_PROJECTION")]
+    pub name: String,
+    /// Data directory: the read model lives in <DIR>/projections/<NAME>; the token signing key
+    /// is read from <DIR>.
+    #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// NATS URL: consume the JetStream stream instead of the local log.
+    #[arg(long, env = "PLANLEDGER_NATS")]
+    pub nats: Option<String>,
+    /// JetStream stream to consume.
+    #[arg(
+        long,
+        env = "PLANLEDGER_NATS_STREAM",
+        default_value = "PLANLEDGER_EVENTS"
+    )]
+    pub nats_stream: String,
+    /// Serve the read model's query routes, /healthz and /metrics on this address.
+    #[arg(long, env = "PLANLEDGER_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// JWT signing secret file (hex); default <DIR>/jwt-signing.key.
+    #[arg(long, env = "PLANLEDGER_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "PLANLEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `/readyz` component for a projector: ready unless it has failed or stopped.
+pub struct ProjectorReadiness(pub ProjectionHandle);
+
+impl Readiness for ProjectorReadiness {
+    fn report(&self) -> (&'static str, bool, serde_json::Value) {
+        let status = self.0.status();
+        let ready = !matches!(
+            status.state,
+            ProjectorState::Failed | ProjectorState::Stopped
+        );
+        let detail = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
+        (self.0.name(), ready, detail)
+    }
+}
+
+/// The projectors running inside `planledger serve`.
+pub struct Embedded {
+    handles: Vec<ProjectionHandle>,
+    tasks: Vec<JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl Embedded {
+    /// `/readyz` components, one per projector.
+    pub fn readiness(&self) -> Vec<Arc<dyn Readiness>> {
+        self.handles
+            .iter()
+            .map(|h| Arc::new(ProjectorReadiness(h.clone())) as Arc<dyn Readiness>)
+            .collect()
+    }
+
+    /// Waits for every projector to commit its work and stop (after `shutdown` is cancelled).
+    pub async fn stopped(self) {
+        for (handle, task) in self.handles.iter().zip(self.tasks) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(projection = handle.name(), %error, "projector ended with an error")
+                }
+                Err(error) => {
+                    tracing::warn!(projection = handle.name(), %error, "projector task failed")
+                }
+            }
+        }
+    }
+}
+
+/// Starts every read model inside this process over the local log and hands them to `app`.
+pub fn start_embedded(
+    app: &mut App,
+    store: &EventStore,
+    data_dir: &std::path::Path,
+    shutdown: CancellationToken,
+) -> Result<Embedded> {
+    let running = planledger_projections::spawn_embedded(
+        data_dir,
+        store,
+        RuntimeOptions::default(),
+        shutdown,
+    )
+    .context("starting the embedded projectors (is another process using this data directory?)")?;
+    let (handles, tasks): (Vec<_>, Vec<_>) = running.into_iter().unzip();
+    app.read_models = ReadModels::new(handles.clone(), Some(app.queries.clone()));
+    tracing::info!(
+        projections = ?handles.iter().map(|h| h.name()).collect::<Vec<_>>(),
+        "embedded projectors started"
+    );
+    Ok(Embedded { handles, tasks })
+}
+
+/// Runs one read model as its own process until SIGINT or SIGTERM.
+pub async fn run(args: ProjectorArgs) -> Result<()> {
+    crate::init_tracing(args.log_format);
+    let projector = planledger_projections::projector(&args.name)?;
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus metrics recorder")?;
+    let db = planledger_projections::open_model(&args.data_dir, &args.name)?;
+    let shutdown = CancellationToken::new();
+
+    if let Some(url) = &args.nats {
+        bail!(
+            "--nats {url}: the JetStream projection source is provided by planledger-bus and is not wired into this build yet; \
+             run the projector over the local log (without --nats) or embedded in `planledger serve`"
+        );
+    }
+    let log = args.data_dir.join("log");
+    let store = EventStore::open(&log, StoreOptions::default()).with_context(|| {
+        format!(
+            "opening the event log in {} (the log has one owner: stop `planledger serve` on this data directory, or run the projector with --nats)",
+            log.display()
+        )
+    })?;
+    let (handle, task) = planledger_projections::spawn(
+        projector,
+        db,
+        LocalLogSource::new(store.clone()),
+        RuntimeOptions::default(),
+        shutdown.clone(),
+    )?;
+    eprintln!(
+        "projector {} running over the local log {} (checkpoint {})",
+        args.name,
+        log.display(),
+        handle.status().checkpoint
+    );
+
+    let server = match args.http {
+        Some(addr) => {
+            let auth =
+                crate::token::authenticator(&args.data_dir, args.jwt_secret_file.as_deref())?;
+            let state = ReadModelState {
+                read_models: ReadModels::new(vec![handle.clone()], None),
+                auth,
+                limiter: Arc::new(RateLimiter::new(RateLimit {
+                    per_second: 200.0,
+                    burst: 400.0,
+                })),
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            eprintln!(
+                "projector {} listening on http://{}",
+                args.name,
+                listener.local_addr()?
+            );
+            let router = planledger_api::projector_router(state, Some(prometheus));
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
+    let mut task = task;
+    tokio::select! {
+        _ = crate::serve::wait_for_signal() => {
+            tracing::info!("shutting down: committing the projector's work");
+            shutdown.cancel();
+            task.await.context("projector task")??;
+        }
+        ended = &mut task => {
+            shutdown.cancel();
+            ended.context("projector task")??;
+        }
+    }
+    if let Some(server) = server {
+        server
+            .await
+            .context("HTTP task")?
+            .context("HTTP server failed")?;
+    }
+    drop(store);
+    Ok(())
+}

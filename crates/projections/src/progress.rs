@@ -1,0 +1,71 @@
+//! The progress read model: per plan and goal, progress against the current and the baseline
+//! target, expected progress, computed vs reported status, SPI and schedule slip, last check-in,
+//! confidence trend, and momentum.
+//!
+//! Stored facts: the evolved plan per stream. Figures are computed at query time for the time
+//! asked (`now`, or a past instant) by the domain's formulas, never frozen at event time.
+
+use jiff::Timestamp;
+use planledger_domain::metrics::{
+    DriftReport, Momentum, ProgressReport, RollUp, drift_report, momentum, progress_report,
+    progress_report_against,
+};
+use planledger_domain::{DomainError, Plan, PlanId};
+use serde::Serialize;
+
+use crate::projector::{IndexChange, ProjectedEvent, Projector, fold};
+
+/// The progress projector.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgressProjector;
+
+impl Projector for ProgressProjector {
+    fn name(&self) -> &'static str {
+        "progress"
+    }
+
+    fn apply(&self, plan: &mut Plan, event: &ProjectedEvent<'_>, _index: &mut Vec<IndexChange>) {
+        fold(plan, event.event);
+    }
+}
+
+/// A plan's progress report with its momentum.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProgressView {
+    /// The domain's progress report (plan and goal rows).
+    #[serde(flatten)]
+    pub report: ProgressReport,
+    /// Momentum: activity per active goal per week, last four weeks vs the first four.
+    pub momentum: Momentum,
+}
+
+/// Progress of `plan` as of `now` under `rule`, compared with the baseline `baseline` (the
+/// first baseline when `None`).
+pub fn progress_view(
+    plan: &Plan,
+    plan_id: &PlanId,
+    now: Timestamp,
+    rule: RollUp,
+    baseline: Option<&str>,
+) -> Result<ProgressView, DomainError> {
+    let mut report = match baseline {
+        Some(label) => progress_report_against(plan, now, rule, label)?,
+        None => progress_report(plan, now, rule),
+    };
+    report.plan_id.get_or_insert_with(|| plan_id.clone());
+    let mut momentum = momentum(plan, now);
+    momentum.plan_id.get_or_insert_with(|| plan_id.clone());
+    Ok(ProgressView { report, momentum })
+}
+
+/// Drift of `plan` against the baseline `label` as of `now`.
+pub fn drift_view(
+    plan: &Plan,
+    plan_id: &PlanId,
+    label: &str,
+    now: Timestamp,
+) -> Result<DriftReport, DomainError> {
+    let mut report = drift_report(plan, label, now)?;
+    report.plan_id.get_or_insert_with(|| plan_id.clone());
+    Ok(report)
+}
