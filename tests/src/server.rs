@@ -61,7 +61,7 @@ impl Planledger {
             "--listen".into(),
             format!("127.0.0.1:{port}"),
         ];
-        if !extra.iter().any(|a| *a == "--nats") {
+        if !extra.contains(&"--nats") {
             args.push("--no-nats".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));

@@ -8,7 +8,12 @@ use planledger_e2e::nats::NatsServer;
 use planledger_e2e::server::Planledger;
 use serde_json::json;
 
-async fn command(http: &reqwest::Client, server: &Planledger, token: &str, body: serde_json::Value) {
+async fn command(
+    http: &reqwest::Client,
+    server: &Planledger,
+    token: &str,
+    body: serde_json::Value,
+) {
     let response = http
         .post(server.url("/v1/plans/p1/commands"))
         .bearer_auth(token)
@@ -17,7 +22,11 @@ async fn command(http: &reqwest::Client, server: &Planledger, token: &str, body:
         .await
         .expect("send");
     let status = response.status();
-    assert!(status.is_success(), "{status}: {}", response.text().await.unwrap_or_default());
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 /// Reads every message of the stream in order: (sequence, Planledger-Position header, subject).
@@ -66,7 +75,13 @@ async fn serve_publishes_every_event_once_across_a_sigkill() {
         t.strftime("%Y-%m-%d").to_string()
     };
     command(&http, &server, &token, json!({"type": "CreatePlan", "data": {"title": "t", "starts_on": day(-1), "ends_on": day(60), "checkin_cadence_days": 7}})).await;
-    command(&http, &server, &token, json!({"type": "DefineGoal", "data": {"goal_id": "g1", "title": "g", "due": day(30)}})).await;
+    command(
+        &http,
+        &server,
+        &token,
+        json!({"type": "DefineGoal", "data": {"goal_id": "g1", "title": "g", "due": day(30)}}),
+    )
+    .await;
     for n in 0..20 {
         command(&http, &server, &token, json!({"type": "RecordCheckIn", "data": {"goal_id": "g1", "confidence": 0.5, "note": format!("n{n}")}})).await;
     }

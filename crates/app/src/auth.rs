@@ -104,13 +104,15 @@ impl Permission {
 impl Principal {
     /// Whether this caller holds the permission.
     pub fn can(&self, permission: Permission) -> bool {
-        self.roles.iter().any(|role| match (role, permission) {
-            (Role::Admin, _) => true,
-            (_, Permission::Read) => true,
-            (Role::Planner, Permission::Plan | Permission::Contribute) => true,
-            (Role::Contributor, Permission::Contribute) => true,
-            (Role::Auditor, Permission::Audit) => true,
-            _ => false,
+        self.roles.iter().any(|role| {
+            matches!(
+                (role, permission),
+                (Role::Admin, _)
+                    | (_, Permission::Read)
+                    | (Role::Planner, Permission::Plan | Permission::Contribute)
+                    | (Role::Contributor, Permission::Contribute)
+                    | (Role::Auditor, Permission::Audit)
+            )
         })
     }
 

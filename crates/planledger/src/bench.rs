@@ -352,7 +352,9 @@ impl Drop for PrivateNats {
 
 fn start_private_nats() -> Result<(String, PrivateNats)> {
     let binary = std::env::var("PLANLEDGER_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dir = tempdir_in(&std::env::temp_dir())?;
     let child = std::process::Command::new(&binary)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -364,7 +366,10 @@ fn start_private_nats() -> Result<(String, PrivateNats)> {
     let guard = PrivateNats { child, dir };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen on port {port}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nats-server did not listen on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((format!("nats://127.0.0.1:{port}"), guard))
@@ -379,7 +384,10 @@ async fn relay(args: RelayArgs) -> Result<()> {
         }
     };
     let dir = tempdir_in(&std::env::temp_dir())?;
-    println!("bench relay: {} events, steady rate {}/s, NATS at {url}", args.events, args.steady_rate);
+    println!(
+        "bench relay: {} events, steady rate {}/s, NATS at {url}",
+        args.events, args.steady_rate
+    );
     let report = planledger_bus::bench_relay(planledger_bus::RelayBenchConfig {
         nats_url: url,
         data_dir: dir.join("logs"),

@@ -5,8 +5,8 @@
 
 mod bench;
 mod bench_http;
-mod config;
 mod bench_projections;
+mod config;
 mod demo;
 mod projector;
 mod replay;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use planledger_api::{ApiConfig, ApiState, RateLimit, Readiness};
-use planledger_bus::{CommandIngress, IngressConfig, Relay, RelayConfig, RelayStatusHandle};
 use planledger_app::App;
+use planledger_bus::{CommandIngress, IngressConfig, Relay, RelayConfig, RelayStatusHandle};
 use planledger_store::{EventStore, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -158,7 +158,11 @@ async fn serve_nats_commands(url: String, ingress: CommandIngress, shutdown: Can
         match planledger_bus::connect(&url, "planledger-commands").await {
             Ok(client) => {
                 let stop = shutdown.clone();
-                if let Err(error) = ingress.clone().run(client, async move { stop.cancelled().await }).await {
+                if let Err(error) = ingress
+                    .clone()
+                    .run(client, async move { stop.cancelled().await })
+                    .await
+                {
                     tracing::error!(%error, "NATS command ingress stopped");
                 }
                 return;

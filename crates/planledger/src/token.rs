@@ -67,22 +67,12 @@ pub fn authenticator(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading JWT secret file {}", path.display()))?;
-            let secret = hex_decode(text.trim())
+            let secret = hex::decode(text.trim())
                 .with_context(|| format!("JWT secret file {} must hold hex", path.display()))?;
             Ok(Authenticator::from_secret(&secret)?)
         }
         None => Ok(Authenticator::from_data_dir(data_dir)?),
     }
-}
-
-fn hex_decode(text: &str) -> Result<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        bail!("odd number of hex digits");
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("not a hex digit"))
-        .collect()
 }
 
 /// Runs a token subcommand.

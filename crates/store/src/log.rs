@@ -312,11 +312,7 @@ impl EventStore {
 
     /// Reads the raw stored bytes of up to `limit` log entries from `from`: for bulk consumers
     /// that decode lazily.
-    pub fn read_all_raw(
-        &self,
-        from: Position,
-        limit: usize,
-    ) -> Result<Vec<RawEntry>, StoreError> {
+    pub fn read_all_raw(&self, from: Position, limit: usize) -> Result<Vec<RawEntry>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(4096));
         if limit == 0 {
             return Ok(out);
