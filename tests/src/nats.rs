@@ -142,7 +142,15 @@ impl NatsServer {
             .open(self.log_path())
             .expect("the nats log file can be created in the temp dir");
         let log_err = log.try_clone().expect("a log file handle can be cloned");
+        // Acknowledged means on disk: without `sync_interval: always` JetStream acknowledges
+        // before it flushes, and a SIGKILLed server can lose acknowledged messages while its
+        // deduplication window still remembers their ids (so a re-publish is dropped too).
+        let config = self.dir.path().join("nats.conf");
+        std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n")
+            .expect("the nats config can be written in the temp dir");
         let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&config)
             .arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])

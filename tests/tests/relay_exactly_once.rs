@@ -20,7 +20,7 @@ async fn every_event_is_published_exactly_once_in_order_across_broker_crash_and_
     // Half the history; the broker crashes (SIGKILL) while the relay is publishing it.
     append_events(&store, 0..5_000).await;
     wait_published(&status, 1_000).await;
-    nats.kill();
+    nats.stop();
 
     // Commands keep succeeding while NATS is down, and the relay notices the outage.
     append_events(&store, 5_000..7_000).await;

@@ -346,18 +346,65 @@ async fn watch_lag(
             break;
         }
         tokio::select! {
-            message = appended.recv(), if !closed => match message {
-                Some(entry) => pending.push(Reverse(entry)),
-                None => closed = true,
-            },
+            biased;
             changed = status.changed() => {
                 if changed.is_err() {
                     break;
                 }
             }
+            message = appended.recv(), if !closed => match message {
+                Some(entry) => {
+                    pending.push(Reverse(entry));
+                    // Take everything already queued, so the watcher never trails the appenders.
+                    loop {
+                        match appended.try_recv() {
+                            Ok(entry) => pending.push(Reverse(entry)),
+                            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                None => closed = true,
+            },
         }
     }
     (lags, max_behind)
+}
+
+/// Runs the lag watchers on their own thread, so that appenders saturating the benchmark's
+/// runtime do not delay the observation (and inflate the lag measured).
+fn spawn_watchers(
+    watchers: Vec<(
+        ProjectionHandle,
+        tokio::sync::mpsc::UnboundedReceiver<(u64, Instant)>,
+    )>,
+) -> std::thread::JoinHandle<Vec<(Vec<Duration>, u64)>> {
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("cannot start the lag watchers: {error}");
+                return Vec::new();
+            }
+        };
+        runtime.block_on(async move {
+            let tasks: Vec<_> = watchers
+                .into_iter()
+                .map(|(handle, rx)| tokio::spawn(watch_lag(handle, rx)))
+                .collect();
+            let mut out = Vec::new();
+            for task in tasks {
+                out.push(task.await.unwrap_or_default());
+            }
+            out
+        })
+    })
 }
 
 /// Runs `bench projections`.
@@ -456,17 +503,42 @@ async fn live_lag(
         handles.push(handle);
         tasks.push(task);
     }
-    if let Ok(secs) = std::env::var("PLANLEDGER_BENCH_SETTLE_SECS") {
-        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(0))).await;
+    let mut run = 0;
+    println!("\n-- right after the rebuilds (RocksDB still compacting what they wrote) --");
+    for rate in &args.load_rate {
+        load_run(args, store, &handles, plans, *rate, run).await?;
+        run += 1;
     }
-    for (run, rate) in args.load_rate.iter().enumerate() {
-        load_run(args, store, &handles, plans, *rate, run as u64).await?;
+    let waited = settle(&handles).await?;
+    println!(
+        "\n-- steady state (waited {:.0} s for flushes and compactions to finish) --",
+        waited.as_secs_f64()
+    );
+    for rate in &args.load_rate {
+        load_run(args, store, &handles, plans, *rate, run).await?;
+        run += 1;
     }
     shutdown.cancel();
     for task in tasks {
         task.await.context("projector task")??;
     }
     Ok(())
+}
+
+/// Waits (at most two minutes) until no read model is flushing or compacting.
+async fn settle(handles: &[ProjectionHandle]) -> Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let mut busy = false;
+        for handle in handles {
+            busy |= handle.db().background_busy()?;
+        }
+        if !busy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(started.elapsed())
 }
 
 /// One live-load run at `rate` appends per second (0: unpaced).
@@ -483,15 +555,16 @@ async fn load_run(
     for handle in handles {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         senders.push(tx);
-        watchers.push(tokio::spawn(watch_lag(handle.clone(), rx)));
+        watchers.push((handle.clone(), rx));
     }
+    let watchers = spawn_watchers(watchers);
     let pace = if rate == 0 {
         "as fast as the log takes them".to_owned()
     } else {
         format!("paced at {rate} appends/s")
     };
     println!(
-        "\nlive lag: {} appenders for {} s ({pace}), one check-in per append, all {} projectors embedded:",
+        "live lag: {} appenders for {} s ({pace}), one check-in per append, all {} projectors embedded:",
         args.load_concurrency,
         args.load_seconds,
         handles.len()
@@ -506,9 +579,8 @@ async fn load_run(
         let appended = appended.clone();
         let senders = senders.clone();
         let per_writer = rate as f64 / args.load_concurrency.max(1) as f64;
+        let concurrency = args.load_concurrency.max(1) as u64;
         writers.push(tokio::spawn(async move {
-            let plan = writer % plans;
-            let stream = StreamId::new(format!("bench/plan-{plan}"))?;
             let mut n = 0u64;
             let began = Instant::now();
             while !stop.load(Ordering::Relaxed) {
@@ -527,6 +599,9 @@ async fn load_run(
                     blockers: Vec::new(),
                     at: instant(400, 0, n),
                 });
+                // Spread over every plan, as many people checking in on many plans would.
+                let plan = (writer + n * concurrency) % plans;
+                let stream = StreamId::new(format!("bench/plan-{plan}"))?;
                 let outcome = store
                     .append(request(&stream, vec![new_event(&event)]))
                     .await?;
@@ -557,8 +632,11 @@ async fn load_run(
         "{:>16} {:>10} {:>10} {:>10} {:>16}",
         "projection", "lag p50 ms", "lag p99 ms", "lag max ms", "max behind (pos)"
     );
-    for (handle, watcher) in handles.iter().zip(watchers) {
-        let (mut lags, behind) = watcher.await.context("lag watcher")?;
+    let observed = tokio::task::spawn_blocking(move || watchers.join())
+        .await
+        .context("lag watcher thread")?
+        .map_err(|_| anyhow::anyhow!("the lag watcher thread panicked"))?;
+    for (handle, (mut lags, behind)) in handles.iter().zip(observed) {
         let latency = summarize(&mut lags);
         println!(
             "{:>16} {:>10} {:>10} {:>10} {:>16}",

@@ -8,14 +8,16 @@
 //! | key | value |
 //! | --- | --- |
 //! | `C` | checkpoint JSON: the last position applied and its `recorded_at` |
-//! | `S` + stream id | the plan's facts (the evolved `Plan`, JSON) at its last version that is a multiple of [`SNAPSHOT_EVERY`] |
+//! | `S` + stream id | a snapshot of the plan's facts (the evolved `Plan`, JSON) |
 //! | `E` + stream id + NUL + version (u64 BE) | each event applied since that snapshot: `{"type", "schema_version", "data"}` as in the log |
 //! | `I` + index key | empty: an index entry (e.g. person -> plan) |
 //!
 //! A plan is read back as its snapshot plus the events after it, folded with the domain's
-//! `evolve`; so applying an event writes one small record, and a plan's full state is written
-//! once every [`SNAPSHOT_EVERY`] of its events, whatever its size. Snapshots are taken at fixed
-//! versions, so the stored bytes depend only on the events, never on commit boundaries.
+//! `evolve`; so applying an event writes one small record. A new snapshot replaces the tail once
+//! the tail's bytes reach half the last snapshot's size (at least [`SNAPSHOT_MIN_TAIL_BYTES`]): the
+//! bytes written for snapshots stay proportional to the bytes of the events, however large a plan
+//! grows, and a read replays a tail at most half the size of the snapshot. The rule depends only
+//! on stored bytes, so the stored model depends only on the events, never on commit boundaries.
 //!
 //! Every commit writes the plan facts, the index changes and the checkpoint in one `WriteBatch`,
 //! so a crash never leaves writes without their checkpoint or the reverse. A rebuild fills a new
@@ -48,9 +50,28 @@ const PREFIX_SNAPSHOT: u8 = b'S';
 const PREFIX_EVENT: u8 = b'E';
 const PREFIX_INDEX: u8 = b'I';
 
-/// A plan's full state is stored at every version that is a multiple of this; the events in
-/// between are stored one record each.
-pub const SNAPSHOT_EVERY: u64 = 128;
+/// A plan's tail of event records is folded into a new snapshot once it reaches this many bytes
+/// or half the size of the plan's last snapshot, whichever is larger.
+pub const SNAPSHOT_MIN_TAIL_BYTES: usize = 32 * 1024;
+
+/// Whether a plan whose last snapshot is `snapshot_bytes` long and whose tail would be
+/// `tail_bytes` long should be snapshotted instead.
+pub(crate) fn snapshot_due(snapshot_bytes: usize, tail_bytes: usize) -> bool {
+    tail_bytes >= SNAPSHOT_MIN_TAIL_BYTES.max(snapshot_bytes / 2)
+}
+
+/// A plan read back from a generation, with what decides its next snapshot.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StoredPlan {
+    /// The plan (snapshot plus tail).
+    pub plan: Plan,
+    /// The plan version the snapshot holds (0: no snapshot yet).
+    pub snapshot_version: u64,
+    /// Length of the snapshot record.
+    pub snapshot_bytes: usize,
+    /// Total length of the tail's event records.
+    pub tail_bytes: usize,
+}
 
 /// One stored key and its value.
 pub type Record = (Vec<u8>, Vec<u8>);
@@ -72,12 +93,12 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Stages a put: `key` writes the key, `value` the value.
+    /// Stages a put (`key` writes the key, `value` the value) and returns the value's length.
     pub(crate) fn put<E>(
         &mut self,
         key: impl FnOnce(&mut Vec<u8>),
         value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<usize, E> {
         let start = self.bytes.len();
         key(&mut self.bytes);
         let middle = self.bytes.len();
@@ -87,7 +108,7 @@ impl Staged {
         }
         self.records
             .push((start..middle, Some(middle..self.bytes.len())));
-        Ok(())
+        Ok(self.bytes.len() - middle)
     }
 
     /// Stages a delete of the key `key` writes.
@@ -394,7 +415,7 @@ impl ReadModelDb {
         &self,
         generation: u64,
         stream: &str,
-    ) -> Result<Option<Plan>, ProjectionError> {
+    ) -> Result<Option<StoredPlan>, ProjectionError> {
         let cf = self.cf_or_err(generation)?;
         let snapshot = self.inner.db.get_pinned_cf(&cf, snapshot_key(stream))?;
         let mut options = ReadOptions::default();
@@ -414,12 +435,18 @@ impl ReadModelDb {
         stream: &str,
         snapshot: Option<&[u8]>,
         tail: impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>>,
-    ) -> Result<Option<Plan>, ProjectionError> {
-        let mut plan = match snapshot {
-            Some(bytes) => Some(
-                serde_json::from_slice::<Plan>(bytes)
-                    .map_err(|e| self.corrupt(stream, format!("snapshot: {e}")))?,
-            ),
+    ) -> Result<Option<StoredPlan>, ProjectionError> {
+        let mut stored = match snapshot {
+            Some(bytes) => {
+                let plan = serde_json::from_slice::<Plan>(bytes)
+                    .map_err(|e| self.corrupt(stream, format!("snapshot: {e}")))?;
+                Some(StoredPlan {
+                    snapshot_version: plan.version,
+                    snapshot_bytes: bytes.len(),
+                    tail_bytes: 0,
+                    plan,
+                })
+            }
             None => None,
         };
         for item in tail {
@@ -427,9 +454,12 @@ impl ReadModelDb {
             let event = decode_event_record(&bytes)
                 .map_err(|e| self.corrupt(stream, format!("event record: {e}")))?
                 .ok_or_else(|| self.corrupt(stream, "event record of an unknown type"))?;
-            plan = Some(evolve(plan.unwrap_or_default(), &event));
+            let mut current = stored.take().unwrap_or_default();
+            current.plan = evolve(current.plan, &event);
+            current.tail_bytes += bytes.len();
+            stored = Some(current);
         }
-        Ok(plan)
+        Ok(stored)
     }
 
     /// Writes one commit to a generation atomically.
@@ -518,6 +548,24 @@ impl ReadModelDb {
         Ok(())
     }
 
+    /// Whether RocksDB is flushing or compacting this read model (e.g. after a rebuild), for
+    /// benchmarks and operators who want a quiet baseline.
+    pub fn background_busy(&self) -> Result<bool, ProjectionError> {
+        let db = &self.inner.db;
+        let running = db
+            .property_int_value("rocksdb.num-running-compactions")?
+            .unwrap_or(0)
+            + db.property_int_value("rocksdb.num-running-flushes")?
+                .unwrap_or(0);
+        let pending = match self.cf(self.live_generation()) {
+            Some(cf) => db
+                .property_int_value_cf(&cf, "rocksdb.compaction-pending")?
+                .unwrap_or(0),
+            None => 0,
+        };
+        Ok(running + pending > 0)
+    }
+
     /// Every key and value of a generation, in key order: for verification and tests
     /// ("the rebuilt model is byte-identical").
     pub fn dump_generation(&self, generation: u64) -> Result<Vec<Record>, ProjectionError> {
@@ -587,7 +635,10 @@ impl ReadView<'_> {
             options,
             IteratorMode::From(&prefix, Direction::Forward),
         );
-        self.db.assemble(stream, snapshot.as_deref(), tail)
+        Ok(self
+            .db
+            .assemble(stream, snapshot.as_deref(), tail)?
+            .map(|stored| stored.plan))
     }
 
     /// Index keys starting with `prefix`, without the prefix, in key order.

@@ -75,6 +75,15 @@ pub(crate) fn write_event_record(buf: &mut Vec<u8>, envelope: &Envelope) {
     buf.push(b'}');
 }
 
+/// The length of the record [`write_event_record`] writes for `envelope`.
+pub(crate) fn event_record_len(envelope: &Envelope) -> usize {
+    let digits = envelope.schema_version.checked_ilog10().unwrap_or(0) as usize + 1;
+    br#"{"type":"","schema_version":,"data":}"#.len()
+        + envelope.event_type.len()
+        + digits
+        + envelope.data.get().len()
+}
+
 /// An event record read back from a read model.
 #[derive(serde::Deserialize)]
 struct EventRecord<'a> {

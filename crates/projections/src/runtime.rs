@@ -8,7 +8,7 @@
 //!
 //! Plans are kept in memory between events (evicted only right after a commit, when everything
 //! they hold is on disk); each event adds one small record to the batch, and a plan's full state
-//! is written once every [`SNAPSHOT_EVERY`] of its events (see [`crate::ReadModelDb`]).
+//! is written only when its tail of records has grown to half its size (see [`crate::ReadModelDb`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{
-    Checkpoint, CommitBatch, Durability, ReadModelDb, SNAPSHOT_EVERY, Staged, write_event_key,
-    write_index_key, write_snapshot_key,
+    Checkpoint, CommitBatch, Durability, ReadModelDb, Staged, StoredPlan, snapshot_due,
+    write_event_key, write_index_key, write_snapshot_key,
 };
-use crate::decode::{decode_event, split_stream, write_event_record};
+use crate::decode::{decode_event, event_record_len, split_stream, write_event_record};
 use crate::projector::{IndexChange, ProjectedEvent, Projector};
 use crate::source::{Delivery, EventSource};
 use crate::{ProjectionError, SourceError};
@@ -191,7 +191,7 @@ struct Working {
     number: u64,
     committed: Checkpoint,
     applied: Checkpoint,
-    plans: HashMap<String, Plan>,
+    plans: HashMap<String, StoredPlan>,
     writes: Staged,
     pending: usize,
     pending_since: Option<Instant>,
@@ -259,15 +259,15 @@ impl Working {
             match (event, split_stream(stream)) {
                 (Some(event), Some((tenant, plan_id))) => {
                     if !self.plans.contains_key(stream) {
-                        let plan = db.load_plan(self.number, stream)?.unwrap_or_default();
-                        self.plans.insert(stream.to_owned(), plan);
+                        let stored = db.load_plan(self.number, stream)?.unwrap_or_default();
+                        self.plans.insert(stream.to_owned(), stored);
                     }
-                    let plan = self
+                    let stored = self
                         .plans
                         .get_mut(stream)
                         .expect("the plan was inserted just above");
                     projector.apply(
-                        plan,
+                        &mut stored.plan,
                         &ProjectedEvent {
                             position: delivery.position,
                             stream,
@@ -282,18 +282,22 @@ impl Working {
                         key: stream.to_owned(),
                         detail: format!("does not serialize: {e}"),
                     };
-                    let version = plan.version;
-                    if version.is_multiple_of(SNAPSHOT_EVERY) {
-                        let plan: &Plan = plan;
-                        self.writes
+                    let version = stored.plan.version;
+                    let record = event_record_len(envelope);
+                    if snapshot_due(stored.snapshot_bytes, stored.tail_bytes + record) {
+                        let plan: &Plan = &stored.plan;
+                        stored.snapshot_bytes = self
+                            .writes
                             .put(
                                 |k| write_snapshot_key(k, stream),
                                 |v| serde_json::to_writer(v, plan),
                             )
                             .map_err(corrupt)?;
-                        for older in version.saturating_sub(SNAPSHOT_EVERY - 1).max(1)..version {
+                        for older in stored.snapshot_version + 1..version {
                             self.writes.delete(|k| write_event_key(k, stream, older));
                         }
+                        stored.snapshot_version = version;
+                        stored.tail_bytes = 0;
                     } else {
                         self.writes
                             .put(
@@ -304,6 +308,7 @@ impl Working {
                                 },
                             )
                             .unwrap_or_else(|never| match never {});
+                        stored.tail_bytes += record;
                     }
                     for change in changes.drain(..) {
                         if change.present {

@@ -1,12 +1,12 @@
-//! Plans longer than a snapshot interval are stored as a snapshot plus the events after it and
-//! read back exactly as the domain replays them.
+//! Plans whose events outgrow the snapshot threshold are stored as a snapshot plus the events
+//! after it, and read back exactly as the domain replays them.
 
 mod support;
 
 use std::sync::Arc;
 
 use planledger_projections::{
-    LocalLogSource, ProgressProjector, ReadModelDb, SNAPSHOT_EVERY, spawn,
+    LocalLogSource, ProgressProjector, ReadModelDb, SNAPSHOT_MIN_TAIL_BYTES, spawn,
 };
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -15,13 +15,9 @@ use tokio_util::sync::CancellationToken;
 async fn a_long_plan_reads_back_as_its_replay_across_snapshots() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open_store(dir.path());
-    let long = busy_plan("acme", "long", 60);
+    let long = busy_plan("acme", "long", 100);
     let short = busy_plan("acme", "short", 3);
     append_scripts(&store, &[&long, &short]).await;
-    assert!(
-        long.plan.version > 2 * SNAPSHOT_EVERY,
-        "the plan crosses two snapshots"
-    );
 
     let db = ReadModelDb::open(dir.path().join("progress"), "progress").expect("open");
     let shutdown = CancellationToken::new();
@@ -47,17 +43,32 @@ async fn a_long_plan_reads_back_as_its_replay_across_snapshots() {
         Some(short.plan.clone())
     );
 
-    // One snapshot at the last multiple of the interval, one record per event after it.
+    // One snapshot, and a tail shorter than the threshold that would replace it.
     let records = dump_live(&db);
-    let snapshots = records
+    let snapshot = records
         .iter()
-        .filter(|(k, _)| k.as_slice() == b"Sacme/long")
-        .count();
-    let tail = records
+        .find(|(k, _)| k.as_slice() == b"Sacme/long")
+        .map(|(_, v)| v.len())
+        .expect("the long plan has a snapshot");
+    let tail: usize = records
         .iter()
         .filter(|(k, _)| k.starts_with(b"Eacme/long\0"))
-        .count() as u64;
-    assert_eq!(snapshots, 1);
-    assert_eq!(tail, long.plan.version % SNAPSHOT_EVERY);
+        .map(|(_, v)| v.len())
+        .sum();
+    let events: usize = all_envelopes(&store)
+        .iter()
+        .filter(|e| e.stream.as_str() == "acme/long")
+        .map(|e| e.data.get().len())
+        .sum();
+    assert!(
+        events > 2 * SNAPSHOT_MIN_TAIL_BYTES,
+        "the plan outgrew the threshold twice"
+    );
+    assert!(
+        tail < SNAPSHOT_MIN_TAIL_BYTES.max(snapshot / 2),
+        "tail {tail}, snapshot {snapshot}"
+    );
+    // The short plan never reached the threshold: events only.
     assert!(!records.iter().any(|(k, _)| k.as_slice() == b"Sacme/short"));
+    assert!(records.iter().any(|(k, _)| k.starts_with(b"Eacme/short\0")));
 }
