@@ -3,36 +3,46 @@
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use planledger_app::Principal;
+use planledger_app::{Authenticator, Principal};
 
+use crate::limits::RateLimiter;
 use crate::{ApiState, Problem};
 
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]
 pub struct Caller(pub Principal);
 
+/// Verifies the bearer token of a request and takes one token from the caller's bucket.
+pub fn authenticate(
+    auth: &Authenticator,
+    limiter: &RateLimiter,
+    parts: &Parts,
+) -> Result<Principal, Problem> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = auth.verify_header(header)?;
+    let key = format!("{}\u{0}{}", principal.tenant, principal.subject);
+    if let Err(wait) = limiter.check(&key) {
+        metrics::counter!("planledger_http_rate_limited_total").increment(1);
+        return Err(Problem::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
+                principal.subject
+            ),
+        )
+        .retry_after(wait));
+    }
+    Ok(principal)
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Problem> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let principal = state.app.auth.verify_header(header)?;
-        let key = format!("{}\u{0}{}", principal.tenant, principal.subject);
-        if let Err(wait) = state.limiter.check(&key) {
-            metrics::counter!("planledger_http_rate_limited_total").increment(1);
-            return Err(Problem::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
-                    principal.subject
-                ),
-            )
-            .retry_after(wait));
-        }
-        Ok(Self(principal))
+        authenticate(&state.app.auth, &state.limiter, parts).map(Self)
     }
 }

@@ -55,25 +55,7 @@ impl FromRequestParts<ReadModelState> for Caller {
         parts: &mut Parts,
         state: &ReadModelState,
     ) -> Result<Self, Problem> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let principal = state.auth.verify_header(header)?;
-        let key = format!("{}\u{0}{}", principal.tenant, principal.subject);
-        if let Err(wait) = state.limiter.check(&key) {
-            metrics::counter!("planledger_http_rate_limited_total").increment(1);
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
-                    principal.subject
-                ),
-            )
-            .retry_after(wait));
-        }
-        Ok(Self(principal))
+        crate::auth::authenticate(&state.auth, &state.limiter, parts).map(Self)
     }
 }
 
