@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use planledger_app::{Authenticator, ProgressQuery, ReadModels};
+use planledger_domain::PlanId;
 use planledger_domain::metrics::RollUp;
 use serde::Deserialize;
 
@@ -171,6 +172,20 @@ fn parse_rule(raw: Option<&str>) -> Result<RollUp, Problem> {
 
 // `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
 #[allow(clippy::result_large_err)]
+/// What every plan read-model route parses: its query (only the `allowed` optional parameters),
+/// the plan id and `as_of`.
+fn plan_request(
+    plan_id: &str,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<(ReadModelParams, PlanId, Option<jiff::Timestamp>), Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    reject_unused(&params, allowed)?;
+    let plan_id = parse_plan_id(plan_id)?;
+    let as_of = parse_as_of(params.as_of.as_deref())?;
+    Ok((params, plan_id, as_of))
+}
+
 fn reject_unused(params: &ReadModelParams, allowed: &[&str]) -> Result<(), Problem> {
     let given = [
         ("rule", params.rule.is_some()),
@@ -218,10 +233,7 @@ pub async fn get_accountability(
     Path(plan_id): Path<String>,
     query: Result<Query<ReadModelParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(params) = query.map_err(query_rejection)?;
-    reject_unused(&params, &[])?;
-    let plan_id = parse_plan_id(&plan_id)?;
-    let as_of = parse_as_of(params.as_of.as_deref())?;
+    let (params, plan_id, as_of) = plan_request(&plan_id, query, &[])?;
     let found = state
         .read_models
         .accountability(&principal, &plan_id, as_of, params.min_position)
@@ -236,10 +248,7 @@ pub async fn get_agility(
     Path(plan_id): Path<String>,
     query: Result<Query<ReadModelParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(params) = query.map_err(query_rejection)?;
-    reject_unused(&params, &[])?;
-    let plan_id = parse_plan_id(&plan_id)?;
-    let as_of = parse_as_of(params.as_of.as_deref())?;
+    let (params, plan_id, as_of) = plan_request(&plan_id, query, &[])?;
     let found = state
         .read_models
         .agility(&principal, &plan_id, as_of, params.min_position)
@@ -254,10 +263,7 @@ pub async fn get_drift(
     Path(plan_id): Path<String>,
     query: Result<Query<ReadModelParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(params) = query.map_err(query_rejection)?;
-    reject_unused(&params, &["baseline"])?;
-    let plan_id = parse_plan_id(&plan_id)?;
-    let as_of = parse_as_of(params.as_of.as_deref())?;
+    let (params, plan_id, as_of) = plan_request(&plan_id, query, &["baseline"])?;
     let found = state
         .read_models
         .drift(
