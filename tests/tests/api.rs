@@ -50,23 +50,8 @@ impl Client {
 }
 
 fn today_plus(days: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let day = now / 86_400 + days;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
+    let day = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * days);
+    day.strftime("%Y-%m-%d").to_string()
 }
 
 fn create_plan() -> Value {

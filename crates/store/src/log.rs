@@ -660,28 +660,4 @@ impl EventStore {
         }
         Ok(())
     }
-
-    /// The underlying database path's stream index, for tests: versions 1..=n of a stream.
-    pub fn stream_positions(
-        &self,
-        stream: &StreamId,
-    ) -> Result<Vec<(Version, Position)>, StoreError> {
-        let prefix = keys::stream_prefix(stream);
-        let mut out = Vec::new();
-        let iter = self.inner.db.iterator_cf(
-            cf(&self.inner.db, CF_STREAMS),
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
-                break;
-            }
-            let version = keys::decode_u64(&key).ok_or_else(|| corrupt("stream key", "short"))?;
-            let position =
-                keys::decode_u64(&value).ok_or_else(|| corrupt("stream value", "short"))?;
-            out.push((Version(version), Position(position)));
-        }
-        Ok(out)
-    }
 }
