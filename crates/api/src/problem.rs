@@ -3,7 +3,6 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use planledger_app::{AppError, AuthError};
-use planledger_domain::ErrorKind;
 use serde::Serialize;
 
 /// One field-level complaint.
@@ -108,66 +107,52 @@ impl IntoResponse for Problem {
     }
 }
 
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 impl From<AuthError> for Problem {
     fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::Forbidden { .. } => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
-            }
-            AuthError::MissingToken => {
-                Problem::new(StatusCode::UNAUTHORIZED, "missing_token", error.to_string())
-            }
-            _ => Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", error.to_string()),
-        }
+        Problem::new(status_of(error.status()), error.code(), error.to_string())
     }
 }
 
 impl From<AppError> for Problem {
     fn from(error: AppError) -> Self {
+        let status = status_of(error.status());
+        let code = error.code();
         let detail = error.to_string();
         match error {
-            AppError::Auth(auth) => auth.into(),
             AppError::Invalid { field, message } => {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid_input", detail)
-                    .with_field(field, message)
+                Problem::new(status, code, detail).with_field(field, message)
             }
             AppError::Domain(domain) => {
-                let status = match domain.kind() {
-                    ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-                    ErrorKind::Conflict => StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorKind::NotFound => StatusCode::NOT_FOUND,
-                };
-                let mut problem = Problem::new(status, domain.code(), detail.clone());
-                if let Some(field) = domain.field() {
-                    problem = problem.with_field(field, detail);
+                let problem = Problem::new(status, code, detail.clone());
+                match domain.field() {
+                    Some(field) => problem.with_field(field, detail),
+                    None => problem,
                 }
-                problem
             }
-            AppError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
             AppError::VersionConflict { current, .. } => {
-                let mut problem = Problem::new(StatusCode::CONFLICT, "version_conflict", detail);
+                let mut problem = Problem::new(status, code, detail);
                 problem.current_version = Some(current);
                 problem
             }
-            AppError::KeyReused { .. } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                detail,
-            ),
             AppError::NotCaughtUp { current, .. } => {
-                let mut problem =
-                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", detail)
-                        .retry_after(1);
+                let mut problem = Problem::new(status, code, detail).retry_after(1);
                 problem.current_position = Some(current);
                 problem
             }
             AppError::Store(_) | AppError::Corrupt { .. } => {
                 tracing::error!(error = %detail, "internal error");
                 Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    status,
+                    code,
                     "the server failed to complete the request; it has been logged",
                 )
+            }
+            AppError::Auth(_) | AppError::NotFound(_) | AppError::KeyReused { .. } => {
+                Problem::new(status, code, detail)
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The application layer's errors: one enum the HTTP and NATS doors both map.
 
-use planledger_domain::DomainError;
+use planledger_domain::{DomainError, ErrorKind};
 use planledger_store::StoreError;
 
 use crate::auth::AuthError;
@@ -66,4 +66,57 @@ pub enum AppError {
         /// What.
         message: String,
     },
+}
+
+impl AuthError {
+    /// The HTTP-equivalent status every door answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Forbidden { .. } => 403,
+            _ => 401,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden { .. } => "forbidden",
+            Self::MissingToken => "missing_token",
+            _ => "invalid_token",
+        }
+    }
+}
+
+impl AppError {
+    /// The HTTP-equivalent status every door (HTTP, NATS) answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Auth(auth) => auth.status(),
+            Self::Invalid { .. } => 400,
+            Self::Domain(domain) => match domain.kind() {
+                ErrorKind::Invalid => 400,
+                ErrorKind::Conflict => 422,
+                ErrorKind::NotFound => 404,
+            },
+            Self::NotFound(_) => 404,
+            Self::VersionConflict { .. } => 409,
+            Self::KeyReused { .. } => 422,
+            Self::NotCaughtUp { .. } => 503,
+            Self::Store(_) | Self::Corrupt { .. } => 500,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Auth(auth) => auth.code(),
+            Self::Invalid { .. } => "invalid_input",
+            Self::Domain(domain) => domain.code(),
+            Self::NotFound(_) => "not_found",
+            Self::VersionConflict { .. } => "version_conflict",
+            Self::KeyReused { .. } => "idempotency_key_reused",
+            Self::NotCaughtUp { .. } => "not_caught_up",
+            Self::Store(_) | Self::Corrupt { .. } => "internal",
+        }
+    }
 }

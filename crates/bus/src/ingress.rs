@@ -14,7 +14,7 @@ use async_nats::{Client, HeaderMap, Subject};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use planledger_app::{AppError, AuthError, Authenticator, CommandRequest, CommandService};
-use planledger_domain::{Command, ErrorKind, PlanId};
+use planledger_domain::{Command, PlanId};
 use planledger_proto::subjects::{
     COMMAND_SUBJECT_PREFIX, HEADER_AUTHORIZATION, HEADER_CONTENT_TYPE, parse_command_subject,
 };
@@ -111,51 +111,41 @@ fn bad_body(field: String, message: String) -> Problem {
     )
 }
 
-/// The problem for an authentication failure (same statuses and codes as HTTP).
+/// The problem for an authentication failure (statuses and codes shared with HTTP via `app`).
 pub fn problem_from_auth(error: AuthError) -> Problem {
-    match error {
-        AuthError::Forbidden { .. } => problem(403, "forbidden", error.to_string()),
-        AuthError::MissingToken => problem(401, "missing_token", error.to_string()),
-        _ => problem(401, "invalid_token", error.to_string()),
-    }
+    problem(u32::from(error.status()), error.code(), error.to_string())
 }
 
-/// The problem for an application error (same statuses and codes as HTTP).
+/// The problem for an application error (statuses and codes shared with HTTP via `app`).
 pub fn problem_from_app(error: AppError) -> Problem {
+    let status = u32::from(error.status());
+    let code = error.code();
     let detail = error.to_string();
     match error {
-        AppError::Auth(auth) => problem_from_auth(auth),
         AppError::Invalid { field, message } => {
-            with_field(problem(400, "invalid_input", detail), field, message)
+            with_field(problem(status, code, detail), field, message)
         }
         AppError::Domain(domain) => {
-            let status = match domain.kind() {
-                ErrorKind::Invalid => 400,
-                ErrorKind::Conflict => 422,
-                ErrorKind::NotFound => 404,
-            };
-            let mut out = problem(status, domain.code(), detail.clone());
-            if let Some(field) = domain.field() {
-                out = with_field(out, field, detail);
+            let out = problem(status, code, detail.clone());
+            match domain.field() {
+                Some(field) => with_field(out, field, detail),
+                None => out,
             }
-            out
         }
-        AppError::NotFound(_) => problem(404, "not_found", detail),
         AppError::VersionConflict { current, .. } => {
-            let mut out = problem(409, "version_conflict", detail);
+            let mut out = problem(status, code, detail);
             out.current_version = Some(current);
             out
         }
-        AppError::KeyReused { .. } => problem(422, "idempotency_key_reused", detail),
-        AppError::NotCaughtUp { .. } => problem(503, "not_caught_up", detail),
         AppError::Store(_) | AppError::Corrupt { .. } => {
             tracing::error!(error = %detail, "internal error");
             problem(
-                500,
-                "internal",
+                status,
+                code,
                 "the server failed to complete the request; it has been logged",
             )
         }
+        _ => problem(status, code, detail),
     }
 }
 
