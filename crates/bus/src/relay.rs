@@ -278,6 +278,16 @@ enum SessionError {
         "the last message of stream {stream} (sequence {sequence}) has no valid {HEADER_POSITION} header; only the relay may publish to the stream's subjects"
     )]
     ForeignMessage { stream: String, sequence: u64 },
+    #[error(
+        "JetStream stored position {position} at stream sequence {got}, expected {expected}{}; the stream no longer mirrors the log one-to-one",
+        if *duplicate { " (answered as a duplicate)" } else { "" }
+    )]
+    Diverged {
+        position: u64,
+        expected: u64,
+        got: u64,
+        duplicate: bool,
+    },
 }
 
 /// Where a session starts: the next log position to publish and the stream sequence before it.
@@ -293,6 +303,8 @@ type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> +
 /// One publish awaiting its ack.
 struct InFlight {
     position: Position,
+    /// The stream sequence this publish must land at (its expected last sequence + 1).
+    sequence: u64,
     recorded_at: Timestamp,
     ack: AckFuture,
 }
@@ -316,12 +328,21 @@ impl Progress<'_> {
     fn settle(
         &mut self,
         position: Position,
+        sequence: u64,
         ack: Result<PublishAck, PublishError>,
     ) -> Result<(), SessionError> {
         let ack = ack.map_err(|source| SessionError::Publish {
             position: position.get(),
             source,
         })?;
+        if ack.sequence != sequence {
+            return Err(SessionError::Diverged {
+                position: position.get(),
+                expected: sequence,
+                got: ack.sequence,
+                duplicate: ack.duplicate,
+            });
+        }
         if ack.duplicate {
             tracing::debug!(
                 position = position.get(),
@@ -590,6 +611,7 @@ impl Relay {
                 expected_next = Position(message.position.get() + 1);
                 in_flight.push_back(InFlight {
                     position: message.position,
+                    sequence: last_sequence,
                     recorded_at: message.recorded_at,
                     ack: ack.into_future(),
                 });
@@ -606,17 +628,17 @@ impl Relay {
                         return Ok(());
                     }
                     ack = &mut front.ack => {
-                        let position = front.position;
+                        let (position, sequence) = (front.position, front.sequence);
                         in_flight.pop_front();
-                        progress.settle(position, ack)?;
+                        progress.settle(position, sequence, ack)?;
                         // Settle every later ack that has already arrived, then report once.
                         while let Some(front) = in_flight.front_mut() {
                             let Some(ack) = (&mut front.ack).now_or_never() else {
                                 break;
                             };
-                            let position = front.position;
+                            let (position, sequence) = (front.position, front.sequence);
                             in_flight.pop_front();
-                            progress.settle(position, ack)?;
+                            progress.settle(position, sequence, ack)?;
                         }
                         progress.report_metrics();
                         self.published.send_replace(progress.acked);
@@ -671,7 +693,7 @@ impl Relay {
     async fn drain(&self, in_flight: &mut VecDeque<InFlight>, progress: &mut Progress<'_>) {
         while let Some(front) = in_flight.pop_front() {
             let position = front.position;
-            if let Err(error) = progress.settle(position, front.ack.await) {
+            if let Err(error) = progress.settle(position, front.sequence, front.ack.await) {
                 tracing::info!(position = position.get(), %error, "ack not received before shutdown");
                 break;
             }
@@ -729,9 +751,13 @@ impl Relay {
                 stream: self.config.stream.clone(),
                 sequence: last.sequence,
             })?;
+        // The pair must come from one message: the stream may still be growing (a previous
+        // session's publishes, buffered by the client while disconnected, can land after the
+        // stream info was read), and a position paired with an older sequence would make every
+        // `Nats-Expected-Last-Sequence` of this session off by the difference.
         Ok(ResumePoint {
             next: Position(position + 1),
-            last_sequence,
+            last_sequence: last.sequence,
         })
     }
 

@@ -237,6 +237,24 @@ pub async fn assert_stream_mirrors_log(url: &str, stream: &str, store: &EventSto
         .read_all(Position(1), usize::MAX)
         .expect("the log reads back");
     let (messages, last_sequence) = stream_counts(url, stream).await;
+    if messages != log.len() as u64 {
+        let read = read_stream(url, stream).await;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out_of_order = Vec::new();
+        for message in &read {
+            let position = message.envelope.position;
+            if !seen.insert(position) || message.sequence != position {
+                out_of_order.push((message.sequence, position));
+            }
+        }
+        let missing: Vec<u64> = (1..=log.len() as u64)
+            .filter(|p| !seen.contains(p))
+            .collect();
+        eprintln!(
+            "stream/log mismatch: missing positions {missing:?}; (sequence, position) off their place: {:?}",
+            &out_of_order[..out_of_order.len().min(40)]
+        );
+    }
     assert_eq!(
         messages,
         log.len() as u64,
