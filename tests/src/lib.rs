@@ -4,6 +4,7 @@
 //! own temporary store ([`nats::NatsServer`]), and the `planledger` binary ([`server::Planledger`]).
 //! Each is killed and its files removed when the handle is dropped.
 
+pub mod client;
 pub mod nats;
 pub mod server;
 

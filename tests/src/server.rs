@@ -27,7 +27,8 @@ pub fn binary() -> PathBuf {
     candidate
 }
 
-/// A running `planledger serve` with its own data directory and port; killed on drop.
+/// A running `planledger serve` (or `planledger projector`) with its own data directory and
+/// port; killed on drop.
 pub struct Planledger {
     child: Option<Child>,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -38,6 +39,7 @@ pub struct Planledger {
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     args: Vec<String>,
+    log_file: PathBuf,
 }
 
 impl Planledger {
@@ -65,20 +67,48 @@ impl Planledger {
             args.push("--no-nats".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = Self {
+        Self::spawn_with(data_dir, port, args, "serve.log")
+    }
+
+    /// Starts `planledger projector --name NAME --data-dir DIR --http 127.0.0.1:PORT` plus
+    /// `extra` (e.g. `--nats URL`) and waits until it listens; logs go to
+    /// `<DIR>/projector-<NAME>.log`.
+    pub fn start_projector(data_dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "projector".into(),
+            "--name".into(),
+            name.into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn_with(data_dir, port, args, &format!("projector-{name}.log"))
+    }
+
+    fn spawn_with(data_dir: &Path, port: u16, args: Vec<String>, log_name: &str) -> Self {
+        let mut process = Self {
             child: None,
             base_url: format!("http://127.0.0.1:{port}"),
             port,
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             args,
+            log_file: data_dir.join(log_name),
         };
-        server.spawn();
-        server
+        process.spawn();
+        process
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.data_dir.join("serve.log")).expect("log file");
+        // Appended, so a restarted process's log follows the one before it.
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .expect("log file");
         let child = Command::new(binary())
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -115,7 +145,7 @@ impl Planledger {
 
     /// The service's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("serve.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
     /// URL of a path on the service.

@@ -1,118 +1,12 @@
 //! Read models end to end: the real binary (`planledger serve --no-nats`, projectors embedded),
 //! commands over HTTP, then the read-model routes with `?min_position=` to read our own writes.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use planledger_e2e::free_port;
-use planledger_e2e::server::{Planledger, binary};
+use planledger_e2e::client::{Client, seed_plan};
+use planledger_e2e::server::Planledger;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-struct Client {
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// Runs a command and returns the log position it reached.
-    async fn command(&self, server: &Planledger, token: &str, plan: &str, body: Value) -> u64 {
-        let response = self
-            .http
-            .post(server.url(&format!("/v1/plans/{plan}/commands")))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, StatusCode::OK, "command failed: {body}");
-        body["position"].as_u64().expect("position in the answer")
-    }
-
-    async fn get(&self, base: &str, token: &str, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(format!("{base}{path}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("send");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
-fn today_plus(days: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let day = now / 86_400 + days;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// A plan with one KPI goal (100 -> 200) at 150, an accountable owner and a baseline.
-async fn seed(server: &Planledger, client: &Client, token: &str, plan: &str, owner: &str) -> u64 {
-    client
-        .command(
-            server,
-            token,
-            plan,
-            json!({"type": "CreatePlan", "data": {
-            "title": "Q plan", "starts_on": today_plus(-14), "ends_on": today_plus(60),
-            "checkin_cadence_days": 7}}),
-        )
-        .await;
-    client
-        .command(server, token, plan, json!({"type": "DefineGoal", "data": {
-            "goal_id": "signups", "title": "Signups", "due": today_plus(30),
-            "kpi": {"unit": "users", "baseline": 100.0, "target": 200.0, "direction": "increase"}}}))
-        .await;
-    client
-        .command(
-            server,
-            token,
-            plan,
-            json!({"type": "AssignRole", "data": {
-            "person": owner, "role": "accountable", "goal_id": "signups"}}),
-        )
-        .await;
-    client
-        .command(
-            server,
-            token,
-            plan,
-            json!({"type": "SetBaseline", "data": {"label": "v1"}}),
-        )
-        .await;
-    client
-        .command(
-            server,
-            token,
-            plan,
-            json!({"type": "RecordCheckIn", "data": {
-            "goal_id": "signups", "value": 150.0, "confidence": 0.7, "status": "on_track"}}),
-        )
-        .await
-}
 
 fn goal<'a>(body: &'a Value, id: &str) -> &'a Value {
     body["goals"]
@@ -126,7 +20,7 @@ async fn read_models_answer_our_own_writes_with_min_position() {
     let server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "pat", "planner");
-    let position = seed(&server, &client, &token, "launch", "alice").await;
+    let position = seed_plan(&server, &client, &token, "launch", "alice").await;
     let base = &server.base_url;
 
     let (status, progress) = client
@@ -245,7 +139,7 @@ async fn another_tenant_never_sees_the_read_models() {
     let client = Client::new();
     let ours = server.token("acme", "pat", "planner");
     let theirs = server.token("globex", "eve", "admin");
-    let position = seed(&server, &client, &ours, "launch", "alice").await;
+    let position = seed_plan(&server, &client, &ours, "launch", "alice").await;
     let base = &server.base_url;
     for path in ["progress", "accountability", "agility", "drift"] {
         let (status, body) = client
@@ -273,7 +167,7 @@ async fn waiting_for_a_position_not_reached_answers_503_with_the_current_positio
     let server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "pat", "planner");
-    let position = seed(&server, &client, &token, "launch", "alice").await;
+    let position = seed_plan(&server, &client, &token, "launch", "alice").await;
     let response = reqwest::Client::new()
         .get(server.url(&format!(
             "/v1/plans/launch/progress?min_position={}",
@@ -295,7 +189,7 @@ async fn bad_queries_are_rejected_with_problem_json() {
     let server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "pat", "planner");
-    seed(&server, &client, &token, "launch", "alice").await;
+    seed_plan(&server, &client, &token, "launch", "alice").await;
     let base = &server.base_url;
     for (path, field) in [
         ("/v1/plans/launch/progress?rule=median", "rule"),
@@ -326,7 +220,7 @@ async fn projections_report_checkpoints_and_admins_can_rebuild() {
     let client = Client::new();
     let planner = server.token("acme", "pat", "planner");
     let admin = server.token("acme", "root", "admin");
-    let position = seed(&server, &client, &planner, "launch", "alice").await;
+    let position = seed_plan(&server, &client, &planner, "launch", "alice").await;
     let base = &server.base_url;
 
     let (status, body) = client
@@ -401,7 +295,7 @@ async fn read_models_survive_a_crash_of_the_service() {
     let mut server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "pat", "planner");
-    seed(&server, &client, &token, "launch", "alice").await;
+    seed_plan(&server, &client, &token, "launch", "alice").await;
     server.kill();
     server.restart();
     // A fresh client: the old one's pooled connection died with the process.
@@ -426,16 +320,6 @@ async fn read_models_survive_a_crash_of_the_service() {
     assert_eq!(goal(&progress, "signups")["progress"], 0.8);
 }
 
-/// A `planledger projector` process; killed on drop.
-struct ProjectorProcess(Child);
-
-impl Drop for ProjectorProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).expect("read dir") {
@@ -454,8 +338,8 @@ async fn a_projector_process_builds_the_same_model_as_the_embedded_one() {
     let mut server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "pat", "planner");
-    seed(&server, &client, &token, "launch", "alice").await;
-    let position = seed(&server, &client, &token, "second", "alice").await;
+    seed_plan(&server, &client, &token, "launch", "alice").await;
+    let position = seed_plan(&server, &client, &token, "second", "alice").await;
     let (_, embedded) = client
         .get(
             &server.base_url,
@@ -480,32 +364,15 @@ async fn a_projector_process_builds_the_same_model_as_the_embedded_one() {
         other.path().join("jwt-signing.key"),
     )
     .expect("copy key");
-    let port = free_port();
-    let _projector = ProjectorProcess(
-        Command::new(binary())
-            .args(["projector", "--name", "progress", "--data-dir"])
-            .arg(other.path())
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn projector"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let mut answer = (StatusCode::SERVICE_UNAVAILABLE, Value::Null);
-    for _ in 0..600 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            answer = client
-                .get(
-                    &base,
-                    &token,
-                    &format!("/v1/plans/launch/progress?min_position={position}"),
-                )
-                .await;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let projector = Planledger::start_projector(other.path(), "progress", &[]);
+    let base = projector.base_url.clone();
+    let answer = client
+        .get(
+            &base,
+            &token,
+            &format!("/v1/plans/launch/progress?min_position={position}"),
+        )
+        .await;
     let (status, separate) = answer;
     assert_eq!(status, StatusCode::OK, "{separate}");
     for key in [

@@ -84,10 +84,11 @@ where
 }
 
 /// A router for a process that serves only read models (`planledger projector --http`): the
-/// read-model routes plus `/healthz` and `/metrics`.
+/// read-model routes plus `/healthz`, `/readyz` and `/metrics`.
 pub fn projector_router(state: ReadModelState, prometheus: Option<PrometheusHandle>) -> Router {
     routes::<ReadModelState>()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(projector_readyz))
         .route(
             "/metrics",
             get(move || {
@@ -108,10 +109,26 @@ pub fn projector_router(state: ReadModelState, prometheus: Option<PrometheusHand
             Problem::new(
                 StatusCode::NOT_FOUND,
                 "no_route",
-                "no such endpoint on a projector process; it serves the read-model routes, /healthz and /metrics",
+                "no such endpoint on a projector process; it serves the read-model routes, /healthz, /readyz and /metrics",
             )
         })
         .with_state(state)
+}
+
+/// `GET /readyz` of a projector process: 200 unless a projector has failed or stopped (503),
+/// with each projector's status as the detail.
+async fn projector_readyz(State(state): State<ReadModelState>) -> Response {
+    let (ready, statuses) = state.read_models.readiness();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "projections": statuses,
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 /// Query of the per-plan read-model routes.

@@ -392,6 +392,21 @@ impl ReadModels {
         Ok(self.handles.iter().map(ProjectionHandle::status).collect())
     }
 
+    /// For `/readyz` (no token; statuses carry no tenant data): whether every projector is
+    /// running (not failed or stopped), and their statuses.
+    pub fn readiness(&self) -> (bool, Vec<ProjectorStatus>) {
+        let statuses: Vec<ProjectorStatus> =
+            self.handles.iter().map(ProjectionHandle::status).collect();
+        let ready = statuses.iter().all(|s| {
+            !matches!(
+                s.state,
+                planledger_projections::ProjectorState::Failed
+                    | planledger_projections::ProjectorState::Stopped
+            )
+        });
+        (ready, statuses)
+    }
+
     /// Starts a rebuild of the read model `name` beside the live one (admin only).
     pub async fn rebuild(
         &self,

@@ -7,6 +7,8 @@
 //! - [`connection`]: connecting to NATS and creating/updating the event stream.
 //! - [`ingress`]: commands over NATS request/reply (`planledger.cmd.<tenant>.<plan_id>`),
 //!   handed to the application's command service.
+//! - [`source`]: the JetStream projection source (a durable pull consumer positioned from the
+//!   read model's checkpoint) behind `planledger projector --nats`.
 //! - [`bench`]: the relay benchmark behind `planledger bench relay`.
 //!
 //! What this crate must never do: make a command wait for NATS (the relay only reads the
@@ -21,12 +23,14 @@ pub mod envelope;
 pub mod ingress;
 mod reader;
 pub mod relay;
+pub mod source;
 
 pub use bench::{RelayBenchConfig, RelayBenchReport, bench_relay};
 pub use connection::{StreamSpec, connect, ensure_stream};
 pub use envelope::{EnvelopeDecodeError, envelope_from_proto, envelope_to_proto};
 pub use ingress::{CommandIngress, IngressConfig};
 pub use relay::{Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle};
+pub use source::{JetStreamSource, JetStreamSourceConfig};
 
 /// Errors of the bus, as variants a caller can match on.
 #[derive(Debug, thiserror::Error)]

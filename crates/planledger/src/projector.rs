@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use planledger_api::{RateLimit, RateLimiter, ReadModelState, Readiness};
 use planledger_app::{App, ReadModels};
+use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
 use planledger_projections::{
     LocalLogSource, ProjectionError, ProjectionHandle, ProjectorState, RuntimeOptions,
 };
@@ -133,30 +134,56 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     let db = planledger_projections::open_model(&args.data_dir, &args.name)?;
     let shutdown = CancellationToken::new();
 
-    if let Some(url) = &args.nats {
-        bail!(
-            "--nats {url}: the JetStream projection source is provided by planledger-bus and is not wired into this build yet; \
-             run the projector over the local log (without --nats) or embedded in `planledger serve`"
-        );
-    }
-    let log = args.data_dir.join("log");
-    let store = EventStore::open(&log, StoreOptions::default()).with_context(|| {
-        format!(
-            "opening the event log in {} (the log has one owner: stop `planledger serve` on this data directory, or run the projector with --nats)",
-            log.display()
-        )
-    })?;
-    let (handle, task) = planledger_projections::spawn(
-        projector,
-        db,
-        LocalLogSource::new(store.clone()),
-        RuntimeOptions::default(),
-        shutdown.clone(),
-    )?;
+    // Over NATS the log is not opened at all: the projector may run on another machine.
+    let (handle, task, store, origin) = match &args.nats {
+        Some(url) => {
+            let config = JetStreamSourceConfig::for_projection(&args.nats_stream, &args.name);
+            let origin = format!(
+                "JetStream stream {} at {url} (durable consumer {})",
+                config.stream, config.durable
+            );
+            let source = JetStreamSource::connect(
+                url,
+                &format!("planledger-projector-{}", args.name),
+                config,
+            )
+            .await
+            .with_context(|| format!("connecting the {} projector to NATS", args.name))?;
+            let (handle, task) = planledger_projections::spawn(
+                projector,
+                db,
+                source,
+                RuntimeOptions::default(),
+                shutdown.clone(),
+            )?;
+            (handle, task, None, origin)
+        }
+        None => {
+            let log = args.data_dir.join("log");
+            let store = EventStore::open(&log, StoreOptions::default()).with_context(|| {
+                format!(
+                    "opening the event log in {} (the log has one owner: stop `planledger serve` on this data directory, or run the projector with --nats)",
+                    log.display()
+                )
+            })?;
+            let (handle, task) = planledger_projections::spawn(
+                projector,
+                db,
+                LocalLogSource::new(store.clone()),
+                RuntimeOptions::default(),
+                shutdown.clone(),
+            )?;
+            (
+                handle,
+                task,
+                Some(store),
+                format!("the local log {}", log.display()),
+            )
+        }
+    };
     eprintln!(
-        "projector {} running over the local log {} (checkpoint {})",
+        "projector {} running over {origin} (checkpoint {})",
         args.name,
-        log.display(),
         handle.status().checkpoint
     );
 
