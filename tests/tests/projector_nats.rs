@@ -214,6 +214,19 @@ async fn projectors_consuming_jetstream_equal_the_embedded_ones() {
     .collect();
     assert_modes_agree(&client, &server, &projectors, &admin, &routes).await;
 
+    // A projector over JetStream cannot know the log's end: a position it has not applied is
+    // waited for (5 s), then answered 503 with the position it has reached.
+    let (status, body) = client
+        .get(
+            &projectors[0].base_url,
+            &admin,
+            &format!("/v1/plans/launch/progress?min_position={}", last + 1000),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "not_caught_up", "{body}");
+    assert_eq!(body["current_position"], json!(last), "{body}");
+
     // A rebuild over the stream (an ephemeral consumer from position 1) gives the same answers.
     let (status, body) = client
         .post(

@@ -316,16 +316,7 @@ pub async fn get_projections(
     query: Result<Query<MinPositionParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(params) = query.map_err(query_rejection)?;
-    if let Some(wanted) = params.min_position {
-        for handle in state.read_models.handles() {
-            if let Err(current) = handle
-                .wait_for(wanted, planledger_app::DEFAULT_MIN_POSITION_WAIT)
-                .await
-            {
-                return Err(planledger_app::AppError::NotCaughtUp { wanted, current }.into());
-            }
-        }
-    }
+    state.read_models.reach_all(params.min_position).await?;
     let projections = state.read_models.statuses(&principal)?;
     Ok(axum::Json(serde_json::json!({ "projections": projections })).into_response())
 }

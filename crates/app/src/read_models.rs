@@ -146,6 +146,10 @@ impl ReadModels {
     }
 
     /// Waits (bounded) until `handle` has applied `min_position`.
+    ///
+    /// Where this process holds the log, a position the log has not reached names no write: it
+    /// is refused at once (400) instead of waiting for a position that may never come. A
+    /// projector over JetStream cannot tell, and waits.
     async fn reach(
         &self,
         handle: &ProjectionHandle,
@@ -154,11 +158,30 @@ impl ReadModels {
         let Some(wanted) = min_position else {
             return Ok(());
         };
+        if let Some(queries) = &self.queries {
+            let last = queries.plans().store().last_position().get();
+            if wanted > last {
+                return Err(AppError::Invalid {
+                    field: "min_position".into(),
+                    message: format!(
+                        "position {wanted} is beyond the end of the log ({last}); pass the position a command returned"
+                    ),
+                });
+            }
+        }
         handle
             .wait_for(wanted, self.wait)
             .await
             .map(|_| ())
             .map_err(|current| AppError::NotCaughtUp { wanted, current })
+    }
+
+    /// Waits (bounded) until every projector has applied `min_position` (see [`Self::reach`]).
+    pub async fn reach_all(&self, min_position: Option<u64>) -> Result<(), AppError> {
+        for handle in self.handles.iter() {
+            self.reach(handle, min_position).await?;
+        }
+        Ok(())
     }
 
     /// The plan's stored facts and the checkpoint they reflect, from the read model `name`.
