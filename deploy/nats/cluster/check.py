@@ -12,7 +12,7 @@ lost or duplicated while members die:
   4. publish N more, SIGKILL all three servers at once, restart them and read every message back
      by sequence: 3N messages, in order, none missing, none twice.
 
-Usage (from the repository root; needs nats-server 2.10+ and the nats-py package):
+Usage (from the repository root; needs nats-server, tested with 2.15, and the nats-py package):
 
     .tools/bin/python deploy/nats/cluster/check.py --nats-server .tools/bin/nats-server
 
@@ -281,7 +281,7 @@ async def publish_acked(js, i: int, retry_for: float) -> tuple[object, int]:
         except Exception as error:  # no responders, timeout, 503 while a leader is elected
             failures += 1
             if time.monotonic() > deadline:
-                raise CheckFailed(f"message {i} not acknowledged within {retry_for}s: {error!r}")
+                raise CheckFailed(f"message {i} not acknowledged within {retry_for}s: {error!r}") from error
             await asyncio.sleep(0.1)
 
 
