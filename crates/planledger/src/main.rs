@@ -17,6 +17,12 @@ mod verify;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the writer thread allocates envelopes that the
+/// request tasks free on other threads, which glibc's per-arena locks serialise (measured with
+/// `planledger bench append` and `bench http`, see docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Planledger: an event-sourced backend that turns plans into execution, on the record.
 #[derive(Parser, Debug)]
 #[command(name = "planledger", version, about, long_about = None)]
