@@ -199,6 +199,7 @@ impl EventStore {
             head,
             published: published_tx,
             stats: stats.clone(),
+            head_cache: std::collections::HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())

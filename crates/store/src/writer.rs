@@ -22,6 +22,10 @@ use crate::{ExpectedVersion, Position, StoreError, StreamId, Version};
 /// Most requests one batch takes before it is written.
 pub const MAX_BATCH_REQUESTS: usize = 4096;
 
+/// Most stream heads the writer keeps in memory; past this the cache starts over (a miss costs
+/// one RocksDB read).
+const HEAD_CACHE_MAX: usize = 1 << 20;
+
 /// The command an append carries out, for idempotency.
 #[derive(Clone, Debug)]
 pub struct CommandRef {
@@ -124,6 +128,9 @@ pub(crate) struct Writer {
     pub head: Head,
     pub published: watch::Sender<Position>,
     pub stats: Arc<Mutex<WriterStats>>,
+    /// Durable stream versions, so an append does not read `heads` from RocksDB. Only the
+    /// writer changes heads, and only after a batch is on disk is it updated here.
+    pub head_cache: HashMap<StreamId, Version>,
 }
 
 /// An answer being prepared inside a batch.
@@ -165,10 +172,10 @@ impl Writer {
         };
         let mut written_events = 0usize;
 
-        for (index, pending) in batch.iter().enumerate() {
+        for (index, pending) in batch.iter_mut().enumerate() {
             let answer = self.prepare(
                 index,
-                &pending.request,
+                &mut pending.request,
                 recorded_at,
                 &mut write,
                 &mut heads,
@@ -193,6 +200,7 @@ impl Writer {
             let mut options = WriteOptions::default();
             options.set_sync(true);
             if let Err(error) = self.db.write_opt(write, &options) {
+                // Nothing of this batch is durable: the cache never saw its heads.
                 tracing::error!(%error, "event log batch write failed");
                 self.head = before;
                 let message = error.into_string();
@@ -204,6 +212,11 @@ impl Writer {
                 return;
             }
         }
+
+        if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
+            self.head_cache.clear();
+        }
+        self.head_cache.extend(heads);
 
         let elapsed = started.elapsed();
         if written_events > 0 {
@@ -252,10 +265,12 @@ impl Writer {
         }
     }
 
+    /// Checks one request against the database and the batch so far and adds its writes; the
+    /// events are moved into the answer (the request is not needed after this).
     fn prepare(
         &mut self,
         index: usize,
-        request: &AppendRequest,
+        request: &mut AppendRequest,
         recorded_at: Timestamp,
         write: &mut WriteBatch,
         heads: &mut HashMap<StreamId, Version>,
@@ -288,7 +303,10 @@ impl Writer {
             }
         }
 
-        let current = match heads.get(&request.stream) {
+        let current = match heads
+            .get(&request.stream)
+            .or_else(|| self.head_cache.get(&request.stream))
+        {
             Some(version) => *version,
             None => match self.stored_head(&request.stream) {
                 Ok(version) => version,
@@ -307,7 +325,7 @@ impl Writer {
         let mut version = current;
         let recorded = render_time(&recorded_at);
         let mut occurred_cache: Option<(Timestamp, Vec<u8>)> = None;
-        for event in &request.events {
+        for event in std::mem::take(&mut request.events) {
             version = Version(version.0 + 1);
             let position = Position(self.head.position.0 + 1);
             let occurred = match &occurred_cache {
@@ -349,7 +367,7 @@ impl Writer {
                 stream: request.stream.clone(),
                 version,
                 event_id: event.event_id,
-                event_type: event.event_type.clone(),
+                event_type: event.event_type,
                 schema_version: event.schema_version,
                 occurred_at: event.occurred_at,
                 recorded_at,
@@ -358,7 +376,7 @@ impl Writer {
                 correlation_id: request.meta.correlation_id.clone(),
                 causation_id: request.meta.causation_id.clone(),
                 traceparent: request.meta.traceparent.clone(),
-                data: event.data.clone(),
+                data: event.data,
                 prev_hash: std::mem::replace(&mut self.head.hash, hash.clone()),
                 hash,
             };
