@@ -166,9 +166,14 @@ pub enum AuthError {
     },
 }
 
-/// Mints and verifies HS256 tokens with one secret.
+/// Mints and verifies HS256 tokens with one secret. Cheap to clone (handlers get a copy of
+/// the state per request): the keys and validation rules are shared.
 #[derive(Clone)]
 pub struct Authenticator {
+    keys: std::sync::Arc<Keys>,
+}
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -196,9 +201,11 @@ impl Authenticator {
         validation.leeway = 30;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            keys: std::sync::Arc::new(Keys {
+                encoding: EncodingKey::from_secret(secret),
+                decoding: DecodingKey::from_secret(secret),
+                validation,
+            }),
         })
     }
 
@@ -265,14 +272,15 @@ impl Authenticator {
             iat: now.as_second(),
             exp: now.as_second() + ttl_seconds,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.keys.encoding)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))
     }
 
     /// Verifies a token and returns its bearer.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
+                .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let claims = data.claims;
         planledger_domain::PlanId::new(claims.tenant.as_str()).map_err(|e| {
             AuthError::InvalidClaim {

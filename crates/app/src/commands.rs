@@ -145,14 +145,17 @@ impl CommandService {
         }
         let stream = stream_of(&principal.tenant, &request.plan_id)?;
         let store = self.plans.store();
-        let fingerprint = fingerprint(&request.plan_id, &request.command);
+        // Only a client's idempotency key can be repeated, so only then is the content digested.
+        let fingerprint = request
+            .command_id
+            .as_ref()
+            .map(|_| fingerprint(&request.plan_id, &request.command));
         let command_id = match &request.command_id {
             Some(id) => {
                 validate_command_id(id)?;
                 // A repeat is answered from the log before deciding: the plan may have moved on.
                 if let Some(first) = store.lookup_command(&principal.tenant, id)? {
-                    if first.stream != stream || first.fingerprint.as_deref() != Some(&fingerprint)
-                    {
+                    if first.stream != stream || first.fingerprint != fingerprint {
                         return Err(AppError::KeyReused { key: id.clone() });
                     }
                     return Ok(Self::result(&request.plan_id, first.envelopes, true));
@@ -197,7 +200,8 @@ impl CommandService {
                     command: Some(CommandRef {
                         scope: principal.tenant.clone(),
                         id: command_id.clone(),
-                        fingerprint: Some(fingerprint.clone()),
+                        fingerprint: fingerprint.clone(),
+                        remember: request.command_id.is_some(),
                     }),
                     correlation_id: request.correlation_id.clone(),
                     causation_id: request.causation_id.clone(),
@@ -209,7 +213,8 @@ impl CommandService {
                     return Ok(Self::result(&request.plan_id, outcome.envelopes, true));
                 }
                 Ok(outcome) => {
-                    let mut plan = (*loaded.plan).clone();
+                    let before = loaded.version;
+                    let mut plan = self.plans.take_for_update(&stream, loaded);
                     for event in &events {
                         plan = evolve(plan, event);
                     }
@@ -218,7 +223,7 @@ impl CommandService {
                         version: outcome.version(),
                     };
                     self.plans.remember(&stream, after.clone());
-                    if let Err(error) = self.plans.maybe_snapshot(&stream, loaded.version, &after) {
+                    if let Err(error) = self.plans.maybe_snapshot(&stream, before, &after) {
                         tracing::warn!(%error, "snapshot not written; loads replay further");
                     }
                     return Ok(Self::result(&request.plan_id, outcome.envelopes, false));

@@ -114,6 +114,26 @@ impl PlanLoader {
         }
     }
 
+    /// The plan of `loaded`, owned, to evolve after an append. The cache entry is removed if it
+    /// holds this very state, so that when no reader holds it either the plan is taken without
+    /// a copy (a copy costs one allocation per check-in, adjustment, step and role); the caller
+    /// [`PlanLoader::remember`]s the evolved state.
+    pub fn take_for_update(&self, stream: &StreamId, loaded: LoadedPlan) -> Plan {
+        {
+            let mut cache = self
+                .cache
+                .lock()
+                .expect("plan cache lock is never poisoned");
+            if cache
+                .get(stream)
+                .is_some_and(|entry| Arc::ptr_eq(&entry.plan, &loaded.plan))
+            {
+                cache.remove(stream);
+            }
+        }
+        Arc::try_unwrap(loaded.plan).unwrap_or_else(|shared| (*shared).clone())
+    }
+
     /// Writes a snapshot if the append from `before` to `after` crossed a multiple of the
     /// snapshot interval.
     pub fn maybe_snapshot(

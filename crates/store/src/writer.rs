@@ -35,6 +35,10 @@ pub struct CommandRef {
     pub id: String,
     /// A digest of the command's content: a repeat with other content is refused.
     pub fingerprint: Option<String>,
+    /// Whether the id is remembered so that a repeat is answered with the first result. False
+    /// for an id the service generated (nobody can repeat it): the events carry it, and the
+    /// writer neither looks it up nor stores a record.
+    pub remember: bool,
 }
 
 /// Metadata stamped on every event of one append.
@@ -283,6 +287,7 @@ impl Writer {
             .meta
             .command
             .as_ref()
+            .filter(|c| c.remember)
             .map(|c| keys::command_key(&c.scope, &c.id));
         if let (Some(key), Some(command)) = (&command_key, &request.meta.command) {
             if let Some((first, fingerprint)) = commands.get(key) {

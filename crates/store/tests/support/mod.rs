@@ -48,6 +48,7 @@ pub fn with_command(mut request: AppendRequest, id: &str, fingerprint: &str) -> 
         scope: "tenant".into(),
         id: id.into(),
         fingerprint: Some(fingerprint.into()),
+        remember: true,
     });
     request
 }
