@@ -38,29 +38,20 @@ impl Client {
 
     /// `POST {base}{path}` with an empty body and the bearer token: the status and JSON body.
     pub async fn post(&self, base: &str, token: &str, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{base}{path}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("the request is sent");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.http.post(format!("{base}{path}")).bearer_auth(token)).await
     }
 
     /// `GET {base}{path}` with the bearer token: the status and the JSON body (null if none).
     pub async fn get(&self, base: &str, token: &str, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(format!("{base}{path}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("the request is sent");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        answer(self.http.get(format!("{base}{path}")).bearer_auth(token)).await
     }
+}
+
+/// Sends `request`: the status and the JSON body (null if none).
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("the request is sent");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Today plus `days`, as a civil date in UTC (`YYYY-MM-DD`).
