@@ -11,6 +11,7 @@
 mod auth;
 mod commands;
 mod events;
+mod http_metrics;
 mod limits;
 mod ops;
 mod plans;
@@ -75,8 +76,11 @@ pub struct ApiState {
     pub readiness: Arc<Vec<Arc<dyn Readiness>>>,
     /// Renders `/metrics`, if a recorder is installed.
     pub prometheus: Option<PrometheusHandle>,
-    /// Cancelled when the service shuts down (ends live streams).
-    pub shutdown: CancellationToken,
+    /// Request counters and timers, registered once per route, method and status.
+    pub http_metrics: Arc<http_metrics::HttpMetrics>,
+    /// Cancelled when the service shuts down (ends live streams). Behind an `Arc` because axum
+    /// clones the state for every request, and cloning a token takes a lock.
+    pub shutdown: Arc<CancellationToken>,
 }
 
 impl ApiState {
@@ -88,7 +92,8 @@ impl ApiState {
             config,
             readiness: Arc::new(Vec::new()),
             prometheus: None,
-            shutdown: CancellationToken::new(),
+            http_metrics: Arc::default(),
+            shutdown: Arc::new(CancellationToken::new()),
         }
     }
 }
@@ -138,11 +143,7 @@ async fn not_found() -> Problem {
 async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let streaming = request
         .headers()
         .get(axum::http::header::ACCEPT)
@@ -165,15 +166,11 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
             .into_response(),
         }
     };
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(
-        "planledger_http_requests_total",
-        "method" => method.to_string(),
-        "route" => route.clone(),
-        "status" => status
-    )
-    .increment(1);
-    metrics::histogram!("planledger_http_request_seconds", "method" => method.to_string(), "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    state.http_metrics.record(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }

@@ -102,6 +102,9 @@ impl AppError {
             Self::VersionConflict { .. } => 409,
             Self::KeyReused { .. } => 422,
             Self::NotCaughtUp { .. } => 503,
+            // The log refused or could not confirm the write: nothing was answered as stored,
+            // so the client may retry once the service is healthy again.
+            Self::Store(StoreError::WriteFailed(_) | StoreError::WriterStopped) => 503,
             Self::Store(_) | Self::Corrupt { .. } => 500,
         }
     }
@@ -116,7 +119,25 @@ impl AppError {
             Self::VersionConflict { .. } => "version_conflict",
             Self::KeyReused { .. } => "idempotency_key_reused",
             Self::NotCaughtUp { .. } => "not_caught_up",
+            Self::Store(StoreError::WriteFailed(_) | StoreError::WriterStopped) => {
+                "log_unavailable"
+            }
             Self::Store(_) | Self::Corrupt { .. } => "internal",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_the_log_could_not_confirm_is_unavailable_not_internal() {
+        let failed = AppError::Store(StoreError::WriteFailed("fsync: I/O error".into()));
+        assert_eq!((failed.status(), failed.code()), (503, "log_unavailable"));
+        let stopped = AppError::Store(StoreError::WriterStopped);
+        assert_eq!((stopped.status(), stopped.code()), (503, "log_unavailable"));
+        let corrupt = AppError::Store(StoreError::EmptyAppend);
+        assert_eq!((corrupt.status(), corrupt.code()), (500, "internal"));
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         },
     );
     state.prometheus = Some(prometheus);
-    state.shutdown = shutdown.clone();
+    state.shutdown = std::sync::Arc::new(shutdown.clone());
     state.readiness = Arc::new(projectors.readiness());
 
     let mut background = Vec::new();

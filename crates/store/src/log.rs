@@ -193,13 +193,24 @@ impl EventStore {
         let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
         let (published_tx, published_rx) = watch::channel(head.position);
         let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(crate::writer::SYNC_QUEUE);
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let syncer_thread = {
+            let (db, failed) = (db.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("planledger-log-syncer".into())
+                .spawn(move || crate::writer::run_syncer(db, sync_rx, published_tx, failed))
+                .map_err(|e| corrupt("syncer thread", e))?
+        };
         let writer = Writer {
             db: db.clone(),
             inbox: receiver,
             head,
-            published: published_tx,
             stats: stats.clone(),
             head_cache: std::collections::HashMap::new(),
+            syncer: sync_tx,
+            failed,
+            syncer_thread: Some(syncer_thread),
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())
@@ -285,13 +296,26 @@ impl EventStore {
         }
     }
 
-    /// Reads up to `limit` events of the global log starting at `from` (inclusive).
+    /// `limit` cut so that a global read from `from` stops at the last durable position: a batch
+    /// whose fsync is still running is in RocksDB already but must not reach the relay, the
+    /// projectors or a log page before it is durable.
+    fn durable_limit(&self, from: Position, limit: usize) -> usize {
+        let durable = self.last_position().0;
+        if from.0 > durable {
+            return 0;
+        }
+        limit.min(usize::try_from(durable - from.0 + 1).unwrap_or(usize::MAX))
+    }
+
+    /// Reads up to `limit` events of the global log starting at `from` (inclusive), never past
+    /// the last durable position.
     pub fn read_all(&self, from: Position, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let from = Position(from.0.max(1));
+        let limit = self.durable_limit(from, limit);
         let mut out = Vec::with_capacity(limit.min(4096));
         if limit == 0 {
             return Ok(out);
         }
-        let from = Position(from.0.max(1));
         let mut read = ReadOptions::default();
         read.fill_cache(limit < 10_000);
         let iter = self.inner.db.iterator_cf_opt(
@@ -314,11 +338,12 @@ impl EventStore {
     /// Reads the raw stored bytes of up to `limit` log entries from `from`: for bulk consumers
     /// that decode lazily.
     pub fn read_all_raw(&self, from: Position, limit: usize) -> Result<Vec<RawEntry>, StoreError> {
+        let from = Position(from.0.max(1));
+        let limit = self.durable_limit(from, limit);
         let mut out = Vec::with_capacity(limit.min(4096));
         if limit == 0 {
             return Ok(out);
         }
-        let from = Position(from.0.max(1));
         let mut read = ReadOptions::default();
         read.fill_cache(false);
         let iter = self.inner.db.iterator_cf_opt(

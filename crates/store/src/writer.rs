@@ -2,10 +2,19 @@
 //!
 //! Appenders send requests into a bounded inbox. The writer takes everything that is waiting,
 //! checks expected versions and command ids against the database *and* the rest of the batch,
-//! writes one `WriteBatch` with `sync = true`, and only then answers every caller. An answered
-//! append is therefore on disk.
+//! and writes one `WriteBatch` to RocksDB's write-ahead log (without fsync). The batch's answers
+//! go to the syncer thread, which fsyncs the write-ahead log (`SyncWAL`, covering every batch
+//! written before the call) and only then answers the callers and advances the durable
+//! position. An answered append is therefore on disk.
+//!
+//! The writer prepares and writes batch N+1 while the syncer waits for batch N's fsync. Batches
+//! reach the log in order, so whenever batch N+1 is durable batch N is too; after a crash the
+//! log ends at some batch boundary at or after the last answered one. A failed fsync is fatal:
+//! the batches awaiting it are answered with the error and every later append is refused until
+//! the store is reopened (RocksDB stops accepting writes after a WAL sync error as well).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -123,18 +132,94 @@ pub struct WriterStats {
 
 pub(crate) struct Pending {
     pub request: AppendRequest,
-    pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    pub reply: Reply,
 }
 
 pub(crate) struct Writer {
     pub db: Arc<DB>,
     pub inbox: mpsc::Receiver<Pending>,
     pub head: Head,
-    pub published: watch::Sender<Position>,
     pub stats: Arc<Mutex<WriterStats>>,
-    /// Durable stream versions, so an append does not read `heads` from RocksDB. Only the
-    /// writer changes heads, and only after a batch is on disk is it updated here.
+    /// Stream versions as written, so an append does not read `heads` from RocksDB. Only the
+    /// writer changes heads; it updates this after each successful write (a later batch may
+    /// build on an earlier one whose fsync is still running: they become durable in order).
     pub head_cache: HashMap<StreamId, Version>,
+    /// Written batches awaiting their fsync, in order.
+    pub syncer: std::sync::mpsc::SyncSender<Written>,
+    /// Set by the syncer when an fsync failed: nothing more is written.
+    pub failed: Arc<AtomicBool>,
+    /// The syncer thread, joined when the writer stops (after its last batch is answered).
+    pub syncer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A batch written to the write-ahead log, with the answers to give once it is synced.
+pub(crate) struct Written {
+    /// The log's last position after this batch.
+    position: Position,
+    /// Events it wrote (0: only refusals or repeats, which still wait for the batches before).
+    events: usize,
+    answers: Vec<(Reply, Result<AppendOutcome, StoreError>)>,
+}
+
+/// Where one caller's answer goes.
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// Most written batches waiting for the syncer before the writer waits too.
+pub(crate) const SYNC_QUEUE: usize = 64;
+
+/// The message every append gets after a failed fsync.
+const FSYNC_FAILED: &str = "the event log could not be synced to disk; appends are refused until the service is restarted (check the disk)";
+
+/// Fsyncs the write-ahead log behind the writer and answers the callers of synced batches.
+pub(crate) fn run_syncer(
+    db: Arc<DB>,
+    queue: std::sync::mpsc::Receiver<Written>,
+    published: watch::Sender<Position>,
+    failed: Arc<AtomicBool>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut ready = vec![first];
+        ready.extend(queue.try_iter());
+        let wrote = ready.iter().any(|w| w.events > 0);
+        let synced = if wrote && !failed.load(Ordering::SeqCst) {
+            db.flush_wal(true).map_err(|e| e.into_string())
+        } else if failed.load(Ordering::SeqCst) {
+            Err(FSYNC_FAILED.to_string())
+        } else {
+            Ok(())
+        };
+        match synced {
+            Ok(()) => {
+                let last = ready.last().map(|w| w.position).unwrap_or_default();
+                published.send_if_modified(|durable| {
+                    let advanced = last > *durable;
+                    if advanced {
+                        *durable = last;
+                    }
+                    advanced
+                });
+                for written in ready {
+                    for (reply, answer) in written.answers {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            Err(message) => {
+                if !failed.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %message, "event log fsync failed; refusing further appends");
+                    metrics::counter!("planledger_log_sync_failures_total").increment(1);
+                }
+                for written in ready {
+                    for (reply, answer) in written.answers {
+                        let _ = reply.send(match answer {
+                            Ok(_) => Err(StoreError::WriteFailed(message.clone())),
+                            Err(refusal) => Err(refusal),
+                        });
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An answer being prepared inside a batch.
@@ -158,10 +243,25 @@ impl Writer {
             }
             self.commit(&mut batch);
         }
+        // Closing the queue lets the syncer answer what it holds and stop.
+        drop(self.syncer);
+        if let Some(syncer) = self.syncer_thread.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("the event log syncer thread panicked");
+        }
         tracing::debug!("event log writer stopped");
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if self.failed.load(Ordering::SeqCst) {
+            for pending in batch.drain(..) {
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::WriteFailed(FSYNC_FAILED.to_string())));
+            }
+            return;
+        }
         let started = Instant::now();
         let before = self.head.clone();
         let mut write = WriteBatch::default();
@@ -201,8 +301,8 @@ impl Writer {
                     version.to_be_bytes(),
                 );
             }
-            let mut options = WriteOptions::default();
-            options.set_sync(true);
+            // Synced by the syncer thread, which answers only after the fsync.
+            let options = WriteOptions::default();
             if let Err(error) = self.db.write_opt(write, &options) {
                 // Nothing of this batch is durable: the cache never saw its heads.
                 tracing::error!(%error, "event log batch write failed");
@@ -261,11 +361,20 @@ impl Writer {
                 .collect()
         };
 
-        if written_events > 0 {
-            self.published.send_replace(self.head.position);
-        }
-        for (pending, result) in batch.drain(..).zip(resolved) {
-            let _ = pending.reply.send(result);
+        let written = Written {
+            position: self.head.position,
+            events: written_events,
+            answers: batch
+                .drain(..)
+                .map(|pending| pending.reply)
+                .zip(resolved)
+                .collect(),
+        };
+        if let Err(std::sync::mpsc::SendError(written)) = self.syncer.send(written) {
+            // The syncer is gone (it only stops with the writer): nothing can be confirmed.
+            for (reply, _) in written.answers {
+                let _ = reply.send(Err(StoreError::WriterStopped));
+            }
         }
     }
 
