@@ -158,6 +158,11 @@ impl CommandService {
                     if first.stream != stream || first.fingerprint != fingerprint {
                         return Err(AppError::KeyReused { key: id.clone() });
                     }
+                    // The first append may still be waiting for its fsync: never call a
+                    // repeat done before the original is on disk.
+                    if let Some(last) = first.envelopes.last() {
+                        store.wait_durable(last.position).await?;
+                    }
                     return Ok(Self::result(&request.plan_id, first.envelopes, true));
                 }
                 id.clone()

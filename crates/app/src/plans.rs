@@ -210,16 +210,6 @@ impl PlanLoader {
         self.at_version(stream, version)
     }
 
-    /// The state of a stream as recorded by `time`.
-    pub fn at_time(
-        &self,
-        stream: &StreamId,
-        time: jiff::Timestamp,
-    ) -> Result<(LoadedPlan, Position), AppError> {
-        let position = self.store.position_at(time)?;
-        Ok((self.at_position(stream, position)?, position))
-    }
-
     /// The event store this loader reads.
     pub fn store(&self) -> &EventStore {
         &self.store

@@ -74,10 +74,22 @@ impl QueryService {
     ) -> Result<PlanState, AppError> {
         principal.require(Permission::Read)?;
         let stream = stream_of(&principal.tenant, plan_id)?;
+        // Readers see durable events only: the command path may already have loaded (and
+        // cached) a batch whose fsync is still running.
+        let store = self.plans.store();
+        let durable = store.last_position();
+        let durable_version = store.stream_version_at(&stream, durable)?;
         let (loaded, as_of_position) = match at {
-            StateAt::Current => (self.plans.current(&stream, Version(0))?, None),
+            StateAt::Current => {
+                let current = self.plans.current(&stream, Version(0))?;
+                if current.version > durable_version {
+                    (self.plans.at_position(&stream, durable)?, None)
+                } else {
+                    (current, None)
+                }
+            }
             StateAt::Version(v) => {
-                let head = self.plans.store().stream_version(&stream)?;
+                let head = durable_version;
                 if head.get() == 0 {
                     return Err(Self::not_found(plan_id));
                 }
@@ -89,10 +101,17 @@ impl QueryService {
                 }
                 (self.plans.at_version(&stream, Version(v))?, None)
             }
-            StateAt::Position(p) => (self.plans.at_position(&stream, Position(p))?, Some(p)),
+            StateAt::Position(p) => (
+                self.plans
+                    .at_position(&stream, Position(p.min(durable.get())))?,
+                Some(p),
+            ),
             StateAt::Time(t) => {
-                let (loaded, position) = self.plans.at_time(&stream, t)?;
-                (loaded, Some(position.get()))
+                let position = store.position_at(t)?.min(durable);
+                (
+                    self.plans.at_position(&stream, position)?,
+                    Some(position.get()),
+                )
             }
         };
         if loaded.version.get() == 0 {
@@ -120,15 +139,19 @@ impl QueryService {
         principal.require(Permission::Audit)?;
         let stream = stream_of(&principal.tenant, plan_id)?;
         let store = self.plans.store();
-        if store.stream_version(&stream)?.get() == 0 {
+        let durable = store.last_position();
+        if store.stream_version_at(&stream, durable)?.get() == 0 {
             return Err(Self::not_found(plan_id));
         }
-        Ok(store.read_stream(
+        let mut events = store.read_stream(
             &stream,
             Version(from_version.max(1)),
             ReadDirection::Forward,
             limit.clamp(1, MAX_PAGE),
-        )?)
+        )?;
+        // Events of a batch whose fsync is still running are not shown yet.
+        events.retain(|event| event.position <= durable);
+        Ok(events)
     }
 
     /// A page of the global log, holding only the caller's tenant's events.

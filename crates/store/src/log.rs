@@ -88,6 +88,9 @@ struct Inner {
     published: watch::Receiver<Position>,
     stats: Arc<Mutex<WriterStats>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set when an fsync failed: nothing written after the last durable position will become
+    /// durable in this process.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -209,7 +212,7 @@ impl EventStore {
             stats: stats.clone(),
             head_cache: std::collections::HashMap::new(),
             syncer: sync_tx,
-            failed,
+            failed: failed.clone(),
             syncer_thread: Some(syncer_thread),
         };
         let handle = std::thread::Builder::new()
@@ -223,6 +226,7 @@ impl EventStore {
                 published: published_rx,
                 stats,
                 writer: Mutex::new(Some(handle)),
+                failed,
             }),
         })
     }
@@ -266,6 +270,32 @@ impl EventStore {
     /// The position of the last durable event (0 when the log is empty).
     pub fn last_position(&self) -> Position {
         *self.inner.published.borrow()
+    }
+
+    /// Waits until `position` is durable: for an answer built from what a lookup found in the
+    /// database, which may belong to a batch whose fsync is still running. Fails if that fsync
+    /// failed (the position will then never become durable in this process).
+    pub async fn wait_durable(&self, position: Position) -> Result<(), StoreError> {
+        let mut durable = self.inner.published.clone();
+        loop {
+            if *durable.borrow_and_update() >= position {
+                return Ok(());
+            }
+            if self.inner.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::WriteFailed(
+                    crate::writer::FSYNC_FAILED.to_string(),
+                ));
+            }
+            // The syncer sets `failed` without moving the watch, so look again now and then.
+            tokio::select! {
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        return Err(StoreError::WriterStopped);
+                    }
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
     }
 
     /// A receiver that changes whenever new events become durable.

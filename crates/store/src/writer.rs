@@ -168,7 +168,7 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 pub(crate) const SYNC_QUEUE: usize = 64;
 
 /// The message every append gets after a failed fsync.
-const FSYNC_FAILED: &str = "the event log could not be synced to disk; appends are refused until the service is restarted (check the disk)";
+pub(crate) const FSYNC_FAILED: &str = "the event log could not be synced to disk; appends are refused until the service is restarted (check the disk)";
 
 /// Fsyncs the write-ahead log behind the writer and answers the callers of synced batches.
 pub(crate) fn run_syncer(
@@ -209,12 +209,10 @@ pub(crate) fn run_syncer(
                     tracing::error!(error = %message, "event log fsync failed; refusing further appends");
                     metrics::counter!("planledger_log_sync_failures_total").increment(1);
                 }
+                // Refusals too: a conflict may name a version of a batch that will never exist.
                 for written in ready {
-                    for (reply, answer) in written.answers {
-                        let _ = reply.send(match answer {
-                            Ok(_) => Err(StoreError::WriteFailed(message.clone())),
-                            Err(refusal) => Err(refusal),
-                        });
+                    for (reply, _) in written.answers {
+                        let _ = reply.send(Err(StoreError::WriteFailed(message.clone())));
                     }
                 }
             }
@@ -371,7 +369,9 @@ impl Writer {
                 .collect(),
         };
         if let Err(std::sync::mpsc::SendError(written)) = self.syncer.send(written) {
-            // The syncer is gone (it only stops with the writer): nothing can be confirmed.
+            // The syncer is gone (it only stops with the writer, or by a panic): nothing can
+            // be confirmed any more, so nothing more is written either.
+            self.failed.store(true, Ordering::SeqCst);
             for (reply, _) in written.answers {
                 let _ = reply.send(Err(StoreError::WriterStopped));
             }

@@ -489,3 +489,41 @@ async fn stored_bytes_are_the_serde_form_of_the_envelope() {
     assert_eq!(raw, serde_json::to_vec(&envelope).expect("json"));
     assert_eq!(envelope.compute_hash(), envelope.hash);
 }
+
+#[tokio::test]
+async fn an_answered_append_is_durable_and_a_wait_for_a_later_position_ends_when_it_is() {
+    let (_dir, store) = open_temp();
+    let first = store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect("append");
+    // Answered means synced: the durable position already covers it.
+    assert!(store.last_position() >= first.position());
+    store
+        .wait_durable(first.position())
+        .await
+        .expect("an answered position is durable");
+
+    // A wait for a position not written yet ends once an append makes it durable.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_durable(Position(3)).await })
+    };
+    store
+        .append(request(
+            "t/b",
+            ExpectedVersion::Any,
+            vec![event(2), event(3)],
+        ))
+        .await
+        .expect("append");
+    tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
+        .await
+        .expect("the wait ends")
+        .expect("the task does not panic")
+        .expect("position 3 became durable");
+    // Global reads never go past the durable position.
+    let all = store.read_all(Position(1), 100).expect("read");
+    assert_eq!(all.len() as u64, store.last_position().get());
+    assert_log_invariants(&store);
+}
