@@ -198,11 +198,18 @@ impl EventStore {
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(crate::writer::SYNC_QUEUE);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let published_tx = Arc::new(published_tx);
         let syncer_thread = {
-            let (db, failed) = (db.clone(), failed.clone());
+            let (db, failed, published, in_flight) = (
+                db.clone(),
+                failed.clone(),
+                published_tx.clone(),
+                in_flight.clone(),
+            );
             std::thread::Builder::new()
                 .name("planledger-log-syncer".into())
-                .spawn(move || crate::writer::run_syncer(db, sync_rx, published_tx, failed))
+                .spawn(move || crate::writer::run_syncer(db, sync_rx, published, failed, in_flight))
                 .map_err(|e| corrupt("syncer thread", e))?
         };
         let writer = Writer {
@@ -214,6 +221,8 @@ impl EventStore {
             syncer: sync_tx,
             failed: failed.clone(),
             syncer_thread: Some(syncer_thread),
+            in_flight,
+            published: published_tx,
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())

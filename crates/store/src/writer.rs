@@ -14,7 +14,7 @@
 //! the store is reopened (RocksDB stops accepting writes after a WAL sync error as well).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -150,6 +150,11 @@ pub(crate) struct Writer {
     pub failed: Arc<AtomicBool>,
     /// The syncer thread, joined when the writer stops (after its last batch is answered).
     pub syncer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Batches handed to the syncer and not answered yet.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The last durable position, advanced by the syncer (or by the writer for a batch it
+    /// synced itself).
+    pub published: Arc<watch::Sender<Position>>,
 }
 
 /// A batch written to the write-ahead log, with the answers to give once it is synced.
@@ -174,12 +179,14 @@ pub(crate) const FSYNC_FAILED: &str = "the event log could not be synced to disk
 pub(crate) fn run_syncer(
     db: Arc<DB>,
     queue: std::sync::mpsc::Receiver<Written>,
-    published: watch::Sender<Position>,
+    published: Arc<watch::Sender<Position>>,
     failed: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut ready = vec![first];
         ready.extend(queue.try_iter());
+        let count = ready.len();
         let wrote = ready.iter().any(|w| w.events > 0);
         let synced = if wrote && !failed.load(Ordering::SeqCst) {
             db.flush_wal(true).map_err(|e| e.into_string())
@@ -190,18 +197,8 @@ pub(crate) fn run_syncer(
         };
         match synced {
             Ok(()) => {
-                let last = ready.last().map(|w| w.position).unwrap_or_default();
-                published.send_if_modified(|durable| {
-                    let advanced = last > *durable;
-                    if advanced {
-                        *durable = last;
-                    }
-                    advanced
-                });
                 for written in ready {
-                    for (reply, answer) in written.answers {
-                        let _ = reply.send(answer);
-                    }
+                    written.confirm(&published);
                 }
             }
             Err(message) => {
@@ -216,6 +213,24 @@ pub(crate) fn run_syncer(
                     }
                 }
             }
+        }
+        in_flight.fetch_sub(count, Ordering::SeqCst);
+    }
+}
+
+impl Written {
+    /// Advances the durable position to this batch and answers its callers.
+    fn confirm(self, published: &watch::Sender<Position>) {
+        let last = self.position;
+        published.send_if_modified(|durable| {
+            let advanced = last > *durable;
+            if advanced {
+                *durable = last;
+            }
+            advanced
+        });
+        for (reply, answer) in self.answers {
+            let _ = reply.send(answer);
         }
     }
 }
@@ -261,6 +276,8 @@ impl Writer {
             return;
         }
         let started = Instant::now();
+        let inline =
+            batch.len() == 1 && self.in_flight.load(Ordering::SeqCst) == 0 && self.inbox.is_empty();
         let before = self.head.clone();
         let mut write = WriteBatch::default();
         let mut heads: HashMap<StreamId, Version> = HashMap::new();
@@ -299,8 +316,12 @@ impl Writer {
                     version.to_be_bytes(),
                 );
             }
-            // Synced by the syncer thread, which answers only after the fsync.
-            let options = WriteOptions::default();
+            // Synced by the syncer thread, which answers only after the fsync; except for a lone
+            // append (a batch of one, no batch at the syncer, no request in the inbox): there a
+            // hand-over would only add a thread wake-up to its latency, and the write syncs
+            // itself.
+            let mut options = WriteOptions::default();
+            options.set_sync(inline);
             if let Err(error) = self.db.write_opt(write, &options) {
                 // Nothing of this batch is durable: the cache never saw its heads.
                 tracing::error!(%error, "event log batch write failed");
@@ -368,7 +389,14 @@ impl Writer {
                 .zip(resolved)
                 .collect(),
         };
+        if inline {
+            // Every earlier batch is answered, hence durable, and this one was written synced.
+            written.confirm(&self.published);
+            return;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         if let Err(std::sync::mpsc::SendError(written)) = self.syncer.send(written) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             // The syncer is gone (it only stops with the writer, or by a panic): nothing can
             // be confirmed any more, so nothing more is written either.
             self.failed.store(true, Ordering::SeqCst);
