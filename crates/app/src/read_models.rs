@@ -420,13 +420,7 @@ impl ReadModels {
     pub fn readiness(&self) -> (bool, Vec<ProjectorStatus>) {
         let statuses: Vec<ProjectorStatus> =
             self.handles.iter().map(ProjectionHandle::status).collect();
-        let ready = statuses.iter().all(|s| {
-            !matches!(
-                s.state,
-                planledger_projections::ProjectorState::Failed
-                    | planledger_projections::ProjectorState::Stopped
-            )
-        });
+        let ready = statuses.iter().all(ProjectorStatus::is_running);
         (ready, statuses)
     }
 

@@ -10,9 +10,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use planledger_api::{RateLimit, RateLimiter, ReadModelState, Readiness};
 use planledger_app::{App, ReadModels};
 use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
-use planledger_projections::{
-    LocalLogSource, ProjectionError, ProjectionHandle, ProjectorState, RuntimeOptions,
-};
+use planledger_projections::{LocalLogSource, ProjectionError, ProjectionHandle, RuntimeOptions};
 use planledger_store::{EventStore, StoreOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -61,10 +59,7 @@ pub struct ProjectorReadiness(pub ProjectionHandle);
 impl Readiness for ProjectorReadiness {
     fn report(&self) -> (&'static str, bool, serde_json::Value) {
         let status = self.0.status();
-        let ready = !matches!(
-            status.state,
-            ProjectorState::Failed | ProjectorState::Stopped
-        );
+        let ready = status.is_running();
         let detail = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
         (self.0.name(), ready, detail)
     }

@@ -116,6 +116,13 @@ pub struct ProjectorStatus {
     pub error: Option<String>,
 }
 
+impl ProjectorStatus {
+    /// Whether the projector is working (not failed and not stopped): what `/readyz` reports.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.state, ProjectorState::Failed | ProjectorState::Stopped)
+    }
+}
+
 enum Control {
     Rebuild(oneshot::Sender<Result<ProjectorStatus, ProjectionError>>),
 }
