@@ -100,11 +100,11 @@ impl Canonical<'_> {
     pub fn write(&self, out: &mut Vec<u8>) -> String {
         let start = out.len();
         out.extend_from_slice(b"{\"position\":");
-        out.extend_from_slice(self.position.0.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.position.0).as_bytes());
         out.extend_from_slice(b",\"stream\":");
         json_str(out, Some(self.stream));
         out.extend_from_slice(b",\"version\":");
-        out.extend_from_slice(self.version.0.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.version.0).as_bytes());
         out.extend_from_slice(b",\"event_id\":\"");
         out.extend_from_slice(
             self.event_id
@@ -115,7 +115,7 @@ impl Canonical<'_> {
         out.extend_from_slice(b"\",\"type\":");
         json_str(out, Some(self.event_type));
         out.extend_from_slice(b",\"schema_version\":");
-        out.extend_from_slice(self.schema_version.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.schema_version).as_bytes());
         out.extend_from_slice(b",\"occurred_at\":");
         out.extend_from_slice(self.occurred_at);
         out.extend_from_slice(b",\"recorded_at\":");
@@ -138,7 +138,11 @@ impl Canonical<'_> {
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
         hasher.update(&out[start..]);
-        hex::encode(hasher.finalize())
+        let mut text = [0u8; 64];
+        hex::encode_to_slice(hasher.finalize(), &mut text).expect("64 hex digits for 32 bytes");
+        std::str::from_utf8(&text)
+            .expect("hex digits are ASCII")
+            .to_owned()
     }
 }
 

@@ -43,6 +43,17 @@ pub fn stream_prefix(stream: &StreamId) -> Vec<u8> {
     key
 }
 
+/// The stream part of a `streams` key (all but the 8-byte version): the prefix by which its
+/// memtable groups keys. Total, as RocksDB calls it without asking [`is_version_key`] first.
+pub fn stream_of_version_key(key: &[u8]) -> &[u8] {
+    &key[..key.len().saturating_sub(8)]
+}
+
+/// Whether a key has the shape of a `streams` key (a stream part and an 8-byte version).
+pub fn is_version_key(key: &[u8]) -> bool {
+    key.len() > 8
+}
+
 /// Key of an idempotency record.
 pub fn command_key(scope: &str, command_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(scope.len() + command_id.len() + 1);

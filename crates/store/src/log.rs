@@ -35,6 +35,10 @@ use crate::{Position, StoreError, StreamId, Version};
 
 /// Capacity of the writer's inbox; appenders wait (backpressure) when it is full.
 const INBOX_CAPACITY: usize = 16 * 1024;
+/// Hash buckets of the `streams` memtable (8 bytes each, per memtable).
+const STREAM_BUCKETS: usize = 1 << 18;
+/// Write-ahead log size past which the column families holding its oldest file are flushed.
+const MAX_TOTAL_WAL_BYTES: u64 = 512 * 1024 * 1024;
 /// The on-disk format this code writes.
 const FORMAT: &[u8] = b"planledger-log-v1";
 
@@ -166,14 +170,45 @@ impl EventStore {
         cf_options.set_block_based_table_factory(&table);
         cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
 
+        // `heads` holds one small fixed-size value per stream, read only by key: it is updated
+        // in place, so its memtable holds one entry per stream instead of one per batch.
+        let mut heads_options = cf_options.clone();
+        heads_options.set_inplace_update_support(true);
+        // `streams` gets a hash-of-skiplists memtable keyed by stream: an append inserts next to
+        // its stream's previous key instead of searching one big skiplist. Such a memtable reads
+        // only within a stream and only forwards, which is all `read_stream` and
+        // `stream_version_at` do.
+        let mut streams_options = cf_options.clone();
+        streams_options.set_prefix_extractor(rocksdb::SliceTransform::create(
+            "planledger.stream",
+            keys::stream_of_version_key,
+            Some(keys::is_version_key),
+        ));
+        streams_options.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+            bucket_count: STREAM_BUCKETS,
+            height: 4,
+            branching_factor: 4,
+        });
+
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.increase_parallelism(2);
         db_options.set_max_background_jobs(2);
-        let descriptors = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options.clone()));
+        // One writer thread: concurrent memtable inserts buy nothing, and neither in-place
+        // updates nor hash memtables support them.
+        db_options.set_allow_concurrent_memtable_write(false);
+        // Column families that see few writes (checkpoints, snapshots, heads) would otherwise keep
+        // old write-ahead log files alive, and a restart would replay gigabytes.
+        db_options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        let descriptors = ALL_CFS.iter().map(|name| {
+            let options = match *name {
+                CF_HEADS => heads_options.clone(),
+                CF_STREAMS => streams_options.clone(),
+                _ => cf_options.clone(),
+            };
+            ColumnFamilyDescriptor::new(*name, options)
+        });
         let db = Arc::new(DB::open_cf_descriptors(&db_options, path, descriptors)?);
 
         match db.get_cf(cf(&db, CF_META), b"format")? {
@@ -429,31 +464,46 @@ impl EventStore {
     }
 
     /// The stream's version as of global position `position` (0 if it had no event by then).
+    ///
+    /// A stream's versions are 1..=head and their positions increase with them, so this is the
+    /// head itself in the common case and a binary search over the index otherwise.
     pub fn stream_version_at(
         &self,
         stream: &StreamId,
         position: Position,
     ) -> Result<Version, StoreError> {
-        let prefix = keys::stream_prefix(stream);
-        let start = keys::stream_version_key(stream, Version(u64::MAX));
-        let iter = self.inner.db.iterator_cf(
-            cf(&self.inner.db, CF_STREAMS),
-            IteratorMode::From(&start, Direction::Reverse),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
-                break;
-            }
-            let at = keys::decode_u64(&value)
-                .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes"))?;
-            if at <= position.0 {
-                let version = keys::decode_u64(&key)
-                    .ok_or_else(|| corrupt(format!("stream index of {stream}"), "short key"))?;
-                return Ok(Version(version));
+        let head = self.stream_version(stream)?;
+        let (mut below, mut above) = (0u64, head.0 + 1);
+        if head.0 > 0 && self.indexed_position(stream, head)? <= position.0 {
+            return Ok(head);
+        }
+        // Invariant: version `below` is at or before `position` (0 always is); `above` is not.
+        while above - below > 1 {
+            let middle = below + (above - below) / 2;
+            if self.indexed_position(stream, Version(middle))? <= position.0 {
+                below = middle;
+            } else {
+                above = middle;
             }
         }
-        Ok(Version(0))
+        Ok(Version(below))
+    }
+
+    /// The global position of a stream's version, from the `streams` index.
+    fn indexed_position(&self, stream: &StreamId, version: Version) -> Result<u64, StoreError> {
+        let key = keys::stream_version_key(stream, version);
+        let value = self
+            .inner
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_STREAMS), &key)?
+            .ok_or_else(|| {
+                corrupt(
+                    format!("stream index of {stream}"),
+                    format!("version {} is below the head but not indexed", version.0),
+                )
+            })?;
+        keys::decode_u64(&value)
+            .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes"))
     }
 
     /// Reads one envelope by position.
@@ -482,20 +532,33 @@ impl EventStore {
         if limit == 0 {
             return Ok(out);
         }
-        let prefix = keys::stream_prefix(stream);
-        let start = keys::stream_version_key(stream, from);
-        let mode = match direction {
-            ReadDirection::Forward => IteratorMode::From(&start, Direction::Forward),
-            ReadDirection::Backward => IteratorMode::From(&start, Direction::Reverse),
+        // The index is read forwards only (see `open`); a backward read takes the versions
+        // `last - limit + 1 ..= last` forwards and turns them around.
+        let (first, last) = match direction {
+            ReadDirection::Forward => (from.0, u64::MAX),
+            ReadDirection::Backward => {
+                let last = from.0.min(self.stream_version(stream)?.0);
+                if last == 0 {
+                    return Ok(out);
+                }
+                (last.saturating_sub(limit as u64 - 1).max(1), last)
+            }
         };
+        let prefix = keys::stream_prefix(stream);
+        let start = keys::stream_version_key(stream, Version(first));
+        let mut read = ReadOptions::default();
+        read.set_prefix_same_as_start(true);
         let mut positions = Vec::new();
-        for item in self
-            .inner
-            .db
-            .iterator_cf(cf(&self.inner.db, CF_STREAMS), mode)
-        {
+        for item in self.inner.db.iterator_cf_opt(
+            cf(&self.inner.db, CF_STREAMS),
+            read,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
             let (key, value) = item?;
             if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                break;
+            }
+            if keys::decode_u64(&key).is_some_and(|version| version > last) {
                 break;
             }
             let position = keys::decode_u64(&value)
@@ -504,6 +567,9 @@ impl EventStore {
             if positions.len() >= limit {
                 break;
             }
+        }
+        if direction == ReadDirection::Backward {
+            positions.reverse();
         }
         let log = cf(&self.inner.db, CF_LOG);
         for (key, value) in positions.iter().zip(self.inner.db.batched_multi_get_cf(

@@ -35,6 +35,15 @@ enum Op {
         from: u64,
         limit: usize,
     },
+    /// The stream's version as of a global position.
+    VersionAt {
+        stream: usize,
+        position: u64,
+    },
+    /// Memtables to files: later reads merge both.
+    Flush,
+    /// Close and open again: the write-ahead log is replayed.
+    Reopen,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,6 +59,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3, 0u64..8, any::<bool>(), 0usize..5)
             .prop_map(|(stream, from, backward, limit)| Op::ReadStream { stream, from, backward, limit }),
         1 => (0u64..20, 0usize..6).prop_map(|(from, limit)| Op::ReadAll { from, limit }),
+        1 => (0usize..3, 0u64..40).prop_map(|(stream, position)| Op::VersionAt { stream, position }),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -72,7 +84,7 @@ proptest! {
     #[test]
     fn appends_and_reads_agree_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        let (_dir, store) = open_temp();
+        let (dir, mut store) = open_temp();
         let mut model = Model::default();
         for op in ops {
             match op {
@@ -149,6 +161,19 @@ proptest! {
                         .collect();
                     let expected: Vec<u64> = (from.max(1)..=model.last).take(limit).collect();
                     prop_assert_eq!(got, expected);
+                }
+                Op::VersionAt { stream, position } => {
+                    let got = store
+                        .stream_version_at(&support::stream(&name(stream)), Position(position))
+                        .expect("version at");
+                    let positions = model.streams.get(&stream).cloned().unwrap_or_default();
+                    let expected = positions.iter().filter(|p| **p <= position).count() as u64;
+                    prop_assert_eq!(got, Version(expected));
+                }
+                Op::Flush => store.flush().expect("flush"),
+                Op::Reopen => {
+                    drop(store);
+                    store = reopen(&dir);
                 }
             }
         }

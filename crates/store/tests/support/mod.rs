@@ -14,6 +14,11 @@ pub fn open_temp() -> (tempfile::TempDir, EventStore) {
     (dir, store)
 }
 
+/// Opens the log of [`open_temp`] again (after the previous handle was dropped).
+pub fn reopen(dir: &tempfile::TempDir) -> EventStore {
+    EventStore::open(dir.path().join("log"), StoreOptions::default()).expect("reopen")
+}
+
 pub fn stream(name: &str) -> StreamId {
     StreamId::new(name).expect("valid stream id")
 }
