@@ -1,6 +1,6 @@
 //! The Plan aggregate: its full state, and `evolve`, which folds one event into it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use jiff::Timestamp;
@@ -414,6 +414,39 @@ pub struct Plan {
     pub version: u64,
     /// Decision time of the last event applied.
     pub updated_at: Option<Timestamp>,
+    /// Where each check-in id is: derived from `goals`, never serialized.
+    #[serde(skip)]
+    checkin_index: CheckInIndex,
+}
+
+/// Check-in id -> (goal, index in its `check_ins`). Built from the goals on the first lookup
+/// (so a plan read from a snapshot has one too) and kept current by [`evolve`]; check-ins are
+/// only ever appended, so the indexes stay valid. Without it, every `RecordCheckIn` scanned
+/// every check-in of the plan twice.
+#[derive(Clone, Debug, Default)]
+struct CheckInIndex(std::sync::OnceLock<HashMap<String, (GoalId, usize)>>);
+
+impl PartialEq for CheckInIndex {
+    /// Derived data: two plans are equal by their goals, whatever either has looked up.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl CheckInIndex {
+    fn get(&self, goals: &BTreeMap<GoalId, Goal>) -> &HashMap<String, (GoalId, usize)> {
+        self.0.get_or_init(|| {
+            let mut index = HashMap::new();
+            for goal in goals.values() {
+                for (at, check_in) in goal.check_ins.iter().enumerate() {
+                    index
+                        .entry(check_in.checkin_id.clone())
+                        .or_insert_with(|| (goal.goal_id.clone(), at));
+                }
+            }
+            index
+        })
+    }
 }
 
 impl Plan {
@@ -444,12 +477,9 @@ impl Plan {
 
     /// The check-in with this id, and its goal.
     pub fn check_in(&self, checkin_id: &str) -> Option<(&Goal, &CheckIn)> {
-        self.goals.values().find_map(|goal| {
-            goal.check_ins
-                .iter()
-                .find(|c| c.checkin_id == checkin_id)
-                .map(|c| (goal, c))
-        })
+        let (goal_id, at) = self.checkin_index.get(&self.goals).get(checkin_id)?;
+        let goal = self.goals.get(goal_id)?;
+        goal.check_ins.get(*at).map(|check_in| (goal, check_in))
     }
 
     /// Direct children of a goal, in id order.
@@ -600,6 +630,11 @@ fn apply_role_assigned(plan: &mut Plan, e: &RoleAssigned) {
 fn apply_check_in(plan: &mut Plan, e: &CheckInRecorded) {
     plan.checkin_count += 1;
     if let Some(goal) = plan.goals.get_mut(&e.goal_id) {
+        if let Some(index) = plan.checkin_index.0.get_mut() {
+            index
+                .entry(e.checkin_id.clone())
+                .or_insert_with(|| (e.goal_id.clone(), goal.check_ins.len()));
+        }
         goal.check_ins.push(CheckIn {
             checkin_id: e.checkin_id.clone(),
             value: e.value,

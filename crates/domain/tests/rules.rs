@@ -417,6 +417,34 @@ fn derived_check_in_id_skips_ids_taken_by_clients() {
 }
 
 #[test]
+fn check_in_ids_are_found_across_goals_and_in_a_plan_read_back_from_json() {
+    let scenario = ruled().with(
+        NOW,
+        json!({"type": "RecordCheckIn", "data": {"goal_id": "g2", "checkin_id": "x1", "confidence": 0.4}}),
+    );
+    // A snapshot is the plan's JSON form; the check-in index is rebuilt from its goals.
+    let text = serde_json::to_string(&scenario.plan).expect("plan serializes");
+    let back: planledger_domain::Plan = serde_json::from_str(&text).expect("plan parses");
+    for plan in [&scenario.plan, &back] {
+        let found = |id: &str| {
+            plan.check_in(id)
+                .map(|(goal, check_in)| (goal.goal_id.as_str().to_string(), check_in.confidence))
+        };
+        assert_eq!(found("c1"), Some(("g1".to_string(), 0.7)));
+        assert_eq!(found("x1"), Some(("g2".to_string(), 0.4)));
+        assert_eq!(found("c2"), None);
+        let error = decide(
+            plan,
+            &cmd(json!({"type": "RecordCheckIn", "data": {"goal_id": "g1", "checkin_id": "x1", "confidence": 0.5}})),
+            ts(NOW),
+        )
+        .expect_err("x1 is taken on another goal");
+        assert_eq!(error.code(), "checkin_exists");
+        assert_eq!(plan.next_checkin_id(), "c3");
+    }
+}
+
+#[test]
 fn late_check_in_keeps_effective_day_and_recording_time_apart() {
     let scenario = ruled().with(
         NOW,
