@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use planledger_store::{
-    AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId,
+    AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, StoreOptions,
+    StreamId, Version,
 };
 
 /// What to measure.
@@ -269,6 +270,47 @@ fn raw_ceiling(
     Ok((events, elapsed, latencies))
 }
 
+/// The same batches as [`raw_ceiling`], written with the log's own keys (`log`, `streams` of
+/// `streams` streams taken in turn, one `heads` entry per stream per batch) into a database
+/// configured as the log configures it: what RocksDB itself costs for the log's layout.
+/// Returns events/s.
+fn raw_log_layout(
+    dir: &std::path::Path,
+    batch_sizes: &[(usize, u64)],
+    value_bytes: usize,
+    streams: usize,
+) -> Result<f64> {
+    let db = planledger_store::PlainLog::open(dir, StoreOptions::default())?;
+    let ids = (0..streams.max(1))
+        .map(|task| StreamId::new(format!("bench/plan-{task}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let value = vec![b'v'; value_bytes];
+    let total_batches: u64 = batch_sizes.iter().map(|(_, c)| c).sum();
+    let bar = progress_bar(total_batches, "raw rocksdb, log's keys");
+    let mut next = 0u64;
+    let mut events = 0u64;
+    let started = Instant::now();
+    for (size, count) in batch_sizes {
+        for _ in 0..*count {
+            let batch: Vec<_> = (0..*size)
+                .map(|_| {
+                    next += 1;
+                    let index = (next - 1) as usize;
+                    let stream = &ids[index % ids.len()];
+                    let version = Version((index / ids.len()) as u64 + 1);
+                    (Position(next), stream, version, value.as_slice())
+                })
+                .collect();
+            db.write_synced(&batch)?;
+            events += *size as u64;
+            bar.inc(1);
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(events as f64 / elapsed.as_secs_f64())
+}
+
 async fn append(args: AppendArgs) -> Result<()> {
     let base = match &args.dir {
         Some(dir) => tempdir_in(dir)?,
@@ -282,7 +324,7 @@ async fn append(args: AppendArgs) -> Result<()> {
             .unwrap_or(1)
     );
     println!(
-        "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>6} {:>12} {:>12}",
+        "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>6} {:>12} {:>12} {:>14} {:>6}",
         "concurrency",
         "events",
         "events/s",
@@ -293,7 +335,9 @@ async fn append(args: AppendArgs) -> Result<()> {
         "raw events/s",
         "ratio",
         "ratio range",
-        "writer µs/ev"
+        "writer µs/ev",
+        "log-keys raw/s",
+        "ratio"
     );
     let mut serial_raw_p50 = None;
     let mut serial_p50 = None;
@@ -320,22 +364,37 @@ async fn append(args: AppendArgs) -> Result<()> {
             let (raw_events, raw_elapsed, mut raw_latencies) =
                 tokio::task::spawn_blocking(move || raw_ceiling(&base_dir, &sizes, value_bytes))
                     .await??;
+            let layout_dir = base.join(format!("raw-log-keys-{index}-{round}"));
+            let sizes = run.batch_sizes.clone();
+            let streams = concurrency.max(1);
+            let layout_rate = tokio::task::spawn_blocking(move || {
+                raw_log_layout(&layout_dir, &sizes, value_bytes, streams)
+            })
+            .await??;
             let rate = run.events as f64 / run.elapsed.as_secs_f64();
             let raw_rate = raw_events as f64 / raw_elapsed.as_secs_f64();
             let raw_latency = summarize(&mut raw_latencies);
-            rounds.push((rate / raw_rate, rate, raw_rate, raw_latency, run));
+            rounds.push((
+                rate / raw_rate,
+                rate,
+                raw_rate,
+                raw_latency,
+                run,
+                layout_rate,
+            ));
         }
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         let lowest = rounds.first().map_or(0.0, |r| r.0);
         let highest = rounds.last().map_or(0.0, |r| r.0);
-        let (ratio, rate, raw_rate, raw_latency, run) = rounds.swap_remove(rounds.len() / 2);
+        let (ratio, rate, raw_rate, raw_latency, run, layout_rate) =
+            rounds.swap_remove(rounds.len() / 2);
         let batches: u64 = run.batch_sizes.iter().map(|(_, c)| c).sum();
         if concurrency <= 1 {
             serial_raw_p50 = Some(raw_latency.p50);
             serial_p50 = Some(run.latency.p50);
         }
         println!(
-            "{:>11} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>10.1} {:>12.0} {:>6.2} {:>12} {:>12.2}",
+            "{:>11} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>10.1} {:>12.0} {:>6.2} {:>12} {:>12.2} {:>14.0} {:>6.2}",
             concurrency,
             run.events,
             rate,
@@ -346,7 +405,9 @@ async fn append(args: AppendArgs) -> Result<()> {
             raw_rate,
             ratio,
             format!("{lowest:.2}-{highest:.2}"),
-            run.writer_busy.as_secs_f64() * 1e6 / run.events.max(1) as f64
+            run.writer_busy.as_secs_f64() * 1e6 / run.events.max(1) as f64,
+            layout_rate,
+            rate / layout_rate
         );
     }
     if let (Some(raw), Some(ours)) = (serial_raw_p50, serial_p50) {

@@ -6,7 +6,8 @@
 //! and named checkpoints.
 //!
 //! Invariants (tested in `tests/`):
-//! - an answered append is on disk (`WriteBatch` with `sync = true` before any answer);
+//! - an answered append is on disk (its batch was written and the write-ahead log synced
+//!   before any answer);
 //! - global positions are gap-free and strictly increasing, `recorded_at` is non-decreasing;
 //! - each stream's versions are 1..n with no gaps;
 //! - a repeated command id appends nothing and returns the first result;
@@ -22,7 +23,9 @@ mod writer;
 pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
-pub use log::{CommandLookup, EventStore, RawEntry, ReadDirection, StoreOptions, VerifyReport};
+pub use log::{
+    CommandLookup, EventStore, PlainLog, RawEntry, ReadDirection, StoreOptions, VerifyReport,
+};
 pub use writer::{
     AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, WriterStats,
 };

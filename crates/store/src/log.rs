@@ -162,54 +162,7 @@ impl EventStore {
     /// state (RocksDB replays its write-ahead log; every answered batch was synced).
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
-        let cache = Cache::new_lru_cache(options.block_cache_bytes);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        table.set_bloom_filter(10.0, false);
-        let mut cf_options = Options::default();
-        cf_options.set_block_based_table_factory(&table);
-        cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-
-        // `heads` holds one small fixed-size value per stream, read only by key: it is updated
-        // in place, so its memtable holds one entry per stream instead of one per batch.
-        let mut heads_options = cf_options.clone();
-        heads_options.set_inplace_update_support(true);
-        // `streams` gets a hash-of-skiplists memtable keyed by stream: an append inserts next to
-        // its stream's previous key instead of searching one big skiplist. Such a memtable reads
-        // only within a stream and only forwards, which is all `read_stream` and
-        // `stream_version_at` do.
-        let mut streams_options = cf_options.clone();
-        streams_options.set_prefix_extractor(rocksdb::SliceTransform::create(
-            "planledger.stream",
-            keys::stream_of_version_key,
-            Some(keys::is_version_key),
-        ));
-        streams_options.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
-            bucket_count: STREAM_BUCKETS,
-            height: 4,
-            branching_factor: 4,
-        });
-
-        let mut db_options = Options::default();
-        db_options.create_if_missing(true);
-        db_options.create_missing_column_families(true);
-        db_options.increase_parallelism(2);
-        db_options.set_max_background_jobs(2);
-        // One writer thread: concurrent memtable inserts buy nothing, and neither in-place
-        // updates nor hash memtables support them.
-        db_options.set_allow_concurrent_memtable_write(false);
-        // Column families that see few writes (checkpoints, snapshots, heads) would otherwise keep
-        // old write-ahead log files alive, and a restart would replay gigabytes.
-        db_options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
-        let descriptors = ALL_CFS.iter().map(|name| {
-            let options = match *name {
-                CF_HEADS => heads_options.clone(),
-                CF_STREAMS => streams_options.clone(),
-                _ => cf_options.clone(),
-            };
-            ColumnFamilyDescriptor::new(*name, options)
-        });
-        let db = Arc::new(DB::open_cf_descriptors(&db_options, path, descriptors)?);
+        let db = Arc::new(open_database(path, &options)?);
 
         match db.get_cf(cf(&db, CF_META), b"format")? {
             None => db.put_cf(cf(&db, CF_META), b"format", FORMAT)?,
@@ -790,5 +743,136 @@ impl EventStore {
             self.inner.db.flush_cf(cf(&self.inner.db, name))?;
         }
         Ok(())
+    }
+}
+
+/// Opens the log's RocksDB with its column families and their tuning (see ARCHITECTURE.md).
+fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> {
+    let cache = Cache::new_lru_cache(options.block_cache_bytes);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    let mut cf_options = Options::default();
+    cf_options.set_block_based_table_factory(&table);
+    cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+    // `heads` holds one small fixed-size value per stream, read only by key: it is updated
+    // in place, so its memtable holds one entry per stream instead of one per batch.
+    let mut heads_options = cf_options.clone();
+    heads_options.set_inplace_update_support(true);
+    // `streams` gets a hash-of-skiplists memtable keyed by stream: an append inserts next to
+    // its stream's previous key instead of searching one big skiplist. Such a memtable reads
+    // only within a stream and only forwards, which is all `read_stream` and
+    // `stream_version_at` do.
+    let mut streams_options = cf_options.clone();
+    streams_options.set_prefix_extractor(rocksdb::SliceTransform::create(
+        "planledger.stream",
+        keys::stream_of_version_key,
+        Some(keys::is_version_key),
+    ));
+    streams_options.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+        bucket_count: STREAM_BUCKETS,
+        height: 4,
+        branching_factor: 4,
+    });
+
+    let mut db_options = Options::default();
+    db_options.create_if_missing(true);
+    db_options.create_missing_column_families(true);
+    db_options.increase_parallelism(2);
+    db_options.set_max_background_jobs(2);
+    // One writer thread: concurrent memtable inserts buy nothing, and neither in-place
+    // updates nor hash memtables support them.
+    db_options.set_allow_concurrent_memtable_write(false);
+    // Column families that see few writes (checkpoints, snapshots, heads) would otherwise keep
+    // old write-ahead log files alive, and a restart would replay gigabytes.
+    db_options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    let descriptors = ALL_CFS.iter().map(|name| {
+        let options = match *name {
+            CF_HEADS => heads_options.clone(),
+            CF_STREAMS => streams_options.clone(),
+            _ => cf_options.clone(),
+        };
+        ColumnFamilyDescriptor::new(*name, options)
+    });
+    Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)
+}
+
+/// The log's RocksDB, configured exactly as [`EventStore::open`] configures it, with none of the
+/// log's logic (no writer thread, checks, envelopes or hash chain). It exists to measure what
+/// RocksDB itself costs for the log's keys: `planledger bench append` compares against it.
+pub struct PlainLog {
+    db: DB,
+}
+
+impl PlainLog {
+    /// Opens (or creates) a database at `path`.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: open_database(path.as_ref(), &options)?,
+        })
+    }
+
+    /// Writes one batch with `sync = true`: for each event its `log` entry and `streams` entry,
+    /// and one `heads` entry per stream (its last version in the batch), the keys an append writes.
+    pub fn write_synced(
+        &self,
+        events: &[(Position, &StreamId, Version, &[u8])],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut heads: std::collections::HashMap<&StreamId, Version> =
+            std::collections::HashMap::new();
+        for (position, stream, version, bytes) in events {
+            batch.put_cf(cf(&self.db, CF_LOG), keys::log_key(*position), bytes);
+            batch.put_cf(
+                cf(&self.db, CF_STREAMS),
+                keys::stream_version_key(stream, *version),
+                position.to_be_bytes(),
+            );
+            heads.insert(stream, *version);
+        }
+        for (stream, version) in heads {
+            batch.put_cf(
+                cf(&self.db, CF_HEADS),
+                stream.as_str(),
+                version.to_be_bytes(),
+            );
+        }
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(true);
+        Ok(self.db.write_opt(batch, &write)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_log_writes_the_keys_an_append_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = PlainLog::open(dir.path(), StoreOptions::default()).expect("open");
+        let (a, b) = (
+            StreamId::new("t/a").expect("id"),
+            StreamId::new("t/b").expect("id"),
+        );
+        plain
+            .write_synced(&[
+                (Position(1), &a, Version(1), b"one".as_slice()),
+                (Position(2), &b, Version(1), b"two".as_slice()),
+                (Position(3), &a, Version(2), b"three".as_slice()),
+            ])
+            .expect("write");
+        let db = &plain.db;
+        let get = |family: &str, key: &[u8]| {
+            db.get_cf(cf(db, family), key)
+                .expect("read")
+                .expect("present")
+        };
+        assert_eq!(get(CF_LOG, &keys::log_key(Position(3))), b"three");
+        let indexed = get(CF_STREAMS, &keys::stream_version_key(&a, Version(2)));
+        assert_eq!(keys::decode_u64(&indexed), Some(3));
+        assert_eq!(keys::decode_u64(&get(CF_HEADS, b"t/a")), Some(2));
+        assert_eq!(keys::decode_u64(&get(CF_HEADS, b"t/b")), Some(1));
     }
 }
