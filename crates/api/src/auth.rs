@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use planledger_app::{Authenticator, Principal};
 
 use crate::limits::RateLimiter;
-use crate::{ApiState, Problem};
+use crate::{Problem, SharedState};
 
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]
@@ -39,10 +39,10 @@ pub fn authenticate(
     Ok(principal)
 }
 
-impl FromRequestParts<ApiState> for Caller {
+impl FromRequestParts<SharedState> for Caller {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Problem> {
         authenticate(&state.app.auth, &state.limiter, parts).map(Self)
     }
 }

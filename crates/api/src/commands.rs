@@ -10,7 +10,7 @@ use planledger_domain::{Command, PlanId};
 use serde::Serialize;
 
 use crate::auth::Caller;
-use crate::{ApiState, Problem};
+use crate::{Problem, SharedState};
 
 /// The answer to an accepted command.
 #[derive(Serialize)]
@@ -110,7 +110,7 @@ pub fn correlation_id(headers: &HeaderMap) -> Option<String> {
 
 /// Runs a command against a plan.
 pub async fn post_command(
-    State(state): State<ApiState>,
+    State(state): State<SharedState>,
     Caller(principal): Caller,
     Path(plan_id): Path<String>,
     headers: HeaderMap,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::plans::query_rejection;
-use crate::{ApiState, Problem};
+use crate::{Problem, SharedState};
 
 /// Query of `GET /v1/events`.
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +38,7 @@ pub struct LogPageResponse {
 
 /// Pages through the global log, or tails it live with `Accept: text/event-stream`.
 pub async fn get_events(
-    State(state): State<ApiState>,
+    State(state): State<SharedState>,
     Caller(principal): Caller,
     headers: HeaderMap,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
@@ -78,7 +78,7 @@ pub async fn get_events(
 
 /// What the live tail carries from one step to the next.
 struct Tail {
-    state: ApiState,
+    state: SharedState,
     principal: Principal,
     published: tokio::sync::watch::Receiver<planledger_store::Position>,
     next: u64,
@@ -86,7 +86,7 @@ struct Tail {
 }
 
 fn live_tail(
-    state: ApiState,
+    state: SharedState,
     principal: Principal,
     from: u64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {

@@ -83,6 +83,10 @@ pub struct ApiState {
     pub shutdown: Arc<CancellationToken>,
 }
 
+/// The state the router holds: axum clones it for every request (and again for middleware), so
+/// it is one reference count rather than a clone of every service handle in [`ApiState`].
+pub type SharedState = Arc<ApiState>;
+
 impl ApiState {
     /// State for a router over `app`.
     pub fn new(app: App, config: ApiConfig) -> Self {
@@ -100,13 +104,14 @@ impl ApiState {
 
 /// The `/v1` routes that need an authenticated caller, plus operations routes.
 pub fn router(state: ApiState) -> Router {
+    let state: SharedState = Arc::new(state);
     let body_limit = state.config.body_limit_bytes;
     Router::new()
         .route("/v1/plans/{plan_id}/commands", post(commands::post_command))
         .route("/v1/plans/{plan_id}", get(plans::get_plan))
         .route("/v1/plans/{plan_id}/events", get(plans::get_plan_events))
         .route("/v1/events", get(events::get_events))
-        .merge(read_models::routes::<ApiState>())
+        .merge(read_models::routes::<SharedState>())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -140,7 +145,7 @@ async fn not_found() -> Problem {
 }
 
 /// Request metrics and the request timeout (answered as problem+json).
-async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn observe(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();

@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::ApiState;
+use crate::SharedState;
 
 /// The OpenAPI document, kept beside the code and checked by the contract tests.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -16,7 +16,7 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// Readiness: the log is open and every registered component reports ready.
-pub async fn readyz(State(state): State<ApiState>) -> Response {
+pub async fn readyz(State(state): State<SharedState>) -> Response {
     let mut ready = !state.shutdown.is_cancelled();
     let mut components = serde_json::Map::new();
     components.insert(
@@ -41,7 +41,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 /// Prometheus text exposition of every metric.
-pub async fn metrics(State(state): State<ApiState>) -> Response {
+pub async fn metrics(State(state): State<SharedState>) -> Response {
     match &state.prometheus {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::commands::parse_plan_id;
-use crate::{ApiState, Problem};
+use crate::{Problem, SharedState};
 
 /// Query of `GET /v1/plans/{plan_id}`: at most one of the three.
 #[derive(Debug, Default, Deserialize)]
@@ -84,7 +84,7 @@ pub fn query_rejection(rejection: axum::extract::rejection::QueryRejection) -> P
 
 /// Returns a plan's state now, or as of a time, version or position.
 pub async fn get_plan(
-    State(state): State<ApiState>,
+    State(state): State<SharedState>,
     Caller(principal): Caller,
     Path(plan_id): Path<String>,
     query: Result<Query<StateQuery>, axum::extract::rejection::QueryRejection>,
@@ -137,7 +137,7 @@ pub struct PlanEventsResponse {
 
 /// Returns a plan's audit trail.
 pub async fn get_plan_events(
-    State(state): State<ApiState>,
+    State(state): State<SharedState>,
     Caller(principal): Caller,
     Path(plan_id): Path<String>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,

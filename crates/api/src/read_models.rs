@@ -26,7 +26,7 @@ use crate::auth::Caller;
 use crate::commands::parse_plan_id;
 use crate::limits::RateLimiter;
 use crate::plans::query_rejection;
-use crate::{ApiState, Problem};
+use crate::{Problem, SharedState};
 
 /// What the read-model routes need.
 #[derive(Clone)]
@@ -39,8 +39,8 @@ pub struct ReadModelState {
     pub limiter: Arc<RateLimiter>,
 }
 
-impl FromRef<ApiState> for ReadModelState {
-    fn from_ref(state: &ApiState) -> Self {
+impl FromRef<SharedState> for ReadModelState {
+    fn from_ref(state: &SharedState) -> Self {
         Self {
             read_models: state.app.read_models.clone(),
             auth: state.app.auth.clone(),
