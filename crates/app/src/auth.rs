@@ -1,5 +1,6 @@
 //! Authentication and authorization: JWT bearer tokens and the role matrix.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -177,7 +178,15 @@ struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens already verified, by their exact text, with the bearer and the expiry: a client
+    /// sends the same token with every request, and checking its signature and claims again
+    /// cost more than the rest of authentication. Only an identical token (signature included)
+    /// hits, and only before its `exp`.
+    verified: std::sync::Mutex<HashMap<String, (Principal, i64)>>,
 }
+
+/// Verified tokens remembered at most; the memory is forgotten all at once when it is full.
+const VERIFIED_TOKENS_MAX: usize = 10_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,6 +214,7 @@ impl Authenticator {
                 encoding: EncodingKey::from_secret(secret),
                 decoding: DecodingKey::from_secret(secret),
                 validation,
+                verified: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -278,6 +288,15 @@ impl Authenticator {
 
     /// Verifies a token and returns its bearer.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = jiff::Timestamp::now().as_second();
+        let cached = self
+            .verified()
+            .get(token)
+            .filter(|(_, exp)| now < *exp)
+            .map(|(principal, _)| principal.clone());
+        if let Some(principal) = cached {
+            return Ok(principal);
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
                 .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
@@ -288,11 +307,24 @@ impl Authenticator {
                 message: e.to_string(),
             }
         })?;
-        Ok(Principal {
+        let principal = Principal {
             subject: claims.sub,
             tenant: claims.tenant,
             roles: claims.roles,
-        })
+        };
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_TOKENS_MAX {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), (principal.clone(), claims.exp));
+        Ok(principal)
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, i64)>> {
+        self.keys
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Verifies an `Authorization` header value of the form `Bearer <token>`.
@@ -330,6 +362,49 @@ mod tests {
         assert_eq!(principal.subject, "ana");
         assert_eq!(principal.tenant, "acme");
         assert_eq!(principal.roles, vec![Role::Planner]);
+    }
+
+    #[test]
+    fn remembered_token_verifies_again_and_a_tampered_copy_does_not() {
+        let a = auth();
+        let token = a
+            .issue(
+                "ana",
+                "acme",
+                vec![Role::Viewer],
+                jiff::Timestamp::now(),
+                3600,
+            )
+            .expect("issue");
+        let first = a.verify(&token).expect("first verify");
+        assert_eq!(a.verify(&token).expect("remembered"), first);
+        // Another signature: a character well inside it changed (the last one carries padding
+        // bits).
+        let mut bytes = token.clone().into_bytes();
+        let at = bytes.len() - 6;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).expect("ASCII token");
+        assert!(matches!(
+            a.verify(&tampered),
+            Err(AuthError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn a_remembered_token_is_not_used_after_its_expiry() {
+        let a = auth();
+        let principal = Principal {
+            subject: "ana".into(),
+            tenant: "acme".into(),
+            roles: vec![Role::Admin],
+        };
+        let expired = jiff::Timestamp::now().as_second() - 1;
+        a.verified()
+            .insert("not-a-token".into(), (principal, expired));
+        assert!(matches!(
+            a.verify("not-a-token"),
+            Err(AuthError::InvalidToken(_))
+        ));
     }
 
     #[test]
