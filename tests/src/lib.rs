@@ -1,10 +1,12 @@
 //! Harness for the black-box end-to-end suite.
 //!
 //! Everything here starts real processes: a `nats-server` with JetStream on a free port and its
-//! own temporary store ([`nats::NatsServer`]), and the `planledger` binary ([`server::Planledger`]).
+//! own temporary store ([`nats::NatsServer`]), the 3-node cluster of `deploy/nats/cluster` on
+//! loopback ([`cluster::NatsCluster`]), and the `planledger` binary ([`server::Planledger`]).
 //! Each is killed and its files removed when the handle is dropped.
 
 pub mod client;
+pub mod cluster;
 pub mod nats;
 pub mod server;
 

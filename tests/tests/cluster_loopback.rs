@@ -1,0 +1,180 @@
+//! The service over the 3-node JetStream cluster of `deploy/nats/cluster` (its shipped configs,
+//! on loopback ports): with R3 events, the stream leader SIGKILLed mid-way and restarted, the
+//! event stream still holds every event exactly once, in position order.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use planledger_e2e::client::{Client, seed_plan};
+use planledger_e2e::cluster::{MEMBERS, NatsCluster};
+use planledger_e2e::server::Planledger;
+use serde_json::json;
+
+const STREAM: &str = "PLANLEDGER_EVENTS";
+
+/// A client connected to whichever member answers first.
+async fn connect(urls: &[String]) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let servers: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|url| url.parse().expect("a member URL parses"))
+        .collect();
+    async_nats::connect(servers).await
+}
+
+/// The stream's info as some live member answers it (the leader may be moving).
+async fn stream_info(urls: &[String]) -> jetstream::stream::Info {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let error = match connect(urls).await {
+            Ok(client) => match jetstream::new(client).get_stream(STREAM).await {
+                Ok(mut stream) => match stream.info().await {
+                    Ok(info) => return info.clone(),
+                    Err(error) => format!("stream info: {error}"),
+                },
+                Err(error) => format!("get stream: {error}"),
+            },
+            Err(error) => format!("connect: {error}"),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no member answers for stream {STREAM}: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the stream holds `expected` messages (the relay caught up), then reads them all:
+/// (stream sequence, Planledger-Position header).
+async fn read_all(urls: &[String], expected: u64) -> Vec<(u64, u64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while stream_info(urls).await.state.messages < expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream never reached {expected} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = connect(urls).await.expect("connect");
+    let stream = jetstream::new(client)
+        .get_stream(STREAM)
+        .await
+        .expect("stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+    {
+        let info = message.info().expect("a JetStream message");
+        let position = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Planledger-Position"))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .expect("every message carries its position");
+        out.push((info.stream_sequence, position));
+    }
+    out
+}
+
+#[tokio::test]
+async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
+    let mut cluster = NatsCluster::start();
+    let urls = cluster.urls();
+    // One seed, as the shipped configs suggest: the service learns the other members from it.
+    let server = Planledger::start(&["--nats", &cluster.url("n1"), "--nats-replicas", "3"]);
+    let token = server.token("acme", "ana", "planner");
+    let client = Client::new();
+    let mut last = seed_plan(&server, &client, &token, "p1", "ana").await;
+    for n in 0..20 {
+        last = client
+            .command(
+                &server,
+                &token,
+                "p1",
+                json!({"type": "RecordCheckIn", "data": {
+                "goal_id": "signups", "value": 150.0 + n as f64, "confidence": 0.6}}),
+            )
+            .await;
+    }
+    let info = stream_info(&urls).await;
+    assert_eq!(
+        info.config.num_replicas, 3,
+        "the relay created an R3 stream"
+    );
+    let before = read_all(&urls, last).await;
+    assert_eq!(before.len() as u64, last, "{}", cluster.logs());
+
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("an R3 stream has a leader");
+    assert!(MEMBERS.contains(&leader.as_str()), "leader {leader}");
+    // Kill the leader while check-ins keep coming, so the relay is publishing when it dies.
+    // Appends never wait for NATS; the relay goes on once a new leader is elected.
+    let (started, mut progress) = tokio::sync::watch::channel(0u64);
+    let writer = {
+        let (server_url, token) = (server.url(""), token.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut last = 0;
+            for n in 0..40 {
+                let response = http
+                    .post(format!("{server_url}/v1/plans/p1/commands"))
+                    .bearer_auth(&token)
+                    .json(&json!({"type": "RecordCheckIn", "data": {
+                        "goal_id": "signups", "value": 170.0 + n as f64, "confidence": 0.7}}))
+                    .send()
+                    .await
+                    .expect("the command is sent");
+                assert!(response.status().is_success(), "{}", response.status());
+                let body: serde_json::Value = response.json().await.expect("a JSON answer");
+                last = body["position"].as_u64().expect("a position");
+                let _ = started.send(n + 1);
+            }
+            last
+        })
+    };
+    progress
+        .wait_for(|done| *done >= 10)
+        .await
+        .expect("the writer task runs");
+    cluster.kill(&leader);
+    last = writer.await.expect("the writer task finishes");
+    let during = read_all(&urls, last).await;
+    let new_leader = stream_info(&urls)
+        .await
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("a new leader");
+    assert_ne!(new_leader, leader, "another member leads after the kill");
+
+    cluster.restart(&leader);
+    for n in 0..5 {
+        last = client
+            .command(
+                &server,
+                &token,
+                "p1",
+                json!({"type": "RecordCheckIn", "data": {
+                "goal_id": "signups", "value": 190.0 + n as f64, "confidence": 0.8}}),
+            )
+            .await;
+    }
+    let after = read_all(&urls, last).await;
+    for messages in [&during, &after] {
+        let expected: Vec<(u64, u64)> = (1..=messages.len() as u64).map(|p| (p, p)).collect();
+        assert_eq!(
+            *messages,
+            expected,
+            "every event once, sequence = position\n{}",
+            cluster.logs()
+        );
+    }
+    assert_eq!(after.len() as u64, last);
+}
