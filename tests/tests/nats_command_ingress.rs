@@ -402,3 +402,133 @@ async fn nats_commands_are_confined_to_the_tenant_of_the_token_and_the_plan_of_t
     }
     ingress_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rate_limit_budget_per_caller_across_http_and_nats() {
+    let auth = Authenticator::from_secret(&SECRET).expect("a 32-byte secret");
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = App::new(open_store(dir.path()), auth.clone());
+    // Burst of 3, refilled at one request per 100 s: the fourth request within the test is refused.
+    let state = planledger_api::ApiState::new(
+        app.clone(),
+        planledger_api::ApiConfig {
+            rate_limit: planledger_api::RateLimit {
+                per_second: 0.01,
+                burst: 3.0,
+            },
+            ..planledger_api::ApiConfig::default()
+        },
+    );
+    let limiter = state.limiter.clone();
+    let ingress = CommandIngress::new(app.commands.clone(), auth, IngressConfig::default())
+        .limited_by(limiter);
+    let server_client = async_nats::connect(nats.url())
+        .await
+        .expect("NATS connects");
+    let ingress_task = tokio::spawn(ingress.run(server_client, std::future::pending()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let base = format!("http://{}", listener.local_addr().expect("bound address"));
+    let http_server =
+        tokio::spawn(axum::serve(listener, planledger_api::router(state)).into_future());
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("NATS connects");
+    let http = reqwest::Client::new();
+    let planner = Some(token(vec![Role::Planner]));
+    let create = Step {
+        command_type: "CreatePlan",
+        data: json!({"title": "T", "starts_on": "2030-07-01", "ends_on": "2030-09-30", "checkin_cadence_days": 7}),
+        command_id: None,
+        expected_version: None,
+        token: planner.clone(),
+    };
+    let goal = |n: u32| Step {
+        command_type: "DefineGoal",
+        data: json!({"goal_id": format!("g{n}"), "title": "G", "due": "2030-09-15"}),
+        command_id: None,
+        expected_version: None,
+        token: planner.clone(),
+    };
+
+    // Two requests over NATS and one over HTTP use up the burst of three...
+    assert!(over_nats(&client, &create, "c1").await.get("ok").is_some());
+    assert!(
+        over_http(&http, &base, &goal(1), "c2")
+            .await
+            .get("ok")
+            .is_some()
+    );
+    assert!(over_nats(&client, &goal(2), "c3").await.get("ok").is_some());
+    // ...so the fourth is refused by either door, with when to retry.
+    let refused = over_nats(&client, &goal(3), "c4").await;
+    assert_eq!(refused["problem"]["status"], json!(429), "{refused}");
+    assert_eq!(
+        refused["problem"]["code"],
+        json!("rate_limited"),
+        "{refused}"
+    );
+    let reply = {
+        let request = CommandRequest {
+            r#type: "DefineGoal".into(),
+            data_json: serde_json::to_vec(&goal(4).data).expect("JSON"),
+            ..CommandRequest::default()
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Authorization",
+            format!("Bearer {}", planner.clone().unwrap_or_default()).as_str(),
+        );
+        let message = client
+            .request_with_headers(
+                planledger_proto::subjects::command_subject(TENANT, PLAN),
+                headers,
+                request.encode_to_vec().into(),
+            )
+            .await
+            .expect("the ingress answers");
+        CommandReply::decode(message.payload).expect("a CommandReply")
+    };
+    match reply.outcome {
+        Some(command_reply::Outcome::Problem(problem)) => {
+            assert_eq!(problem.status, 429);
+            assert!(
+                problem.retry_after_seconds.is_some_and(|s| s >= 1),
+                "{problem:?}"
+            );
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    let over_http_refused = over_http(&http, &base, &goal(5), "c5").await;
+    assert_eq!(
+        over_http_refused["problem"]["status"],
+        json!(429),
+        "{over_http_refused}"
+    );
+    // Another caller has a budget of its own.
+    let other = Step {
+        token: Some(
+            Authenticator::from_secret(&SECRET)
+                .expect("a 32-byte secret")
+                .issue(
+                    "bob",
+                    TENANT,
+                    vec![Role::Planner],
+                    jiff::Timestamp::now(),
+                    3600,
+                )
+                .expect("a token"),
+        ),
+        ..goal(6)
+    };
+    assert!(over_nats(&client, &other, "c6").await.get("ok").is_some());
+    assert_eq!(
+        app.store.last_position().get(),
+        4,
+        "refused requests wrote nothing"
+    );
+    ingress_task.abort();
+    http_server.abort();
+}

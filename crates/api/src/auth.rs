@@ -5,8 +5,8 @@ use axum::http::header;
 use axum::http::request::Parts;
 use planledger_app::{Authenticator, Principal};
 
-use crate::limits::RateLimiter;
 use crate::{Problem, SharedState};
+use planledger_app::RateLimiter;
 
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]
@@ -23,8 +23,7 @@ pub fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let principal = auth.verify_header(header)?;
-    let key = format!("{}\u{0}{}", principal.tenant, principal.subject);
-    if let Err(wait) = limiter.check(&key) {
+    if let Err(wait) = limiter.check_principal(&principal) {
         metrics::counter!("planledger_http_rate_limited_total").increment(1);
         return Err(Problem::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,

@@ -12,7 +12,6 @@ mod auth;
 mod commands;
 mod events;
 mod http_metrics;
-mod limits;
 mod ops;
 mod plans;
 mod problem;
@@ -33,8 +32,8 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::Caller;
 pub use commands::{decode_command, parse_plan_id, valid_traceparent};
-pub use limits::{RateLimit, RateLimiter};
 pub use ops::{OPENAPI_JSON, Readiness};
+pub use planledger_app::{RateLimit, RateLimiter};
 pub use plans::query_rejection;
 pub use problem::{FieldError, Problem};
 pub use read_models::{ReadModelState, projector_router};

@@ -24,9 +24,9 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::commands::parse_plan_id;
-use crate::limits::RateLimiter;
 use crate::plans::query_rejection;
 use crate::{Problem, SharedState};
+use planledger_app::RateLimiter;
 
 /// What the read-model routes need.
 #[derive(Clone)]

@@ -7,6 +7,7 @@
 pub mod auth;
 mod commands;
 mod error;
+pub mod limits;
 mod plans;
 mod queries;
 mod read_models;
@@ -14,6 +15,7 @@ mod read_models;
 pub use auth::{AuthError, Authenticator, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use error::AppError;
+pub use limits::{RateLimit, RateLimiter};
 pub use plans::{LoadedPlan, PlanLoader, decode_event, stream_of};
 pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
 pub use read_models::{DEFAULT_MIN_POSITION_WAIT, ProgressQuery, ReadModelResponse, ReadModels};

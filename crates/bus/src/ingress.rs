@@ -13,7 +13,9 @@ use std::sync::Arc;
 use async_nats::{Client, HeaderMap, Subject};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use planledger_app::{AppError, AuthError, Authenticator, CommandRequest, CommandService};
+use planledger_app::{
+    AppError, AuthError, Authenticator, CommandRequest, CommandService, RateLimit, RateLimiter,
+};
 use planledger_domain::{Command, PlanId};
 use planledger_proto::subjects::{
     COMMAND_SUBJECT_PREFIX, HEADER_AUTHORIZATION, HEADER_CONTENT_TYPE, parse_command_subject,
@@ -56,6 +58,7 @@ pub struct CommandIngress {
     commands: CommandService,
     auth: Authenticator,
     config: IngressConfig,
+    limiter: Arc<RateLimiter>,
 }
 
 /// Reason phrases of the HTTP statuses a command can end with.
@@ -83,6 +86,7 @@ pub fn problem(status: u32, code: &str, detail: impl Into<String>) -> Problem {
         detail: detail.into(),
         errors: Vec::new(),
         current_version: None,
+        retry_after_seconds: None,
         code: code.to_string(),
     }
 }
@@ -200,12 +204,26 @@ fn decode_command(command_type: &str, data_json: &[u8]) -> Result<Command, Box<P
 
 impl CommandIngress {
     /// An ingress over the application's command service and token verifier.
+    ///
+    /// Requests are not rate limited until [`CommandIngress::limited_by`] gives a limiter.
     pub fn new(commands: CommandService, auth: Authenticator, config: IngressConfig) -> Self {
         Self {
             commands,
             auth,
             config,
+            limiter: Arc::new(RateLimiter::new(RateLimit {
+                per_second: 0.0,
+                burst: 0.0,
+            })),
         }
+    }
+
+    /// Rate limits each caller with `limiter`: pass the HTTP API's limiter so that a token has
+    /// one budget whichever way its commands come. A refused request gets a 429 problem with
+    /// `retry_after_seconds`.
+    pub fn limited_by(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Serves requests until `shutdown` completes, then stops taking new ones and waits for
@@ -308,6 +326,19 @@ impl CommandIngress {
             .auth
             .verify_header(header(headers, HEADER_AUTHORIZATION))
             .map_err(problem_from_auth)?;
+        if let Err(wait) = self.limiter.check_principal(&principal) {
+            metrics::counter!("planledger_nats_rate_limited_total").increment(1);
+            let mut refused = problem(
+                429,
+                "rate_limited",
+                format!(
+                    "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
+                    principal.subject
+                ),
+            );
+            refused.retry_after_seconds = Some(u32::try_from(wait).unwrap_or(u32::MAX));
+            return Err(Box::new(refused));
+        }
         if payload.len() > self.config.max_body_bytes {
             return Err(Box::new(problem(
                 413,

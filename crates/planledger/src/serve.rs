@@ -100,7 +100,8 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
                 max_body_bytes: config.body_limit_bytes,
                 ..IngressConfig::default()
             },
-        );
+        )
+        .limited_by(state.limiter.clone());
         background.push(tokio::spawn(serve_nats_commands(
             url.clone(),
             ingress,

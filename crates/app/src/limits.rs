@@ -1,4 +1,5 @@
-//! Per-token rate limiting: a token bucket per (tenant, subject).
+//! Per-caller rate limiting: a token bucket per (tenant, subject), shared by every door a
+//! command can come through (HTTP and NATS), so a caller has one budget.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,6 +37,14 @@ impl RateLimiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes one token for the caller; on refusal returns the seconds until one is available.
+    pub fn check_principal(&self, principal: &crate::Principal) -> Result<(), u64> {
+        if self.limit.per_second <= 0.0 {
+            return Ok(());
+        }
+        self.check(&format!("{}\u{0}{}", principal.tenant, principal.subject))
     }
 
     /// Takes one token for `key`; on refusal returns the seconds until one is available.
