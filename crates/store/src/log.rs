@@ -752,14 +752,23 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
-    let mut cf_options = Options::default();
-    cf_options.set_block_based_table_factory(&table);
-    cf_options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let with_tables = |mut options: Options| {
+        options.set_block_based_table_factory(&table);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options
+    };
+    let cf_options = with_tables(Options::default());
 
-    // `heads` holds one small fixed-size value per stream, read only by key: it is updated
-    // in place, so its memtable holds one entry per stream instead of one per batch.
-    let mut heads_options = cf_options.clone();
-    heads_options.set_inplace_update_support(true);
+    // `heads` is written once per stream per batch, at random places in its skiplist: an insert
+    // hint per key (RocksDB's no-op prefix: the whole key) starts each insert next to that
+    // stream's previous entry. The hints live in the memtable's arena, so they count towards
+    // its size. (Updating heads in place would be cheaper still, but an in-place value is
+    // visible before its batch is, so a reader could see a head the `streams` index does not
+    // have yet.)
+    let heads_options = with_tables(
+        Options::default()
+            .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.Noop")?,
+    );
     // `streams` gets a hash-of-skiplists memtable keyed by stream: an append inserts next to
     // its stream's previous key instead of searching one big skiplist. Such a memtable reads
     // only within a stream and only forwards, which is all `read_stream` and
@@ -781,8 +790,8 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     db_options.create_missing_column_families(true);
     db_options.increase_parallelism(2);
     db_options.set_max_background_jobs(2);
-    // One writer thread: concurrent memtable inserts buy nothing, and neither in-place
-    // updates nor hash memtables support them.
+    // One writer thread: concurrent memtable inserts buy nothing, and neither insert hints
+    // nor hash memtables work with them.
     db_options.set_allow_concurrent_memtable_write(false);
     // Column families that see few writes (checkpoints, snapshots, heads) would otherwise keep
     // old write-ahead log files alive, and a restart would replay gigabytes.

@@ -527,3 +527,47 @@ async fn an_answered_append_is_durable_and_a_wait_for_a_later_position_ends_when
     assert_eq!(all.len() as u64, store.last_position().get());
     assert_log_invariants(&store);
 }
+
+/// Readers racing the writer never see a stream head that the stream index does not back: a
+/// version read from `heads` can always be resolved, and a backward read from it is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_racing_appends_never_see_a_head_without_its_index_entry() {
+    let (_dir, store) = open_temp();
+    let store = Arc::new(store);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let id = stream("t/race");
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let head = store.stream_version(&id).expect("head");
+                let at = store
+                    .stream_version_at(&id, Position(u64::MAX))
+                    .expect("every version below the head is indexed");
+                assert!(
+                    at >= head,
+                    "version at the end {at:?} is behind the head {head:?}"
+                );
+                let back = store
+                    .read_stream(&id, head, ReadDirection::Backward, 3)
+                    .expect("backward read");
+                let expected = head.get().min(3) as usize;
+                assert_eq!(back.len(), expected, "backward read from head {head:?}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for n in 0..3_000u64 {
+        store
+            .append(request("t/race", ExpectedVersion::Any, vec![event(n)]))
+            .await
+            .expect("append");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = reader
+        .join()
+        .expect("the reader never saw a head ahead of the index");
+    assert!(reads > 0);
+}
