@@ -421,8 +421,9 @@ pub struct Plan {
 
 /// Check-in id -> (goal, index in its `check_ins`). Built from the goals on the first lookup
 /// (so a plan read from a snapshot has one too) and kept current by [`evolve`]; check-ins are
-/// only ever appended, so the indexes stay valid. Without it, every `RecordCheckIn` scanned
-/// every check-in of the plan twice.
+/// only ever appended, so the indexes stay valid (a redefined goal, which `decide` never
+/// produces, drops the index). Of an id recorded twice (also never produced by `decide`), one
+/// is found. Without it, every `RecordCheckIn` scanned every check-in of the plan twice.
 #[derive(Clone, Debug, Default)]
 struct CheckInIndex(std::sync::OnceLock<HashMap<String, (GoalId, usize)>>);
 
@@ -479,7 +480,10 @@ impl Plan {
     pub fn check_in(&self, checkin_id: &str) -> Option<(&Goal, &CheckIn)> {
         let (goal_id, at) = self.checkin_index.get(&self.goals).get(checkin_id)?;
         let goal = self.goals.get(goal_id)?;
-        goal.check_ins.get(*at).map(|check_in| (goal, check_in))
+        goal.check_ins
+            .get(*at)
+            .filter(|check_in| check_in.checkin_id == checkin_id)
+            .map(|check_in| (goal, check_in))
     }
 
     /// Direct children of a goal, in id order.
@@ -575,6 +579,11 @@ fn apply_plan_created(plan: &mut Plan, e: &PlanCreated) {
 }
 
 fn apply_goal_defined(plan: &mut Plan, e: &GoalDefined) {
+    // `decide` never defines a goal twice, but `evolve` is total: a redefined goal loses its
+    // check-ins, so the index of where they were is rebuilt on the next lookup.
+    if plan.goals.contains_key(&e.goal_id) {
+        plan.checkin_index = CheckInIndex::default();
+    }
     plan.goals.insert(
         e.goal_id.clone(),
         Goal {

@@ -445,6 +445,32 @@ fn check_in_ids_are_found_across_goals_and_in_a_plan_read_back_from_json() {
 }
 
 #[test]
+fn a_redefined_goal_drops_its_check_ins_from_the_index() {
+    let mut scenario = Scenario::year_2026();
+    let defined = scenario.run(
+        "2026-01-02",
+        json!({"type": "DefineGoal", "data": {"goal_id": "g9", "title": "G", "due": "2026-06-30"}}),
+    );
+    for id in ["a", "b"] {
+        scenario.run(
+            "2026-01-03",
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "g9", "checkin_id": id, "confidence": 0.5}}),
+        );
+    }
+    assert!(scenario.plan.check_in("b").is_some());
+    // `decide` never defines a goal twice; `evolve` applies it anyway (a hand-written log).
+    scenario.plan = planledger_domain::evolve(scenario.plan.clone(), &defined[0]);
+    assert!(scenario.plan.check_in("a").is_none());
+    assert!(scenario.plan.check_in("b").is_none());
+    scenario.run(
+        "2026-01-04",
+        json!({"type": "RecordCheckIn", "data": {"goal_id": "g9", "checkin_id": "b", "confidence": 0.6}}),
+    );
+    let (goal, check_in) = scenario.plan.check_in("b").expect("b is recorded again");
+    assert_eq!((goal.goal_id.as_str(), check_in.confidence), ("g9", 0.6));
+}
+
+#[test]
 fn late_check_in_keeps_effective_day_and_recording_time_apart() {
     let scenario = ruled().with(
         NOW,
