@@ -28,10 +28,7 @@ pub fn authenticate(
         return Err(Problem::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!(
-                "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
-                principal.subject
-            ),
+            RateLimiter::refusal(&principal, wait),
         )
         .retry_after(wait));
     }

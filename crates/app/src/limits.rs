@@ -47,6 +47,14 @@ impl RateLimiter {
         self.check(&format!("{}\u{0}{}", principal.tenant, principal.subject))
     }
 
+    /// What a refused caller is told, over HTTP and NATS alike.
+    pub fn refusal(principal: &crate::Principal, wait: u64) -> String {
+        format!(
+            "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
+            principal.subject
+        )
+    }
+
     /// Takes one token for `key`; on refusal returns the seconds until one is available.
     pub fn check(&self, key: &str) -> Result<(), u64> {
         if self.limit.per_second <= 0.0 {

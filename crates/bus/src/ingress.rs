@@ -328,14 +328,7 @@ impl CommandIngress {
             .map_err(problem_from_auth)?;
         if let Err(wait) = self.limiter.check_principal(&principal) {
             metrics::counter!("planledger_nats_rate_limited_total").increment(1);
-            let mut refused = problem(
-                429,
-                "rate_limited",
-                format!(
-                    "too many requests for {}; retry after {wait} s or ask an operator to raise the limit",
-                    principal.subject
-                ),
-            );
+            let mut refused = problem(429, "rate_limited", RateLimiter::refusal(&principal, wait));
             refused.retry_after_seconds = Some(u32::try_from(wait).unwrap_or(u32::MAX));
             return Err(Box::new(refused));
         }
