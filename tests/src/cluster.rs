@@ -47,9 +47,15 @@ impl NatsCluster {
             .prefix("planledger-nats-cluster-")
             .tempdir()
             .expect("a temporary directory can be created for the cluster");
-        let ports: Vec<[u16; 3]> = (0..3)
-            .map(|_| [crate::free_port(), crate::free_port(), crate::free_port()])
+        // Nine distinct free ports: all bound at once, released just before the members start.
+        let listeners: Vec<std::net::TcpListener> = (0..9)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
             .collect();
+        let free: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("a bound address").port())
+            .collect();
+        let ports: Vec<[u16; 3]> = free.chunks(3).map(|p| [p[0], p[1], p[2]]).collect();
         let shipped = crate::workspace_root().join("deploy/nats/cluster");
         let members = MEMBERS
             .iter()
@@ -75,6 +81,7 @@ impl NatsCluster {
             _dir: dir,
             members,
         };
+        drop(listeners);
         for index in 0..cluster.members.len() {
             cluster.spawn(index);
         }

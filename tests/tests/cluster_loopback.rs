@@ -44,41 +44,44 @@ async fn stream_info(urls: &[String]) -> jetstream::stream::Info {
     }
 }
 
-/// Waits until the stream holds `expected` messages (the relay caught up), then reads them all:
-/// (stream sequence, Planledger-Position header).
+/// Reads the whole stream, (stream sequence, Planledger-Position header) per message, once it
+/// holds `expected` messages (the relay caught up). Retries through leader elections.
 async fn read_all(urls: &[String], expected: u64) -> Vec<(u64, u64)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while stream_info(urls).await.state.messages < expected {
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        if stream_info(urls).await.state.messages >= expected
+            && let Ok(client) = connect(urls).await
+            && let Ok(stream) = jetstream::new(client).get_stream(STREAM).await
+            && let Ok(consumer) = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+                .await
+            && let Ok(mut messages) = consumer.messages().await
+        {
+            while let Ok(Some(Ok(message))) =
+                tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+            {
+                let info = message.info().expect("a JetStream message");
+                let position = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Planledger-Position"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .expect("every message carries its position");
+                out.push((info.stream_sequence, position));
+                if out.len() as u64 >= expected {
+                    return out;
+                }
+            }
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the stream never reached {expected} messages"
+            "the stream never yielded {expected} messages (read {})",
+            out.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let client = connect(urls).await.expect("connect");
-    let stream = jetstream::new(client)
-        .get_stream(STREAM)
-        .await
-        .expect("stream");
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
-    {
-        let info = message.info().expect("a JetStream message");
-        let position = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Planledger-Position"))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .expect("every message carries its position");
-        out.push((info.stream_sequence, position));
-    }
-    out
 }
 
 #[tokio::test]
@@ -147,6 +150,9 @@ async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
     cluster.kill(&leader);
     last = writer.await.expect("the writer task finishes");
     let during = read_all(&urls, last).await;
+    assert_eq!(during.len() as u64, last);
+    // Exactly: a message published twice at the end would not shift any sequence.
+    assert_eq!(stream_info(&urls).await.state.messages, last);
     let new_leader = stream_info(&urls)
         .await
         .cluster
@@ -167,7 +173,7 @@ async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
             .await;
     }
     let after = read_all(&urls, last).await;
-    for messages in [&during, &after] {
+    for messages in [&before, &during, &after] {
         let expected: Vec<(u64, u64)> = (1..=messages.len() as u64).map(|p| (p, p)).collect();
         assert_eq!(
             *messages,
@@ -177,4 +183,5 @@ async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
         );
     }
     assert_eq!(after.len() as u64, last);
+    assert_eq!(stream_info(&urls).await.state.messages, last);
 }
