@@ -5,10 +5,9 @@
 //! directory, so the configuration that ships is the one under test. Members can be killed
 //! (SIGKILL) and restarted on the same ports and store; all are killed and reaped on drop.
 
-use std::fs::File;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -147,25 +146,11 @@ impl NatsCluster {
             member.child.is_none(),
             "spawn is only called on a stopped member"
         );
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&member.log)
-            .expect("the member log can be created");
-        let log_err = log.try_clone().expect("a log file handle can be cloned");
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&member.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start {} ({error}); run `just setup` or set PLANLEDGER_NATS_SERVER",
-                    self.binary.display()
-                )
-            });
+        let child = crate::nats::spawn_logged(
+            &self.binary,
+            &["-c".as_ref(), member.config.as_os_str()],
+            &member.log,
+        );
         member.child = Some(child);
     }
 

@@ -8,6 +8,7 @@
 //! The binary is `$PLANLEDGER_NATS_SERVER`, else `<workspace>/.tools/bin/nats-server` (where
 //! `just setup` installs it), else `nats-server` on `PATH`.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -136,36 +137,26 @@ impl NatsServer {
             "spawn is only called on a stopped server"
         );
         self.starts += 1;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("the nats log file can be created in the temp dir");
-        let log_err = log.try_clone().expect("a log file handle can be cloned");
         // Acknowledged means on disk: without `sync_interval: always` JetStream acknowledges
         // before it flushes, and a SIGKILLed server can lose acknowledged messages while its
         // deduplication window still remembers their ids (so a re-publish is dropped too).
         let config = self.dir.path().join("nats.conf");
         std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n")
             .expect("the nats config can be written in the temp dir");
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("-js")
-            .args(["-a", "127.0.0.1"])
-            .args(["-p", &self.port.to_string()])
-            .arg("-sd")
-            .arg(self.store_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start {}: {error}; run `just setup` or set PLANLEDGER_NATS_SERVER",
-                    self.binary.display()
-                )
-            });
+        let port = self.port.to_string();
+        let store = self.store_dir();
+        let args: [&OsStr; 9] = [
+            "-c".as_ref(),
+            config.as_ref(),
+            "-js".as_ref(),
+            "-a".as_ref(),
+            "127.0.0.1".as_ref(),
+            "-p".as_ref(),
+            port.as_ref(),
+            "-sd".as_ref(),
+            store.as_ref(),
+        ];
+        let child = spawn_logged(&self.binary, &args, &self.log_path());
         self.child = Some(child);
         self.wait_ready();
     }
@@ -200,6 +191,29 @@ impl NatsServer {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// Starts `binary` with `args`, its stdout and stderr appended to `log`. Panics with a hint to
+/// `just setup` when the binary cannot be started.
+pub(crate) fn spawn_logged(binary: &Path, args: &[&OsStr], log: &Path) -> Child {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("the nats log file can be created in the temp dir");
+    let err = out.try_clone().expect("a log file handle can be cloned");
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot start {}: {error}; run `just setup` or set PLANLEDGER_NATS_SERVER",
+                binary.display()
+            )
+        })
 }
 
 fn read_log(path: &Path) -> String {

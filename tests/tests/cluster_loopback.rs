@@ -84,6 +84,29 @@ async fn read_all(urls: &[String], expected: u64) -> Vec<(u64, u64)> {
     }
 }
 
+/// Records `count` check-ins on p1's goal and returns the last position.
+async fn check_ins(
+    client: &Client,
+    server: &Planledger,
+    token: &str,
+    count: u32,
+    confidence: f64,
+) -> u64 {
+    let mut last = 0;
+    for n in 0..count {
+        last = client
+            .command(
+                server,
+                token,
+                "p1",
+                json!({"type": "RecordCheckIn", "data": {
+                    "goal_id": "signups", "value": 150.0 + f64::from(n), "confidence": confidence}}),
+            )
+            .await;
+    }
+    last
+}
+
 #[tokio::test]
 async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
     let mut cluster = NatsCluster::start();
@@ -92,18 +115,8 @@ async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
     let server = Planledger::start(&["--nats", &cluster.url("n1"), "--nats-replicas", "3"]);
     let token = server.token("acme", "ana", "planner");
     let client = Client::new();
-    let mut last = seed_plan(&server, &client, &token, "p1", "ana").await;
-    for n in 0..20 {
-        last = client
-            .command(
-                &server,
-                &token,
-                "p1",
-                json!({"type": "RecordCheckIn", "data": {
-                "goal_id": "signups", "value": 150.0 + n as f64, "confidence": 0.6}}),
-            )
-            .await;
-    }
+    seed_plan(&server, &client, &token, "p1", "ana").await;
+    let mut last = check_ins(&client, &server, &token, 20, 0.6).await;
     let info = stream_info(&urls).await;
     assert_eq!(
         info.config.num_replicas, 3,
@@ -118,37 +131,12 @@ async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
         .and_then(|c| c.leader.clone())
         .expect("an R3 stream has a leader");
     assert!(MEMBERS.contains(&leader.as_str()), "leader {leader}");
-    // Kill the leader while check-ins keep coming, so the relay is publishing when it dies.
-    // Appends never wait for NATS; the relay goes on once a new leader is elected.
-    let (started, mut progress) = tokio::sync::watch::channel(0u64);
-    let writer = {
-        let (server_url, token) = (server.url(""), token.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut last = 0;
-            for n in 0..40 {
-                let response = http
-                    .post(format!("{server_url}/v1/plans/p1/commands"))
-                    .bearer_auth(&token)
-                    .json(&json!({"type": "RecordCheckIn", "data": {
-                        "goal_id": "signups", "value": 170.0 + n as f64, "confidence": 0.7}}))
-                    .send()
-                    .await
-                    .expect("the command is sent");
-                assert!(response.status().is_success(), "{}", response.status());
-                let body: serde_json::Value = response.json().await.expect("a JSON answer");
-                last = body["position"].as_u64().expect("a position");
-                let _ = started.send(n + 1);
-            }
-            last
-        })
-    };
-    progress
-        .wait_for(|done| *done >= 10)
-        .await
-        .expect("the writer task runs");
+    // Kill the leader right after a run of check-ins, while the relay is still publishing them,
+    // and keep appending: appends never wait for NATS, and the relay goes on once a new leader
+    // is elected.
+    check_ins(&client, &server, &token, 10, 0.7).await;
     cluster.kill(&leader);
-    last = writer.await.expect("the writer task finishes");
+    last = check_ins(&client, &server, &token, 30, 0.7).await;
     let during = read_all(&urls, last).await;
     assert_eq!(during.len() as u64, last);
     // Exactly: a message published twice at the end would not shift any sequence.
@@ -161,17 +149,7 @@ async fn events_survive_the_stream_leader_dying_on_the_shipped_cluster() {
     assert_ne!(new_leader, leader, "another member leads after the kill");
 
     cluster.restart(&leader);
-    for n in 0..5 {
-        last = client
-            .command(
-                &server,
-                &token,
-                "p1",
-                json!({"type": "RecordCheckIn", "data": {
-                "goal_id": "signups", "value": 190.0 + n as f64, "confidence": 0.8}}),
-            )
-            .await;
-    }
+    last = check_ins(&client, &server, &token, 5, 0.8).await;
     let after = read_all(&urls, last).await;
     for messages in [&before, &during, &after] {
         let expected: Vec<(u64, u64)> = (1..=messages.len() as u64).map(|p| (p, p)).collect();
