@@ -25,6 +25,7 @@ const SHIPPED_PORTS: [[u16; 3]; 3] = [[4222, 6222, 8222], [4223, 6223, 8223], [4
 struct Member {
     name: &'static str,
     client_port: u16,
+    monitor_port: u16,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -69,6 +70,7 @@ impl NatsCluster {
                 Member {
                     name,
                     client_port: ports[index][0],
+                    monitor_port: ports[index][2],
                     config,
                     log: dir.path().join(format!("{name}.log")),
                     child: None,
@@ -158,7 +160,7 @@ impl NatsCluster {
     /// needs JetStream up and a meta leader known).
     fn wait_healthy(&mut self, index: usize) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let monitor = monitoring_port(&self.members[index].config);
+        let monitor = self.members[index].monitor_port;
         loop {
             let name = self.members[index].name;
             let port = self.members[index].client_port;
@@ -225,22 +227,6 @@ fn localize(text: &str, ports: &[[u16; 3]], store: &Path) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The monitoring port written into a localized configuration (`http: "127.0.0.1:<port>"`).
-fn monitoring_port(config: &Path) -> u16 {
-    let text = std::fs::read_to_string(config).expect("the member config is readable");
-    text.lines()
-        .find_map(|line| {
-            let rest = line.trim().strip_prefix("http:")?;
-            rest.trim()
-                .trim_matches('"')
-                .rsplit(':')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("the member config has an http monitoring address")
 }
 
 /// Whether `GET /healthz` on the monitoring port answers 200 (plain HTTP/1.0 over a socket, so

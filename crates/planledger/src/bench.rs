@@ -229,6 +229,32 @@ async fn run_appends(
     })
 }
 
+/// Calls `write` for batches of the given sizes (each `count` times), with a progress bar, and
+/// returns (events, elapsed, per-batch latencies).
+fn time_batches(
+    batch_sizes: &[(usize, u64)],
+    label: &str,
+    mut write: impl FnMut(usize) -> Result<()>,
+) -> Result<(u64, Duration, Vec<Duration>)> {
+    let total_batches: u64 = batch_sizes.iter().map(|(_, c)| c).sum();
+    let bar = progress_bar(total_batches, label);
+    let mut latencies = Vec::with_capacity(total_batches as usize);
+    let mut events = 0u64;
+    let started = Instant::now();
+    for (size, count) in batch_sizes {
+        for _ in 0..*count {
+            let t = Instant::now();
+            write(*size)?;
+            latencies.push(t.elapsed());
+            events += *size as u64;
+            bar.inc(1);
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok((events, elapsed, latencies))
+}
+
 /// Writes batches of the given sizes (each `count` times) with `sync = true` to a plain RocksDB
 /// and returns (events, elapsed, per-batch latencies).
 fn raw_ceiling(
@@ -243,31 +269,17 @@ fn raw_ceiling(
     write.set_sync(true);
     let value = vec![b'v'; value_bytes];
     let mut key = 0u64;
-    let total_batches: u64 = batch_sizes.iter().map(|(_, c)| c).sum();
-    let bar = progress_bar(total_batches, "raw rocksdb batches");
-    let mut latencies = Vec::with_capacity(total_batches as usize);
-    let mut events = 0u64;
-    let started = Instant::now();
-    for (size, count) in batch_sizes {
-        for _ in 0..*count {
-            let t = Instant::now();
-            let mut batch = rocksdb::WriteBatch::default();
-            for _ in 0..*size {
-                key += 1;
-                // Three keys per event, as the log writes (log, stream index, head).
-                batch.put(key.to_be_bytes(), &value);
-                batch.put([&b"s"[..], &key.to_be_bytes()].concat(), key.to_be_bytes());
-            }
-            batch.put(b"head", key.to_be_bytes());
-            db.write_opt(batch, &write)?;
-            latencies.push(t.elapsed());
-            events += *size as u64;
-            bar.inc(1);
+    time_batches(batch_sizes, "raw rocksdb batches", |size| {
+        let mut batch = rocksdb::WriteBatch::default();
+        for _ in 0..size {
+            key += 1;
+            // Three keys per event, as the log writes (log, stream index, head).
+            batch.put(key.to_be_bytes(), &value);
+            batch.put([&b"s"[..], &key.to_be_bytes()].concat(), key.to_be_bytes());
         }
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
-    Ok((events, elapsed, latencies))
+        batch.put(b"head", key.to_be_bytes());
+        Ok(db.write_opt(batch, &write)?)
+    })
 }
 
 /// The same batches as [`raw_ceiling`], written with the log's own keys (`log`, `streams` of
@@ -285,29 +297,23 @@ fn raw_log_layout(
         .map(|task| StreamId::new(format!("bench/plan-{task}")))
         .collect::<Result<Vec<_>, _>>()?;
     let value = vec![b'v'; value_bytes];
-    let total_batches: u64 = batch_sizes.iter().map(|(_, c)| c).sum();
-    let bar = progress_bar(total_batches, "raw rocksdb, log's keys");
-    let mut next = 0u64;
-    let mut events = 0u64;
-    let started = Instant::now();
-    for (size, count) in batch_sizes {
-        for _ in 0..*count {
-            let batch: Vec<_> = (0..*size)
-                .map(|_| {
-                    next += 1;
-                    let index = (next - 1) as usize;
-                    let stream = &ids[index % ids.len()];
-                    let version = Version((index / ids.len()) as u64 + 1);
-                    (Position(next), stream, version, value.as_slice())
-                })
-                .collect();
-            db.write_synced(&batch)?;
-            events += *size as u64;
-            bar.inc(1);
-        }
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
+    let mut next = 0usize;
+    let (events, elapsed, _) = time_batches(batch_sizes, "raw rocksdb, log's keys", |size| {
+        let batch: Vec<_> = (next..next + size)
+            .map(|index| {
+                let stream = &ids[index % ids.len()];
+                let version = Version((index / ids.len()) as u64 + 1);
+                (
+                    Position(index as u64 + 1),
+                    stream,
+                    version,
+                    value.as_slice(),
+                )
+            })
+            .collect();
+        next += size;
+        Ok(db.write_synced(&batch)?)
+    })?;
     Ok(events as f64 / elapsed.as_secs_f64())
 }
 

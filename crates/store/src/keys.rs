@@ -1,5 +1,7 @@
 //! Column families and the byte layout of their keys.
 
+use rocksdb::{DB, WriteBatch};
+
 use crate::{Position, StreamId, Version};
 
 /// Global position (u64 BE) -> envelope JSON.
@@ -72,4 +74,31 @@ pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
 /// Key of a log entry.
 pub fn log_key(position: Position) -> [u8; 8] {
     position.to_be_bytes()
+}
+
+/// Adds an event's `log` entry and its `streams` index entry to `batch`: what an append writes
+/// per event (the writer, and the bench's `PlainLog`, both write through here).
+pub(crate) fn put_event(
+    db: &DB,
+    batch: &mut WriteBatch,
+    position: Position,
+    stream: &StreamId,
+    version: Version,
+    envelope: &[u8],
+) {
+    batch.put_cf(crate::log::cf(db, CF_LOG), log_key(position), envelope);
+    batch.put_cf(
+        crate::log::cf(db, CF_STREAMS),
+        stream_version_key(stream, version),
+        position.to_be_bytes(),
+    );
+}
+
+/// Adds a stream's `heads` entry to `batch` (once per stream per batch, its last version).
+pub(crate) fn put_head(db: &DB, batch: &mut WriteBatch, stream: &StreamId, version: Version) {
+    batch.put_cf(
+        crate::log::cf(db, CF_HEADS),
+        stream.as_str(),
+        version.to_be_bytes(),
+    );
 }

@@ -426,11 +426,12 @@ impl EventStore {
         position: Position,
     ) -> Result<Version, StoreError> {
         let head = self.stream_version(stream)?;
-        let (mut below, mut above) = (0u64, head.0 + 1);
-        if head.0 > 0 && self.indexed_position(stream, head)? <= position.0 {
+        if head.0 == 0 || self.indexed_position(stream, head)? <= position.0 {
             return Ok(head);
         }
-        // Invariant: version `below` is at or before `position` (0 always is); `above` is not.
+        // Invariant: version `below` is at or before `position` (0 always is); `above` is not
+        // (the head, just checked, is after it).
+        let (mut below, mut above) = (0u64, head.0);
         while above - below > 1 {
             let middle = below + (above - below) / 2;
             if self.indexed_position(stream, Version(middle))? <= position.0 {
@@ -832,20 +833,11 @@ impl PlainLog {
         let mut heads: std::collections::HashMap<&StreamId, Version> =
             std::collections::HashMap::new();
         for (position, stream, version, bytes) in events {
-            batch.put_cf(cf(&self.db, CF_LOG), keys::log_key(*position), bytes);
-            batch.put_cf(
-                cf(&self.db, CF_STREAMS),
-                keys::stream_version_key(stream, *version),
-                position.to_be_bytes(),
-            );
+            keys::put_event(&self.db, &mut batch, *position, stream, *version, bytes);
             heads.insert(stream, *version);
         }
         for (stream, version) in heads {
-            batch.put_cf(
-                cf(&self.db, CF_HEADS),
-                stream.as_str(),
-                version.to_be_bytes(),
-            );
+            keys::put_head(&self.db, &mut batch, stream, version);
         }
         let mut write = rocksdb::WriteOptions::default();
         write.set_sync(true);

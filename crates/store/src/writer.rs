@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::envelope::{Canonical, Envelope, NewEvent, render_time, seal};
-use crate::keys::{self, CF_COMMANDS, CF_HEADS, CF_LOG, CF_STREAMS};
+use crate::keys::{self, CF_COMMANDS, CF_HEADS};
 use crate::log::{cf, read_envelope_range};
 use crate::{ExpectedVersion, Position, StoreError, StreamId, Version};
 
@@ -321,11 +321,7 @@ impl Writer {
 
         if written_events > 0 {
             for (stream, version) in &heads {
-                write.put_cf(
-                    cf(&self.db, CF_HEADS),
-                    stream.as_str(),
-                    version.to_be_bytes(),
-                );
+                keys::put_head(&self.db, &mut write, stream, *version);
             }
             // Synced by the syncer thread, which answers only after the fsync; except for a lone
             // append (a batch of one, no batch at the syncer, no request in the inbox): there a
@@ -510,12 +506,7 @@ impl Writer {
             }
             .write(&mut bytes);
             seal(&mut bytes, &hash);
-            write.put_cf(cf(&self.db, CF_LOG), keys::log_key(position), &bytes);
-            write.put_cf(
-                cf(&self.db, CF_STREAMS),
-                keys::stream_version_key(&request.stream, version),
-                position.to_be_bytes(),
-            );
+            keys::put_event(&self.db, write, position, &request.stream, version, &bytes);
             let envelope = Envelope {
                 position,
                 stream: request.stream.clone(),
