@@ -39,6 +39,8 @@ const INBOX_CAPACITY: usize = 16 * 1024;
 const STREAM_BUCKETS: usize = 1 << 18;
 /// Write-ahead log size past which the column families holding its oldest file are flushed.
 const MAX_TOTAL_WAL_BYTES: u64 = 512 * 1024 * 1024;
+/// Most bytes the write-ahead log buffers before a write flushes it (several large batches).
+const WAL_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 /// The on-disk format this code writes.
 const FORMAT: &[u8] = b"planledger-log-v1";
 
@@ -612,6 +614,9 @@ impl EventStore {
             name,
             position.to_be_bytes(),
         )?;
+        // Into the file now rather than with the next batch: a checkpoint survives a crash of
+        // the process (not of the machine) as soon as it is written.
+        self.inner.db.flush_wal(false)?;
         Ok(())
     }
 
@@ -797,6 +802,14 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     // Column families that see few writes (checkpoints, snapshots, heads) would otherwise keep
     // old write-ahead log files alive, and a restart would replay gigabytes.
     db_options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    // A write only appends to the write-ahead log's buffer; the syncer's `FlushWAL(sync)` writes
+    // the buffer to the file and then syncs it, so the write(2) of a batch happens on the syncer
+    // thread while the writer renders the next batch. Synced writes (a lone append, `PlainLog`)
+    // still write and sync their own. Checkpoints flush the buffer themselves (no sync, as
+    // before); snapshots, a cache, reach the file with the next batch or at close.
+    db_options.set_manual_wal_flush(true);
+    // Room for several batches in that buffer before a write has to flush it itself.
+    db_options.set_writable_file_max_buffer_size(WAL_BUFFER_BYTES);
     let descriptors = ALL_CFS.iter().map(|name| {
         let options = match *name {
             CF_HEADS => heads_options.clone(),

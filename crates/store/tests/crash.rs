@@ -149,3 +149,82 @@ fn every_acknowledged_append_survives_sigkill() {
         "the child acknowledged appends in every round"
     );
 }
+
+const CHECKPOINT_CHILD_ENV: &str = "PLANLEDGER_CHECKPOINT_CHILD_DIR";
+
+/// The child's body for the checkpoint test: one synced append, then a checkpoint, then
+/// nothing more (no later batch would carry the checkpoint to the file), until it is killed.
+#[test]
+fn checkpoint_child() {
+    let Ok(dir) = std::env::var(CHECKPOINT_CHILD_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let store = EventStore::open(&dir, StoreOptions::default()).expect("child open");
+        let outcome = store
+            .append(request(
+                "t/checkpoint",
+                ExpectedVersion::Any,
+                vec![event(0)],
+            ))
+            .await
+            .expect("append");
+        store
+            .put_checkpoint("crash", outcome.position())
+            .expect("checkpoint");
+        println!("CHECKPOINT {}", outcome.position().get());
+        std::io::stdout().flush().expect("flush");
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    });
+}
+
+#[test]
+fn a_written_checkpoint_survives_sigkill() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(CHECKPOINT_CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("log");
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "checkpoint_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHECKPOINT_CHILD_ENV, &db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let reader = std::thread::spawn(move || {
+        // The test harness may print its own text before the child's on the same line.
+        let found = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let (_, after) = line.split_once("CHECKPOINT ")?;
+                after.trim().parse::<u64>().ok()
+            });
+        if let Some(position) = found {
+            let _ = tx.send(position);
+        }
+    });
+    let written = rx.recv_timeout(Duration::from_secs(60));
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap child");
+    reader.join().expect("reader thread");
+    let written = written.expect("the child reports its checkpoint within 60 s");
+
+    let store = EventStore::open(&db, StoreOptions::default()).expect("reopen after kill");
+    assert_eq!(store.last_position().get(), written);
+    assert_eq!(
+        store.checkpoint("crash").expect("read checkpoint"),
+        Some(Position(written)),
+        "a checkpoint written before the kill is on file after it"
+    );
+}
