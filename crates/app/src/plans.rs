@@ -32,6 +32,23 @@ pub fn decode_event(envelope: &Envelope) -> Result<Event, AppError> {
     })
 }
 
+/// Versions between two snapshots of a plan at `version`: `every` while the plan is small, then
+/// doubled as often as it stays at most a quarter of `version` (so between an eighth and a
+/// quarter of it).
+///
+/// A snapshot holds the whole plan, so with a fixed interval each command's share of snapshot
+/// work would grow with the plan; with this one it stays under ~8 events' worth of state per
+/// command, and a load still replays at most a quarter of the plan's events after its snapshot.
+/// Every interval is `every` times a power of two, so the versions that get a snapshot at a
+/// larger interval are among those of every smaller one.
+pub fn snapshot_interval(every: u64, version: u64) -> u64 {
+    let mut interval = every.max(1);
+    while interval <= version / 8 {
+        interval *= 2;
+    }
+    interval
+}
+
 /// A plan at a version.
 #[derive(Clone, Debug)]
 pub struct LoadedPlan {
@@ -135,14 +152,15 @@ impl PlanLoader {
     }
 
     /// Writes a snapshot if the append from `before` to `after` crossed a multiple of the
-    /// snapshot interval.
+    /// snapshot interval at `after`'s version (see [`snapshot_interval`]).
     pub fn maybe_snapshot(
         &self,
         stream: &StreamId,
         before: Version,
         after: &LoadedPlan,
     ) -> Result<(), AppError> {
-        if before.get() / self.snapshot_every == after.version.get() / self.snapshot_every {
+        let interval = snapshot_interval(self.snapshot_every, after.version.get());
+        if before.get() / interval == after.version.get() / interval {
             return Ok(());
         }
         let bytes = serde_json::to_vec(&*after.plan).map_err(|e| AppError::Corrupt {
@@ -213,5 +231,115 @@ impl PlanLoader {
     /// The event store this loader reads.
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CommandRequest, CommandService, Principal, Role};
+    use planledger_domain::Command;
+    use planledger_store::StoreOptions;
+    use serde_json::json;
+
+    #[test]
+    fn the_snapshot_interval_doubles_as_the_plan_grows() {
+        assert_eq!(snapshot_interval(100, 0), 100);
+        assert_eq!(snapshot_interval(100, 799), 100);
+        assert_eq!(snapshot_interval(100, 800), 200);
+        assert_eq!(snapshot_interval(100, 1_599), 200);
+        assert_eq!(snapshot_interval(100, 1_600), 400);
+        assert_eq!(snapshot_interval(0, 7), 1);
+        for version in [1u64, 500, 12_345, 1_000_000, u64::MAX] {
+            let interval = snapshot_interval(100, version);
+            assert_eq!(interval % 100, 0);
+            assert!((interval / 100).is_power_of_two());
+            if interval > 100 {
+                assert!(interval <= version / 4, "{interval} at {version}");
+                assert!(interval > version / 8, "{interval} at {version}");
+            }
+        }
+    }
+
+    fn command(value: serde_json::Value) -> Command {
+        serde_json::from_value(value).expect("a valid command")
+    }
+
+    #[tokio::test]
+    async fn snapshots_thin_out_as_a_plan_grows_and_a_cold_load_matches_the_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            EventStore::open(dir.path().join("log"), StoreOptions::default()).expect("open");
+        let plans = Arc::new(PlanLoader::new(store.clone(), 16, 10));
+        let commands = CommandService::new(plans.clone());
+        let principal = Principal {
+            subject: "ana".into(),
+            tenant: "t".into(),
+            roles: vec![Role::Planner],
+        };
+        let plan_id = PlanId::new("grow").expect("plan id");
+        let mut script = vec![
+            command(json!({"type": "CreatePlan", "data": {"title": "grow",
+                "starts_on": "2026-01-01", "ends_on": "2026-12-31", "checkin_cadence_days": 7}})),
+            command(
+                json!({"type": "DefineGoal", "data": {"goal_id": "g", "title": "g",
+                "due": "2026-12-01",
+                "kpi": {"unit": "u", "baseline": 0.0, "target": 100.0, "direction": "increase"}}}),
+            ),
+        ];
+        for n in 0..400 {
+            script.push(command(json!({"type": "RecordCheckIn",
+                "data": {"goal_id": "g", "value": f64::from(n % 100), "confidence": 0.7}})));
+        }
+        for (n, command) in script.into_iter().enumerate() {
+            let result = commands
+                .execute(
+                    &principal,
+                    CommandRequest {
+                        plan_id: plan_id.clone(),
+                        command,
+                        command_id: None,
+                        expected_version: None,
+                        correlation_id: None,
+                        causation_id: None,
+                        traceparent: None,
+                    },
+                )
+                .await
+                .expect("command accepted");
+            // One event per command, so every version is crossed on its own.
+            assert_eq!(result.version, n as u64 + 1);
+        }
+
+        let stream = stream_of("t", &plan_id).expect("stream");
+        let mut snapshots = std::collections::BTreeSet::new();
+        for version in 1..=402 {
+            if let Some((at, _)) = store
+                .latest_snapshot(&stream, Version(version))
+                .expect("read snapshot")
+            {
+                snapshots.insert(at.get());
+            }
+        }
+        // Every 10 versions below 80, every 20 below 160, 40 below 320, then 80.
+        let expected = [
+            10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 140, 160, 200, 240, 280, 320, 400,
+        ];
+        assert_eq!(snapshots.into_iter().collect::<Vec<_>>(), expected);
+
+        let hot = plans.current(&stream, Version(0)).expect("cached plan");
+        let cold = PlanLoader::new(store.clone(), 16, 10)
+            .current(&stream, Version(0))
+            .expect("plan loaded from its snapshot and tail");
+        assert_eq!(cold.version, Version(402));
+        assert_eq!(
+            serde_json::to_value(&*cold.plan).expect("json"),
+            serde_json::to_value(&*hot.plan).expect("json")
+        );
+        let historic = plans
+            .at_version(&stream, Version(399))
+            .expect("plan at 399 (snapshot 320 and 79 events)");
+        assert_eq!(historic.plan.version, 399);
+        assert_eq!(historic.plan.checkin_count, 397);
     }
 }

@@ -566,17 +566,25 @@ impl EventStore {
         Ok(Position(low))
     }
 
-    /// Stores a snapshot of a stream's state at `version`.
+    /// Stores a snapshot of a stream's state at `version`, without the write-ahead log: it is
+    /// on disk once its column family is flushed (as at a clean close), and a crash before that
+    /// loses it.
     pub fn put_snapshot(
         &self,
         stream: &StreamId,
         version: Version,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.inner.db.put_cf(
+        // A snapshot is a cache (a load without it replays from an older one), so it skips the
+        // write-ahead log: the batches' fsyncs do not carry whole plans, and a crash before the
+        // next memtable flush only loses snapshots.
+        let mut options = rocksdb::WriteOptions::default();
+        options.disable_wal(true);
+        self.inner.db.put_cf_opt(
             cf(&self.inner.db, CF_SNAPSHOTS),
             keys::stream_version_key(stream, version),
             bytes,
+            &options,
         )?;
         Ok(())
     }
