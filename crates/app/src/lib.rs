@@ -16,7 +16,7 @@ pub use auth::{AuthError, Authenticator, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use error::AppError;
 pub use limits::{RateLimit, RateLimiter};
-pub use plans::{LoadedPlan, PlanLoader, decode_event, stream_of};
+pub use plans::{LoadedPlan, PlanLoader, decode_event, snapshot_interval, stream_of};
 pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
 pub use read_models::{DEFAULT_MIN_POSITION_WAIT, ProgressQuery, ReadModelResponse, ReadModels};
 
@@ -26,7 +26,8 @@ use planledger_store::EventStore;
 
 /// Plans kept in memory by the command path.
 pub const DEFAULT_PLAN_CACHE: usize = 10_000;
-/// A snapshot is written every this many versions of a plan.
+/// Versions between snapshots of a small plan; the interval doubles as a plan grows
+/// ([`snapshot_interval`]).
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
 
 /// Everything the doors need, wired over one event store.

@@ -76,7 +76,8 @@ impl std::fmt::Debug for PlanLoader {
 }
 
 impl PlanLoader {
-    /// A loader over `store` that snapshots every `snapshot_every` versions.
+    /// A loader over `store` whose snapshot interval starts at `snapshot_every` versions and
+    /// grows with the plan ([`snapshot_interval`]).
     pub fn new(store: EventStore, cache_capacity: usize, snapshot_every: u64) -> Self {
         Self {
             store,
