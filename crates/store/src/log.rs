@@ -812,9 +812,10 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     db_options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     // A write only appends to the write-ahead log's buffer; the syncer's `FlushWAL(sync)` writes
     // the buffer to the file and then syncs it, so the write(2) of a batch happens on the syncer
-    // thread while the writer renders the next batch. Synced writes (a lone append, `PlainLog`)
-    // still write and sync their own. Checkpoints flush the buffer themselves (no sync, as
-    // before); snapshots, a cache, reach the file with the next batch or at close.
+    // thread while the writer renders the next batch (the writer writes it itself only when it
+    // fills or the file rotates). Synced writes (a lone append, `PlainLog`) still write and sync
+    // their own. Checkpoints flush the buffer themselves (no sync, as before); snapshots skip the
+    // write-ahead log altogether (`put_snapshot`).
     db_options.set_manual_wal_flush(true);
     // Room for several batches in that buffer before a write has to flush it itself.
     db_options.set_writable_file_max_buffer_size(WAL_BUFFER_BYTES);

@@ -2,10 +2,12 @@
 //!
 //! Appenders send requests into a bounded inbox. The writer takes everything that is waiting,
 //! checks expected versions and command ids against the database *and* the rest of the batch,
-//! and writes one `WriteBatch` to RocksDB's write-ahead log (without fsync). The batch's answers
-//! go to the syncer thread, which fsyncs the write-ahead log (`SyncWAL`, covering every batch
-//! written before the call) and only then answers the callers and advances the durable
-//! position. An answered append is therefore on disk.
+//! and writes one `WriteBatch` to RocksDB (without fsync; with `manual_wal_flush` its
+//! write-ahead-log record only lands in RocksDB's in-memory log buffer). The batch's answers go
+//! to the syncer thread, which calls `FlushWAL(sync)`: it writes that buffer to the file and
+//! then syncs it, covering every batch written before the call, and only then answers the
+//! callers and advances the durable position. An answered append is therefore on disk. (A bare
+//! `SyncWAL` would not do: it syncs the file without writing out the buffer.)
 //!
 //! The writer prepares and writes batch N+1 while the syncer waits for batch N's fsync. Batches
 //! reach the log in order, so whenever batch N+1 is durable batch N is too; after a crash the
