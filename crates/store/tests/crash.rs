@@ -16,6 +16,18 @@ use support::*;
 const CHILD_ENV: &str = "PLANLEDGER_CRASH_CHILD_DIR";
 const ROUNDS: usize = 5;
 
+/// Re-executes this test binary to run only the test `name`, with `env` naming the database;
+/// its stdout is piped to the caller.
+fn spawn_child(name: &str, env: &str, db: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("test binary path"))
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(env, db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
 /// The child's body: runs only when the parent re-executes this test binary with `CHILD_ENV`.
 #[test]
 fn crash_child() {
@@ -64,23 +76,10 @@ fn every_acknowledged_append_survives_sigkill() {
     }
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("log");
-    let exe = std::env::current_exe().expect("test binary path");
     let mut rng = rand::rng();
     let mut acknowledged: HashMap<u64, String> = HashMap::new();
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, &db)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+        let mut child = spawn_child("crash_child", CHILD_ENV, &db);
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel::<(u64, String)>();
         let reader = std::thread::spawn(move || {
@@ -186,19 +185,7 @@ fn a_written_checkpoint_survives_sigkill() {
     }
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("log");
-    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "checkpoint_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHECKPOINT_CHILD_ENV, &db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
+    let mut child = spawn_child("checkpoint_child", CHECKPOINT_CHILD_ENV, &db);
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
     let reader = std::thread::spawn(move || {
