@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
+use planledger_bus::header_position;
 use planledger_e2e::client::{Client, seed_plan};
 use planledger_e2e::cluster::{MEMBERS, NatsCluster};
 use planledger_e2e::server::Planledger;
@@ -66,8 +67,7 @@ async fn read_all(urls: &[String], expected: u64) -> Vec<(u64, u64)> {
                 let position = message
                     .headers
                     .as_ref()
-                    .and_then(|h| h.get("Planledger-Position"))
-                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .and_then(header_position)
                     .expect("every message carries its position");
                 out.push((info.stream_sequence, position));
                 if out.len() as u64 >= expected {

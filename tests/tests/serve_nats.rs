@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use planledger_bus::header_position;
 use planledger_e2e::nats::NatsServer;
 use planledger_e2e::server::Planledger;
 use serde_json::json;
@@ -50,8 +51,7 @@ async fn stream_messages(url: &str, expected: usize) -> Vec<(u64, u64, String)> 
                 let position = message
                     .headers
                     .as_ref()
-                    .and_then(|h| h.get("Planledger-Position"))
-                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .and_then(header_position)
                     .expect("position header");
                 out.push((info.stream_sequence, position, message.subject.to_string()));
             }

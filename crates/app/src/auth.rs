@@ -346,18 +346,16 @@ mod tests {
         Authenticator::from_secret(&[7u8; 32]).expect("secret")
     }
 
+    /// A token for ana of acme with `roles`, issued now by `a`, valid for `seconds`.
+    fn token_for(a: &Authenticator, roles: Vec<Role>, seconds: i64) -> String {
+        a.issue("ana", "acme", roles, jiff::Timestamp::now(), seconds)
+            .expect("issue")
+    }
+
     #[test]
     fn issued_token_verifies_to_its_claims() {
         let a = auth();
-        let token = a
-            .issue(
-                "ana",
-                "acme",
-                vec![Role::Planner],
-                jiff::Timestamp::now(),
-                3600,
-            )
-            .expect("issue");
+        let token = token_for(&a, vec![Role::Planner], 3600);
         let principal = a.verify(&token).expect("verify");
         assert_eq!(principal.subject, "ana");
         assert_eq!(principal.tenant, "acme");
@@ -367,15 +365,7 @@ mod tests {
     #[test]
     fn remembered_token_verifies_again_and_a_tampered_copy_does_not() {
         let a = auth();
-        let token = a
-            .issue(
-                "ana",
-                "acme",
-                vec![Role::Viewer],
-                jiff::Timestamp::now(),
-                3600,
-            )
-            .expect("issue");
+        let token = token_for(&a, vec![Role::Viewer], 3600);
         let first = a.verify(&token).expect("first verify");
         assert_eq!(a.verify(&token).expect("remembered"), first);
         // Another signature: a character well inside it changed (the last one carries padding
@@ -420,9 +410,7 @@ mod tests {
     #[test]
     fn token_signed_with_another_key_is_rejected() {
         let other = Authenticator::from_secret(&[9u8; 32]).expect("secret");
-        let token = other
-            .issue("ana", "acme", vec![Role::Admin], jiff::Timestamp::now(), 60)
-            .expect("issue");
+        let token = token_for(&other, vec![Role::Admin], 60);
         assert!(matches!(
             auth().verify(&token),
             Err(AuthError::InvalidToken(_))
@@ -456,15 +444,7 @@ mod tests {
     fn key_file_is_created_once_and_reused() {
         let dir = tempfile::tempdir().expect("dir");
         let first = Authenticator::from_data_dir(dir.path()).expect("create");
-        let token = first
-            .issue(
-                "ana",
-                "acme",
-                vec![Role::Viewer],
-                jiff::Timestamp::now(),
-                60,
-            )
-            .expect("issue");
+        let token = token_for(&first, vec![Role::Viewer], 60);
         let second = Authenticator::from_data_dir(dir.path()).expect("reuse");
         assert!(second.verify(&token).is_ok());
     }

@@ -41,6 +41,7 @@ pub fn decode_event(envelope: &Envelope) -> Result<Event, AppError> {
 /// command, and a load replays fewer events after its snapshot than the larger of `every` and a
 /// quarter of the plan's version (snapshots lost in a crash aside: they skip the write-ahead
 /// log).
+///
 /// Every interval is `every` times a power of two, so the versions that get a snapshot at a
 /// larger interval are among those of every smaller one.
 pub fn snapshot_interval(every: u64, version: u64) -> u64 {

@@ -1,11 +1,20 @@
-//! Conversions between the stored [`Envelope`] and the wire [`EventEnvelope`].
+//! Conversions between the stored [`Envelope`] and the wire [`EventEnvelope`], and the
+//! position header every event message carries.
 
 use jiff::Timestamp;
 use planledger_proto::split_stream;
+use planledger_proto::subjects::HEADER_POSITION;
 use planledger_proto::v1::EventEnvelope;
 use planledger_store::{Envelope, Position, StreamId, Version};
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+/// The log position in an event message's `Planledger-Position` header, if it has a valid one.
+pub fn header_position(headers: &async_nats::HeaderMap) -> Option<u64> {
+    headers
+        .get(HEADER_POSITION)
+        .and_then(|value| value.as_str().parse::<u64>().ok())
+}
 
 /// A wire envelope that does not describe a valid stored envelope.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +178,17 @@ pub fn stored_json_to_proto(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_position_header_is_read_only_when_it_is_a_number() {
+        let mut headers = async_nats::HeaderMap::new();
+        assert_eq!(header_position(&headers), None);
+        headers.insert(HEADER_POSITION, "41");
+        assert_eq!(header_position(&headers), Some(41));
+        let mut bad = async_nats::HeaderMap::new();
+        bad.insert(HEADER_POSITION, "forty-one");
+        assert_eq!(header_position(&bad), None);
+    }
 
     fn stored() -> Envelope {
         Envelope {

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 use crate::BusError;
 use crate::connection::{StreamSpec, connect, ensure_stream};
-use crate::envelope::envelope_to_proto;
+use crate::envelope::{envelope_to_proto, header_position};
 use crate::reader::{LogReader, Prepared};
 
 /// Settings of the relay.
@@ -743,11 +743,8 @@ impl Relay {
             .get_last_raw_message_by_subject(&self.config.stream_spec().subjects())
             .await
             .map_err(|e| BusError::nats("read the stream's last message", e))?;
-        let position = last
-            .headers
-            .get(HEADER_POSITION)
-            .and_then(|value| value.as_str().parse::<u64>().ok())
-            .ok_or_else(|| SessionError::ForeignMessage {
+        let position =
+            header_position(&last.headers).ok_or_else(|| SessionError::ForeignMessage {
                 stream: self.config.stream.clone(),
                 sequence: last.sequence,
             })?;

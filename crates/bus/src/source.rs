@@ -32,7 +32,7 @@ use planledger_store::Position;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::envelope::envelope_from_proto;
+use crate::envelope::{envelope_from_proto, header_position};
 
 /// Settings of a JetStream projection source.
 #[derive(Clone, Debug)]
@@ -267,11 +267,7 @@ async fn open(
             .get_raw_message(info.first_sequence)
             .await
             .map_err(|e| Retry(format!("reading the stream's first message: {e}")))?;
-        let oldest_position = oldest
-            .headers
-            .get(HEADER_POSITION)
-            .and_then(|value| value.as_str().parse::<u64>().ok())
-            .ok_or_else(|| {
+        let oldest_position = header_position(&oldest.headers).ok_or_else(|| {
                 Fatal(format!(
                     "message {} of stream {} has no valid {HEADER_POSITION} header; only the relay may publish to the stream's subjects",
                     info.first_sequence, config.stream
@@ -342,25 +338,19 @@ fn decode(message: &Message, source_name: &str) -> Result<Delivery, SourceError>
         position,
         detail,
     };
-    let header_position = message
+    let claimed = message
         .headers
         .as_ref()
-        .and_then(|h| h.get(HEADER_POSITION))
-        .and_then(|value| value.as_str().parse::<u64>().ok())
+        .and_then(header_position)
         .unwrap_or(0);
-    let wire = EventEnvelope::decode(message.payload.clone()).map_err(|e| {
-        malformed(
-            header_position,
-            format!("not a planledger.v1.EventEnvelope: {e}"),
-        )
-    })?;
-    let envelope =
-        envelope_from_proto(wire).map_err(|e| malformed(header_position, e.to_string()))?;
-    if header_position != 0 && header_position != envelope.position.get() {
+    let wire = EventEnvelope::decode(message.payload.clone())
+        .map_err(|e| malformed(claimed, format!("not a planledger.v1.EventEnvelope: {e}")))?;
+    let envelope = envelope_from_proto(wire).map_err(|e| malformed(claimed, e.to_string()))?;
+    if claimed != 0 && claimed != envelope.position.get() {
         return Err(malformed(
-            header_position,
+            claimed,
             format!(
-                "the {HEADER_POSITION} header says {header_position} but the envelope says {}",
+                "the {HEADER_POSITION} header says {claimed} but the envelope says {}",
                 envelope.position
             ),
         ));

@@ -575,9 +575,8 @@ impl EventStore {
         version: Version,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        // A snapshot is a cache (a load without it replays from an older one), so it skips the
-        // write-ahead log: the batches' fsyncs do not carry whole plans, and a crash before the
-        // next memtable flush only loses snapshots.
+        // A cache (a load without it replays from an older one): the batches' fsyncs need not
+        // carry whole plans.
         let mut options = rocksdb::WriteOptions::default();
         options.disable_wal(true);
         self.inner.db.put_cf_opt(

@@ -28,15 +28,27 @@ fn spawn_child(name: &str, env: &str, db: &std::path::Path) -> std::process::Chi
         .expect("spawn child")
 }
 
-/// The child's body: runs only when the parent re-executes this test binary with `CHILD_ENV`.
-#[test]
-fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+/// A child's body: runs `body` over the store named by `env`, only when the parent
+/// re-executed this test binary with `env` set (a plain test run skips it).
+fn as_child<F, Fut>(env: &str, body: F)
+where
+    F: FnOnce(EventStore) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Ok(dir) = std::env::var(env) else {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let store = EventStore::open(&dir, StoreOptions::default()).expect("child open");
+        body(store).await;
+    });
+}
+
+/// The child of the append crash test: appends under load and prints every acknowledgement.
+#[test]
+fn crash_child() {
+    as_child(CHILD_ENV, |store| async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         for task in 0..64u64 {
             let store = store.clone();
@@ -155,12 +167,7 @@ const CHECKPOINT_CHILD_ENV: &str = "PLANLEDGER_CHECKPOINT_CHILD_DIR";
 /// nothing more (no later batch would carry the checkpoint to the file), until it is killed.
 #[test]
 fn checkpoint_child() {
-    let Ok(dir) = std::env::var(CHECKPOINT_CHILD_ENV) else {
-        return;
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async move {
-        let store = EventStore::open(&dir, StoreOptions::default()).expect("child open");
+    as_child(CHECKPOINT_CHILD_ENV, |store| async move {
         let outcome = store
             .append(request(
                 "t/checkpoint",
