@@ -112,6 +112,21 @@ pub fn summarize(samples: &mut [Duration]) -> Latency {
     }
 }
 
+/// CPU time (user and system) the whole process has used so far, every thread included.
+pub fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes the struct it is given, and RUSAGE_SELF is always valid;
+    // the struct starts zeroed, so it is initialised even if the call failed.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// Formats a duration in milliseconds with two decimals.
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
@@ -146,10 +161,16 @@ struct AppendRun {
     events: u64,
     elapsed: Duration,
     latency: Latency,
-    batch_sizes: Vec<(usize, u64)>,
+    /// Events per fsync -> how many fsyncs: the unit the raw ceiling writes with `sync = true`.
+    sync_sizes: Vec<(usize, u64)>,
+    /// How many `WriteBatch`es the writer formed (several may share one fsync).
+    batches: u64,
     stored_bytes: usize,
     /// Writer time spent on batches (not waiting), for the per-event cost column.
     writer_busy: Duration,
+    /// CPU time the whole process used while appending (all threads: appenders, writer,
+    /// syncer, RocksDB's own).
+    cpu: Duration,
 }
 
 async fn run_appends(
@@ -168,6 +189,7 @@ async fn run_appends(
     );
     let issued = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(total, &format!("append c={concurrency}"));
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for task in 0..concurrency {
@@ -213,6 +235,7 @@ async fn run_appends(
         latencies.extend(task.await.context("append task")?);
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     bar.finish_and_clear();
     let stats = store.writer_stats();
     let stored_bytes = store
@@ -223,9 +246,11 @@ async fn run_appends(
         events: total,
         elapsed,
         latency: summarize(&mut latencies),
-        batch_sizes: stats.batch_sizes.into_iter().collect(),
+        sync_sizes: stats.sync_sizes.into_iter().collect(),
+        batches: stats.batches,
         stored_bytes,
         writer_busy: stats.busy,
+        cpu,
     })
 }
 
@@ -256,7 +281,8 @@ fn time_batches(
 }
 
 /// Writes batches of the given sizes (each `count` times) with `sync = true` to a plain RocksDB
-/// and returns (events, elapsed, per-batch latencies).
+/// and returns (events, elapsed, per-batch latencies). The sizes are the log's events per
+/// fsync, so the ceiling syncs exactly as often as the log did.
 fn raw_ceiling(
     dir: &std::path::Path,
     batch_sizes: &[(usize, u64)],
@@ -273,7 +299,8 @@ fn raw_ceiling(
         let mut batch = rocksdb::WriteBatch::default();
         for _ in 0..size {
             key += 1;
-            // Three keys per event, as the log writes (log, stream index, head).
+            // Sequential keys: a log entry and a stream index entry per event, one head per
+            // batch.
             batch.put(key.to_be_bytes(), &value);
             batch.put([&b"s"[..], &key.to_be_bytes()].concat(), key.to_be_bytes());
         }
@@ -330,18 +357,20 @@ async fn append(args: AppendArgs) -> Result<()> {
             .unwrap_or(1)
     );
     println!(
-        "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>6} {:>12} {:>12} {:>14} {:>6}",
+        "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>6} {:>12} {:>12} {:>9} {:>14} {:>6}",
         "concurrency",
         "events",
         "events/s",
         "p50 ms",
         "p99 ms",
         "max ms",
-        "avg batch",
+        "ev/batch",
+        "ev/fsync",
         "raw events/s",
         "ratio",
         "ratio range",
         "writer µs/ev",
+        "cpu µs/ev",
         "log-keys raw/s",
         "ratio"
     );
@@ -365,13 +394,13 @@ async fn append(args: AppendArgs) -> Result<()> {
             )
             .await?;
             let base_dir = base.join(format!("raw-{index}-{round}"));
-            let sizes = run.batch_sizes.clone();
+            let sizes = run.sync_sizes.clone();
             let value_bytes = run.stored_bytes;
             let (raw_events, raw_elapsed, mut raw_latencies) =
                 tokio::task::spawn_blocking(move || raw_ceiling(&base_dir, &sizes, value_bytes))
                     .await??;
             let layout_dir = base.join(format!("raw-log-keys-{index}-{round}"));
-            let sizes = run.batch_sizes.clone();
+            let sizes = run.sync_sizes.clone();
             let streams = concurrency.max(1);
             let layout_rate = tokio::task::spawn_blocking(move || {
                 raw_log_layout(&layout_dir, &sizes, value_bytes, streams)
@@ -394,24 +423,27 @@ async fn append(args: AppendArgs) -> Result<()> {
         let highest = rounds.last().map_or(0.0, |r| r.0);
         let (ratio, rate, raw_rate, raw_latency, run, layout_rate) =
             rounds.swap_remove(rounds.len() / 2);
-        let batches: u64 = run.batch_sizes.iter().map(|(_, c)| c).sum();
+        let syncs: u64 = run.sync_sizes.iter().map(|(_, c)| c).sum();
+        let per_event = |busy: Duration| busy.as_secs_f64() * 1e6 / run.events.max(1) as f64;
         if concurrency <= 1 {
             serial_raw_p50 = Some(raw_latency.p50);
             serial_p50 = Some(run.latency.p50);
         }
         println!(
-            "{:>11} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>10.1} {:>12.0} {:>6.2} {:>12} {:>12.2} {:>14.0} {:>6.2}",
+            "{:>11} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>9.1} {:>9.1} {:>12.0} {:>6.2} {:>12} {:>12.2} {:>9.2} {:>14.0} {:>6.2}",
             concurrency,
             run.events,
             rate,
             ms(run.latency.p50),
             ms(run.latency.p99),
             ms(run.latency.max),
-            run.events as f64 / batches.max(1) as f64,
+            run.events as f64 / run.batches.max(1) as f64,
+            run.events as f64 / syncs.max(1) as f64,
             raw_rate,
             ratio,
             format!("{lowest:.2}-{highest:.2}"),
-            run.writer_busy.as_secs_f64() * 1e6 / run.events.max(1) as f64,
+            per_event(run.writer_busy),
+            per_event(run.cpu),
             layout_rate,
             rate / layout_rate
         );

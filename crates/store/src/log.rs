@@ -191,15 +191,18 @@ impl EventStore {
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let published_tx = Arc::new(published_tx);
         let syncer_thread = {
-            let (db, failed, published, in_flight) = (
+            let (db, failed, published, in_flight, stats) = (
                 db.clone(),
                 failed.clone(),
                 published_tx.clone(),
                 in_flight.clone(),
+                stats.clone(),
             );
             std::thread::Builder::new()
                 .name("planledger-log-syncer".into())
-                .spawn(move || crate::writer::run_syncer(db, sync_rx, published, failed, in_flight))
+                .spawn(move || {
+                    crate::writer::run_syncer(db, sync_rx, published, failed, in_flight, stats)
+                })
                 .map_err(|e| corrupt("syncer thread", e))?
         };
         let writer = Writer {

@@ -131,8 +131,12 @@ pub struct WriterStats {
     pub batches: u64,
     /// Events written.
     pub events: u64,
-    /// Events per batch -> how many batches had that size.
+    /// Events per batch (one `WriteBatch`) -> how many batches had that size.
     pub batch_sizes: BTreeMap<usize, u64>,
+    /// Events per fsync -> how many fsyncs covered that many. The syncer makes every batch
+    /// written while the previous fsync ran durable with one `FlushWAL(sync)`, so one fsync may
+    /// cover several batches; a lone append's own synced write covers one event.
+    pub sync_sizes: BTreeMap<usize, u64>,
     /// Time the writer spent preparing and writing batches (not waiting for appends or fsyncs).
     pub busy: std::time::Duration,
 }
@@ -189,12 +193,14 @@ pub(crate) fn run_syncer(
     published: Arc<watch::Sender<Position>>,
     failed: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
+    stats: Arc<Mutex<WriterStats>>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut ready = vec![first];
         ready.extend(queue.try_iter());
         let count = ready.len();
-        let wrote = ready.iter().any(|w| w.events > 0);
+        let events: usize = ready.iter().map(|w| w.events).sum();
+        let wrote = events > 0;
         let synced = if wrote && !failed.load(Ordering::SeqCst) {
             db.flush_wal(true).map_err(|e| e.into_string())
         } else if failed.load(Ordering::SeqCst) {
@@ -202,6 +208,14 @@ pub(crate) fn run_syncer(
         } else {
             Ok(())
         };
+        if wrote && synced.is_ok() {
+            *stats
+                .lock()
+                .expect("writer stats lock is never poisoned")
+                .sync_sizes
+                .entry(events)
+                .or_default() += 1;
+        }
         match synced {
             Ok(()) => {
                 for written in ready {
@@ -363,6 +377,9 @@ impl Writer {
             stats.batches += 1;
             stats.events += written_events as u64;
             *stats.batch_sizes.entry(written_events).or_default() += 1;
+            if inline {
+                *stats.sync_sizes.entry(written_events).or_default() += 1;
+            }
             stats.busy += elapsed;
         }
 

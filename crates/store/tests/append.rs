@@ -470,6 +470,19 @@ async fn many_concurrent_appends_form_batches() {
             .sum::<u64>(),
         500
     );
+    // Every event was made durable by exactly one fsync, and an fsync covers whole batches.
+    let events_synced: u64 = stats
+        .sync_sizes
+        .iter()
+        .map(|(size, count)| *size as u64 * count)
+        .sum();
+    assert_eq!(events_synced, 500);
+    let fsyncs: u64 = stats.sync_sizes.values().sum();
+    assert!(
+        fsyncs <= stats.batches,
+        "{fsyncs} fsyncs for {} batches",
+        stats.batches
+    );
     assert_log_invariants(&store);
 }
 
