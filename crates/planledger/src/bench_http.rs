@@ -18,6 +18,8 @@ struct Measured {
     elapsed: Duration,
     latency: Latency,
     failures: u64,
+    /// CPU time of the whole process (client, server, log) during the run.
+    cpu: Duration,
 }
 
 async fn serve(router: axum::Router) -> Result<std::net::SocketAddr> {
@@ -41,6 +43,7 @@ where
     let issued = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let bar = crate::bench::progress_bar(total, label);
+    let cpu_before = crate::bench::process_cpu();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
@@ -81,12 +84,14 @@ where
         latencies.extend(task.await.context("load task")?);
     }
     let elapsed = started.elapsed();
+    let cpu = crate::bench::process_cpu().saturating_sub(cpu_before);
     bar.finish_and_clear();
     Ok(Measured {
         requests: total,
         elapsed,
         latency: summarize(&mut latencies),
         failures: failures.load(Ordering::Relaxed),
+        cpu,
     })
 }
 
@@ -182,21 +187,22 @@ pub async fn run(args: HttpArgs) -> Result<()> {
             .unwrap_or(1)
     );
     println!(
-        "{:>20} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures"
+        "{:>20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures", "cpu µs/req"
     );
     for (name, run) in [
         ("trivial axum json", &trivial_run),
         ("RecordCheckIn", &api_run),
     ] {
         println!(
-            "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
+            "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>11.1}",
             name,
             run.requests as f64 / run.elapsed.as_secs_f64(),
             ms(run.latency.p50),
             ms(run.latency.p99),
             ms(run.latency.max),
-            run.failures
+            run.failures,
+            run.cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64
         );
     }
     let ratio = (api_run.requests as f64 / api_run.elapsed.as_secs_f64())

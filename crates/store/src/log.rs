@@ -216,6 +216,7 @@ impl EventStore {
             syncer_thread: Some(syncer_thread),
             in_flight,
             published: published_tx,
+            serial: true,
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())

@@ -166,6 +166,8 @@ pub(crate) struct Writer {
     /// The last durable position, advanced by the syncer (or by the writer for a batch it
     /// synced itself).
     pub published: Arc<watch::Sender<Position>>,
+    /// Whether the last batch was a lone append (serial load); true at the start.
+    pub serial: bool,
 }
 
 /// A batch written to the write-ahead log, with the answers to give once it is synced.
@@ -297,8 +299,15 @@ impl Writer {
             return;
         }
         let started = Instant::now();
+        // A lone append under serial load (the batch before was lone too) syncs itself: a
+        // hand-over to the syncer would only add a thread wake-up to its latency. Under
+        // concurrent load a lone append goes to the syncer like any batch, so that the next
+        // fsync covers it together with whatever arrives meanwhile, instead of costing an
+        // fsync of its own.
+        let lone = batch.len() == 1;
+        let serial = std::mem::replace(&mut self.serial, lone);
         let inline =
-            batch.len() == 1 && self.in_flight.load(Ordering::SeqCst) == 0 && self.inbox.is_empty();
+            lone && serial && self.in_flight.load(Ordering::SeqCst) == 0 && self.inbox.is_empty();
         let before = self.head.clone();
         // Sized up front: growing a batch of hundreds of envelopes copies it several times.
         let capacity: usize = batch
@@ -340,9 +349,7 @@ impl Writer {
                 keys::put_head(&self.db, &mut write, stream, *version);
             }
             // Synced by the syncer thread, which answers only after the fsync; except for a lone
-            // append (a batch of one, no batch at the syncer, no request in the inbox): there a
-            // hand-over would only add a thread wake-up to its latency, and the write syncs
-            // itself.
+            // append under serial load (see `inline` above), whose write syncs itself.
             let mut options = WriteOptions::default();
             options.set_sync(inline);
             if let Err(error) = self.db.write_opt(write, &options) {

@@ -441,6 +441,28 @@ fn invalid_stream_ids_are_refused() {
 }
 
 #[tokio::test]
+async fn serial_appends_are_each_synced_on_their_own() {
+    let (_dir, store) = open_temp();
+    for n in 0..20u64 {
+        store
+            .append(request("t/serial", ExpectedVersion::Any, vec![event(n)]))
+            .await
+            .expect("append");
+        // Answered means durable: the durable position has reached it.
+        assert_eq!(store.last_position(), Position(n + 1));
+    }
+    let stats = store.writer_stats();
+    assert_eq!(stats.batches, 20);
+    assert_eq!(
+        stats.sync_sizes.get(&1),
+        Some(&20),
+        "{:?}",
+        stats.sync_sizes
+    );
+    assert_log_invariants(&store);
+}
+
+#[tokio::test]
 async fn many_concurrent_appends_form_batches() {
     let (_dir, store) = open_temp();
     let store = Arc::new(store);
