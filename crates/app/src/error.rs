@@ -103,8 +103,13 @@ impl AppError {
             Self::KeyReused { .. } => 422,
             Self::NotCaughtUp { .. } => 503,
             // The log refused or could not confirm the write: nothing was answered as stored,
-            // so the client may retry once the service is healthy again.
-            Self::Store(StoreError::WriteFailed(_) | StoreError::WriterStopped) => 503,
+            // so the client may retry once the service is healthy again (after reading the
+            // plan, or with the same Idempotency-Key, when the outcome is unknown).
+            Self::Store(
+                StoreError::WriteFailed(_)
+                | StoreError::WriterStopped
+                | StoreError::OutcomeUnknown(_),
+            ) => 503,
             Self::Store(_) | Self::Corrupt { .. } => 500,
         }
     }
@@ -122,6 +127,7 @@ impl AppError {
             Self::Store(StoreError::WriteFailed(_) | StoreError::WriterStopped) => {
                 "log_unavailable"
             }
+            Self::Store(StoreError::OutcomeUnknown(_)) => "log_outcome_unknown",
             Self::Store(_) | Self::Corrupt { .. } => "internal",
         }
     }
@@ -137,6 +143,11 @@ mod tests {
         assert_eq!((failed.status(), failed.code()), (503, "log_unavailable"));
         let stopped = AppError::Store(StoreError::WriterStopped);
         assert_eq!((stopped.status(), stopped.code()), (503, "log_unavailable"));
+        let unknown = AppError::Store(StoreError::OutcomeUnknown("fsync: I/O error".into()));
+        assert_eq!(
+            (unknown.status(), unknown.code()),
+            (503, "log_outcome_unknown")
+        );
         let corrupt = AppError::Store(StoreError::EmptyAppend);
         assert_eq!((corrupt.status(), corrupt.code()), (500, "internal"));
     }

@@ -57,9 +57,16 @@ pub enum StoreError {
         /// The last position in the log.
         last: Position,
     },
-    /// The batch holding this append could not be written; nothing of it is on disk.
+    /// The log refused this append before writing it (after an earlier write or fsync
+    /// failed); nothing of it is in the log.
     #[error("the event log could not write the batch: {0}; nothing was appended, retry")]
     WriteFailed(String),
+    /// This append was written, but writing or syncing it failed: it may or may not be in the
+    /// log once the service restarts.
+    #[error(
+        "the event log could not confirm that this append reached the disk ({0}); it may or may not be in the log: read the stream, or retry with the same command id, before sending it again"
+    )]
+    OutcomeUnknown(String),
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),

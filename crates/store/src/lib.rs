@@ -27,5 +27,6 @@ pub use log::{
     CommandLookup, EventStore, PlainLog, RawEntry, ReadDirection, StoreOptions, VerifyReport,
 };
 pub use writer::{
-    AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, WriterStats,
+    AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, SyncFault,
+    WriterStats,
 };

@@ -15,7 +15,7 @@ use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
 use crate::writer::{
-    AppendOutcome, AppendRequest, CommandRecord, Head, Pending, Writer, WriterStats,
+    AppendOutcome, AppendRequest, CommandRecord, Head, Pending, SyncFault, Writer, WriterStats,
 };
 
 /// A log entry as stored: its position and the envelope's JSON bytes.
@@ -49,12 +49,16 @@ const FORMAT: &[u8] = b"planledger-log-v1";
 pub struct StoreOptions {
     /// Block cache size in bytes, shared by all column families.
     pub block_cache_bytes: usize,
+    /// Fault injection for tests: when triggered, syncs of the write-ahead log fail. `None`
+    /// outside tests.
+    pub sync_fault: Option<SyncFault>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             block_cache_bytes: 64 * 1024 * 1024,
+            sync_fault: None,
         }
     }
 }
@@ -198,10 +202,13 @@ impl EventStore {
                 in_flight.clone(),
                 stats.clone(),
             );
+            let sync_fault = options.sync_fault.clone();
             std::thread::Builder::new()
                 .name("planledger-log-syncer".into())
                 .spawn(move || {
-                    crate::writer::run_syncer(db, sync_rx, published, failed, in_flight, stats)
+                    crate::writer::run_syncer(
+                        db, sync_rx, published, failed, in_flight, stats, sync_fault,
+                    )
                 })
                 .map_err(|e| corrupt("syncer thread", e))?
         };
@@ -217,6 +224,7 @@ impl EventStore {
             in_flight,
             published: published_tx,
             serial: true,
+            sync_fault: options.sync_fault.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())

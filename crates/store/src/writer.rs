@@ -11,9 +11,11 @@
 //!
 //! The writer prepares and writes batch N+1 while the syncer waits for batch N's fsync. Batches
 //! reach the log in order, so whenever batch N+1 is durable batch N is too; after a crash the
-//! log ends at some batch boundary at or after the last answered one. A failed fsync is fatal:
-//! the batches awaiting it are answered with the error and every later append is refused until
-//! the store is reopened (RocksDB stops accepting writes after a WAL sync error as well).
+//! log ends at some batch boundary at or after the last answered one. A failed write or fsync
+//! is fatal: every later append is refused (`WriteFailed`: nothing of it was written) until the
+//! store is reopened (RocksDB stops accepting writes after a WAL sync error as well). The
+//! appends of the batches that were written but not synced are answered `OutcomeUnknown`: their
+//! bytes may have reached the file, so after a restart they may or may not be in the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -168,6 +170,8 @@ pub(crate) struct Writer {
     pub published: Arc<watch::Sender<Position>>,
     /// Whether the last batch was a lone append (serial load); true at the start.
     pub serial: bool,
+    /// Injected sync failures (tests only).
+    pub sync_fault: Option<SyncFault>,
 }
 
 /// A batch written to the write-ahead log, with the answers to give once it is synced.
@@ -196,6 +200,7 @@ pub(crate) fn run_syncer(
     failed: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
     stats: Arc<Mutex<WriterStats>>,
+    sync_fault: Option<SyncFault>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut ready = vec![first];
@@ -203,10 +208,12 @@ pub(crate) fn run_syncer(
         let count = ready.len();
         let events: usize = ready.iter().map(|w| w.events).sum();
         let wrote = events > 0;
-        let synced = if wrote && !failed.load(Ordering::SeqCst) {
-            db.flush_wal(true).map_err(|e| e.into_string())
-        } else if failed.load(Ordering::SeqCst) {
+        let synced = if failed.load(Ordering::SeqCst) {
+            // A batch the writer wrote before it learnt of the failure: in the log's buffer,
+            // never synced.
             Err(FSYNC_FAILED.to_string())
+        } else if wrote {
+            sync_wal(&db, sync_fault.as_ref())
         } else {
             Ok(())
         };
@@ -225,19 +232,69 @@ pub(crate) fn run_syncer(
                 }
             }
             Err(message) => {
-                if !failed.swap(true, Ordering::SeqCst) {
-                    tracing::error!(error = %message, "event log fsync failed; refusing further appends");
-                    metrics::counter!("planledger_log_sync_failures_total").increment(1);
-                }
+                stop_writes(&failed, &message);
                 // Refusals too: a conflict may name a version of a batch that will never exist.
                 for written in ready {
-                    for (reply, _) in written.answers {
-                        let _ = reply.send(Err(StoreError::WriteFailed(message.clone())));
-                    }
+                    fail_answers(written.answers, &message);
                 }
             }
         }
         in_flight.fetch_sub(count, Ordering::SeqCst);
+    }
+}
+
+/// `FlushWAL(sync)`: writes the log's buffer to the file and syncs it (or, with an injected
+/// fault, writes it and reports the sync as failed, as a failing disk would).
+fn sync_wal(db: &DB, fault: Option<&SyncFault>) -> Result<(), String> {
+    if fault.is_some_and(SyncFault::is_triggered) {
+        db.flush_wal(false).map_err(|e| e.into_string())?;
+        // A failing disk usually answers late (I/O timeouts); meanwhile the writer goes on
+        // writing batches that will never be synced.
+        std::thread::sleep(SyncFault::DELAY);
+        return Err(SyncFault::MESSAGE.to_string());
+    }
+    db.flush_wal(true).map_err(|e| e.into_string())
+}
+
+/// Marks the write path failed (once, logging why): the writer refuses every later append.
+fn stop_writes(failed: &AtomicBool, message: &str) {
+    if !failed.swap(true, Ordering::SeqCst) {
+        tracing::error!(error = %message, "event log write or fsync failed; refusing further appends");
+        metrics::counter!("planledger_log_sync_failures_total").increment(1);
+    }
+}
+
+/// Answers the callers of a batch whose write or fsync failed. An append that was written
+/// (or a repeat answered with events that may be among them) may or may not be in the log
+/// after a restart: its caller learns that the outcome is unknown. A request the batch refused
+/// appended nothing.
+fn fail_answers(answers: Vec<(Reply, Result<AppendOutcome, StoreError>)>, message: &str) {
+    for (reply, answer) in answers {
+        let error = match answer {
+            Ok(_) => StoreError::OutcomeUnknown(message.to_string()),
+            Err(_) => StoreError::WriteFailed(message.to_string()),
+        };
+        let _ = reply.send(Err(error));
+    }
+}
+
+/// Fault injection for tests: once triggered, every sync of the write-ahead log fails as on a
+/// failing disk (the bytes still reach the file; the sync reports an I/O error after 20 ms).
+/// Production code never sets it.
+#[derive(Clone, Debug, Default)]
+pub struct SyncFault(Arc<AtomicBool>);
+
+impl SyncFault {
+    const MESSAGE: &'static str = "injected fault: fsync reported an I/O error";
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+    /// Makes every later sync fail.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -308,7 +365,6 @@ impl Writer {
         let serial = std::mem::replace(&mut self.serial, lone);
         let inline =
             lone && serial && self.in_flight.load(Ordering::SeqCst) == 0 && self.inbox.is_empty();
-        let before = self.head.clone();
         // Sized up front: growing a batch of hundreds of envelopes copies it several times.
         let capacity: usize = batch
             .iter()
@@ -344,35 +400,39 @@ impl Writer {
             answers.push(answer);
         }
 
+        let mut write_result = Ok(());
         if written_events > 0 {
             for (stream, version) in &heads {
                 keys::put_head(&self.db, &mut write, stream, *version);
             }
             // Synced by the syncer thread, which answers only after the fsync; except for a lone
             // append under serial load (see `inline` above), whose write syncs itself.
+            let faulty = inline
+                && self
+                    .sync_fault
+                    .as_ref()
+                    .is_some_and(SyncFault::is_triggered);
             let mut options = WriteOptions::default();
-            options.set_sync(inline);
-            if let Err(error) = self.db.write_opt(write, &options) {
-                // Nothing of this batch is durable: the cache never saw its heads.
-                tracing::error!(%error, "event log batch write failed");
-                self.head = before;
-                let message = error.into_string();
-                for pending in batch.drain(..) {
-                    let _ = pending
-                        .reply
-                        .send(Err(StoreError::WriteFailed(message.clone())));
-                }
-                return;
+            options.set_sync(inline && !faulty);
+            write_result = self
+                .db
+                .write_opt(write, &options)
+                .map_err(|e| e.into_string());
+            if faulty && write_result.is_ok() {
+                write_result = sync_wal(&self.db, self.sync_fault.as_ref());
             }
         }
 
-        if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
-            self.head_cache.clear();
+        // After a failed write nothing more is written, so its heads never matter.
+        if write_result.is_ok() {
+            if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
+                self.head_cache.clear();
+            }
+            self.head_cache.extend(heads);
         }
-        self.head_cache.extend(heads);
 
         let elapsed = started.elapsed();
-        if written_events > 0 {
+        if written_events > 0 && write_result.is_ok() {
             metrics::histogram!("planledger_append_batch_events").record(written_events as f64);
             metrics::histogram!("planledger_append_batch_seconds").record(elapsed.as_secs_f64());
             metrics::counter!("planledger_events_appended_total").increment(written_events as u64);
@@ -423,6 +483,13 @@ impl Writer {
                 .zip(resolved)
                 .collect(),
         };
+        if let Err(message) = write_result {
+            // The write was attempted: whatever it wrote may or may not survive a restart, and
+            // later batches would build on it. Stop here.
+            stop_writes(&self.failed, &message);
+            fail_answers(written.answers, &message);
+            return;
+        }
         if inline {
             // Every earlier batch is answered, hence durable, and this one was written synced.
             written.confirm(&self.published);
