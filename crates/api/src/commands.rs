@@ -49,6 +49,11 @@ pub fn parse_plan_id(raw: &str) -> Result<PlanId, Problem> {
 
 /// Decodes a command body, reporting the JSON path of the first problem.
 pub fn decode_command(body: &[u8]) -> Result<Command, Problem> {
+    // Most bodies are valid: decode them directly, and walk a failing body a second time, with
+    // its path tracked, only to name the field in the error.
+    if let Ok(command) = serde_json::from_slice::<Command>(body) {
+        return Ok(command);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let command: Command = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

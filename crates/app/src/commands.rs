@@ -188,11 +188,11 @@ impl CommandService {
             let new_events = events
                 .iter()
                 .map(|event| {
-                    NewEvent::from_json(
+                    NewEvent::new(
                         event.event_type(),
                         event.schema_version(),
                         now,
-                        &event.to_data(),
+                        event.to_raw_data(),
                     )
                 })
                 .collect();

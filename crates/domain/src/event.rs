@@ -395,6 +395,28 @@ impl Event {
         value.unwrap_or(serde_json::Value::Null)
     }
 
+    /// The payload as JSON text, ready to store: the same JSON as [`Event::to_data`] (fields in
+    /// declaration order), serialized straight from the payload without building a value tree.
+    pub fn to_raw_data(&self) -> Box<serde_json::value::RawValue> {
+        use serde_json::value::to_raw_value;
+        let raw = match self {
+            Self::PlanCreated(e) => to_raw_value(e),
+            Self::GoalDefined(e) => to_raw_value(e),
+            Self::StepAdded(e) => to_raw_value(e),
+            Self::RoleAssigned(e) | Self::RoleRevoked(e) => to_raw_value(e),
+            Self::CheckInRecorded(e) => to_raw_value(e),
+            Self::StepCompleted(e) => to_raw_value(e),
+            Self::StepReopened(e) => to_raw_value(e),
+            Self::GoalAdjusted(e) => to_raw_value(e),
+            Self::BaselineSet(e) => to_raw_value(e),
+            Self::GoalClosed(e) => to_raw_value(e),
+            Self::PlanArchived(e) => to_raw_value(e),
+        };
+        // As in `to_data`: payloads are plain structs, so this only fails for map keys that are
+        // not strings, which no payload has.
+        raw.unwrap_or_else(|_| to_raw_value(&serde_json::Value::Null).expect("null serializes"))
+    }
+
     /// Reads a stored event of any version ever written, upcasting it to the current shape.
     pub fn from_stored(
         event_type: &str,

@@ -176,6 +176,18 @@ fn event_json_forms_are_stable() {
 }
 
 #[test]
+fn the_stored_payload_text_is_the_payload_json() {
+    for event in every_event() {
+        let raw = event.to_raw_data();
+        let value: Value = serde_json::from_str(raw.get()).expect("stored text is JSON");
+        assert_eq!(value, event.to_data(), "{}", event.event_type());
+        let back = Event::from_stored(event.event_type(), event.schema_version(), value)
+            .expect("reads back");
+        assert_eq!(back, event);
+    }
+}
+
+#[test]
 fn tagged_json_round_trips() {
     for event in every_event() {
         let text = serde_json::to_string(&event).expect("serializes");

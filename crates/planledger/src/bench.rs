@@ -300,7 +300,7 @@ fn raw_ceiling(
         for _ in 0..size {
             key += 1;
             // Sequential keys: a log entry and a stream index entry per event, one head per
-            // batch.
+            // synced batch.
             batch.put(key.to_be_bytes(), &value);
             batch.put([&b"s"[..], &key.to_be_bytes()].concat(), key.to_be_bytes());
         }

@@ -59,7 +59,7 @@ pub enum StoreError {
     },
     /// The log refused this append before writing it (after an earlier write or fsync
     /// failed); nothing of it is in the log.
-    #[error("the event log could not write the batch: {0}; nothing was appended, retry")]
+    #[error("the event log refused the append: {0}; nothing was appended")]
     WriteFailed(String),
     /// This append was written, but writing or syncing it failed: it may or may not be in the
     /// log once the service restarts.

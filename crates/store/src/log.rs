@@ -284,8 +284,9 @@ impl EventStore {
     }
 
     /// Waits until `position` is durable: for an answer built from what a lookup found in the
-    /// database, which may belong to a batch whose fsync is still running. Fails if that fsync
-    /// failed (the position will then never become durable in this process).
+    /// database, which may belong to a batch whose fsync is still running. Fails with
+    /// [`StoreError::OutcomeUnknown`] if the write path failed first (the position will then
+    /// never become durable in this process).
     pub async fn wait_durable(&self, position: Position) -> Result<(), StoreError> {
         let mut durable = self.inner.published.clone();
         loop {
@@ -293,8 +294,10 @@ impl EventStore {
                 return Ok(());
             }
             if self.inner.failed.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(StoreError::WriteFailed(
-                    crate::writer::FSYNC_FAILED.to_string(),
+                // The position was written (a lookup found it) but will never be synced by
+                // this process: after a restart it may or may not be there.
+                return Err(StoreError::OutcomeUnknown(
+                    crate::writer::WRITES_STOPPED.to_string(),
                 ));
             }
             // The syncer sets `failed` without moving the watch, so look again now and then.

@@ -9,6 +9,10 @@
 //! callers and advances the durable position. An answered append is therefore on disk. (A bare
 //! `SyncWAL` would not do: it syncs the file without writing out the buffer.)
 //!
+//! A lone append under serial load (a batch of one after a batch of one, nothing at the syncer,
+//! nothing in the inbox) is written with `sync = true` and answered by the writer itself: a
+//! hand-over would only add a thread wake-up to its latency.
+//!
 //! The writer prepares and writes batch N+1 while the syncer waits for batch N's fsync. Batches
 //! reach the log in order, so whenever batch N+1 is durable batch N is too; after a crash the
 //! log ends at some batch boundary at or after the last answered one. A failed write or fsync
@@ -139,6 +143,8 @@ pub struct WriterStats {
     /// written while the previous fsync ran durable with one `FlushWAL(sync)`, so one fsync may
     /// cover several batches; a lone append's own synced write covers one event.
     pub sync_sizes: BTreeMap<usize, u64>,
+    /// How many lone appends (under serial load) the writer synced itself.
+    pub inline_syncs: u64,
     /// Time the writer spent preparing and writing batches (not waiting for appends or fsyncs).
     pub busy: std::time::Duration,
 }
@@ -159,7 +165,7 @@ pub(crate) struct Writer {
     pub head_cache: HashMap<StreamId, Version>,
     /// Written batches awaiting their fsync, in order.
     pub syncer: std::sync::mpsc::SyncSender<Written>,
-    /// Set by the syncer when an fsync failed: nothing more is written.
+    /// Set when a write or fsync failed (by the syncer or the writer): nothing more is written.
     pub failed: Arc<AtomicBool>,
     /// The syncer thread, joined when the writer stops (after its last batch is answered).
     pub syncer_thread: Option<std::thread::JoinHandle<()>>,
@@ -190,7 +196,7 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 pub(crate) const SYNC_QUEUE: usize = 64;
 
 /// The message every append gets after a failed fsync.
-pub(crate) const FSYNC_FAILED: &str = "the event log could not be synced to disk; appends are refused until the service is restarted (check the disk)";
+pub(crate) const WRITES_STOPPED: &str = "an earlier write or fsync of the event log failed; appends are refused until the service is restarted (check the disk)";
 
 /// Fsyncs the write-ahead log behind the writer and answers the callers of synced batches.
 pub(crate) fn run_syncer(
@@ -211,19 +217,18 @@ pub(crate) fn run_syncer(
         let synced = if failed.load(Ordering::SeqCst) {
             // A batch the writer wrote before it learnt of the failure: in the log's buffer,
             // never synced.
-            Err(FSYNC_FAILED.to_string())
+            Err(WRITES_STOPPED.to_string())
         } else if wrote {
             sync_wal(&db, sync_fault.as_ref())
         } else {
             Ok(())
         };
         if wrote && synced.is_ok() {
-            *stats
-                .lock()
-                .expect("writer stats lock is never poisoned")
-                .sync_sizes
-                .entry(events)
-                .or_default() += 1;
+            record_sync(
+                &mut stats.lock().expect("writer stats lock is never poisoned"),
+                events,
+                false,
+            );
         }
         match synced {
             Ok(()) => {
@@ -254,6 +259,15 @@ fn sync_wal(db: &DB, fault: Option<&SyncFault>) -> Result<(), String> {
         return Err(SyncFault::MESSAGE.to_string());
     }
     db.flush_wal(true).map_err(|e| e.into_string())
+}
+
+/// Counts one successful fsync covering `events` events (`inline`: a lone append's own synced
+/// write).
+fn record_sync(stats: &mut WriterStats, events: usize, inline: bool) {
+    *stats.sync_sizes.entry(events).or_default() += 1;
+    if inline {
+        stats.inline_syncs += 1;
+    }
 }
 
 /// Marks the write path failed (once, logging why): the writer refuses every later append.
@@ -351,7 +365,7 @@ impl Writer {
             for pending in batch.drain(..) {
                 let _ = pending
                     .reply
-                    .send(Err(StoreError::WriteFailed(FSYNC_FAILED.to_string())));
+                    .send(Err(StoreError::WriteFailed(WRITES_STOPPED.to_string())));
             }
             return;
         }
@@ -363,8 +377,13 @@ impl Writer {
         // fsync of its own.
         let lone = batch.len() == 1;
         let serial = std::mem::replace(&mut self.serial, lone);
-        let inline =
-            lone && serial && self.in_flight.load(Ordering::SeqCst) == 0 && self.inbox.is_empty();
+        // `failed` is read after `in_flight`: the syncer sets it before it lets go of a failed
+        // batch, so a batch after a failed one is never confirmed here.
+        let inline = lone
+            && serial
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && !self.failed.load(Ordering::SeqCst)
+            && self.inbox.is_empty();
         // Sized up front: growing a batch of hundreds of envelopes copies it several times.
         let capacity: usize = batch
             .iter()
@@ -445,7 +464,7 @@ impl Writer {
             stats.events += written_events as u64;
             *stats.batch_sizes.entry(written_events).or_default() += 1;
             if inline {
-                *stats.sync_sizes.entry(written_events).or_default() += 1;
+                record_sync(&mut stats, written_events, true);
             }
             stats.busy += elapsed;
         }
@@ -463,6 +482,7 @@ impl Writer {
                                 envelopes: outcome.envelopes.clone(),
                                 deduplicated: true,
                             }),
+                            // Only a first append that succeeded is remembered in `commands`.
                             _ => Err(StoreError::WriterStopped),
                         }
                     }
@@ -499,11 +519,11 @@ impl Writer {
         if let Err(std::sync::mpsc::SendError(written)) = self.syncer.send(written) {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             // The syncer is gone (it only stops with the writer, or by a panic): nothing can
-            // be confirmed any more, so nothing more is written either.
-            self.failed.store(true, Ordering::SeqCst);
-            for (reply, _) in written.answers {
-                let _ = reply.send(Err(StoreError::WriterStopped));
-            }
+            // be confirmed any more, so nothing more is written either. This batch was written
+            // but will not be synced by this process.
+            let message = "the event log syncer thread stopped unexpectedly";
+            stop_writes(&self.failed, message);
+            fail_answers(written.answers, message);
         }
     }
 

@@ -441,7 +441,7 @@ fn invalid_stream_ids_are_refused() {
 }
 
 #[tokio::test]
-async fn serial_appends_are_each_synced_on_their_own() {
+async fn serial_appends_are_each_synced_by_the_writer_itself() {
     let (_dir, store) = open_temp();
     for n in 0..20u64 {
         store
@@ -459,6 +459,8 @@ async fn serial_appends_are_each_synced_on_their_own() {
         "{:?}",
         stats.sync_sizes
     );
+    // Under serial load the writer syncs each one itself (no hand-over to the syncer).
+    assert_eq!(stats.inline_syncs, 20);
     assert_log_invariants(&store);
 }
 

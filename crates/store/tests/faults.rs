@@ -61,7 +61,15 @@ async fn a_lone_append_whose_fsync_fails_is_unknown_and_the_log_stops() {
         Position(1),
         "nothing more is durable"
     );
-    assert!(store.wait_durable(Position(2)).await.is_err());
+    // A reader waiting for the unconfirmed event (a repeated command id does) learns the same.
+    let waited = store
+        .wait_durable(Position(2))
+        .await
+        .expect_err("position 2 never becomes durable");
+    assert!(
+        matches!(waited, StoreError::OutcomeUnknown(_)),
+        "{waited:?}"
+    );
     drop(store);
 
     // The unconfirmed event reached the file before the sync "failed": after a restart it is
@@ -100,9 +108,13 @@ async fn when_fsync_fails_under_load_every_answer_tells_the_truth_about_the_log(
             answers
         }));
     }
-    while store.last_position() < Position(2_000) {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while store.last_position() < Position(2_000) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the appenders reach position 2,000");
     fault.trigger();
     let (mut confirmed, mut unknown, mut refused) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
@@ -120,6 +132,14 @@ async fn when_fsync_fails_under_load_every_answer_tells_the_truth_about_the_log(
         !unknown.is_empty(),
         "some appends were in flight when the fsync failed"
     );
+    // Every confirmed append was covered by a successful fsync, and nothing else was.
+    let synced: u64 = store
+        .writer_stats()
+        .sync_sizes
+        .iter()
+        .map(|(size, count)| *size as u64 * count)
+        .sum();
+    assert_eq!(synced, confirmed.len() as u64);
     drop(store);
 
     let store = reopen(&dir);
