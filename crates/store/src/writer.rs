@@ -195,7 +195,7 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 /// Most written batches waiting for the syncer before the writer waits too.
 pub(crate) const SYNC_QUEUE: usize = 64;
 
-/// The message every append gets after a failed fsync.
+/// Why an append is refused once a write or fsync has failed.
 pub(crate) const WRITES_STOPPED: &str = "an earlier write or fsync of the event log failed; appends are refused until the service is restarted (check the disk)";
 
 /// Fsyncs the write-ahead log behind the writer and answers the callers of synced batches.
