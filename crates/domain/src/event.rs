@@ -160,6 +160,27 @@ pub struct CheckInRecorded {
     pub at: Timestamp,
 }
 
+/// An event's payload alone (no type tag), serialized as its payload struct.
+struct Payload<'a>(&'a Event);
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Event::PlanCreated(e) => e.serialize(serializer),
+            Event::GoalDefined(e) => e.serialize(serializer),
+            Event::StepAdded(e) => e.serialize(serializer),
+            Event::RoleAssigned(e) | Event::RoleRevoked(e) => e.serialize(serializer),
+            Event::CheckInRecorded(e) => e.serialize(serializer),
+            Event::StepCompleted(e) => e.serialize(serializer),
+            Event::StepReopened(e) => e.serialize(serializer),
+            Event::GoalAdjusted(e) => e.serialize(serializer),
+            Event::BaselineSet(e) => e.serialize(serializer),
+            Event::GoalClosed(e) => e.serialize(serializer),
+            Event::PlanArchived(e) => e.serialize(serializer),
+        }
+    }
+}
+
 /// Payload of [`Event::StepCompleted`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepCompleted {
@@ -375,46 +396,21 @@ impl Event {
         }
     }
 
-    /// The payload as JSON, without the type tag (the stored `data`).
+    /// The payload as a JSON value, without the type tag (keys sorted, as `Value` keeps them).
     pub fn to_data(&self) -> serde_json::Value {
-        let value = match self {
-            Self::PlanCreated(e) => serde_json::to_value(e),
-            Self::GoalDefined(e) => serde_json::to_value(e),
-            Self::StepAdded(e) => serde_json::to_value(e),
-            Self::RoleAssigned(e) | Self::RoleRevoked(e) => serde_json::to_value(e),
-            Self::CheckInRecorded(e) => serde_json::to_value(e),
-            Self::StepCompleted(e) => serde_json::to_value(e),
-            Self::StepReopened(e) => serde_json::to_value(e),
-            Self::GoalAdjusted(e) => serde_json::to_value(e),
-            Self::BaselineSet(e) => serde_json::to_value(e),
-            Self::GoalClosed(e) => serde_json::to_value(e),
-            Self::PlanArchived(e) => serde_json::to_value(e),
-        };
         // Payloads are plain structs with string map keys and finite numbers (decide rejects
         // NaN and infinity); a non-finite number from a hand-built event becomes null.
-        value.unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(Payload(self)).unwrap_or(serde_json::Value::Null)
     }
 
-    /// The payload as JSON text, ready to store: the same JSON as [`Event::to_data`] (fields in
-    /// declaration order), serialized straight from the payload without building a value tree.
+    /// The payload as JSON text, ready to store (the stored `data`): the same JSON as
+    /// [`Event::to_data`], with the fields in declaration order, serialized straight from the
+    /// payload without building a value tree.
     pub fn to_raw_data(&self) -> Box<serde_json::value::RawValue> {
         use serde_json::value::to_raw_value;
-        let raw = match self {
-            Self::PlanCreated(e) => to_raw_value(e),
-            Self::GoalDefined(e) => to_raw_value(e),
-            Self::StepAdded(e) => to_raw_value(e),
-            Self::RoleAssigned(e) | Self::RoleRevoked(e) => to_raw_value(e),
-            Self::CheckInRecorded(e) => to_raw_value(e),
-            Self::StepCompleted(e) => to_raw_value(e),
-            Self::StepReopened(e) => to_raw_value(e),
-            Self::GoalAdjusted(e) => to_raw_value(e),
-            Self::BaselineSet(e) => to_raw_value(e),
-            Self::GoalClosed(e) => to_raw_value(e),
-            Self::PlanArchived(e) => to_raw_value(e),
-        };
-        // As in `to_data`: payloads are plain structs, so this only fails for map keys that are
-        // not strings, which no payload has.
-        raw.unwrap_or_else(|_| to_raw_value(&serde_json::Value::Null).expect("null serializes"))
+        // As in `to_data`: this only fails for map keys that are not strings, which no payload has.
+        to_raw_value(&Payload(self))
+            .unwrap_or_else(|_| to_raw_value(&serde_json::Value::Null).expect("null serializes"))
     }
 
     /// Reads a stored event of any version ever written, upcasting it to the current shape.

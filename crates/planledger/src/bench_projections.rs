@@ -254,11 +254,12 @@ fn event(plan: u64, j: u64) -> Event {
 }
 
 fn new_event(event: &Event) -> NewEvent {
-    NewEvent::from_json(
+    // The stored form the command path writes.
+    NewEvent::new(
         event.event_type(),
         event.schema_version(),
         event.at(),
-        &event.to_data(),
+        event.to_raw_data(),
     )
 }
 

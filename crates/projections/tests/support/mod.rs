@@ -68,7 +68,7 @@ pub fn append_request(stream: &str, when: Timestamp, events: &[Event]) -> Append
         expected: ExpectedVersion::Any,
         events: events
             .iter()
-            .map(|e| NewEvent::from_json(e.event_type(), e.schema_version(), when, &e.to_data()))
+            .map(|e| NewEvent::new(e.event_type(), e.schema_version(), when, e.to_raw_data()))
             .collect(),
         meta: AppendMeta {
             actor: "tester".into(),
