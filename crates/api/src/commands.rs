@@ -149,11 +149,50 @@ pub async fn post_command(
     };
     let result = state.app.commands.execute(&principal, request).await?;
     let etag = format!("\"{}\"", result.version);
-    let mut response = axum::Json(CommandResponse::from(result)).into_response();
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        response_body(result),
+    )
+        .into_response();
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }
     Ok(response)
+}
+
+/// The JSON of [`CommandResponse`]. A fresh append's events are spliced in as the log stored
+/// them, byte for byte (the same text their serde form gives), instead of being rendered again.
+pub fn response_body(result: CommandResult) -> Vec<u8> {
+    if result.stored.len() != result.events.len() {
+        return serde_json::to_vec(&CommandResponse::from(result))
+            .expect("a command response always serializes");
+    }
+    let events: usize = result.stored.iter().map(|e| e.len() + 1).sum();
+    let mut out = Vec::with_capacity(events + 128);
+    out.extend_from_slice(b"{\"plan_id\":");
+    serde_json::to_writer(&mut out, result.plan_id.as_str()).expect("writing to a Vec");
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(result.version.to_string().as_bytes());
+    out.extend_from_slice(b",\"position\":");
+    out.extend_from_slice(result.position.to_string().as_bytes());
+    out.extend_from_slice(b",\"deduplicated\":");
+    out.extend_from_slice(if result.deduplicated {
+        b"true"
+    } else {
+        b"false"
+    });
+    out.extend_from_slice(b",\"events\":[");
+    for (index, event) in result.stored.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// Whether a `traceparent` header has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
@@ -169,6 +208,68 @@ pub fn valid_traceparent(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result_with(events: usize, stored: bool, deduplicated: bool) -> CommandResult {
+        let events: Vec<planledger_store::Envelope> = (1..=events as u64)
+            .map(|n| planledger_store::Envelope {
+                position: planledger_store::Position(40 + n),
+                stream: planledger_store::StreamId::new("acme/q3").expect("id"),
+                version: planledger_store::Version(n),
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "CheckInRecorded".into(),
+                schema_version: 2,
+                occurred_at: jiff::Timestamp::now(),
+                recorded_at: jiff::Timestamp::now(),
+                actor: "ana \"the planner\"".into(),
+                command_id: Some("c-1".into()),
+                correlation_id: None,
+                causation_id: None,
+                traceparent: None,
+                data: serde_json::value::to_raw_value(
+                    &serde_json::json!({"value": n, "note": "é\n"}),
+                )
+                .expect("raw"),
+                prev_hash: "0".repeat(64),
+                hash: "f".repeat(64),
+            })
+            .collect();
+        CommandResult {
+            plan_id: PlanId::new("q3").expect("plan id"),
+            version: events.len() as u64,
+            position: 40 + events.len() as u64,
+            stored: if stored {
+                events
+                    .iter()
+                    .map(|e| serde_json::to_vec(e).expect("serialize"))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            events,
+            deduplicated,
+        }
+    }
+
+    #[test]
+    fn spliced_response_is_the_serde_form() {
+        for (events, deduplicated) in [(1, false), (3, false), (2, true)] {
+            let result = result_with(events, true, deduplicated);
+            let expected =
+                serde_json::to_vec(&CommandResponse::from(result.clone())).expect("serialize");
+            assert_eq!(
+                String::from_utf8(response_body(result)).expect("utf-8"),
+                String::from_utf8(expected).expect("utf-8")
+            );
+        }
+    }
+
+    #[test]
+    fn response_without_stored_bytes_is_rendered() {
+        let result = result_with(2, false, true);
+        let expected =
+            serde_json::to_vec(&CommandResponse::from(result.clone())).expect("serialize");
+        assert_eq!(response_body(result), expected);
+    }
 
     #[test]
     fn traceparent_shape_is_checked() {

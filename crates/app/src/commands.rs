@@ -46,6 +46,9 @@ pub struct CommandResult {
     pub position: u64,
     /// The stored events.
     pub events: Vec<Envelope>,
+    /// Each event's stored JSON, byte for byte as in the log (what `events` serialize to), when
+    /// the log handed it over (a fresh append); empty otherwise.
+    pub stored: Vec<Vec<u8>>,
     /// True when this was a repeat of an earlier command id.
     pub deduplicated: bool,
 }
@@ -163,7 +166,12 @@ impl CommandService {
                     if let Some(last) = first.envelopes.last() {
                         store.wait_durable(last.position).await?;
                     }
-                    return Ok(Self::result(&request.plan_id, first.envelopes, true));
+                    return Ok(Self::result(
+                        &request.plan_id,
+                        first.envelopes,
+                        Vec::new(),
+                        true,
+                    ));
                 }
                 id.clone()
             }
@@ -215,7 +223,12 @@ impl CommandService {
             };
             match store.append(append).await {
                 Ok(outcome) if outcome.deduplicated => {
-                    return Ok(Self::result(&request.plan_id, outcome.envelopes, true));
+                    return Ok(Self::result(
+                        &request.plan_id,
+                        outcome.envelopes,
+                        outcome.stored,
+                        true,
+                    ));
                 }
                 Ok(outcome) => {
                     let before = loaded.version;
@@ -231,7 +244,12 @@ impl CommandService {
                     if let Err(error) = self.plans.maybe_snapshot(&stream, before, &after) {
                         tracing::warn!(%error, "snapshot not written; loads replay further");
                     }
-                    return Ok(Self::result(&request.plan_id, outcome.envelopes, false));
+                    return Ok(Self::result(
+                        &request.plan_id,
+                        outcome.envelopes,
+                        outcome.stored,
+                        false,
+                    ));
                 }
                 Err(StoreError::Conflict { current, .. }) => {
                     if request.expected_version.is_some() || attempt == 1 {
@@ -254,7 +272,12 @@ impl CommandService {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn result(plan_id: &PlanId, events: Vec<Envelope>, deduplicated: bool) -> CommandResult {
+    fn result(
+        plan_id: &PlanId,
+        events: Vec<Envelope>,
+        stored: Vec<Vec<u8>>,
+        deduplicated: bool,
+    ) -> CommandResult {
         let (version, position) = events
             .last()
             .map(|e| (e.version.get(), e.position.get()))
@@ -264,6 +287,7 @@ impl CommandService {
             version,
             position,
             events,
+            stored,
             deduplicated,
         }
     }

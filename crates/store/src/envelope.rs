@@ -59,6 +59,17 @@ impl PartialEq for Envelope {
     }
 }
 
+/// A SHA-256 hash as the 64 lowercase hex digits an envelope stores.
+pub(crate) type HexHash = [u8; 64];
+
+/// The hash that stands before position 1, as [`HexHash`].
+pub(crate) const GENESIS: HexHash = [b'0'; 64];
+
+/// A [`HexHash`] as text.
+pub(crate) fn hex_text(hash: &HexHash) -> &str {
+    std::str::from_utf8(hash).expect("hex digits are ASCII")
+}
+
 /// Appends `value` to `out` as a JSON string or `null`.
 fn json_str(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
@@ -93,11 +104,11 @@ pub(crate) struct Canonical<'a> {
 
 impl Canonical<'_> {
     /// Writes the canonical JSON (every field but `hash`, in declaration order, no spaces) into
-    /// `out`, and returns the hash `sha256(prev_hash || canonical)` as hex.
+    /// `out`, and returns the hash `sha256(prev_hash || canonical)` as hex digits.
     ///
     /// The bytes equal serde's rendering of the same fields, so a stored envelope is this text
     /// with `,"hash":"…"` spliced before the closing brace.
-    pub fn write(&self, out: &mut Vec<u8>) -> String {
+    pub fn write(&self, out: &mut Vec<u8>) -> HexHash {
         let start = out.len();
         out.extend_from_slice(b"{\"position\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.position.0).as_bytes());
@@ -140,17 +151,15 @@ impl Canonical<'_> {
         hasher.update(&out[start..]);
         let mut text = [0u8; 64];
         hex::encode_to_slice(hasher.finalize(), &mut text).expect("64 hex digits for 32 bytes");
-        std::str::from_utf8(&text)
-            .expect("hex digits are ASCII")
-            .to_owned()
+        text
     }
 }
 
 /// Turns canonical bytes (ending in `}`) into the stored form by adding the hash.
-pub(crate) fn seal(canonical: &mut Vec<u8>, hash: &str) {
+pub(crate) fn seal(canonical: &mut Vec<u8>, hash: &HexHash) {
     canonical.pop();
     canonical.extend_from_slice(b",\"hash\":\"");
-    canonical.extend_from_slice(hash.as_bytes());
+    canonical.extend_from_slice(hash);
     canonical.extend_from_slice(b"\"}");
 }
 
@@ -176,7 +185,7 @@ impl Envelope {
             data: &self.data,
             prev_hash: &self.prev_hash,
         };
-        canonical.write(&mut Vec::with_capacity(512))
+        hex_text(&canonical.write(&mut Vec::with_capacity(512))).to_owned()
     }
 
     /// Parses the payload into a JSON value.

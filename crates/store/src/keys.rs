@@ -1,6 +1,6 @@
 //! Column families and the byte layout of their keys.
 
-use rocksdb::{DB, WriteBatch};
+use rocksdb::{ColumnFamily, DB, WriteBatch};
 
 use crate::{Position, StreamId, Version};
 
@@ -76,29 +76,49 @@ pub fn log_key(position: Position) -> [u8; 8] {
     position.to_be_bytes()
 }
 
+/// The column families an append writes, looked up once per batch rather than once per key
+/// (a lookup is a search of the database's map of names).
+pub(crate) struct AppendCfs<'a> {
+    log: &'a ColumnFamily,
+    streams: &'a ColumnFamily,
+    heads: &'a ColumnFamily,
+}
+
+impl<'a> AppendCfs<'a> {
+    pub(crate) fn of(db: &'a DB) -> Self {
+        Self {
+            log: crate::log::cf(db, CF_LOG),
+            streams: crate::log::cf(db, CF_STREAMS),
+            heads: crate::log::cf(db, CF_HEADS),
+        }
+    }
+}
+
 /// Adds an event's `log` entry and its `streams` index entry to `batch`: what an append writes
 /// per event (the writer, and the bench's `PlainLog`, both write through here).
 pub(crate) fn put_event(
-    db: &DB,
+    cfs: &AppendCfs<'_>,
     batch: &mut WriteBatch,
     position: Position,
     stream: &StreamId,
     version: Version,
     envelope: &[u8],
 ) {
-    batch.put_cf(crate::log::cf(db, CF_LOG), log_key(position), envelope);
-    batch.put_cf(
-        crate::log::cf(db, CF_STREAMS),
-        stream_version_key(stream, version),
-        position.to_be_bytes(),
-    );
+    batch.put_cf(cfs.log, log_key(position), envelope);
+    // The `streams` key built on the stack: ids are at most 200 bytes.
+    let id = stream.as_str().as_bytes();
+    let mut key = [0u8; crate::ids::MAX_STREAM_ID_LEN + 9];
+    key[..id.len()].copy_from_slice(id);
+    key[id.len() + 1..id.len() + 9].copy_from_slice(&version.to_be_bytes());
+    batch.put_cf(cfs.streams, &key[..id.len() + 9], position.to_be_bytes());
 }
 
 /// Adds a stream's `heads` entry to `batch` (once per stream per batch, its last version).
-pub(crate) fn put_head(db: &DB, batch: &mut WriteBatch, stream: &StreamId, version: Version) {
-    batch.put_cf(
-        crate::log::cf(db, CF_HEADS),
-        stream.as_str(),
-        version.to_be_bytes(),
-    );
+pub(crate) fn put_head(
+    cfs: &AppendCfs<'_>,
+    batch: &mut WriteBatch,
+    stream: &StreamId,
+    version: Version,
+) {
+    batch.put_cf(cfs.heads, stream.as_str(), version.to_be_bytes());
 }

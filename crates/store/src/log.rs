@@ -15,7 +15,8 @@ use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
 use crate::writer::{
-    AppendOutcome, AppendRequest, CommandRecord, Head, Pending, SyncFault, Writer, WriterStats,
+    Answered, AppendOutcome, AppendRequest, CommandRecord, Head, Pending, SyncFault, Writer,
+    WriterStats,
 };
 
 /// A log entry as stored: its position and the envelope's JSON bytes.
@@ -217,7 +218,7 @@ impl EventStore {
             inbox: receiver,
             head,
             stats: stats.clone(),
-            head_cache: std::collections::HashMap::new(),
+            head_cache: Default::default(),
             syncer: sync_tx,
             failed: failed.clone(),
             syncer_thread: Some(syncer_thread),
@@ -247,7 +248,7 @@ impl EventStore {
         match iter.next() {
             None => Ok(Head {
                 position: Position(0),
-                hash: GENESIS_HASH.to_string(),
+                hash: crate::envelope::GENESIS,
                 recorded_at: Timestamp::UNIX_EPOCH,
             }),
             Some(item) => {
@@ -257,7 +258,12 @@ impl EventStore {
                 let envelope = decode_envelope(position, &value)?;
                 Ok(Head {
                     position: envelope.position,
-                    hash: envelope.hash,
+                    hash: envelope.hash.as_bytes().try_into().map_err(|_| {
+                        corrupt(
+                            format!("hash at position {}", envelope.position),
+                            "not 64 hex digits",
+                        )
+                    })?,
                     recorded_at: envelope.recorded_at,
                 })
             }
@@ -275,7 +281,10 @@ impl EventStore {
             .send(Pending { request, reply })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        answer
+            .await
+            .map_err(|_| StoreError::WriterStopped)?
+            .map(Answered::into_outcome)
     }
 
     /// The position of the last durable event (0 when the log is empty).
@@ -865,15 +874,16 @@ impl PlainLog {
         &self,
         events: &[(Position, &StreamId, Version, &[u8])],
     ) -> Result<(), StoreError> {
+        let cfs = keys::AppendCfs::of(&self.db);
         let mut batch = WriteBatch::default();
         let mut heads: std::collections::HashMap<&StreamId, Version> =
             std::collections::HashMap::new();
         for (position, stream, version, bytes) in events {
-            keys::put_event(&self.db, &mut batch, *position, stream, *version, bytes);
+            keys::put_event(&cfs, &mut batch, *position, stream, *version, bytes);
             heads.insert(stream, *version);
         }
         for (stream, version) in heads {
-            keys::put_head(&self.db, &mut batch, stream, version);
+            keys::put_head(&cfs, &mut batch, stream, version);
         }
         let mut write = rocksdb::WriteOptions::default();
         write.set_sync(true);

@@ -21,7 +21,7 @@
 //! appends of the batches that were written but not synced are answered `OutcomeUnknown`: their
 //! bytes may have reached the file, so after a restart they may or may not be in the log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -31,8 +31,8 @@ use rocksdb::{DB, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::envelope::{Canonical, Envelope, NewEvent, render_time, seal};
-use crate::keys::{self, CF_COMMANDS, CF_HEADS};
+use crate::envelope::{Canonical, Envelope, HexHash, NewEvent, hex_text, render_time, seal};
+use crate::keys::{self, AppendCfs, CF_COMMANDS, CF_HEADS};
 use crate::log::{cf, read_envelope_range};
 use crate::{ExpectedVersion, Position, StoreError, StreamId, Version};
 
@@ -41,6 +41,10 @@ pub const MAX_BATCH_REQUESTS: usize = 4096;
 /// Bytes a batch holds per event besides its payload: the envelope's other fields and hashes,
 /// the `streams` entry, a `heads` entry and the batch's own record headers.
 const WRITE_OVERHEAD_PER_EVENT: usize = 768;
+
+/// The writer's maps, keyed by stream ids and command keys: foldhash, seeded per process, is
+/// several times cheaper than SipHash for such short keys and still keyed against collisions.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most stream heads the writer keeps in memory; past this the cache starts over (a miss costs
 /// one RocksDB read).
@@ -96,6 +100,10 @@ pub struct AppendOutcome {
     pub envelopes: Vec<Envelope>,
     /// True when the command id had been seen and nothing new was written.
     pub deduplicated: bool,
+    /// Each envelope's stored JSON, byte for byte as in the log (what `envelopes` serialize
+    /// to), for answering without rendering them again. Empty when the answer was read back
+    /// from the log (a repeated command id).
+    pub stored: Vec<Vec<u8>>,
 }
 
 impl AppendOutcome {
@@ -126,8 +134,105 @@ pub(crate) struct CommandRecord {
 #[derive(Clone, Debug)]
 pub(crate) struct Head {
     pub position: Position,
-    pub hash: String,
+    pub hash: HexHash,
     pub recorded_at: Timestamp,
+}
+
+/// The writer's answer to one append.
+///
+/// A fresh append is answered with its own request and where its events landed; the caller's
+/// task builds the envelopes from that ([`Answered::into_outcome`]). The writer is the one
+/// thread every append passes through, so it does not spend its time copying the metadata
+/// into each envelope.
+#[derive(Debug)]
+// Moved once, into the reply channel's cell; boxing the fresh variant would cost an allocation
+// per append.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answered {
+    /// Written by this batch.
+    Fresh(Fresh),
+    /// A repeat of a command id: the first append's envelopes, nothing written.
+    Repeat(Vec<Envelope>),
+}
+
+/// A fresh append: the request and the coordinates the writer gave its events.
+#[derive(Clone, Debug)]
+pub(crate) struct Fresh {
+    request: AppendRequest,
+    first_position: Position,
+    first_version: Version,
+    recorded_at: Timestamp,
+    /// The hash before the first event.
+    prev_hash: HexHash,
+    /// Each event's hash, in order.
+    hashes: Vec<HexHash>,
+    /// Each event's stored JSON.
+    stored: Vec<Vec<u8>>,
+}
+
+impl Fresh {
+    /// The stored envelopes, with the request's events and metadata moved or copied into them.
+    fn into_envelopes(self) -> Vec<Envelope> {
+        let AppendRequest {
+            stream,
+            events,
+            meta,
+            ..
+        } = self.request;
+        let mut prev_hash = self.prev_hash;
+        events
+            .into_iter()
+            .zip(self.hashes)
+            .enumerate()
+            .map(|(offset, (event, hash))| Envelope {
+                position: Position(self.first_position.0 + offset as u64),
+                stream: stream.clone(),
+                version: Version(self.first_version.0 + offset as u64),
+                event_id: event.event_id,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                occurred_at: event.occurred_at,
+                recorded_at: self.recorded_at,
+                actor: meta.actor.clone(),
+                command_id: meta.command.as_ref().map(|c| c.id.clone()),
+                correlation_id: meta.correlation_id.clone(),
+                causation_id: meta.causation_id.clone(),
+                traceparent: meta.traceparent.clone(),
+                data: event.data,
+                prev_hash: hex_text(&std::mem::replace(&mut prev_hash, hash)).to_owned(),
+                hash: hex_text(&hash).to_owned(),
+            })
+            .collect()
+    }
+}
+
+impl Answered {
+    /// Events this answer wrote.
+    fn written(&self) -> usize {
+        match self {
+            Self::Fresh(fresh) => fresh.hashes.len(),
+            Self::Repeat(_) => 0,
+        }
+    }
+
+    /// The caller's outcome (built on the caller's task).
+    pub(crate) fn into_outcome(self) -> AppendOutcome {
+        match self {
+            Self::Fresh(mut fresh) => {
+                let stored = std::mem::take(&mut fresh.stored);
+                AppendOutcome {
+                    envelopes: fresh.into_envelopes(),
+                    deduplicated: false,
+                    stored,
+                }
+            }
+            Self::Repeat(envelopes) => AppendOutcome {
+                envelopes,
+                deduplicated: true,
+                stored: Vec::new(),
+            },
+        }
+    }
 }
 
 /// Counters the writer keeps about the batches it formed.
@@ -186,11 +291,11 @@ pub(crate) struct Written {
     position: Position,
     /// Events it wrote (0: only refusals or repeats, which still wait for the batches before).
     events: usize,
-    answers: Vec<(Reply, Result<AppendOutcome, StoreError>)>,
+    answers: Vec<(Reply, Result<Answered, StoreError>)>,
 }
 
 /// Where one caller's answer goes.
-type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+type Reply = oneshot::Sender<Result<Answered, StoreError>>;
 
 /// Most written batches waiting for the syncer before the writer waits too.
 pub(crate) const SYNC_QUEUE: usize = 64;
@@ -282,7 +387,7 @@ fn stop_writes(failed: &AtomicBool, message: &str) {
 /// (or a repeat answered with events that may be among them) may or may not be in the log
 /// after a restart: its caller learns that the outcome is unknown. A request the batch refused
 /// appended nothing.
-fn fail_answers(answers: Vec<(Reply, Result<AppendOutcome, StoreError>)>, message: &str) {
+fn fail_answers(answers: Vec<(Reply, Result<Answered, StoreError>)>, message: &str) {
     for (reply, answer) in answers {
         let error = match answer {
             Ok(_) => StoreError::OutcomeUnknown(message.to_string()),
@@ -329,9 +434,18 @@ impl Written {
     }
 }
 
+/// What every append of one batch shares: its `recorded_at` (with the JSON text rendered once)
+/// and the column families it writes.
+struct BatchContext<'a> {
+    recorded_at: Timestamp,
+    recorded_text: Vec<u8>,
+    cfs: AppendCfs<'a>,
+}
+
 /// An answer being prepared inside a batch.
+#[allow(clippy::large_enum_variant)] // as `Answered`
 enum Answer {
-    Done(Result<AppendOutcome, StoreError>),
+    Done(Result<Answered, StoreError>),
     /// A repeat of a command whose first append is in this same batch.
     SameBatchRepeat(usize),
 }
@@ -391,9 +505,11 @@ impl Writer {
             .map(|event| event.data.get().len() + WRITE_OVERHEAD_PER_EVENT)
             .sum();
         let mut write = WriteBatch::with_capacity_bytes(capacity);
-        let mut heads: HashMap<StreamId, Version> = HashMap::new();
-        let mut commands: HashMap<Vec<u8>, (usize, Option<String>)> = HashMap::new();
+        let db = self.db.clone();
+        let mut heads: HashMap<StreamId, Version> = HashMap::default();
+        let mut commands: HashMap<Vec<u8>, (usize, Option<String>)> = HashMap::default();
         let mut answers = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
         let now = Timestamp::now();
         let recorded_at = if now > self.head.recorded_at {
             now
@@ -401,28 +517,32 @@ impl Writer {
             self.head.recorded_at
         };
         let mut written_events = 0usize;
+        let context = BatchContext {
+            recorded_at,
+            recorded_text: render_time(&recorded_at),
+            cfs: AppendCfs::of(&db),
+        };
 
-        for (index, pending) in batch.iter_mut().enumerate() {
+        for (index, pending) in batch.drain(..).enumerate() {
             let answer = self.prepare(
                 index,
-                &mut pending.request,
-                recorded_at,
+                pending.request,
+                &context,
                 &mut write,
                 &mut heads,
                 &mut commands,
             );
-            if let Answer::Done(Ok(outcome)) = &answer
-                && !outcome.deduplicated
-            {
-                written_events += outcome.envelopes.len();
+            if let Answer::Done(Ok(answered)) = &answer {
+                written_events += answered.written();
             }
             answers.push(answer);
+            replies.push(pending.reply);
         }
 
         let mut write_result = Ok(());
         if written_events > 0 {
             for (stream, version) in &heads {
-                keys::put_head(&self.db, &mut write, stream, *version);
+                keys::put_head(&context.cfs, &mut write, stream, *version);
             }
             // Synced by the syncer thread, which answers only after the fsync; except for a lone
             // append under serial load (see `inline` above), whose write syncs itself.
@@ -447,7 +567,14 @@ impl Writer {
             if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
                 self.head_cache.clear();
             }
-            self.head_cache.extend(heads);
+            for (stream, version) in heads {
+                match self.head_cache.get_mut(&stream) {
+                    Some(cached) => *cached = version,
+                    None => {
+                        self.head_cache.insert(stream, version);
+                    }
+                }
+            }
         }
 
         let elapsed = started.elapsed();
@@ -470,18 +597,20 @@ impl Writer {
         }
 
         // Answers of repeats inside the same batch copy the first answer.
-        let resolved: Vec<Result<AppendOutcome, StoreError>> = {
-            let mut resolved: Vec<Option<Result<AppendOutcome, StoreError>>> =
+        let resolved: Vec<Result<Answered, StoreError>> = {
+            let mut resolved: Vec<Option<Result<Answered, StoreError>>> =
                 Vec::with_capacity(answers.len());
             for answer in answers {
                 resolved.push(Some(match answer {
                     Answer::Done(result) => result,
                     Answer::SameBatchRepeat(first) => {
                         match resolved.get(first).and_then(|r| r.as_ref()) {
-                            Some(Ok(outcome)) => Ok(AppendOutcome {
-                                envelopes: outcome.envelopes.clone(),
-                                deduplicated: true,
-                            }),
+                            Some(Ok(Answered::Fresh(fresh))) => {
+                                Ok(Answered::Repeat(fresh.clone().into_envelopes()))
+                            }
+                            Some(Ok(Answered::Repeat(envelopes))) => {
+                                Ok(Answered::Repeat(envelopes.clone()))
+                            }
                             // Only a first append that succeeded is remembered in `commands`.
                             _ => Err(StoreError::WriterStopped),
                         }
@@ -497,11 +626,7 @@ impl Writer {
         let written = Written {
             position: self.head.position,
             events: written_events,
-            answers: batch
-                .drain(..)
-                .map(|pending| pending.reply)
-                .zip(resolved)
-                .collect(),
+            answers: replies.into_iter().zip(resolved).collect(),
         };
         if let Err(message) = write_result {
             // The write was attempted: whatever it wrote may or may not survive a restart, and
@@ -528,12 +653,12 @@ impl Writer {
     }
 
     /// Checks one request against the database and the batch so far and adds its writes; the
-    /// events are moved into the answer (the request is not needed after this).
+    /// request goes back to its caller inside the answer.
     fn prepare(
         &mut self,
         index: usize,
-        request: &mut AppendRequest,
-        recorded_at: Timestamp,
+        request: AppendRequest,
+        context: &BatchContext<'_>,
         write: &mut WriteBatch,
         heads: &mut HashMap<StreamId, Version>,
         commands: &mut HashMap<Vec<u8>, (usize, Option<String>)>,
@@ -552,7 +677,7 @@ impl Writer {
                 if fingerprint != &command.fingerprint {
                     return Answer::Done(Err(StoreError::CommandIdReused {
                         command_id: command.id.clone(),
-                        original_stream: request.stream.clone(),
+                        original_stream: request.stream,
                     }));
                 }
                 return Answer::SameBatchRepeat(*first);
@@ -578,27 +703,30 @@ impl Writer {
         };
         if !request.expected.matches(current) {
             return Answer::Done(Err(StoreError::Conflict {
-                stream: request.stream.clone(),
+                stream: request.stream,
                 expected: request.expected,
                 current,
             }));
         }
 
-        let mut envelopes = Vec::with_capacity(request.events.len());
+        let first_position = Position(self.head.position.0 + 1);
+        let first_version = Version(current.0 + 1);
+        let prev_hash = self.head.hash;
+        let mut hashes = Vec::with_capacity(request.events.len());
+        let mut stored = Vec::with_capacity(request.events.len());
         let mut version = current;
-        let recorded = render_time(&recorded_at);
-        let mut occurred_cache: Option<(Timestamp, Vec<u8>)> = None;
-        for event in std::mem::take(&mut request.events) {
+        // Events of one command share their `occurred_at`: render it once.
+        let mut occurred: Option<(Timestamp, Vec<u8>)> = None;
+        for event in &request.events {
             version = Version(version.0 + 1);
             let position = Position(self.head.position.0 + 1);
-            let occurred = match &occurred_cache {
-                Some((at, bytes)) if *at == event.occurred_at => bytes.clone(),
-                _ => {
-                    let bytes = render_time(&event.occurred_at);
-                    occurred_cache = Some((event.occurred_at, bytes.clone()));
-                    bytes
-                }
-            };
+            if occurred
+                .as_ref()
+                .is_none_or(|(at, _)| *at != event.occurred_at)
+            {
+                occurred = Some((event.occurred_at, render_time(&event.occurred_at)));
+            }
+            let occurred_text = occurred.as_ref().map_or(&[][..], |(_, text)| text);
             let mut bytes = Vec::with_capacity(512 + event.data.get().len());
             let hash = Canonical {
                 position,
@@ -607,59 +735,60 @@ impl Writer {
                 event_id: event.event_id,
                 event_type: &event.event_type,
                 schema_version: event.schema_version,
-                occurred_at: &occurred,
-                recorded_at: &recorded,
+                occurred_at: occurred_text,
+                recorded_at: &context.recorded_text,
                 actor: &request.meta.actor,
                 command_id: request.meta.command.as_ref().map(|c| c.id.as_str()),
                 correlation_id: request.meta.correlation_id.as_deref(),
                 causation_id: request.meta.causation_id.as_deref(),
                 traceparent: request.meta.traceparent.as_deref(),
                 data: &event.data,
-                prev_hash: &self.head.hash,
+                prev_hash: hex_text(&self.head.hash),
             }
             .write(&mut bytes);
             seal(&mut bytes, &hash);
-            keys::put_event(&self.db, write, position, &request.stream, version, &bytes);
-            let envelope = Envelope {
+            keys::put_event(
+                &context.cfs,
+                write,
                 position,
-                stream: request.stream.clone(),
+                &request.stream,
                 version,
-                event_id: event.event_id,
-                event_type: event.event_type,
-                schema_version: event.schema_version,
-                occurred_at: event.occurred_at,
-                recorded_at,
-                actor: request.meta.actor.clone(),
-                command_id: request.meta.command.as_ref().map(|c| c.id.clone()),
-                correlation_id: request.meta.correlation_id.clone(),
-                causation_id: request.meta.causation_id.clone(),
-                traceparent: request.meta.traceparent.clone(),
-                data: event.data,
-                prev_hash: std::mem::replace(&mut self.head.hash, hash.clone()),
-                hash,
-            };
+                &bytes,
+            );
+            self.head.hash = hash;
             self.head.position = position;
-            self.head.recorded_at = recorded_at;
-            envelopes.push(envelope);
+            self.head.recorded_at = context.recorded_at;
+            hashes.push(hash);
+            stored.push(bytes);
         }
-        heads.insert(request.stream.clone(), version);
 
         if let (Some(key), Some(command)) = (command_key, &request.meta.command) {
             let record = CommandRecord {
                 stream: request.stream.clone(),
                 fingerprint: command.fingerprint.clone(),
-                first_position: envelopes[0].position,
+                first_position,
                 last_position: self.head.position,
             };
             let bytes = serde_json::to_vec(&record).expect("a command record serializes");
             write.put_cf(cf(&self.db, CF_COMMANDS), &key, bytes);
             commands.insert(key, (index, command.fingerprint.clone()));
         }
+        match heads.get_mut(&request.stream) {
+            Some(head) => *head = version,
+            None => {
+                heads.insert(request.stream.clone(), version);
+            }
+        }
 
-        Answer::Done(Ok(AppendOutcome {
-            envelopes,
-            deduplicated: false,
-        }))
+        Answer::Done(Ok(Answered::Fresh(Fresh {
+            request,
+            first_position,
+            first_version,
+            recorded_at: context.recorded_at,
+            prev_hash,
+            hashes,
+            stored,
+        })))
     }
 
     fn stored_command(&self, key: &[u8]) -> Result<Option<CommandRecord>, StoreError> {
@@ -696,17 +825,14 @@ impl Writer {
         command: &CommandRef,
         stream: &StreamId,
         record: CommandRecord,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> Result<Answered, StoreError> {
         if &record.stream != stream || record.fingerprint != command.fingerprint {
             return Err(StoreError::CommandIdReused {
                 command_id: command.id.clone(),
                 original_stream: record.stream,
             });
         }
-        let envelopes = read_envelope_range(&self.db, record.first_position, record.last_position)?;
-        Ok(AppendOutcome {
-            envelopes,
-            deduplicated: true,
-        })
+        read_envelope_range(&self.db, record.first_position, record.last_position)
+            .map(Answered::Repeat)
     }
 }

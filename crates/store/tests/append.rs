@@ -33,6 +33,49 @@ async fn first_append_starts_stream_and_log_at_one() {
 }
 
 #[tokio::test]
+async fn an_append_hands_back_each_envelope_as_stored() {
+    let (_dir, store) = open_temp();
+    store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect("first");
+    // Several events with metadata, so every field of the envelope is rendered.
+    let mut append = with_command(
+        request("t/b", ExpectedVersion::NoStream, vec![event(2), event(3)]),
+        "cmd-stored",
+        "f",
+    );
+    append.meta.correlation_id = Some("corr \"quoted\"".into());
+    append.meta.traceparent =
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    let outcome = store.append(append).await.expect("append");
+    assert_eq!(outcome.stored.len(), 2);
+    for (envelope, stored) in outcome.envelopes.iter().zip(&outcome.stored) {
+        let in_log = store
+            .read_raw(envelope.position)
+            .expect("read")
+            .expect("present");
+        assert_eq!(stored, &in_log, "the bytes the log holds");
+        assert_eq!(
+            stored,
+            &serde_json::to_vec(envelope).expect("serialize"),
+            "the envelope's serde form"
+        );
+    }
+    // A repeat is read back from the log and carries no stored bytes.
+    let again = store
+        .append(with_command(
+            request("t/b", ExpectedVersion::Any, vec![event(2), event(3)]),
+            "cmd-stored",
+            "f",
+        ))
+        .await
+        .expect("repeat");
+    assert!(again.deduplicated);
+    assert!(again.stored.is_empty());
+}
+
+#[tokio::test]
 async fn conflict_error_carries_the_current_version() {
     let (_dir, store) = open_temp();
     store
