@@ -195,6 +195,12 @@ impl EventStore {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let published_tx = Arc::new(published_tx);
+        // Synced batches are answered by a task on the runtime the log is opened in, if any.
+        let answerer = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (answerer, synced) = tokio::sync::mpsc::unbounded_channel();
+            runtime.spawn(crate::writer::run_answerer(synced, published_tx.clone()));
+            answerer
+        });
         let syncer_thread = {
             let (db, failed, published, in_flight, stats) = (
                 db.clone(),
@@ -208,7 +214,7 @@ impl EventStore {
                 .name("planledger-log-syncer".into())
                 .spawn(move || {
                     crate::writer::run_syncer(
-                        db, sync_rx, published, failed, in_flight, stats, sync_fault,
+                        db, sync_rx, published, failed, in_flight, stats, sync_fault, answerer,
                     )
                 })
                 .map_err(|e| corrupt("syncer thread", e))?
@@ -806,6 +812,7 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
         Options::default()
             .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.Noop")?,
     );
+
     // `streams` gets a hash-of-skiplists memtable keyed by stream: an append inserts next to
     // its stream's previous key instead of searching one big skiplist. Such a memtable reads
     // only within a stream and only forwards, which is all `read_stream` and
