@@ -78,9 +78,18 @@ fn json_str(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-/// Renders a timestamp exactly as its serde form (a quoted RFC 3339 string).
+/// Renders a timestamp exactly as its serde form (a quoted RFC 3339 string): jiff's printer,
+/// the one its `Display` and `Serialize` use, straight into the buffer. (Through serde the text
+/// would pass a formatter adapter and a JSON string escaper, which it never needs: it holds
+/// only digits, `-`, `:`, `.`, `T` and `Z`.)
 pub(crate) fn render_time(time: &Timestamp) -> Vec<u8> {
-    serde_json::to_vec(time).expect("a timestamp always serializes")
+    let mut out = Vec::with_capacity(40);
+    out.push(b'"');
+    jiff::fmt::temporal::DateTimePrinter::new()
+        .print_timestamp(time, &mut out)
+        .expect("printing a timestamp into a Vec cannot fail");
+    out.push(b'"');
+    out
 }
 
 /// The fields the hash covers, borrowed, with timestamps already rendered.
@@ -236,5 +245,43 @@ impl NewEvent {
         let raw =
             serde_json::value::to_raw_value(data).expect("a serde_json::Value always serializes");
         Self::new(event_type, schema_version, occurred_at, raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_times_are_their_serde_form() {
+        let mut times = vec![
+            Timestamp::UNIX_EPOCH,
+            Timestamp::MIN,
+            Timestamp::MAX,
+            Timestamp::now(),
+            Timestamp::from_second(-1).expect("valid"),
+        ];
+        // Every count of fractional digits, and whole seconds.
+        for nanos in [
+            0,
+            1,
+            10,
+            120,
+            1_000,
+            45_600,
+            700_000,
+            8_900_000,
+            12_000_000,
+            999_999_999,
+        ] {
+            times.push(Timestamp::new(1_764_403_200, nanos).expect("valid"));
+        }
+        for time in times {
+            assert_eq!(
+                String::from_utf8(render_time(&time)).expect("utf-8"),
+                serde_json::to_string(&time).expect("serialize"),
+                "{time:?}"
+            );
+        }
     }
 }

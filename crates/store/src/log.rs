@@ -36,7 +36,7 @@ use crate::{Position, StoreError, StreamId, Version};
 
 /// Capacity of the writer's inbox; appenders wait (backpressure) when it is full.
 const INBOX_CAPACITY: usize = 16 * 1024;
-/// Hash buckets of the `streams` memtable (8 bytes each, per memtable).
+/// Hash buckets of the `streams` and `heads` memtables (8 bytes each, per memtable).
 const STREAM_BUCKETS: usize = 1 << 18;
 /// Write-ahead log size past which the column families holding its oldest file are flushed.
 const MAX_TOTAL_WAL_BYTES: u64 = 512 * 1024 * 1024;
@@ -802,16 +802,21 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     };
     let cf_options = with_tables(Options::default());
 
-    // `heads` is written once per stream per batch, at random places in its skiplist: an insert
-    // hint per key (RocksDB's no-op prefix: the whole key) starts each insert next to that
-    // stream's previous entry. The hints live in the memtable's arena, so they count towards
-    // its size. (Updating heads in place would be cheaper still, but an in-place value is
-    // visible before its batch is, so a reader could see a head the `streams` index does not
-    // have yet.)
-    let heads_options = with_tables(
-        Options::default()
-            .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.Noop")?,
-    );
+    // `heads` is written once per stream per batch, at random places in one big skiplist. A
+    // hash-of-skiplists memtable keyed by the whole key (RocksDB's no-op prefix) puts each
+    // stream's entries in a skiplist of their own, where a new head goes first (newest
+    // sequence number): under half the instructions of an insert with a per-key hint, and
+    // no hints in the arena. Such a memtable reads only by point lookups, which is all that
+    // is ever done with `heads`. (Updating heads in place would be cheaper still, but an
+    // in-place value is visible before its batch is, so a reader could see a head the
+    // `streams` index does not have yet.)
+    let mut heads_options = cf_options.clone();
+    heads_options.set_prefix_extractor(rocksdb::SliceTransform::create_noop());
+    heads_options.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+        bucket_count: STREAM_BUCKETS,
+        height: 4,
+        branching_factor: 4,
+    });
 
     // `streams` gets a hash-of-skiplists memtable keyed by stream: an append inserts next to
     // its stream's previous key instead of searching one big skiplist. Such a memtable reads
