@@ -651,3 +651,76 @@ async fn readers_racing_appends_never_see_a_head_without_its_index_entry() {
         .expect("the reader never saw a head ahead of the index");
     assert!(reads > 0);
 }
+
+/// Synced batches are answered by a task on the runtime the log was opened in; once that
+/// runtime is gone, the syncer answers appends itself.
+#[test]
+fn appends_are_answered_after_the_opening_runtime_is_gone() {
+    let opening = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_dir, store) = opening.block_on(async { open_temp() });
+    let first = opening
+        .block_on(store.append(request("t/a", ExpectedVersion::NoStream, vec![event(1)])))
+        .expect("append on the opening runtime");
+    assert_eq!(first.position(), Position(1));
+    drop(opening);
+
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for n in 2..=4u64 {
+        let outcome = other
+            .block_on(store.append(request("t/a", ExpectedVersion::Any, vec![event(n)])))
+            .expect("append after the opening runtime shut down");
+        assert_eq!(outcome.position(), Position(n));
+    }
+    // Concurrent appends too (batches of several, answered together).
+    other.block_on(async {
+        let appends = (0..16).map(|n| {
+            let store = store.clone();
+            async move {
+                store
+                    .append(request("t/b", ExpectedVersion::Any, vec![event(n)]))
+                    .await
+            }
+        });
+        for outcome in join_all(appends).await {
+            outcome.expect("concurrent append");
+        }
+    });
+    assert_eq!(store.last_position(), Position(20));
+    assert_log_invariants(&store);
+}
+
+/// A log opened outside any runtime answers from its syncer.
+#[test]
+fn a_log_opened_outside_a_runtime_answers_appends() {
+    let (_dir, store) = open_temp();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = runtime
+        .block_on(store.append(request("t/a", ExpectedVersion::NoStream, vec![event(1)])))
+        .expect("append");
+    assert_eq!(outcome.position(), Position(1));
+}
+
+/// Awaits every future (the store's tests do not depend on `futures`).
+async fn join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("task"));
+    }
+    out
+}
