@@ -70,12 +70,28 @@ pub(crate) fn hex_text(hash: &HexHash) -> &str {
     std::str::from_utf8(hash).expect("hex digits are ASCII")
 }
 
-/// Appends `value` to `out` as a JSON string or `null`.
+/// Appends `value` to `out` as a JSON string (exactly as serde_json writes it) or `null`.
 fn json_str(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
+        // The usual case, ids and names without quotes, backslashes or control characters:
+        // copied as they are (one branch-free pass over the bytes instead of serde's escaper).
+        Some(text) if !needs_escape(text) => {
+            out.reserve(text.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        }
         Some(text) => serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail"),
         None => out.extend_from_slice(b"null"),
     }
+}
+
+/// Whether serde_json escapes anything in `text`: a quote, a backslash or a control character
+/// below U+0020 (it writes everything else, DEL and non-ASCII included, as it is).
+fn needs_escape(text: &str) -> bool {
+    text.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 /// Renders a timestamp exactly as its serde form (a quoted RFC 3339 string): jiff's printer,
@@ -251,6 +267,35 @@ impl NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_writes_them() {
+        let mut texts: Vec<String> = (0u8..=127).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(
+            [
+                "",
+                "acme/q3-plan",
+                "ana \"the planner\"",
+                "back\\slash",
+                "tab\tnew\nline",
+                "é ü 日本 🙂",
+                "\u{7f}",
+            ]
+            .map(String::from),
+        );
+        for text in texts {
+            let mut out = Vec::new();
+            json_str(&mut out, Some(&text));
+            assert_eq!(
+                out,
+                serde_json::to_vec(&text).expect("serialize"),
+                "{text:?}"
+            );
+        }
+        let mut out = Vec::new();
+        json_str(&mut out, None);
+        assert_eq!(out, b"null");
+    }
 
     #[test]
     fn rendered_times_are_their_serde_form() {
