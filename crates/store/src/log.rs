@@ -201,24 +201,20 @@ impl EventStore {
             runtime.spawn(crate::writer::run_answerer(synced, published_tx.clone()));
             answerer
         });
-        let syncer_thread = {
-            let (db, failed, published, in_flight, stats) = (
-                db.clone(),
-                failed.clone(),
-                published_tx.clone(),
-                in_flight.clone(),
-                stats.clone(),
-            );
-            let sync_fault = options.sync_fault.clone();
-            std::thread::Builder::new()
-                .name("planledger-log-syncer".into())
-                .spawn(move || {
-                    crate::writer::run_syncer(
-                        db, sync_rx, published, failed, in_flight, stats, sync_fault, answerer,
-                    )
-                })
-                .map_err(|e| corrupt("syncer thread", e))?
+        let syncer = crate::writer::Syncer {
+            db: db.clone(),
+            queue: sync_rx,
+            published: published_tx.clone(),
+            failed: failed.clone(),
+            in_flight: in_flight.clone(),
+            stats: stats.clone(),
+            sync_fault: options.sync_fault.clone(),
+            answerer,
         };
+        let syncer_thread = std::thread::Builder::new()
+            .name("planledger-log-syncer".into())
+            .spawn(move || syncer.run())
+            .map_err(|e| corrupt("syncer thread", e))?;
         let writer = Writer {
             db: db.clone(),
             inbox: receiver,

@@ -5,9 +5,13 @@
 //! and writes one `WriteBatch` to RocksDB (without fsync; with `manual_wal_flush` its
 //! write-ahead-log record only lands in RocksDB's in-memory log buffer). The batch's answers go
 //! to the syncer thread, which calls `FlushWAL(sync)`: it writes that buffer to the file and
-//! then syncs it, covering every batch written before the call, and only then answers the
-//! callers and advances the durable position. An answered append is therefore on disk. (A bare
-//! `SyncWAL` would not do: it syncs the file without writing out the buffer.)
+//! then syncs it, covering every batch written before the call, and only then has the callers
+//! answered and the durable position advanced (by the answerer task on the runtime, see
+//! [`Syncer`]). An answered append is therefore on disk. (A bare `SyncWAL` would not do: it
+//! syncs the file without writing out the buffer.)
+//!
+//! The writer prepares each event's stored JSON and hash, and answers with the request itself
+//! and the coordinates it assigned ([`Answered`]); the caller's task builds the envelopes.
 //!
 //! A lone append under serial load (a batch of one after a batch of one, nothing at the syncer,
 //! nothing in the inbox) is written with `sync = true` and answered by the writer itself: a
@@ -314,64 +318,85 @@ pub(crate) type Answerer = tokio::sync::mpsc::UnboundedSender<Vec<Written>>;
 /// microsecond each (the runtime's shared queue, a worker to unpark), and with the syncer
 /// doing it, a third of its cycle at concurrency 1024 went by with no fsync running. Without
 /// an answerer (no runtime at open, or it has shut down) the syncer answers itself.
-pub(crate) fn run_syncer(
-    db: Arc<DB>,
-    queue: std::sync::mpsc::Receiver<Written>,
-    published: Arc<watch::Sender<Position>>,
-    failed: Arc<AtomicBool>,
-    in_flight: Arc<AtomicUsize>,
-    stats: Arc<Mutex<WriterStats>>,
-    sync_fault: Option<SyncFault>,
-    mut answerer: Option<Answerer>,
-) {
-    while let Ok(first) = queue.recv() {
-        let mut ready = vec![first];
-        ready.extend(queue.try_iter());
-        let count = ready.len();
-        let events: usize = ready.iter().map(|w| w.events).sum();
-        let wrote = events > 0;
-        let synced = if failed.load(Ordering::SeqCst) {
-            // A batch the writer wrote before it learnt of the failure: in the log's buffer,
-            // never synced.
-            Err(WRITES_STOPPED.to_string())
-        } else if wrote {
-            sync_wal(&db, sync_fault.as_ref())
-        } else {
-            Ok(())
-        };
-        if wrote && synced.is_ok() {
-            record_sync(
-                &mut stats.lock().expect("writer stats lock is never poisoned"),
-                events,
-                false,
-            );
-        }
-        match synced {
-            Ok(()) => {
-                let unsent = match &answerer {
-                    None => Some(ready),
-                    Some(to) => match to.send(ready) {
-                        Ok(()) => None,
-                        Err(tokio::sync::mpsc::error::SendError(ready)) => {
-                            // The runtime is gone: answer here from now on.
-                            answerer = None;
-                            Some(ready)
-                        }
-                    },
-                };
-                for written in unsent.into_iter().flatten() {
-                    written.confirm(&published);
+pub(crate) struct Syncer {
+    pub db: Arc<DB>,
+    /// Written batches, in order.
+    pub queue: std::sync::mpsc::Receiver<Written>,
+    /// The durable position.
+    pub published: Arc<watch::Sender<Position>>,
+    /// Set on a failed fsync (shared with the writer).
+    pub failed: Arc<AtomicBool>,
+    /// Batches handed over and not yet synced (shared with the writer).
+    pub in_flight: Arc<AtomicUsize>,
+    pub stats: Arc<Mutex<WriterStats>>,
+    /// Injected sync failures (tests only).
+    pub sync_fault: Option<SyncFault>,
+    /// The answerer task, if the log was opened in a runtime.
+    pub answerer: Option<Answerer>,
+}
+
+impl Syncer {
+    /// Runs until the writer closes the queue.
+    pub(crate) fn run(self) {
+        let Syncer {
+            db,
+            queue,
+            published,
+            failed,
+            in_flight,
+            stats,
+            sync_fault,
+            mut answerer,
+        } = self;
+        while let Ok(first) = queue.recv() {
+            let mut ready = vec![first];
+            ready.extend(queue.try_iter());
+            let count = ready.len();
+            let events: usize = ready.iter().map(|w| w.events).sum();
+            let wrote = events > 0;
+            let synced = if failed.load(Ordering::SeqCst) {
+                // A batch the writer wrote before it learnt of the failure: in the log's buffer,
+                // never synced.
+                Err(WRITES_STOPPED.to_string())
+            } else if wrote {
+                sync_wal(&db, sync_fault.as_ref())
+            } else {
+                Ok(())
+            };
+            if wrote && synced.is_ok() {
+                record_sync(
+                    &mut stats.lock().expect("writer stats lock is never poisoned"),
+                    events,
+                    false,
+                );
+            }
+            match synced {
+                Ok(()) => {
+                    let unsent = match &answerer {
+                        None => Some(ready),
+                        Some(to) => match to.send(ready) {
+                            Ok(()) => None,
+                            Err(tokio::sync::mpsc::error::SendError(ready)) => {
+                                // The runtime is gone: answer here from now on.
+                                answerer = None;
+                                Some(ready)
+                            }
+                        },
+                    };
+                    for written in unsent.into_iter().flatten() {
+                        written.confirm(&published);
+                    }
+                }
+                Err(message) => {
+                    stop_writes(&failed, &message);
+                    // Refusals too: a conflict may name a version of a batch that will never exist.
+                    for written in ready {
+                        fail_answers(written.answers, &message);
+                    }
                 }
             }
-            Err(message) => {
-                stop_writes(&failed, &message);
-                // Refusals too: a conflict may name a version of a batch that will never exist.
-                for written in ready {
-                    fail_answers(written.answers, &message);
-                }
-            }
+            in_flight.fetch_sub(count, Ordering::SeqCst);
         }
-        in_flight.fetch_sub(count, Ordering::SeqCst);
     }
 }
 
