@@ -164,9 +164,12 @@ pub(crate) fn read_envelope_range(
 impl EventStore {
     /// Opens (or creates) the log in `path` and starts its writer.
     ///
-    /// Must be called inside a tokio runtime only for [`EventStore::append`]; the writer itself
-    /// runs on a dedicated thread. A database killed mid-write opens at its last acknowledged
-    /// state (RocksDB replays its write-ahead log; every answered batch was synced).
+    /// The writer and the syncer run on threads of their own. Opened inside a multi-threaded
+    /// tokio runtime, the log answers synced appends from a task on that runtime (waking the
+    /// appending tasks from inside it is cheaper); opened anywhere else, or once that runtime
+    /// has shut down, the syncer thread answers them. A database killed mid-write opens at its
+    /// last acknowledged state (RocksDB replays its write-ahead log; every answered batch was
+    /// synced).
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let db = Arc::new(open_database(path, &options)?);
@@ -195,12 +198,19 @@ impl EventStore {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let published_tx = Arc::new(published_tx);
-        // Synced batches are answered by a task on the runtime the log is opened in, if any.
-        let answerer = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            let (answerer, synced) = tokio::sync::mpsc::unbounded_channel();
-            runtime.spawn(crate::writer::run_answerer(synced, published_tx.clone()));
-            answerer
-        });
+        // Synced batches are answered by a task on the runtime the log is opened in, if it is a
+        // multi-threaded one. (A current-thread runtime runs its tasks only while a thread
+        // blocks on it: appends made from elsewhere would wait for that.)
+        let answerer = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|runtime| {
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            })
+            .map(|runtime| {
+                let (answerer, synced) = tokio::sync::mpsc::unbounded_channel();
+                runtime.spawn(crate::writer::run_answerer(synced, published_tx.clone()));
+                answerer
+            });
         let syncer = crate::writer::Syncer {
             db: db.clone(),
             queue: sync_rx,

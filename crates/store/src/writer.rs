@@ -46,8 +46,10 @@ pub const MAX_BATCH_REQUESTS: usize = 4096;
 /// the `streams` entry, a `heads` entry and the batch's own record headers.
 const WRITE_OVERHEAD_PER_EVENT: usize = 768;
 
-/// The writer's maps, keyed by stream ids and command keys: foldhash, seeded per process, is
-/// several times cheaper than SipHash for such short keys and still keyed against collisions.
+/// A batch's own maps, keyed by stream ids and command keys: foldhash (seeded per process) is
+/// several times cheaper than SipHash for such short keys. They live for one batch and hold at
+/// most one entry per append in it; the long-lived head cache keeps SipHash, which resists
+/// hash flooding by clients who choose their plan ids.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most stream heads the writer keeps in memory; past this the cache starts over (a miss costs
@@ -160,7 +162,7 @@ pub(crate) enum Answered {
 }
 
 /// A fresh append: the request and the coordinates the writer gave its events.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Fresh {
     request: AppendRequest,
     first_position: Position,
@@ -175,6 +177,21 @@ pub(crate) struct Fresh {
 }
 
 impl Fresh {
+    /// The envelopes, for a repeat of the same command later in the batch (a copy: the first
+    /// append's caller gets the originals).
+    fn repeat_envelopes(&self) -> Vec<Envelope> {
+        Fresh {
+            request: self.request.clone(),
+            first_position: self.first_position,
+            first_version: self.first_version,
+            recorded_at: self.recorded_at,
+            prev_hash: self.prev_hash,
+            hashes: self.hashes.clone(),
+            stored: Vec::new(),
+        }
+        .into_envelopes()
+    }
+
     /// The stored envelopes, with the request's events and metadata moved or copied into them.
     fn into_envelopes(self) -> Vec<Envelope> {
         let AppendRequest {
@@ -271,17 +288,17 @@ pub(crate) struct Writer {
     /// Stream versions as written, so an append does not read `heads` from RocksDB. Only the
     /// writer changes heads; it updates this after each successful write (a later batch may
     /// build on an earlier one whose fsync is still running: they become durable in order).
-    pub head_cache: HashMap<StreamId, Version>,
+    pub head_cache: std::collections::HashMap<StreamId, Version>,
     /// Written batches awaiting their fsync, in order.
     pub syncer: std::sync::mpsc::SyncSender<Written>,
     /// Set when a write or fsync failed (by the syncer or the writer): nothing more is written.
     pub failed: Arc<AtomicBool>,
     /// The syncer thread, joined when the writer stops (after its last batch is answered).
     pub syncer_thread: Option<std::thread::JoinHandle<()>>,
-    /// Batches handed to the syncer and not answered yet.
+    /// Batches handed to the syncer and not synced yet (their answers may still be on the way).
     pub in_flight: Arc<AtomicUsize>,
-    /// The last durable position, advanced by the syncer (or by the writer for a batch it
-    /// synced itself).
+    /// The last durable position, advanced as synced batches are answered (by the answerer
+    /// task, or the syncer without one) and by the writer for a batch it synced itself.
     pub published: Arc<watch::Sender<Position>>,
     /// Whether the last batch was a lone append (serial load); true at the start.
     pub serial: bool,
@@ -403,12 +420,33 @@ impl Syncer {
 /// Answers the callers of synced batches, in order, from a task on the runtime: a task woken
 /// from inside the runtime goes onto the waking worker's own queue.
 pub(crate) async fn run_answerer(
-    mut synced: tokio::sync::mpsc::UnboundedReceiver<Vec<Written>>,
+    synced: tokio::sync::mpsc::UnboundedReceiver<Vec<Written>>,
     published: Arc<watch::Sender<Position>>,
 ) {
-    while let Some(ready) = synced.recv().await {
+    let mut answerer = AnswererGuard { synced, published };
+    while let Some(ready) = answerer.synced.recv().await {
         for written in ready {
-            written.confirm(&published);
+            written.confirm(&answerer.published);
+        }
+    }
+}
+
+/// The answerer's state. When its runtime shuts down it drops the task; the guard then closes
+/// the channel (the syncer answers by itself from then on) and answers what was already handed
+/// over: those batches are synced, and their callers would otherwise hear that the writer
+/// stopped, and the durable position would stay behind them.
+struct AnswererGuard {
+    synced: tokio::sync::mpsc::UnboundedReceiver<Vec<Written>>,
+    published: Arc<watch::Sender<Position>>,
+}
+
+impl Drop for AnswererGuard {
+    fn drop(&mut self) {
+        self.synced.close();
+        while let Ok(ready) = self.synced.try_recv() {
+            for written in ready {
+                written.confirm(&self.published);
+            }
         }
     }
 }
@@ -524,7 +562,7 @@ impl Writer {
             }
             self.commit(&mut batch);
         }
-        // Closing the queue lets the syncer answer what it holds and stop.
+        // Closing the queue lets the syncer sync and hand over what it holds, and stop.
         drop(self.syncer);
         if let Some(syncer) = self.syncer_thread.take()
             && syncer.join().is_err()
@@ -666,7 +704,7 @@ impl Writer {
                     Answer::SameBatchRepeat(first) => {
                         match resolved.get(first).and_then(|r| r.as_ref()) {
                             Some(Ok(Answered::Fresh(fresh))) => {
-                                Ok(Answered::Repeat(fresh.clone().into_envelopes()))
+                                Ok(Answered::Repeat(fresh.repeat_envelopes()))
                             }
                             Some(Ok(Answered::Repeat(envelopes))) => {
                                 Ok(Answered::Repeat(envelopes.clone()))

@@ -4,7 +4,7 @@ mod support;
 
 use std::sync::Arc;
 
-use planledger_store::{ExpectedVersion, Position, ReadDirection, StoreError, Version};
+use planledger_store::{EventStore, ExpectedVersion, Position, ReadDirection, StoreError, Version};
 use support::*;
 
 #[tokio::test]
@@ -652,6 +652,44 @@ async fn readers_racing_appends_never_see_a_head_without_its_index_entry() {
     assert!(reads > 0);
 }
 
+/// Appends batches of concurrent appends until one batch was synced by the syncer (not a lone
+/// append the writer synced itself), so that the syncer's way of answering was exercised.
+fn append_until_the_syncer_syncs(runtime: &tokio::runtime::Runtime, store: &EventStore) {
+    let synced_by_syncer = |store: &EventStore| {
+        let stats = store.writer_stats();
+        stats.sync_sizes.values().sum::<u64>() - stats.inline_syncs
+    };
+    let before = synced_by_syncer(store);
+    for round in 0..100u64 {
+        runtime.block_on(async {
+            let appends = (0..16).map(|n| {
+                let store = store.clone();
+                async move {
+                    store
+                        .append(request(
+                            "t/b",
+                            ExpectedVersion::Any,
+                            vec![event(round * 16 + n)],
+                        ))
+                        .await
+                }
+            });
+            // A guard against a hang (answers that never come), not a measure of speed.
+            let outcomes =
+                tokio::time::timeout(std::time::Duration::from_secs(60), join_all(appends))
+                    .await
+                    .expect("appends answered");
+            for outcome in outcomes {
+                outcome.expect("concurrent append");
+            }
+        });
+        if synced_by_syncer(store) > before {
+            return;
+        }
+    }
+    panic!("100 rounds of 16 concurrent appends were all synced by the writer itself");
+}
+
 /// Synced batches are answered by a task on the runtime the log was opened in; once that
 /// runtime is gone, the syncer answers appends itself.
 #[test]
@@ -666,48 +704,107 @@ fn appends_are_answered_after_the_opening_runtime_is_gone() {
         .block_on(store.append(request("t/a", ExpectedVersion::NoStream, vec![event(1)])))
         .expect("append on the opening runtime");
     assert_eq!(first.position(), Position(1));
+    append_until_the_syncer_syncs(&opening, &store);
     drop(opening);
 
     let other = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    for n in 2..=4u64 {
-        let outcome = other
-            .block_on(store.append(request("t/a", ExpectedVersion::Any, vec![event(n)])))
-            .expect("append after the opening runtime shut down");
-        assert_eq!(outcome.position(), Position(n));
-    }
-    // Concurrent appends too (batches of several, answered together).
-    other.block_on(async {
-        let appends = (0..16).map(|n| {
-            let store = store.clone();
-            async move {
-                store
-                    .append(request("t/b", ExpectedVersion::Any, vec![event(n)]))
-                    .await
-            }
-        });
-        for outcome in join_all(appends).await {
-            outcome.expect("concurrent append");
-        }
-    });
-    assert_eq!(store.last_position(), Position(20));
+    let before = store.last_position();
+    let outcome = other
+        .block_on(store.append(request("t/a", ExpectedVersion::Any, vec![event(2)])))
+        .expect("append after the opening runtime shut down");
+    assert_eq!(outcome.position(), Position(before.get() + 1));
+    append_until_the_syncer_syncs(&other, &store);
     assert_log_invariants(&store);
 }
 
-/// A log opened outside any runtime answers from its syncer.
+/// A log opened outside any runtime, or in a current-thread one, answers from its syncer.
 #[test]
-fn a_log_opened_outside_a_runtime_answers_appends() {
+fn a_log_opened_outside_a_multi_threaded_runtime_answers_appends() {
     let (_dir, store) = open_temp();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let outcome = runtime
-        .block_on(store.append(request("t/a", ExpectedVersion::NoStream, vec![event(1)])))
-        .expect("append");
-    assert_eq!(outcome.position(), Position(1));
+    append_until_the_syncer_syncs(&runtime, &store);
+    assert_log_invariants(&store);
+
+    // Opened in a current-thread runtime that nobody drives afterwards (it only runs tasks
+    // while a thread blocks on it): appends from elsewhere must not wait for it.
+    let (_dir, store) = runtime.block_on(async { open_temp() });
+    let elsewhere = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    append_until_the_syncer_syncs(&elsewhere, &store);
+    assert_log_invariants(&store);
+}
+
+/// Answers already handed to the answerer task when its runtime shuts down still reach their
+/// callers (they are on disk), and the durable position covers them.
+#[test]
+fn answers_waiting_for_a_runtime_that_shuts_down_still_arrive() {
+    const APPENDS: u64 = 32;
+    let opening = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_dir, store) = opening.block_on(async { open_temp() });
+    // Occupy the opening runtime's only worker, so that its answerer task cannot run.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    opening.spawn(async move {
+        started_tx.send(()).expect("signal");
+        release_rx.recv().expect("release");
+    });
+    started_rx.recv().expect("the blocker runs");
+    // Concurrent appends from another runtime: synced, then handed to the stuck answerer.
+    let appending = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(join_all((0..APPENDS).map(move |n| {
+                let store = store.clone();
+                async move {
+                    store
+                        .append(request("t/a", ExpectedVersion::Any, vec![event(n)]))
+                        .await
+                }
+            })))
+        })
+    };
+    let synced = |store: &EventStore| {
+        let stats = store.writer_stats();
+        stats
+            .sync_sizes
+            .iter()
+            .map(|(events, count)| *events as u64 * count)
+            .sum::<u64>()
+    };
+    while synced(&store) < APPENDS {
+        std::thread::yield_now();
+    }
+    // Every append is on disk; the ones the syncer synced wait in the answerer's queue.
+    let stats = store.writer_stats();
+    assert!(
+        stats.sync_sizes.values().sum::<u64>() > stats.inline_syncs,
+        "some appends went through the syncer: {stats:?}"
+    );
+    opening.shutdown_background();
+    release_tx.send(()).expect("release the worker");
+    for outcome in appending.join().expect("appending thread") {
+        outcome.expect("every append is answered");
+    }
+    assert_eq!(store.last_position(), Position(APPENDS));
+    assert_log_invariants(&store);
 }
 
 /// Awaits every future (the store's tests do not depend on `futures`).
