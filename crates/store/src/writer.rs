@@ -334,7 +334,8 @@ pub(crate) type Answerer = tokio::sync::mpsc::UnboundedSender<Vec<Written>>;
 /// at once: waking hundreds of tasks from a thread outside the runtime costs up to a
 /// microsecond each (the runtime's shared queue, a worker to unpark), and with the syncer
 /// doing it, a third of its cycle at concurrency 1024 went by with no fsync running. Without
-/// an answerer (no runtime at open, or it has shut down) the syncer answers itself.
+/// an answerer (no multi-threaded runtime at open, or it has shut down) the syncer answers
+/// itself.
 pub(crate) struct Syncer {
     pub db: Arc<DB>,
     /// Written batches, in order.
@@ -348,7 +349,7 @@ pub(crate) struct Syncer {
     pub stats: Arc<Mutex<WriterStats>>,
     /// Injected sync failures (tests only).
     pub sync_fault: Option<SyncFault>,
-    /// The answerer task, if the log was opened in a runtime.
+    /// The answerer task, if the log was opened in a multi-threaded runtime.
     pub answerer: Option<Answerer>,
 }
 

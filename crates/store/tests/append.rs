@@ -652,6 +652,23 @@ async fn readers_racing_appends_never_see_a_head_without_its_index_entry() {
     assert!(reads > 0);
 }
 
+/// A multi-threaded runtime with `workers` worker threads.
+fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A current-thread runtime.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Appends batches of concurrent appends until one batch was synced by the syncer (not a lone
 /// append the writer synced itself), so that the syncer's way of answering was exercised.
 fn append_until_the_syncer_syncs(runtime: &tokio::runtime::Runtime, store: &EventStore) {
@@ -694,11 +711,7 @@ fn append_until_the_syncer_syncs(runtime: &tokio::runtime::Runtime, store: &Even
 /// runtime is gone, the syncer answers appends itself.
 #[test]
 fn appends_are_answered_after_the_opening_runtime_is_gone() {
-    let opening = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let opening = multi_thread(1);
     let (_dir, store) = opening.block_on(async { open_temp() });
     let first = opening
         .block_on(store.append(request("t/a", ExpectedVersion::NoStream, vec![event(1)])))
@@ -707,10 +720,7 @@ fn appends_are_answered_after_the_opening_runtime_is_gone() {
     append_until_the_syncer_syncs(&opening, &store);
     drop(opening);
 
-    let other = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let other = current_thread();
     let before = store.last_position();
     let outcome = other
         .block_on(store.append(request("t/a", ExpectedVersion::Any, vec![event(2)])))
@@ -724,21 +734,14 @@ fn appends_are_answered_after_the_opening_runtime_is_gone() {
 #[test]
 fn a_log_opened_outside_a_multi_threaded_runtime_answers_appends() {
     let (_dir, store) = open_temp();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = current_thread();
     append_until_the_syncer_syncs(&runtime, &store);
     assert_log_invariants(&store);
 
     // Opened in a current-thread runtime that nobody drives afterwards (it only runs tasks
     // while a thread blocks on it): appends from elsewhere must not wait for it.
     let (_dir, store) = runtime.block_on(async { open_temp() });
-    let elsewhere = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let elsewhere = multi_thread(1);
     append_until_the_syncer_syncs(&elsewhere, &store);
     assert_log_invariants(&store);
 }
@@ -748,11 +751,7 @@ fn a_log_opened_outside_a_multi_threaded_runtime_answers_appends() {
 #[test]
 fn answers_waiting_for_a_runtime_that_shuts_down_still_arrive() {
     const APPENDS: u64 = 32;
-    let opening = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let opening = multi_thread(1);
     let (_dir, store) = opening.block_on(async { open_temp() });
     // Occupy the opening runtime's only worker, so that its answerer task cannot run.
     let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
@@ -766,11 +765,7 @@ fn answers_waiting_for_a_runtime_that_shuts_down_still_arrive() {
     let appending = {
         let store = store.clone();
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = multi_thread(2);
             runtime.block_on(join_all((0..APPENDS).map(move |n| {
                 let store = store.clone();
                 async move {
