@@ -9,7 +9,10 @@ use uuid::Uuid;
 use crate::{Position, StreamId, Version};
 
 /// The hash that stands before position 1: 64 zero hex digits.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS_HASH: &str = match std::str::from_utf8(&GENESIS) {
+    Ok(text) => text,
+    Err(_) => panic!("hex digits are ASCII"),
+};
 
 /// One event as it is stored in the log and handed to readers.
 ///
@@ -62,7 +65,7 @@ impl PartialEq for Envelope {
 /// A SHA-256 hash as the 64 lowercase hex digits an envelope stores.
 pub(crate) type HexHash = [u8; 64];
 
-/// The hash that stands before position 1, as [`HexHash`].
+/// [`GENESIS_HASH`] as a [`HexHash`].
 pub(crate) const GENESIS: HexHash = [b'0'; 64];
 
 /// A [`HexHash`] as text.

@@ -2,7 +2,7 @@
 
 use rocksdb::{ColumnFamily, DB, WriteBatch};
 
-use crate::{Position, StreamId, Version};
+use crate::{MAX_STREAM_ID_LEN, Position, StreamId, Version};
 
 /// Global position (u64 BE) -> envelope JSON.
 pub const CF_LOG: &str = "log";
@@ -30,11 +30,37 @@ pub const ALL_CFS: [&str; 7] = [
     CF_META,
 ];
 
-/// Key of a stream's version in `streams` or `snapshots`.
-pub fn stream_version_key(stream: &StreamId, version: Version) -> Vec<u8> {
-    let mut key = stream_prefix(stream);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
+/// Key of a stream's version in `streams` or `snapshots`: the stream id, a NUL and the version
+/// (u64 BE), built on the stack (ids are at most [`MAX_STREAM_ID_LEN`] bytes), since an append
+/// writes one per event.
+pub fn stream_version_key(stream: &StreamId, version: Version) -> StreamVersionKey {
+    let id = stream.as_str().as_bytes();
+    let mut bytes = [0u8; MAX_STREAM_ID_LEN + 9];
+    bytes[..id.len()].copy_from_slice(id);
+    bytes[id.len() + 1..id.len() + 9].copy_from_slice(&version.to_be_bytes());
+    StreamVersionKey {
+        bytes,
+        len: id.len() + 9,
+    }
+}
+
+/// A key built by [`stream_version_key`].
+pub struct StreamVersionKey {
+    bytes: [u8; MAX_STREAM_ID_LEN + 9],
+    len: usize,
+}
+
+impl std::ops::Deref for StreamVersionKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl AsRef<[u8]> for StreamVersionKey {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
 }
 
 /// The prefix all of a stream's keys share: the id and a NUL (ids never hold NUL).
@@ -105,12 +131,11 @@ pub(crate) fn put_event(
     envelope: &[u8],
 ) {
     batch.put_cf(cfs.log, log_key(position), envelope);
-    // The `streams` key built on the stack: ids are at most 200 bytes.
-    let id = stream.as_str().as_bytes();
-    let mut key = [0u8; crate::ids::MAX_STREAM_ID_LEN + 9];
-    key[..id.len()].copy_from_slice(id);
-    key[id.len() + 1..id.len() + 9].copy_from_slice(&version.to_be_bytes());
-    batch.put_cf(cfs.streams, &key[..id.len() + 9], position.to_be_bytes());
+    batch.put_cf(
+        cfs.streams,
+        stream_version_key(stream, version),
+        position.to_be_bytes(),
+    );
 }
 
 /// Adds a stream's `heads` entry to `batch` (once per stream per batch, its last version).

@@ -10,7 +10,7 @@ use rocksdb::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::envelope::{Envelope, GENESIS_HASH};
+use crate::envelope::{Envelope, GENESIS_HASH, HexHash};
 use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
@@ -270,12 +270,18 @@ impl EventStore {
                 let envelope = decode_envelope(position, &value)?;
                 Ok(Head {
                     position: envelope.position,
-                    hash: envelope.hash.as_bytes().try_into().map_err(|_| {
-                        corrupt(
-                            format!("hash at position {}", envelope.position),
-                            "not 64 hex digits",
-                        )
-                    })?,
+                    hash: envelope
+                        .hash
+                        .as_bytes()
+                        .try_into()
+                        .ok()
+                        .filter(|hash: &HexHash| hash.iter().all(u8::is_ascii_hexdigit))
+                        .ok_or_else(|| {
+                            corrupt(
+                                format!("hash at position {}", envelope.position),
+                                "not 64 hex digits",
+                            )
+                        })?,
                     recorded_at: envelope.recorded_at,
                 })
             }
@@ -809,10 +815,10 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     let cf_options = with_tables(Options::default());
 
     // `heads` is written once per stream per batch, at random places in one big skiplist. A
-    // hash-of-skiplists memtable keyed by the whole key (RocksDB's no-op prefix) puts each
-    // stream's entries in a skiplist of their own, where a new head goes first (newest
-    // sequence number): under half the instructions of an insert with a per-key hint, and
-    // no hints in the arena. Such a memtable reads only by point lookups, which is all that
+    // hash-of-skiplists memtable keyed by the whole key (RocksDB's no-op prefix) puts a
+    // stream's entries in its bucket's small skiplist (shared only with streams that hash
+    // alike), where a new head goes first (newest sequence number): under half the
+    // instructions of an insert with a per-key hint, and no hints in the arena. Such a memtable reads only by point lookups, which is all that
     // is ever done with `heads`. (Updating heads in place would be cheaper still, but an
     // in-place value is visible before its batch is, so a reader could see a head the
     // `streams` index does not have yet.)

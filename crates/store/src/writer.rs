@@ -161,10 +161,18 @@ pub(crate) enum Answered {
     Repeat(Vec<Envelope>),
 }
 
-/// A fresh append: the request and the coordinates the writer gave its events.
+/// A fresh append: the request, where the writer placed its events, and their stored JSON.
 #[derive(Debug)]
 pub(crate) struct Fresh {
     request: AppendRequest,
+    placed: Placed,
+    /// Each event's stored JSON.
+    stored: Vec<Vec<u8>>,
+}
+
+/// The coordinates the writer gave an append's events.
+#[derive(Clone, Debug)]
+struct Placed {
     first_position: Position,
     first_version: Version,
     recorded_at: Timestamp,
@@ -172,34 +180,17 @@ pub(crate) struct Fresh {
     prev_hash: HexHash,
     /// Each event's hash, in order.
     hashes: Vec<HexHash>,
-    /// Each event's stored JSON.
-    stored: Vec<Vec<u8>>,
 }
 
-impl Fresh {
-    /// The envelopes, for a repeat of the same command later in the batch (a copy: the first
-    /// append's caller gets the originals).
-    fn repeat_envelopes(&self) -> Vec<Envelope> {
-        Fresh {
-            request: self.request.clone(),
-            first_position: self.first_position,
-            first_version: self.first_version,
-            recorded_at: self.recorded_at,
-            prev_hash: self.prev_hash,
-            hashes: self.hashes.clone(),
-            stored: Vec::new(),
-        }
-        .into_envelopes()
-    }
-
+impl Placed {
     /// The stored envelopes, with the request's events and metadata moved or copied into them.
-    fn into_envelopes(self) -> Vec<Envelope> {
+    fn envelopes(self, request: AppendRequest) -> Vec<Envelope> {
         let AppendRequest {
             stream,
             events,
             meta,
             ..
-        } = self.request;
+        } = request;
         let mut prev_hash = self.prev_hash;
         events
             .into_iter()
@@ -231,7 +222,7 @@ impl Answered {
     /// Events this answer wrote.
     fn written(&self) -> usize {
         match self {
-            Self::Fresh(fresh) => fresh.hashes.len(),
+            Self::Fresh(fresh) => fresh.placed.hashes.len(),
             Self::Repeat(_) => 0,
         }
     }
@@ -239,14 +230,11 @@ impl Answered {
     /// The caller's outcome (built on the caller's task).
     pub(crate) fn into_outcome(self) -> AppendOutcome {
         match self {
-            Self::Fresh(mut fresh) => {
-                let stored = std::mem::take(&mut fresh.stored);
-                AppendOutcome {
-                    envelopes: fresh.into_envelopes(),
-                    deduplicated: false,
-                    stored,
-                }
-            }
+            Self::Fresh(fresh) => AppendOutcome {
+                envelopes: fresh.placed.envelopes(fresh.request),
+                deduplicated: false,
+                stored: fresh.stored,
+            },
             Self::Repeat(envelopes) => AppendOutcome {
                 envelopes,
                 deduplicated: true,
@@ -604,6 +592,8 @@ impl Writer {
             .map(|event| event.data.get().len() + WRITE_OVERHEAD_PER_EVENT)
             .sum();
         let mut write = WriteBatch::with_capacity_bytes(capacity);
+        // The column families borrow from a handle of the batch's own, not from `self`, which
+        // `prepare` borrows mutably.
         let db = self.db.clone();
         let mut heads: HashMap<StreamId, Version> = HashMap::default();
         let mut commands: HashMap<Vec<u8>, (usize, Option<String>)> = HashMap::default();
@@ -666,14 +656,7 @@ impl Writer {
             if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
                 self.head_cache.clear();
             }
-            for (stream, version) in heads {
-                match self.head_cache.get_mut(&stream) {
-                    Some(cached) => *cached = version,
-                    None => {
-                        self.head_cache.insert(stream, version);
-                    }
-                }
-            }
+            self.head_cache.extend(heads);
         }
 
         let elapsed = started.elapsed();
@@ -704,13 +687,11 @@ impl Writer {
                     Answer::Done(result) => result,
                     Answer::SameBatchRepeat(first) => {
                         match resolved.get(first).and_then(|r| r.as_ref()) {
-                            Some(Ok(Answered::Fresh(fresh))) => {
-                                Ok(Answered::Repeat(fresh.repeat_envelopes()))
-                            }
-                            Some(Ok(Answered::Repeat(envelopes))) => {
-                                Ok(Answered::Repeat(envelopes.clone()))
-                            }
-                            // Only a first append that succeeded is remembered in `commands`.
+                            // A copy: the first append's caller gets the originals.
+                            Some(Ok(Answered::Fresh(fresh))) => Ok(Answered::Repeat(
+                                fresh.placed.clone().envelopes(fresh.request.clone()),
+                            )),
+                            // Only a fresh first append is remembered in `commands`.
                             _ => Err(StoreError::WriterStopped),
                         }
                     }
@@ -882,11 +863,13 @@ impl Writer {
 
         Answer::Done(Ok(Answered::Fresh(Fresh {
             request,
-            first_position,
-            first_version,
-            recorded_at: context.recorded_at,
-            prev_hash,
-            hashes,
+            placed: Placed {
+                first_position,
+                first_version,
+                recorded_at: context.recorded_at,
+                prev_hash,
+                hashes,
+            },
             stored,
         })))
     }
