@@ -157,6 +157,42 @@ pub fn progress_bar(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// A progress bar for many small operations done by many tasks: the tasks count into `done`
+/// and a ticker task redraws the bar ten times a second. Ticking the bar itself on every
+/// operation (a clock read and a shared lock each time) cost the tasks ~0.2 µs per operation,
+/// which the benchmark would have counted against the code it measures.
+pub struct CountedProgress {
+    /// Operations finished so far.
+    pub done: Arc<AtomicU64>,
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl CountedProgress {
+    /// Starts the bar and its ticker (on the current runtime).
+    pub fn start(total: u64, label: &str) -> Self {
+        let bar = progress_bar(total, label);
+        let done = Arc::new(AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let (bar, done) = (bar.clone(), done.clone());
+            async move {
+                let mut every = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    every.tick().await;
+                    bar.set_position(done.load(Ordering::Relaxed));
+                }
+            }
+        });
+        Self { done, bar, ticker }
+    }
+
+    /// Stops the ticker and clears the bar.
+    pub fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
 struct AppendRun {
     events: u64,
     elapsed: Duration,
@@ -188,14 +224,14 @@ async fn run_appends(
             .collect::<Result<_, _>>()?,
     );
     let issued = Arc::new(AtomicU64::new(0));
-    let bar = progress_bar(total, &format!("append c={concurrency}"));
+    let progress = CountedProgress::start(total, &format!("append c={concurrency}"));
     let cpu_before = process_cpu();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for task in 0..concurrency {
         let store = store.clone();
         let issued = issued.clone();
-        let bar = bar.clone();
+        let done = progress.done.clone();
         let payloads = payloads.clone();
         tasks.push(tokio::spawn(async move {
             let stream = StreamId::new(format!("bench/plan-{task}")).expect("valid id");
@@ -225,7 +261,7 @@ async fn run_appends(
                     .await
                     .expect("bench append");
                 latencies.push(t.elapsed());
-                bar.inc(1);
+                done.fetch_add(1, Ordering::Relaxed);
             }
             latencies
         }));
@@ -236,7 +272,7 @@ async fn run_appends(
     }
     let elapsed = started.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_before);
-    bar.finish_and_clear();
+    progress.finish();
     let stats = store.writer_stats();
     let stored_bytes = store
         .read_raw(planledger_store::Position(1))?

@@ -42,17 +42,17 @@ where
     let make = Arc::new(make);
     let issued = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let bar = crate::bench::progress_bar(total, label);
+    let progress = crate::bench::CountedProgress::start(total, label);
     let cpu_before = crate::bench::process_cpu();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
-        let (client, make, issued, failures, bar) = (
+        let (client, make, issued, failures, done) = (
             client.clone(),
             make.clone(),
             issued.clone(),
             failures.clone(),
-            bar.clone(),
+            progress.done.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -74,7 +74,7 @@ where
                 if !ok {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
-                bar.inc(1);
+                done.fetch_add(1, Ordering::Relaxed);
             }
             latencies
         }));
@@ -85,7 +85,7 @@ where
     }
     let elapsed = started.elapsed();
     let cpu = crate::bench::process_cpu().saturating_sub(cpu_before);
-    bar.finish_and_clear();
+    progress.finish();
     Ok(Measured {
         requests: total,
         elapsed,

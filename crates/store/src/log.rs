@@ -238,6 +238,9 @@ impl EventStore {
             published: published_tx,
             serial: true,
             sync_fault: options.sync_fault.clone(),
+            spare_lists: Default::default(),
+            batch_heads: Default::default(),
+            batch_commands: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())

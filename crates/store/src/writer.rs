@@ -292,6 +292,51 @@ pub(crate) struct Writer {
     pub serial: bool,
     /// Injected sync failures (tests only).
     pub sync_fault: Option<SyncFault>,
+    /// Emptied answer lists handed back by whoever answered their batch.
+    pub spare_lists: SpareLists,
+    /// The batch's latest version per stream, and its remembered command ids (with the index
+    /// of their append and fingerprint): emptied after each batch, kept for their capacity.
+    pub batch_heads: HashMap<StreamId, Version>,
+    pub batch_commands: HashMap<Vec<u8>, (usize, Option<String>)>,
+}
+
+/// A batch's answers: where each goes, and what it is.
+type Answers = Vec<(Reply, Result<Answered, StoreError>)>;
+
+/// Emptied answer lists, handed back to the writer by whoever answered their batch (the
+/// answerer task or the syncer), so that the writer fills the same few lists again.
+///
+/// A batch at concurrency 1024 holds some 450 answers of ~400 bytes each. A fresh list per
+/// batch, freed on another thread, kept the allocator taking fresh pages from the system for
+/// the writer, and the writer spent ~0.5 µs per event in page faults zeroing them.
+#[derive(Clone, Default)]
+pub(crate) struct SpareLists(Arc<Mutex<Vec<Answers>>>);
+
+impl SpareLists {
+    /// Lists kept: more than batches are usually in flight between the writer and the answerer.
+    const KEPT: usize = 8;
+
+    /// An empty list, with room for `len` answers.
+    fn take(&self, len: usize) -> Answers {
+        let mut list = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default();
+        list.reserve(len);
+        list
+    }
+
+    /// Keeps an emptied list for a later batch (or frees it, when enough are kept).
+    fn give_back(&self, mut list: Answers) {
+        list.clear();
+        if let Ok(mut spare) = self.0.lock()
+            && spare.len() < Self::KEPT
+        {
+            spare.push(list);
+        }
+    }
 }
 
 /// A batch written to the write-ahead log, with the answers to give once it is synced.
@@ -300,7 +345,9 @@ pub(crate) struct Written {
     position: Position,
     /// Events it wrote (0: only refusals or repeats, which still wait for the batches before).
     events: usize,
-    answers: Vec<(Reply, Result<Answered, StoreError>)>,
+    answers: Answers,
+    /// Where the emptied `answers` go back to.
+    spare_lists: SpareLists,
 }
 
 /// Where one caller's answer goes.
@@ -474,7 +521,7 @@ fn stop_writes(failed: &AtomicBool, message: &str) {
 /// (or a repeat answered with events that may be among them) may or may not be in the log
 /// after a restart: its caller learns that the outcome is unknown. A request the batch refused
 /// appended nothing.
-fn fail_answers(answers: Vec<(Reply, Result<Answered, StoreError>)>, message: &str) {
+fn fail_answers(answers: Answers, message: &str) {
     for (reply, answer) in answers {
         let error = match answer {
             Ok(_) => StoreError::OutcomeUnknown(message.to_string()),
@@ -515,9 +562,11 @@ impl Written {
             }
             advanced
         });
-        for (reply, answer) in self.answers {
+        let mut answers = self.answers;
+        for (reply, answer) in answers.drain(..) {
             let _ = reply.send(answer);
         }
+        self.spare_lists.give_back(answers);
     }
 }
 
@@ -595,10 +644,10 @@ impl Writer {
         // The column families borrow from a handle of the batch's own, not from `self`, which
         // `prepare` borrows mutably.
         let db = self.db.clone();
-        let mut heads: HashMap<StreamId, Version> = HashMap::default();
-        let mut commands: HashMap<Vec<u8>, (usize, Option<String>)> = HashMap::default();
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
+        // Taken out of `self` for the batch, which `prepare` borrows mutably.
+        let mut heads = std::mem::take(&mut self.batch_heads);
+        let mut commands = std::mem::take(&mut self.batch_commands);
+        let mut answers = self.spare_lists.take(batch.len());
         let now = Timestamp::now();
         let recorded_at = if now > self.head.recorded_at {
             now
@@ -613,20 +662,31 @@ impl Writer {
         };
 
         for (index, pending) in batch.drain(..).enumerate() {
-            let answer = self.prepare(
+            let answer = match self.prepare(
                 index,
                 pending.request,
                 &context,
                 &mut write,
                 &mut heads,
                 &mut commands,
-            );
-            if let Answer::Done(Ok(answered)) = &answer {
+            ) {
+                Answer::Done(result) => result,
+                // A copy of the first append's answer (its caller gets the originals).
+                Answer::SameBatchRepeat(first) => match answers.get(first) {
+                    Some((_, Ok(Answered::Fresh(fresh)))) => Ok(Answered::Repeat(
+                        fresh.placed.clone().envelopes(fresh.request.clone()),
+                    )),
+                    // Only a fresh first append is remembered in `commands`.
+                    _ => Err(StoreError::WriterStopped),
+                },
+            };
+            if let Ok(answered) = &answer {
                 written_events += answered.written();
             }
-            answers.push(answer);
-            replies.push(pending.reply);
+            answers.push((pending.reply, answer));
         }
+        commands.clear();
+        self.batch_commands = commands;
 
         let mut write_result = Ok(());
         if written_events > 0 {
@@ -656,8 +716,10 @@ impl Writer {
             if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
                 self.head_cache.clear();
             }
-            self.head_cache.extend(heads);
+            self.head_cache.extend(heads.drain());
         }
+        heads.clear();
+        self.batch_heads = heads;
 
         let elapsed = started.elapsed();
         if written_events > 0 && write_result.is_ok() {
@@ -678,35 +740,11 @@ impl Writer {
             stats.busy += elapsed;
         }
 
-        // Answers of repeats inside the same batch copy the first answer.
-        let resolved: Vec<Result<Answered, StoreError>> = {
-            let mut resolved: Vec<Option<Result<Answered, StoreError>>> =
-                Vec::with_capacity(answers.len());
-            for answer in answers {
-                resolved.push(Some(match answer {
-                    Answer::Done(result) => result,
-                    Answer::SameBatchRepeat(first) => {
-                        match resolved.get(first).and_then(|r| r.as_ref()) {
-                            // A copy: the first append's caller gets the originals.
-                            Some(Ok(Answered::Fresh(fresh))) => Ok(Answered::Repeat(
-                                fresh.placed.clone().envelopes(fresh.request.clone()),
-                            )),
-                            // Only a fresh first append is remembered in `commands`.
-                            _ => Err(StoreError::WriterStopped),
-                        }
-                    }
-                }));
-            }
-            resolved
-                .into_iter()
-                .map(|r| r.expect("every answer was filled"))
-                .collect()
-        };
-
         let written = Written {
             position: self.head.position,
             events: written_events,
-            answers: replies.into_iter().zip(resolved).collect(),
+            answers,
+            spare_lists: self.spare_lists.clone(),
         };
         if let Err(message) = write_result {
             // The write was attempted: whatever it wrote may or may not survive a restart, and
@@ -917,5 +955,46 @@ impl Writer {
         }
         read_envelope_range(&self.db, record.first_position, record.last_position)
             .map(Answered::Repeat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal() -> (Reply, Result<Answered, StoreError>) {
+        let (reply, _) = oneshot::channel();
+        (reply, Err(StoreError::EmptyAppend))
+    }
+
+    #[test]
+    fn spare_lists_come_back_empty_with_their_room() {
+        let spare = SpareLists::default();
+        let mut list = spare.take(3);
+        assert!(list.is_empty() && list.capacity() >= 3);
+        list.extend((0..500).map(|_| refusal()));
+        let room = list.capacity();
+        spare.give_back(list);
+
+        let again = spare.take(3);
+        assert!(again.is_empty(), "a list is handed out empty");
+        assert_eq!(again.capacity(), room, "the same list, with its room");
+        // Nothing else was kept.
+        assert_eq!(spare.take(0).capacity(), 0);
+    }
+
+    #[test]
+    fn spare_lists_keep_only_a_few() {
+        let spare = SpareLists::default();
+        for _ in 0..SpareLists::KEPT + 5 {
+            let mut list = Vec::with_capacity(16);
+            list.push(refusal());
+            spare.give_back(list);
+        }
+        let kept = (0..SpareLists::KEPT + 5)
+            .map(|_| spare.take(0))
+            .filter(|list| list.capacity() >= 16)
+            .count();
+        assert_eq!(kept, SpareLists::KEPT);
     }
 }
