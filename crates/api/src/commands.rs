@@ -34,7 +34,7 @@ impl From<CommandResult> for CommandResponse {
             version: result.version,
             position: result.position,
             deduplicated: result.deduplicated,
-            events: result.events,
+            events: result.events.into_envelopes(),
         }
     }
 }
@@ -166,11 +166,12 @@ pub async fn post_command(
 /// The JSON of [`CommandResponse`]. A fresh append's events are spliced in as the log stored
 /// them, byte for byte (the same text their serde form gives), instead of being rendered again.
 pub fn response_body(result: CommandResult) -> Vec<u8> {
-    if result.stored.len() != result.events.len() {
+    let stored = result.events.stored();
+    if stored.len() != result.events.len() {
         return serde_json::to_vec(&CommandResponse::from(result))
             .expect("a command response always serializes");
     }
-    let events: usize = result.stored.iter().map(|e| e.len() + 1).sum();
+    let events: usize = stored.iter().map(|e| e.len() + 1).sum();
     let mut out = Vec::with_capacity(events + 128);
     out.extend_from_slice(b"{\"plan_id\":");
     serde_json::to_writer(&mut out, result.plan_id.as_str()).expect("writing to a Vec");
@@ -185,7 +186,7 @@ pub fn response_body(result: CommandResult) -> Vec<u8> {
         b"false"
     });
     out.extend_from_slice(b",\"events\":[");
-    for (index, event) in result.stored.iter().enumerate() {
+    for (index, event) in stored.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
@@ -233,19 +234,19 @@ mod tests {
                 hash: "f".repeat(64),
             })
             .collect();
+        let stored = if stored {
+            events
+                .iter()
+                .map(|e| serde_json::to_vec(e).expect("serialize"))
+                .collect()
+        } else {
+            Vec::new()
+        };
         CommandResult {
             plan_id: PlanId::new("q3").expect("plan id"),
             version: events.len() as u64,
             position: 40 + events.len() as u64,
-            stored: if stored {
-                events
-                    .iter()
-                    .map(|e| serde_json::to_vec(e).expect("serialize"))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            events,
+            events: planledger_store::AppendOutcome::from_envelopes(events, stored, deduplicated),
             deduplicated,
         }
     }

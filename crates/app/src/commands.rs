@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use planledger_domain::{Command, PlanId, decide, evolve};
 use planledger_store::{
-    AppendMeta, AppendRequest, CommandRef, Envelope, ExpectedVersion, NewEvent, StoreError, Version,
+    AppendMeta, AppendOutcome, AppendRequest, CommandRef, ExpectedVersion, NewEvent, StoreError,
+    Version,
 };
 use sha2::{Digest, Sha256};
 
@@ -44,11 +45,9 @@ pub struct CommandResult {
     pub version: u64,
     /// The global position of the last event written.
     pub position: u64,
-    /// The stored events.
-    pub events: Vec<Envelope>,
-    /// Each event's stored JSON, byte for byte as in the log (what `events` serialize to), when
-    /// the log handed it over (a fresh append); empty otherwise.
-    pub stored: Vec<Vec<u8>>,
+    /// The stored events: their envelopes (built when asked for) and, for a fresh append,
+    /// each one's stored JSON, byte for byte as in the log.
+    pub events: AppendOutcome,
     /// True when this was a repeat of an earlier command id.
     pub deduplicated: bool,
 }
@@ -168,9 +167,7 @@ impl CommandService {
                     }
                     return Ok(Self::result(
                         &request.plan_id,
-                        first.envelopes,
-                        Vec::new(),
-                        true,
+                        AppendOutcome::from_envelopes(first.envelopes, Vec::new(), true),
                     ));
                 }
                 id.clone()
@@ -223,12 +220,7 @@ impl CommandService {
             };
             match store.append(append).await {
                 Ok(outcome) if outcome.deduplicated => {
-                    return Ok(Self::result(
-                        &request.plan_id,
-                        outcome.envelopes,
-                        outcome.stored,
-                        true,
-                    ));
+                    return Ok(Self::result(&request.plan_id, outcome));
                 }
                 Ok(outcome) => {
                     let before = loaded.version;
@@ -244,12 +236,7 @@ impl CommandService {
                     if let Err(error) = self.plans.maybe_snapshot(&stream, before, &after) {
                         tracing::warn!(%error, "snapshot not written; loads replay further");
                     }
-                    return Ok(Self::result(
-                        &request.plan_id,
-                        outcome.envelopes,
-                        outcome.stored,
-                        false,
-                    ));
+                    return Ok(Self::result(&request.plan_id, outcome));
                 }
                 Err(StoreError::Conflict { current, .. }) => {
                     if request.expected_version.is_some() || attempt == 1 {
@@ -272,23 +259,13 @@ impl CommandService {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn result(
-        plan_id: &PlanId,
-        events: Vec<Envelope>,
-        stored: Vec<Vec<u8>>,
-        deduplicated: bool,
-    ) -> CommandResult {
-        let (version, position) = events
-            .last()
-            .map(|e| (e.version.get(), e.position.get()))
-            .unwrap_or_default();
+    fn result(plan_id: &PlanId, events: AppendOutcome) -> CommandResult {
         CommandResult {
             plan_id: plan_id.clone(),
-            version,
-            position,
+            version: events.version().get(),
+            position: events.position().get(),
+            deduplicated: events.deduplicated,
             events,
-            stored,
-            deduplicated,
         }
     }
 

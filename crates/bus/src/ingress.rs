@@ -412,7 +412,12 @@ impl CommandIngress {
             plan_id: result.plan_id.to_string(),
             version: result.version,
             position: result.position,
-            events: result.events.iter().map(envelope_to_proto).collect(),
+            events: result
+                .events
+                .into_envelopes()
+                .iter()
+                .map(envelope_to_proto)
+                .collect(),
             deduplicated: result.deduplicated,
         })
     }

@@ -11,7 +11,8 @@
 //! syncs the file without writing out the buffer.)
 //!
 //! The writer prepares each event's stored JSON and hash, and answers with the request itself
-//! and the coordinates it assigned ([`Answered`]); the caller's task builds the envelopes.
+//! and the coordinates it assigned ([`Answered`]); envelopes are built from those only when the
+//! caller asks for them.
 //!
 //! A lone append under serial load (a batch of one after a batch of one, nothing at the syncer,
 //! nothing in the inbox) is written with `sync = true` and answered by the writer itself: a
@@ -100,30 +101,99 @@ pub struct AppendRequest {
 }
 
 /// The answer to an append.
+///
+/// A fresh append's envelopes are built only when asked for ([`AppendOutcome::envelopes`]):
+/// building them copies the request's metadata into every envelope, while many callers need
+/// only the version and position, and the HTTP API answers with the stored JSON
+/// ([`AppendOutcome::stored`]).
 #[derive(Clone, Debug)]
 pub struct AppendOutcome {
-    /// The stored envelopes, in order.
-    pub envelopes: Vec<Envelope>,
     /// True when the command id had been seen and nothing new was written.
     pub deduplicated: bool,
-    /// Each envelope's stored JSON, byte for byte as in the log (what `envelopes` serialize
-    /// to), for answering without rendering them again. Empty when the answer was read back
-    /// from the log (a repeated command id).
-    pub stored: Vec<Vec<u8>>,
+    events: OutcomeEvents,
+}
+
+/// The events of an [`AppendOutcome`].
+#[derive(Clone, Debug)]
+enum OutcomeEvents {
+    /// Written by this append: the request and where the writer placed it.
+    Fresh(Fresh),
+    /// Envelopes already built (read back for a repeated command id, or given).
+    Built {
+        envelopes: Vec<Envelope>,
+        stored: Vec<Vec<u8>>,
+    },
 }
 
 impl AppendOutcome {
+    /// An outcome of envelopes already built, with each one's stored JSON when known (empty
+    /// otherwise; when given, one per envelope, byte for byte as the log stores it).
+    pub fn from_envelopes(
+        envelopes: Vec<Envelope>,
+        stored: Vec<Vec<u8>>,
+        deduplicated: bool,
+    ) -> Self {
+        Self {
+            deduplicated,
+            events: OutcomeEvents::Built { envelopes, stored },
+        }
+    }
+
+    /// How many events the outcome holds.
+    pub fn len(&self) -> usize {
+        match &self.events {
+            OutcomeEvents::Fresh(fresh) => fresh.placed.hashes.len(),
+            OutcomeEvents::Built { envelopes, .. } => envelopes.len(),
+        }
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The stream's version after the append.
     pub fn version(&self) -> Version {
-        self.envelopes.last().map(|e| e.version).unwrap_or_default()
+        match &self.events {
+            OutcomeEvents::Fresh(fresh) => fresh.placed.last_version(),
+            OutcomeEvents::Built { envelopes, .. } => {
+                envelopes.last().map(|e| e.version).unwrap_or_default()
+            }
+        }
     }
 
     /// The position of the last event written.
     pub fn position(&self) -> Position {
-        self.envelopes
-            .last()
-            .map(|e| e.position)
-            .unwrap_or_default()
+        match &self.events {
+            OutcomeEvents::Fresh(fresh) => fresh.placed.last_position(),
+            OutcomeEvents::Built { envelopes, .. } => {
+                envelopes.last().map(|e| e.position).unwrap_or_default()
+            }
+        }
+    }
+
+    /// The stored envelopes, in order (built from the request on the first call of a fresh
+    /// append's outcome; cloned).
+    pub fn envelopes(&self) -> Vec<Envelope> {
+        self.clone().into_envelopes()
+    }
+
+    /// The stored envelopes, in order.
+    pub fn into_envelopes(self) -> Vec<Envelope> {
+        match self.events {
+            OutcomeEvents::Fresh(fresh) => fresh.placed.envelopes(fresh.request),
+            OutcomeEvents::Built { envelopes, .. } => envelopes,
+        }
+    }
+
+    /// Each envelope's stored JSON, byte for byte as in the log (what the envelopes serialize
+    /// to), for answering without rendering them again. Empty when the answer was read back
+    /// from the log (a repeated command id).
+    pub fn stored(&self) -> &[Vec<u8>] {
+        match &self.events {
+            OutcomeEvents::Fresh(fresh) => &fresh.stored,
+            OutcomeEvents::Built { stored, .. } => stored,
+        }
     }
 }
 
@@ -146,10 +216,10 @@ pub(crate) struct Head {
 
 /// The writer's answer to one append.
 ///
-/// A fresh append is answered with its own request and where its events landed; the caller's
-/// task builds the envelopes from that ([`Answered::into_outcome`]). The writer is the one
-/// thread every append passes through, so it does not spend its time copying the metadata
-/// into each envelope.
+/// A fresh append is answered with its own request and where its events landed; the envelopes
+/// are built from that only if the caller asks for them ([`AppendOutcome::envelopes`]). The
+/// writer is the one thread every append passes through, so it does not spend its time
+/// copying the metadata into each envelope.
 #[derive(Debug)]
 // Moved once, into the reply channel's cell; boxing the fresh variant would cost an allocation
 // per append.
@@ -162,7 +232,7 @@ pub(crate) enum Answered {
 }
 
 /// A fresh append: the request, where the writer placed its events, and their stored JSON.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Fresh {
     request: AppendRequest,
     placed: Placed,
@@ -183,6 +253,16 @@ struct Placed {
 }
 
 impl Placed {
+    /// The stream's version after the last event.
+    fn last_version(&self) -> Version {
+        Version(self.first_version.0 + self.hashes.len() as u64 - 1)
+    }
+
+    /// The position of the last event.
+    fn last_position(&self) -> Position {
+        Position(self.first_position.0 + self.hashes.len() as u64 - 1)
+    }
+
     /// The stored envelopes, with the request's events and metadata moved or copied into them.
     fn envelopes(self, request: AppendRequest) -> Vec<Envelope> {
         let AppendRequest {
@@ -227,19 +307,14 @@ impl Answered {
         }
     }
 
-    /// The caller's outcome (built on the caller's task).
+    /// The caller's outcome.
     pub(crate) fn into_outcome(self) -> AppendOutcome {
         match self {
             Self::Fresh(fresh) => AppendOutcome {
-                envelopes: fresh.placed.envelopes(fresh.request),
                 deduplicated: false,
-                stored: fresh.stored,
+                events: OutcomeEvents::Fresh(fresh),
             },
-            Self::Repeat(envelopes) => AppendOutcome {
-                envelopes,
-                deduplicated: true,
-                stored: Vec::new(),
-            },
+            Self::Repeat(envelopes) => AppendOutcome::from_envelopes(envelopes, Vec::new(), true),
         }
     }
 }

@@ -19,16 +19,27 @@ async fn first_append_starts_stream_and_log_at_one() {
         .await
         .expect("append");
     assert!(!outcome.deduplicated);
-    let positions: Vec<u64> = outcome.envelopes.iter().map(|e| e.position.get()).collect();
-    let versions: Vec<u64> = outcome.envelopes.iter().map(|e| e.version.get()).collect();
+    let positions: Vec<u64> = outcome
+        .envelopes()
+        .iter()
+        .map(|e| e.position.get())
+        .collect();
+    let versions: Vec<u64> = outcome
+        .envelopes()
+        .iter()
+        .map(|e| e.version.get())
+        .collect();
     assert_eq!(positions, vec![1, 2]);
     assert_eq!(versions, vec![1, 2]);
     assert_eq!(store.last_position(), Position(2));
     assert_eq!(
-        outcome.envelopes[0].prev_hash,
+        outcome.envelopes()[0].prev_hash,
         planledger_store::GENESIS_HASH
     );
-    assert_eq!(outcome.envelopes[1].prev_hash, outcome.envelopes[0].hash);
+    assert_eq!(
+        outcome.envelopes()[1].prev_hash,
+        outcome.envelopes()[0].hash
+    );
     assert_log_invariants(&store);
 }
 
@@ -49,8 +60,8 @@ async fn an_append_hands_back_each_envelope_as_stored() {
     append.meta.traceparent =
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     let outcome = store.append(append).await.expect("append");
-    assert_eq!(outcome.stored.len(), 2);
-    for (envelope, stored) in outcome.envelopes.iter().zip(&outcome.stored) {
+    assert_eq!(outcome.stored().len(), 2);
+    for (envelope, stored) in outcome.envelopes().iter().zip(outcome.stored()) {
         let in_log = store
             .read_raw(envelope.position)
             .expect("read")
@@ -72,7 +83,38 @@ async fn an_append_hands_back_each_envelope_as_stored() {
         .await
         .expect("repeat");
     assert!(again.deduplicated);
-    assert!(again.stored.is_empty());
+    assert!(again.stored().is_empty());
+    assert_eq!(again.envelopes(), outcome.envelopes());
+}
+
+#[tokio::test]
+async fn an_outcome_agrees_with_its_envelopes() {
+    let (_dir, store) = open_temp();
+    store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect("first");
+    let first = with_command(
+        request(
+            "t/b",
+            ExpectedVersion::NoStream,
+            vec![event(2), event(3), event(4)],
+        ),
+        "cmd-agree",
+        "f",
+    );
+    let fresh = store.append(first.clone()).await.expect("append");
+    let repeat = store.append(first).await.expect("repeat");
+    for outcome in [fresh, repeat] {
+        let envelopes = outcome.envelopes();
+        assert_eq!(outcome.len(), 3);
+        assert!(!outcome.is_empty());
+        assert_eq!(outcome.version(), Version(3));
+        assert_eq!(outcome.position(), Position(4));
+        let last = envelopes.last().expect("three envelopes");
+        assert_eq!((last.version, last.position), (Version(3), Position(4)));
+        assert_eq!(outcome.clone().into_envelopes(), envelopes);
+    }
 }
 
 #[tokio::test]
@@ -144,7 +186,7 @@ async fn repeated_command_id_returns_first_result_and_writes_nothing() {
         .await
         .expect("repeat");
     assert!(again.deduplicated);
-    assert_eq!(again.envelopes, first.envelopes);
+    assert_eq!(again.envelopes(), first.envelopes());
     assert_eq!(store.last_position(), Position(1));
     // Even a repeat whose expected version is now stale returns the first result.
     let stale = store
@@ -155,7 +197,7 @@ async fn repeated_command_id_returns_first_result_and_writes_nothing() {
         ))
         .await
         .expect("repeat with stale expectation");
-    assert_eq!(stale.envelopes, first.envelopes);
+    assert_eq!(stale.envelopes(), first.envelopes());
 }
 
 #[tokio::test]
@@ -214,7 +256,7 @@ async fn repeats_inside_one_batch_are_deduplicated() {
     let mut first = None;
     for task in tasks {
         let outcome = task.await.expect("join").expect("append");
-        let envelopes = outcome.envelopes;
+        let envelopes = outcome.envelopes();
         match &first {
             None => first = Some(envelopes),
             Some(f) => assert_eq!(f, &envelopes),
@@ -261,8 +303,8 @@ async fn only_appends_with_matching_expected_versions_succeed_under_concurrency(
                         .await;
                     match result {
                         Ok(outcome) => {
-                            assert_eq!(outcome.envelopes[0].version, Version(seen.get() + 1));
-                            won.push((name.clone(), outcome.envelopes[0].version));
+                            assert_eq!(outcome.envelopes()[0].version, Version(seen.get() + 1));
+                            won.push((name.clone(), outcome.envelopes()[0].version));
                         }
                         Err(StoreError::Conflict { current, .. }) => {
                             assert!(
@@ -352,8 +394,8 @@ async fn position_at_time_finds_last_event_recorded_by_then() {
         .append(request("t/a", ExpectedVersion::Any, vec![event(2)]))
         .await
         .expect("b");
-    let t1 = first.envelopes[0].recorded_at;
-    let t2 = second.envelopes[0].recorded_at;
+    let t1 = first.envelopes()[0].recorded_at;
+    let t2 = second.envelopes()[0].recorded_at;
     assert!(t1 < t2);
     assert_eq!(store.position_at(t1).expect("at"), Position(1));
     assert_eq!(store.position_at(t2).expect("at"), Position(2));
@@ -414,7 +456,7 @@ async fn checkpoints_are_named_and_persist() {
         ))
         .await
         .expect("append");
-    assert_eq!(next.envelopes[0].position, Position(2));
+    assert_eq!(next.envelopes()[0].position, Position(2));
     assert_log_invariants(&store);
 }
 

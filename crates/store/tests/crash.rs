@@ -65,7 +65,7 @@ fn crash_child() {
                         ))
                         .await
                         .expect("append");
-                    for e in outcome.envelopes {
+                    for e in outcome.envelopes() {
                         let _ = tx.send(format!("ACK {} {}\n", e.position.get(), e.event_id));
                     }
                     n += 2;

@@ -108,7 +108,7 @@ proptest! {
                         if *first_stream == stream && *first_fingerprint == fingerprint {
                             let outcome = result.expect("repeat returns the first result");
                             prop_assert!(outcome.deduplicated);
-                            let got: Vec<u64> = outcome.envelopes.iter().map(|e| e.position.get()).collect();
+                            let got: Vec<u64> = outcome.envelopes().iter().map(|e| e.position.get()).collect();
                             prop_assert_eq!(&got, positions);
                         } else {
                             prop_assert!(matches!(result, Err(StoreError::CommandIdReused { .. })), "{:?}", result);
@@ -118,9 +118,9 @@ proptest! {
                     if expected.matches(Version(current)) {
                         let outcome = result.expect("matching expectation appends");
                         let positions: Vec<u64> = (model.last + 1..=model.last + events as u64).collect();
-                        let got: Vec<u64> = outcome.envelopes.iter().map(|e| e.position.get()).collect();
+                        let got: Vec<u64> = outcome.envelopes().iter().map(|e| e.position.get()).collect();
                         prop_assert_eq!(&got, &positions);
-                        let versions: Vec<u64> = outcome.envelopes.iter().map(|e| e.version.get()).collect();
+                        let versions: Vec<u64> = outcome.envelopes().iter().map(|e| e.version.get()).collect();
                         prop_assert_eq!(versions, (current + 1..=current + events as u64).collect::<Vec<_>>());
                         model.last += events as u64;
                         model.streams.entry(stream).or_default().extend(&positions);
