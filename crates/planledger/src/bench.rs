@@ -346,9 +346,9 @@ fn raw_ceiling(
 }
 
 /// The same batches as [`raw_ceiling`], written with the log's own keys (`log`, `streams` of
-/// `streams` streams taken in turn, one `heads` entry per stream per batch) into a database
-/// configured as the log configures it: what RocksDB itself costs for the log's layout.
-/// Returns events/s.
+/// `streams` streams taken in turn, and a `heads` entry per event, as appends of one event
+/// write them) into a database configured as the log configures it: what RocksDB itself costs
+/// for the log's layout. Returns events/s.
 fn raw_log_layout(
     dir: &std::path::Path,
     batch_sizes: &[(usize, u64)],

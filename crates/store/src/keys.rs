@@ -138,7 +138,8 @@ pub(crate) fn put_event(
     );
 }
 
-/// Adds a stream's `heads` entry to `batch` (once per stream per batch, its last version).
+/// Adds a stream's `heads` entry to `batch` (once per append, its last version; of several
+/// appends to a stream in one batch, RocksDB keeps the last written).
 pub(crate) fn put_head(
     cfs: &AppendCfs<'_>,
     batch: &mut WriteBatch,

@@ -239,7 +239,6 @@ impl EventStore {
             serial: true,
             sync_fault: options.sync_fault.clone(),
             spare_lists: Default::default(),
-            batch_heads: Default::default(),
             batch_commands: Default::default(),
         };
         let handle = std::thread::Builder::new()
@@ -817,7 +816,7 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     };
     let cf_options = with_tables(Options::default());
 
-    // `heads` is written once per stream per batch, at random places in one big skiplist. A
+    // `heads` is written once per append, at random places in one big skiplist. A
     // hash-of-skiplists memtable keyed by the whole key (RocksDB's no-op prefix) puts a
     // stream's entries in its bucket's small skiplist (shared only with streams that hash
     // alike), where a new head goes first (newest sequence number): under half the
@@ -895,22 +894,17 @@ impl PlainLog {
         })
     }
 
-    /// Writes one batch with `sync = true`: for each event its `log` entry and `streams` entry,
-    /// and one `heads` entry per stream (its last version in the batch), the keys an append writes.
+    /// Writes one batch with `sync = true`: for each event its `log`, `streams` and `heads`
+    /// entries, the keys an append of one event writes.
     pub fn write_synced(
         &self,
         events: &[(Position, &StreamId, Version, &[u8])],
     ) -> Result<(), StoreError> {
         let cfs = keys::AppendCfs::of(&self.db);
         let mut batch = WriteBatch::default();
-        let mut heads: std::collections::HashMap<&StreamId, Version> =
-            std::collections::HashMap::new();
         for (position, stream, version, bytes) in events {
             keys::put_event(&cfs, &mut batch, *position, stream, *version, bytes);
-            heads.insert(stream, *version);
-        }
-        for (stream, version) in heads {
-            keys::put_head(&cfs, &mut batch, stream, version);
+            keys::put_head(&cfs, &mut batch, stream, *version);
         }
         let mut write = rocksdb::WriteOptions::default();
         write.set_sync(true);

@@ -47,10 +47,10 @@ pub const MAX_BATCH_REQUESTS: usize = 4096;
 /// the `streams` entry, a `heads` entry and the batch's own record headers.
 const WRITE_OVERHEAD_PER_EVENT: usize = 768;
 
-/// A batch's own maps, keyed by stream ids and command keys: foldhash (seeded per process) is
-/// several times cheaper than SipHash for such short keys. They live for one batch and hold at
-/// most one entry per append in it; the long-lived head cache keeps SipHash, which resists
-/// hash flooding by clients who choose their plan ids.
+/// A batch's own map of command keys: foldhash (seeded per process) is several times cheaper
+/// than SipHash for such short keys. It is emptied after every batch and holds at most one
+/// entry per append in it; the long-lived head cache keeps SipHash, which resists hash
+/// flooding by clients who choose their plan ids.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most stream heads the writer keeps in memory; past this the cache starts over (a miss costs
@@ -115,6 +115,8 @@ pub struct AppendOutcome {
 
 /// The events of an [`AppendOutcome`].
 #[derive(Clone, Debug)]
+// As `Answered`: boxing the fresh variant would cost an allocation per append.
+#[allow(clippy::large_enum_variant)]
 enum OutcomeEvents {
     /// Written by this append: the request and where the writer placed it.
     Fresh(Fresh),
@@ -349,8 +351,11 @@ pub(crate) struct Writer {
     pub head: Head,
     pub stats: Arc<Mutex<WriterStats>>,
     /// Stream versions as written, so an append does not read `heads` from RocksDB. Only the
-    /// writer changes heads; it updates this after each successful write (a later batch may
-    /// build on an earlier one whose fsync is still running: they become durable in order).
+    /// writer changes heads; it updates this as it prepares each append, before the batch is
+    /// written: if the write fails, nothing more is ever written, so the cache no longer
+    /// matters. (A later batch may build on an earlier one whose fsync is still running: they
+    /// become durable in order.) Started over only between batches, never inside one, whose
+    /// heads are not in RocksDB yet.
     pub head_cache: std::collections::HashMap<StreamId, Version>,
     /// Written batches awaiting their fsync, in order.
     pub syncer: std::sync::mpsc::SyncSender<Written>,
@@ -369,9 +374,8 @@ pub(crate) struct Writer {
     pub sync_fault: Option<SyncFault>,
     /// Emptied answer lists handed back by whoever answered their batch.
     pub spare_lists: SpareLists,
-    /// The batch's latest version per stream, and its remembered command ids (with the index
-    /// of their append and fingerprint): emptied after each batch, kept for their capacity.
-    pub batch_heads: HashMap<StreamId, Version>,
+    /// The batch's remembered command ids, with the index of their append and fingerprint:
+    /// emptied after each batch, kept for its capacity.
     pub batch_commands: HashMap<Vec<u8>, (usize, Option<String>)>,
 }
 
@@ -719,8 +723,12 @@ impl Writer {
         // The column families borrow from a handle of the batch's own, not from `self`, which
         // `prepare` borrows mutably.
         let db = self.db.clone();
+        // Each append adds at most one stream to the cache: start it over here if the batch
+        // could take it past its bound, since inside a batch it must keep what it has.
+        if self.head_cache.len() + batch.len() > HEAD_CACHE_MAX {
+            self.head_cache.clear();
+        }
         // Taken out of `self` for the batch, which `prepare` borrows mutably.
-        let mut heads = std::mem::take(&mut self.batch_heads);
         let mut commands = std::mem::take(&mut self.batch_commands);
         let mut answers = self.spare_lists.take(batch.len());
         let now = Timestamp::now();
@@ -737,24 +745,18 @@ impl Writer {
         };
 
         for (index, pending) in batch.drain(..).enumerate() {
-            let answer = match self.prepare(
-                index,
-                pending.request,
-                &context,
-                &mut write,
-                &mut heads,
-                &mut commands,
-            ) {
-                Answer::Done(result) => result,
-                // A copy of the first append's answer (its caller gets the originals).
-                Answer::SameBatchRepeat(first) => match answers.get(first) {
-                    Some((_, Ok(Answered::Fresh(fresh)))) => Ok(Answered::Repeat(
-                        fresh.placed.clone().envelopes(fresh.request.clone()),
-                    )),
-                    // Only a fresh first append is remembered in `commands`.
-                    _ => Err(StoreError::WriterStopped),
-                },
-            };
+            let answer =
+                match self.prepare(index, pending.request, &context, &mut write, &mut commands) {
+                    Answer::Done(result) => result,
+                    // A copy of the first append's answer (its caller gets the originals).
+                    Answer::SameBatchRepeat(first) => match answers.get(first) {
+                        Some((_, Ok(Answered::Fresh(fresh)))) => Ok(Answered::Repeat(
+                            fresh.placed.clone().envelopes(fresh.request.clone()),
+                        )),
+                        // Only a fresh first append is remembered in `commands`.
+                        _ => Err(StoreError::WriterStopped),
+                    },
+                };
             if let Ok(answered) = &answer {
                 written_events += answered.written();
             }
@@ -765,9 +767,6 @@ impl Writer {
 
         let mut write_result = Ok(());
         if written_events > 0 {
-            for (stream, version) in &heads {
-                keys::put_head(&context.cfs, &mut write, stream, *version);
-            }
             // Synced by the syncer thread, which answers only after the fsync; except for a lone
             // append under serial load (see `inline` above), whose write syncs itself.
             let faulty = inline
@@ -785,16 +784,6 @@ impl Writer {
                 write_result = sync_wal(&self.db, self.sync_fault.as_ref());
             }
         }
-
-        // After a failed write nothing more is written, so its heads never matter.
-        if write_result.is_ok() {
-            if self.head_cache.len() + heads.len() > HEAD_CACHE_MAX {
-                self.head_cache.clear();
-            }
-            self.head_cache.extend(heads.drain());
-        }
-        heads.clear();
-        self.batch_heads = heads;
 
         let elapsed = started.elapsed();
         if written_events > 0 && write_result.is_ok() {
@@ -854,7 +843,6 @@ impl Writer {
         request: AppendRequest,
         context: &BatchContext<'_>,
         write: &mut WriteBatch,
-        heads: &mut HashMap<StreamId, Version>,
         commands: &mut HashMap<Vec<u8>, (usize, Option<String>)>,
     ) -> Answer {
         if request.events.is_empty() {
@@ -885,10 +873,7 @@ impl Writer {
             }
         }
 
-        let current = match heads
-            .get(&request.stream)
-            .or_else(|| self.head_cache.get(&request.stream))
-        {
+        let current = match self.head_cache.get(&request.stream) {
             Some(version) => *version,
             None => match self.stored_head(&request.stream) {
                 Ok(version) => version,
@@ -967,10 +952,13 @@ impl Writer {
             write.put_cf(cf(&self.db, CF_COMMANDS), &key, bytes);
             commands.insert(key, (index, command.fingerprint.clone()));
         }
-        match heads.get_mut(&request.stream) {
+        // The stream's new head, in the batch (a later append to the stream in the same batch
+        // writes its own, which RocksDB applies after this one) and in the cache.
+        keys::put_head(&context.cfs, write, &request.stream, version);
+        match self.head_cache.get_mut(&request.stream) {
             Some(head) => *head = version,
             None => {
-                heads.insert(request.stream.clone(), version);
+                self.head_cache.insert(request.stream.clone(), version);
             }
         }
 

@@ -858,3 +858,66 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn heads_of_streams_appended_many_times_per_batch_survive_a_reopen() {
+    let (dir, store) = open_temp();
+    // Many appends to two streams at once: batches hold several appends of the same stream,
+    // each writing its own head, of which RocksDB keeps the last.
+    let tasks: Vec<_> = (0..400u64)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = if n % 2 == 0 { "t/hot" } else { "t/warm" };
+                store
+                    .append(request(name, ExpectedVersion::Any, vec![event(n)]))
+                    .await
+                    .expect("append")
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("join");
+    }
+    let stats = store.writer_stats();
+    assert!(
+        stats.batches < stats.events,
+        "some batch held several appends ({} batches for {} events)",
+        stats.batches,
+        stats.events
+    );
+    drop(store);
+
+    // A fresh writer knows no head: it reads them from `heads`.
+    let store = reopen(&dir);
+    for name in ["t/hot", "t/warm"] {
+        let conflict = store
+            .append(request(
+                name,
+                ExpectedVersion::Exact(Version(199)),
+                vec![event(0)],
+            ))
+            .await
+            .expect_err("the head is 200, not 199");
+        assert!(
+            matches!(
+                conflict,
+                StoreError::Conflict {
+                    current: Version(200),
+                    ..
+                }
+            ),
+            "{conflict:?}"
+        );
+        let next = store
+            .append(request(
+                name,
+                ExpectedVersion::Exact(Version(200)),
+                vec![event(0)],
+            ))
+            .await
+            .expect("append at the recovered head");
+        assert_eq!(next.version(), Version(201));
+    }
+    assert_log_invariants(&store);
+}
