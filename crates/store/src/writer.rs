@@ -669,14 +669,13 @@ impl Writer {
     /// Runs until every sender is dropped.
     pub fn run(mut self) {
         let mut batch = Vec::with_capacity(64);
-        while let Some(first) = self.inbox.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH_REQUESTS {
-                match self.inbox.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
+        // Waits for one request, then takes every one waiting (up to the limit) at once: the
+        // inbox's capacity is given back once per batch, not once per request.
+        while self
+            .inbox
+            .blocking_recv_many(&mut batch, MAX_BATCH_REQUESTS)
+            > 0
+        {
             self.commit(&mut batch);
         }
         // Closing the queue lets the syncer sync and hand over what it holds, and stop.
