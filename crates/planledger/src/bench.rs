@@ -177,6 +177,7 @@ impl CountedProgress {
             let (bar, done) = (bar.clone(), done.clone());
             async move {
                 let mut every = tokio::time::interval(Duration::from_millis(100));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
                     every.tick().await;
                     bar.set_position(done.load(Ordering::Relaxed));
@@ -186,8 +187,14 @@ impl CountedProgress {
         Self { done, bar, ticker }
     }
 
-    /// Stops the ticker and clears the bar.
+    /// Stops the ticker and clears the bar (as dropping it does, on any way out of a bench).
     pub fn finish(self) {
+        drop(self);
+    }
+}
+
+impl Drop for CountedProgress {
+    fn drop(&mut self) {
         self.ticker.abort();
         self.bar.finish_and_clear();
     }

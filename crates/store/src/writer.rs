@@ -135,6 +135,10 @@ impl AppendOutcome {
         stored: Vec<Vec<u8>>,
         deduplicated: bool,
     ) -> Self {
+        debug_assert!(
+            stored.is_empty() || stored.len() == envelopes.len(),
+            "stored JSON is given for every envelope or for none"
+        );
         Self {
             deduplicated,
             events: OutcomeEvents::Built { envelopes, stored },
@@ -174,10 +178,13 @@ impl AppendOutcome {
         }
     }
 
-    /// The stored envelopes, in order (built from the request on the first call of a fresh
-    /// append's outcome; cloned).
+    /// The stored envelopes, in order (for a fresh append, built anew on each call from a
+    /// copy of the request; [`AppendOutcome::into_envelopes`] moves it instead).
     pub fn envelopes(&self) -> Vec<Envelope> {
-        self.clone().into_envelopes()
+        match &self.events {
+            OutcomeEvents::Fresh(fresh) => fresh.placed.clone().envelopes(fresh.request.clone()),
+            OutcomeEvents::Built { envelopes, .. } => envelopes.clone(),
+        }
     }
 
     /// The stored envelopes, in order.
@@ -255,8 +262,9 @@ struct Placed {
 }
 
 impl Placed {
-    /// The stream's version after the last event.
+    /// The stream's version after the last event (an append has at least one).
     fn last_version(&self) -> Version {
+        debug_assert!(!self.hashes.is_empty(), "an empty append is refused");
         Version(self.first_version.0 + self.hashes.len() as u64 - 1)
     }
 
@@ -374,9 +382,16 @@ pub(crate) struct Writer {
     pub sync_fault: Option<SyncFault>,
     /// Emptied answer lists handed back by whoever answered their batch.
     pub spare_lists: SpareLists,
-    /// The batch's remembered command ids, with the index of their append and fingerprint:
-    /// emptied after each batch, kept for its capacity.
-    pub batch_commands: HashMap<Vec<u8>, (usize, Option<String>)>,
+    /// The batch's remembered command ids: emptied after each batch, kept for its capacity.
+    pub batch_commands: HashMap<Vec<u8>, FirstInBatch>,
+}
+
+/// The first append of a command id in the current batch.
+pub(crate) struct FirstInBatch {
+    /// Its index in the batch.
+    index: usize,
+    stream: StreamId,
+    fingerprint: Option<String>,
 }
 
 /// A batch's answers: where each goes, and what it is.
@@ -394,6 +409,9 @@ pub(crate) struct SpareLists(Arc<Mutex<Vec<Answers>>>);
 impl SpareLists {
     /// Lists kept: more than batches are usually in flight between the writer and the answerer.
     const KEPT: usize = 8;
+    /// Room (answers) a kept list may have: a list grown by a rare burst of bigger batches (up to
+    /// `MAX_BATCH_REQUESTS`) is freed rather than held for the life of the process.
+    const KEPT_ROOM: usize = 1024;
 
     /// An empty list, with room for `len` answers.
     fn take(&self, len: usize) -> Answers {
@@ -407,9 +425,13 @@ impl SpareLists {
         list
     }
 
-    /// Keeps an emptied list for a later batch (or frees it, when enough are kept).
+    /// Keeps an emptied list for a later batch (or frees it, when enough are kept or it is
+    /// bigger than lists are kept).
     fn give_back(&self, mut list: Answers) {
         list.clear();
+        if list.capacity() > Self::KEPT_ROOM {
+            return;
+        }
         if let Ok(mut spare) = self.0.lock()
             && spare.len() < Self::KEPT
         {
@@ -842,7 +864,7 @@ impl Writer {
         request: AppendRequest,
         context: &BatchContext<'_>,
         write: &mut WriteBatch,
-        commands: &mut HashMap<Vec<u8>, (usize, Option<String>)>,
+        commands: &mut HashMap<Vec<u8>, FirstInBatch>,
     ) -> Answer {
         if request.events.is_empty() {
             return Answer::Done(Err(StoreError::EmptyAppend));
@@ -854,14 +876,16 @@ impl Writer {
             .filter(|c| c.remember)
             .map(|c| keys::command_key(&c.scope, &c.id));
         if let (Some(key), Some(command)) = (&command_key, &request.meta.command) {
-            if let Some((first, fingerprint)) = commands.get(key) {
-                if fingerprint != &command.fingerprint {
+            // As for a repeat of an earlier batch's command ([`Writer::repeat`]): the same
+            // stream and fingerprint, or the id is refused.
+            if let Some(first) = commands.get(key) {
+                if first.stream != request.stream || first.fingerprint != command.fingerprint {
                     return Answer::Done(Err(StoreError::CommandIdReused {
                         command_id: command.id.clone(),
-                        original_stream: request.stream,
+                        original_stream: first.stream.clone(),
                     }));
                 }
-                return Answer::SameBatchRepeat(*first);
+                return Answer::SameBatchRepeat(first.index);
             }
             match self.stored_command(key) {
                 Ok(Some(record)) => {
@@ -949,7 +973,14 @@ impl Writer {
             };
             let bytes = serde_json::to_vec(&record).expect("a command record serializes");
             write.put_cf(cf(&self.db, CF_COMMANDS), &key, bytes);
-            commands.insert(key, (index, command.fingerprint.clone()));
+            commands.insert(
+                key,
+                FirstInBatch {
+                    index,
+                    stream: request.stream.clone(),
+                    fingerprint: command.fingerprint.clone(),
+                },
+            );
         }
         // The stream's new head, in the batch (a later append to the stream in the same batch
         // writes its own, which RocksDB applies after this one) and in the cache.
@@ -1043,6 +1074,15 @@ mod tests {
         assert_eq!(again.capacity(), room, "the same list, with its room");
         // Nothing else was kept.
         assert_eq!(spare.take(0).capacity(), 0);
+    }
+
+    #[test]
+    fn spare_lists_free_a_list_grown_past_their_room() {
+        let spare = SpareLists::default();
+        let mut list = Vec::with_capacity(SpareLists::KEPT_ROOM + 1);
+        list.push(refusal());
+        spare.give_back(list);
+        assert_eq!(spare.take(0).capacity(), 0, "the big list was not kept");
     }
 
     #[test]
