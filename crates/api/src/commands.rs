@@ -31,9 +31,9 @@ impl From<CommandResult> for CommandResponse {
     fn from(result: CommandResult) -> Self {
         Self {
             plan_id: result.plan_id.to_string(),
-            version: result.version,
-            position: result.position,
-            deduplicated: result.deduplicated,
+            version: result.version(),
+            position: result.position(),
+            deduplicated: result.deduplicated(),
             events: result.events.into_envelopes(),
         }
     }
@@ -148,7 +148,7 @@ pub async fn post_command(
         traceparent,
     };
     let result = state.app.commands.execute(&principal, request).await?;
-    let etag = format!("\"{}\"", result.version);
+    let etag = format!("\"{}\"", result.version());
     let mut response = (
         [(
             header::CONTENT_TYPE,
@@ -176,11 +176,11 @@ pub fn response_body(result: CommandResult) -> Vec<u8> {
     out.extend_from_slice(b"{\"plan_id\":");
     serde_json::to_writer(&mut out, result.plan_id.as_str()).expect("writing to a Vec");
     out.extend_from_slice(b",\"version\":");
-    out.extend_from_slice(result.version.to_string().as_bytes());
+    out.extend_from_slice(result.version().to_string().as_bytes());
     out.extend_from_slice(b",\"position\":");
-    out.extend_from_slice(result.position.to_string().as_bytes());
+    out.extend_from_slice(result.position().to_string().as_bytes());
     out.extend_from_slice(b",\"deduplicated\":");
-    out.extend_from_slice(if result.deduplicated {
+    out.extend_from_slice(if result.deduplicated() {
         b"true"
     } else {
         b"false"
@@ -244,10 +244,7 @@ mod tests {
         };
         CommandResult {
             plan_id: PlanId::new("q3").expect("plan id"),
-            version: events.len() as u64,
-            position: 40 + events.len() as u64,
             events: planledger_store::AppendOutcome::from_envelopes(events, stored, deduplicated),
-            deduplicated,
         }
     }
 

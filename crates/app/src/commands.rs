@@ -41,15 +41,26 @@ pub struct CommandRequest {
 pub struct CommandResult {
     /// The plan.
     pub plan_id: PlanId,
-    /// The plan's version after the command.
-    pub version: u64,
-    /// The global position of the last event written.
-    pub position: u64,
     /// The stored events: their envelopes (built when asked for) and, for a fresh append,
     /// each one's stored JSON, byte for byte as in the log.
     pub events: AppendOutcome,
+}
+
+impl CommandResult {
+    /// The plan's version after the command.
+    pub fn version(&self) -> u64 {
+        self.events.version().get()
+    }
+
+    /// The global position of the last event written.
+    pub fn position(&self) -> u64 {
+        self.events.position().get()
+    }
+
     /// True when this was a repeat of an earlier command id.
-    pub deduplicated: bool,
+    pub fn deduplicated(&self) -> bool {
+        self.events.deduplicated
+    }
 }
 
 /// Runs commands. Shared by the HTTP API and the NATS ingress.
@@ -107,7 +118,7 @@ impl CommandService {
         let name = request.command.name();
         let result = self.run(principal, request).await;
         let outcome = match &result {
-            Ok(r) if r.deduplicated => "deduplicated",
+            Ok(r) if r.deduplicated() => "deduplicated",
             Ok(_) => "accepted",
             Err(AppError::Domain(_) | AppError::Invalid { .. }) => "rejected",
             Err(AppError::VersionConflict { .. }) => "conflict",
@@ -262,9 +273,6 @@ impl CommandService {
     fn result(plan_id: &PlanId, events: AppendOutcome) -> CommandResult {
         CommandResult {
             plan_id: plan_id.clone(),
-            version: events.version().get(),
-            position: events.position().get(),
-            deduplicated: events.deduplicated,
             events,
         }
     }

@@ -312,7 +312,7 @@ mod tests {
                 .await
                 .expect("command accepted");
             // One event per command, so every version is crossed on its own.
-            assert_eq!(result.version, n as u64 + 1);
+            assert_eq!(result.version(), n as u64 + 1);
         }
 
         let stream = stream_of("t", &plan_id).expect("stream");

@@ -410,15 +410,15 @@ impl CommandIngress {
             .map_err(problem_from_app)?;
         Ok(CommandResult {
             plan_id: result.plan_id.to_string(),
-            version: result.version,
-            position: result.position,
+            version: result.version(),
+            position: result.position(),
+            deduplicated: result.deduplicated(),
             events: result
                 .events
                 .into_envelopes()
                 .iter()
                 .map(envelope_to_proto)
                 .collect(),
-            deduplicated: result.deduplicated,
         })
     }
 }

@@ -182,7 +182,7 @@ impl AppendOutcome {
     /// copy of the request; [`AppendOutcome::into_envelopes`] moves it instead).
     pub fn envelopes(&self) -> Vec<Envelope> {
         match &self.events {
-            OutcomeEvents::Fresh(fresh) => fresh.placed.clone().envelopes(fresh.request.clone()),
+            OutcomeEvents::Fresh(fresh) => fresh.envelopes(),
             OutcomeEvents::Built { envelopes, .. } => envelopes.clone(),
         }
     }
@@ -247,6 +247,13 @@ pub(crate) struct Fresh {
     placed: Placed,
     /// Each event's stored JSON.
     stored: Vec<Vec<u8>>,
+}
+
+impl Fresh {
+    /// Its envelopes, built from copies of the request and placement.
+    fn envelopes(&self) -> Vec<Envelope> {
+        self.placed.clone().envelopes(self.request.clone())
+    }
 }
 
 /// The coordinates the writer gave an append's events.
@@ -771,9 +778,9 @@ impl Writer {
                     Answer::Done(result) => result,
                     // A copy of the first append's answer (its caller gets the originals).
                     Answer::SameBatchRepeat(first) => match answers.get(first) {
-                        Some((_, Ok(Answered::Fresh(fresh)))) => Ok(Answered::Repeat(
-                            fresh.placed.clone().envelopes(fresh.request.clone()),
-                        )),
+                        Some((_, Ok(Answered::Fresh(fresh)))) => {
+                            Ok(Answered::Repeat(fresh.envelopes()))
+                        }
                         // Only a fresh first append is remembered in `commands`.
                         _ => Err(StoreError::WriterStopped),
                     },
