@@ -108,6 +108,8 @@ pub(crate) struct AppendCfs<'a> {
     log: &'a ColumnFamily,
     streams: &'a ColumnFamily,
     heads: &'a ColumnFamily,
+    /// Idempotency records (written by the writer only).
+    pub(crate) commands: &'a ColumnFamily,
 }
 
 impl<'a> AppendCfs<'a> {
@@ -116,6 +118,7 @@ impl<'a> AppendCfs<'a> {
             log: crate::log::cf(db, CF_LOG),
             streams: crate::log::cf(db, CF_STREAMS),
             heads: crate::log::cf(db, CF_HEADS),
+            commands: crate::log::cf(db, CF_COMMANDS),
         }
     }
 }

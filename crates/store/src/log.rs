@@ -15,8 +15,7 @@ use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
 use crate::writer::{
-    Answered, AppendOutcome, AppendRequest, CommandRecord, Head, Pending, SyncFault, Writer,
-    WriterStats,
+    AppendOutcome, AppendRequest, CommandRecord, Head, Pending, SyncFault, Writer, WriterStats,
 };
 
 /// A log entry as stored: its position and the envelope's JSON bytes.
@@ -301,10 +300,7 @@ impl EventStore {
             .send(Pending { request, reply })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        answer
-            .await
-            .map_err(|_| StoreError::WriterStopped)?
-            .map(Answered::into_outcome)
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// The position of the last durable event (0 when the log is empty).
@@ -816,12 +812,13 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     };
     let cf_options = with_tables(Options::default());
 
-    // `heads` is written once per append, at random places in one big skiplist. A
+    // `heads` is written once per append, for streams all over the key space. A
     // hash-of-skiplists memtable keyed by the whole key (RocksDB's no-op prefix) puts a
     // stream's entries in its bucket's small skiplist (shared only with streams that hash
     // alike), where a new head goes first (newest sequence number): under half the
-    // instructions of an insert with a per-key hint, and no hints in the arena. Such a memtable reads only by point lookups, which is all that
-    // is ever done with `heads`. (Updating heads in place would be cheaper still, but an
+    // instructions of an insert into one big skiplist with a per-key hint, and no hints in the
+    // arena. Such a memtable reads only by point lookups, which is all that is ever done with
+    // `heads`. (Updating heads in place would be cheaper still, but an
     // in-place value is visible before its batch is, so a reader could see a head the
     // `streams` index does not have yet.)
     let mut heads_options = cf_options.clone();

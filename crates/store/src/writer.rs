@@ -11,8 +11,8 @@
 //! syncs the file without writing out the buffer.)
 //!
 //! The writer prepares each event's stored JSON and hash, and answers with the request itself
-//! and the coordinates it assigned ([`Answered`]); envelopes are built from those only when the
-//! caller asks for them.
+//! and the coordinates it assigned (an [`AppendOutcome`]); envelopes are built from those only
+//! when the caller asks for them.
 //!
 //! A lone append under serial load (a batch of one after a batch of one, nothing at the syncer,
 //! nothing in the inbox) is written with `sync = true` and answered by the writer itself: a
@@ -26,7 +26,7 @@
 //! appends of the batches that were written but not synced are answered `OutcomeUnknown`: their
 //! bytes may have reached the file, so after a restart they may or may not be in the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -46,12 +46,6 @@ pub const MAX_BATCH_REQUESTS: usize = 4096;
 /// Bytes a batch holds per event besides its payload: the envelope's other fields and hashes,
 /// the `streams` entry, a `heads` entry and the batch's own record headers.
 const WRITE_OVERHEAD_PER_EVENT: usize = 768;
-
-/// A batch's own map of command keys: foldhash (seeded per process) is several times cheaper
-/// than SipHash for such short keys. It is emptied after every batch and holds at most one
-/// entry per append in it; the long-lived head cache keeps SipHash, which resists hash
-/// flooding by clients who choose their plan ids.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most stream heads the writer keeps in memory; past this the cache starts over (a miss costs
 /// one RocksDB read).
@@ -114,8 +108,13 @@ pub struct AppendOutcome {
 }
 
 /// The events of an [`AppendOutcome`].
+///
+/// A fresh append is answered with its own request and where its events landed: the writer is
+/// the one thread every append passes through, so it does not spend its time copying the
+/// metadata into each envelope.
 #[derive(Clone, Debug)]
-// As `Answered`: boxing the fresh variant would cost an allocation per append.
+// Moved once, into the reply channel's cell; boxing the fresh variant would cost an allocation
+// per append.
 #[allow(clippy::large_enum_variant)]
 enum OutcomeEvents {
     /// Written by this append: the request and where the writer placed it.
@@ -182,7 +181,7 @@ impl AppendOutcome {
     /// copy of the request; [`AppendOutcome::into_envelopes`] moves it instead).
     pub fn envelopes(&self) -> Vec<Envelope> {
         match &self.events {
-            OutcomeEvents::Fresh(fresh) => fresh.envelopes(),
+            OutcomeEvents::Fresh(fresh) => fresh.placed.clone().envelopes(fresh.request.clone()),
             OutcomeEvents::Built { envelopes, .. } => envelopes.clone(),
         }
     }
@@ -223,23 +222,6 @@ pub(crate) struct Head {
     pub recorded_at: Timestamp,
 }
 
-/// The writer's answer to one append.
-///
-/// A fresh append is answered with its own request and where its events landed; the envelopes
-/// are built from that only if the caller asks for them ([`AppendOutcome::envelopes`]). The
-/// writer is the one thread every append passes through, so it does not spend its time
-/// copying the metadata into each envelope.
-#[derive(Debug)]
-// Moved once, into the reply channel's cell; boxing the fresh variant would cost an allocation
-// per append.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Answered {
-    /// Written by this batch.
-    Fresh(Fresh),
-    /// A repeat of a command id: the first append's envelopes, nothing written.
-    Repeat(Vec<Envelope>),
-}
-
 /// A fresh append: the request, where the writer placed its events, and their stored JSON.
 #[derive(Clone, Debug)]
 pub(crate) struct Fresh {
@@ -247,13 +229,6 @@ pub(crate) struct Fresh {
     placed: Placed,
     /// Each event's stored JSON.
     stored: Vec<Vec<u8>>,
-}
-
-impl Fresh {
-    /// Its envelopes, built from copies of the request and placement.
-    fn envelopes(&self) -> Vec<Envelope> {
-        self.placed.clone().envelopes(self.request.clone())
-    }
 }
 
 /// The coordinates the writer gave an append's events.
@@ -315,24 +290,23 @@ impl Placed {
     }
 }
 
-impl Answered {
-    /// Events this answer wrote.
-    fn written(&self) -> usize {
-        match self {
-            Self::Fresh(fresh) => fresh.placed.hashes.len(),
-            Self::Repeat(_) => 0,
+impl AppendOutcome {
+    /// A fresh append's outcome.
+    fn fresh(fresh: Fresh) -> Self {
+        Self {
+            deduplicated: false,
+            events: OutcomeEvents::Fresh(fresh),
         }
     }
 
-    /// The caller's outcome.
-    pub(crate) fn into_outcome(self) -> AppendOutcome {
-        match self {
-            Self::Fresh(fresh) => AppendOutcome {
-                deduplicated: false,
-                events: OutcomeEvents::Fresh(fresh),
-            },
-            Self::Repeat(envelopes) => AppendOutcome::from_envelopes(envelopes, Vec::new(), true),
-        }
+    /// A repeat's outcome: the first append's envelopes, nothing written.
+    fn repeat(envelopes: Vec<Envelope>) -> Self {
+        Self::from_envelopes(envelopes, Vec::new(), true)
+    }
+
+    /// Events this outcome wrote.
+    fn written(&self) -> usize {
+        if self.deduplicated { 0 } else { self.len() }
     }
 }
 
@@ -371,7 +345,7 @@ pub(crate) struct Writer {
     /// matters. (A later batch may build on an earlier one whose fsync is still running: they
     /// become durable in order.) Started over only between batches, never inside one, whose
     /// heads are not in RocksDB yet.
-    pub head_cache: std::collections::HashMap<StreamId, Version>,
+    pub head_cache: HashMap<StreamId, Version>,
     /// Written batches awaiting their fsync, in order.
     pub syncer: std::sync::mpsc::SyncSender<Written>,
     /// Set when a write or fsync failed (by the syncer or the writer): nothing more is written.
@@ -402,7 +376,7 @@ pub(crate) struct FirstInBatch {
 }
 
 /// A batch's answers: where each goes, and what it is.
-type Answers = Vec<(Reply, Result<Answered, StoreError>)>;
+type Answers = Vec<(Reply, Result<AppendOutcome, StoreError>)>;
 
 /// Emptied answer lists, handed back to the writer by whoever answered their batch (the
 /// answerer task or the syncer), so that the writer fills the same few lists again.
@@ -459,7 +433,7 @@ pub(crate) struct Written {
 }
 
 /// Where one caller's answer goes.
-type Reply = oneshot::Sender<Result<Answered, StoreError>>;
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
 /// Most written batches waiting for the syncer before the writer waits too.
 pub(crate) const SYNC_QUEUE: usize = 64;
@@ -687,9 +661,9 @@ struct BatchContext<'a> {
 }
 
 /// An answer being prepared inside a batch.
-#[allow(clippy::large_enum_variant)] // as `Answered`
+#[allow(clippy::large_enum_variant)] // as `OutcomeEvents`
 enum Answer {
-    Done(Result<Answered, StoreError>),
+    Done(Result<AppendOutcome, StoreError>),
     /// A repeat of a command whose first append is in this same batch.
     SameBatchRepeat(usize),
 }
@@ -778,15 +752,15 @@ impl Writer {
                     Answer::Done(result) => result,
                     // A copy of the first append's answer (its caller gets the originals).
                     Answer::SameBatchRepeat(first) => match answers.get(first) {
-                        Some((_, Ok(Answered::Fresh(fresh)))) => {
-                            Ok(Answered::Repeat(fresh.envelopes()))
-                        }
                         // Only a fresh first append is remembered in `commands`.
+                        Some((_, Ok(outcome))) if !outcome.deduplicated => {
+                            Ok(AppendOutcome::repeat(outcome.envelopes()))
+                        }
                         _ => Err(StoreError::WriterStopped),
                     },
                 };
-            if let Ok(answered) = &answer {
-                written_events += answered.written();
+            if let Ok(outcome) = &answer {
+                written_events += outcome.written();
             }
             answers.push((pending.reply, answer));
         }
@@ -883,16 +857,16 @@ impl Writer {
             .filter(|c| c.remember)
             .map(|c| keys::command_key(&c.scope, &c.id));
         if let (Some(key), Some(command)) = (&command_key, &request.meta.command) {
-            // As for a repeat of an earlier batch's command ([`Writer::repeat`]): the same
-            // stream and fingerprint, or the id is refused.
             if let Some(first) = commands.get(key) {
-                if first.stream != request.stream || first.fingerprint != command.fingerprint {
-                    return Answer::Done(Err(StoreError::CommandIdReused {
-                        command_id: command.id.clone(),
-                        original_stream: first.stream.clone(),
-                    }));
-                }
-                return Answer::SameBatchRepeat(first.index);
+                return match same_command(
+                    command,
+                    &request.stream,
+                    &first.stream,
+                    &first.fingerprint,
+                ) {
+                    Ok(()) => Answer::SameBatchRepeat(first.index),
+                    Err(error) => Answer::Done(Err(error)),
+                };
             }
             match self.stored_command(key) {
                 Ok(Some(record)) => {
@@ -979,7 +953,7 @@ impl Writer {
                 last_position: self.head.position,
             };
             let bytes = serde_json::to_vec(&record).expect("a command record serializes");
-            write.put_cf(cf(&self.db, CF_COMMANDS), &key, bytes);
+            write.put_cf(context.cfs.commands, &key, bytes);
             commands.insert(
                 key,
                 FirstInBatch {
@@ -999,7 +973,7 @@ impl Writer {
             }
         }
 
-        Answer::Done(Ok(Answered::Fresh(Fresh {
+        Answer::Done(Ok(AppendOutcome::fresh(Fresh {
             request,
             placed: Placed {
                 first_position,
@@ -1046,23 +1020,36 @@ impl Writer {
         command: &CommandRef,
         stream: &StreamId,
         record: CommandRecord,
-    ) -> Result<Answered, StoreError> {
-        if &record.stream != stream || record.fingerprint != command.fingerprint {
-            return Err(StoreError::CommandIdReused {
-                command_id: command.id.clone(),
-                original_stream: record.stream,
-            });
-        }
+    ) -> Result<AppendOutcome, StoreError> {
+        same_command(command, stream, &record.stream, &record.fingerprint)?;
         read_envelope_range(&self.db, record.first_position, record.last_position)
-            .map(Answered::Repeat)
+            .map(AppendOutcome::repeat)
     }
+}
+
+/// Whether an append with a command id already seen repeats that command: the same stream and
+/// content (fingerprint), or the id is refused. The same rule whether the first append is in
+/// the log or earlier in the same batch.
+fn same_command(
+    command: &CommandRef,
+    stream: &StreamId,
+    first_stream: &StreamId,
+    first_fingerprint: &Option<String>,
+) -> Result<(), StoreError> {
+    if first_stream != stream || first_fingerprint != &command.fingerprint {
+        return Err(StoreError::CommandIdReused {
+            command_id: command.id.clone(),
+            original_stream: first_stream.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn refusal() -> (Reply, Result<Answered, StoreError>) {
+    fn refusal() -> (Reply, Result<AppendOutcome, StoreError>) {
         let (reply, _) = oneshot::channel();
         (reply, Err(StoreError::EmptyAppend))
     }
