@@ -49,6 +49,10 @@ pub struct HttpArgs {
     /// Requests per measurement.
     #[arg(long, default_value_t = 20_000)]
     pub requests: u64,
+    /// Directory for the temporary log (default: the system temp dir). Put it on the disk the
+    /// service's data lives on: the fsync's cost is part of what is measured.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Flags of `bench append`.
@@ -388,10 +392,7 @@ fn raw_log_layout(
 }
 
 async fn append(args: AppendArgs) -> Result<()> {
-    let base = match &args.dir {
-        Some(dir) => tempdir_in(dir)?,
-        None => tempdir_in(&std::env::temp_dir())?,
-    };
+    let base = ScratchDir::new(args.dir.as_deref())?;
     println!(
         "bench append: payload ~{} B, {} CPU cores",
         args.payload_bytes,
@@ -499,28 +500,47 @@ async fn append(args: AppendArgs) -> Result<()> {
             ours.as_secs_f64() / raw.as_secs_f64().max(1e-9)
         );
     }
-    std::fs::remove_dir_all(&base).ok();
     Ok(())
 }
 
-/// A fresh directory under `parent`, removed by the caller.
-pub fn tempdir_in(parent: &std::path::Path) -> Result<std::path::PathBuf> {
-    let dir = parent.join(format!("planledger-bench-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// A fresh directory for one benchmark's databases, under `parent` (default: the system temp
+/// dir), removed when dropped: on an error as well as at the end.
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new(parent: Option<&std::path::Path>) -> Result<Self> {
+        let parent = parent.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        let dir = parent.join(format!("planledger-bench-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A nats-server started for one benchmark, killed when dropped.
 struct PrivateNats {
     child: std::process::Child,
-    dir: std::path::PathBuf,
+    /// Removed after the server is stopped (fields drop after `drop` runs).
+    _dir: ScratchDir,
 }
 
 impl Drop for PrivateNats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -529,15 +549,15 @@ fn start_private_nats() -> Result<(String, PrivateNats)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let dir = tempdir_in(&std::env::temp_dir())?;
+    let dir = ScratchDir::new(None)?;
     let child = std::process::Command::new(&binary)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&dir)
+        .arg(&*dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("starting {binary} (run `just setup`, or pass --nats URL)"))?;
-    let guard = PrivateNats { child, dir };
+    let guard = PrivateNats { child, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(
@@ -557,7 +577,7 @@ async fn relay(args: RelayArgs) -> Result<()> {
             (url, Some(guard))
         }
     };
-    let dir = tempdir_in(&std::env::temp_dir())?;
+    let dir = ScratchDir::new(None)?;
     println!(
         "bench relay: {} events, steady rate {}/s, NATS at {url}",
         args.events, args.steady_rate
@@ -570,7 +590,6 @@ async fn relay(args: RelayArgs) -> Result<()> {
         ..planledger_bus::RelayBenchConfig::default()
     })
     .await;
-    std::fs::remove_dir_all(&dir).ok();
     println!("{}", report?);
     Ok(())
 }

@@ -11,7 +11,7 @@ use planledger_app::{App, Authenticator, Role};
 use planledger_store::{EventStore, StoreOptions};
 use serde_json::json;
 
-use crate::bench::{HttpArgs, Latency, ms, summarize, tempdir_in};
+use crate::bench::{HttpArgs, Latency, ScratchDir, ms, summarize};
 
 struct Measured {
     requests: u64,
@@ -97,7 +97,7 @@ where
 
 /// Runs the HTTP benchmark.
 pub async fn run(args: HttpArgs) -> Result<()> {
-    let dir = tempdir_in(&std::env::temp_dir())?;
+    let dir = ScratchDir::new(args.dir.as_deref())?;
     let store = EventStore::open(dir.join("log"), StoreOptions::default())?;
     let auth = Authenticator::from_data_dir(&dir)?;
     let token = auth.issue(
@@ -170,6 +170,7 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     )
     .await?;
     let token = Arc::new(token);
+    let before = app.store.writer_stats();
     let api_run = load("RecordCheckIn", args.concurrency, args.requests, move |client, c, n| {
         client
             .post(format!("http://{api}/v1/plans/bench-{c}/commands"))
@@ -177,6 +178,10 @@ pub async fn run(args: HttpArgs) -> Result<()> {
             .json(&json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": (n % 100) as f64, "confidence": 0.7}}))
     })
     .await?;
+    let after = app.store.writer_stats();
+    let fsyncs = |stats: &planledger_store::WriterStats| stats.sync_sizes.values().sum::<u64>();
+    let command_fsyncs = fsyncs(&after).saturating_sub(fsyncs(&before));
+    let command_batches = after.batches.saturating_sub(before.batches);
 
     println!(
         "bench http: concurrency {}, {} requests each, {} CPU cores",
@@ -208,7 +213,13 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     let ratio = (api_run.requests as f64 / api_run.elapsed.as_secs_f64())
         / (trivial_run.requests as f64 / trivial_run.elapsed.as_secs_f64());
     println!("RecordCheckIn / trivial ceiling: {ratio:.2}");
+    println!(
+        "RecordCheckIn: {} fsyncs ({:.1} requests per fsync, {:.0} fsyncs/s), {:.1} requests per written batch",
+        command_fsyncs,
+        api_run.requests as f64 / command_fsyncs.max(1) as f64,
+        command_fsyncs as f64 / api_run.elapsed.as_secs_f64(),
+        api_run.requests as f64 / command_batches.max(1) as f64
+    );
     drop(app);
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

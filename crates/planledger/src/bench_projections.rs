@@ -30,7 +30,7 @@ use planledger_store::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{ms, summarize, tempdir_in};
+use crate::bench::{ScratchDir, ms, summarize};
 
 /// Flags of `bench projections`.
 #[derive(clap::Args, Debug)]
@@ -410,10 +410,7 @@ fn spawn_watchers(
 
 /// Runs `bench projections`.
 pub async fn run(args: ProjectionsArgs) -> Result<()> {
-    let base = match &args.dir {
-        Some(dir) => tempdir_in(dir)?,
-        None => tempdir_in(&std::env::temp_dir())?,
-    };
+    let base = ScratchDir::new(args.dir.as_deref())?;
     let plans = args.plans.max(1);
     let per_plan = args.events.div_ceil(plans).max(SETUP + 1);
     let cores = std::thread::available_parallelism()
@@ -480,7 +477,6 @@ pub async fn run(args: ProjectionsArgs) -> Result<()> {
 
     live_lag(&args, &store, models, plans).await?;
     drop(store);
-    std::fs::remove_dir_all(&base).ok();
     Ok(())
 }
 
