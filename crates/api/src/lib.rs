@@ -120,16 +120,22 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                tracing::info_span!(
+                // `traceparent` is recorded only when sent: an empty field would still be
+                // formatted into every request's span.
+                let span = tracing::info_span!(
                     "http",
                     method = %request.method(),
                     path = %request.uri().path(),
-                    traceparent = request
-                        .headers()
-                        .get("traceparent")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or(""),
-                )
+                    traceparent = tracing::field::Empty,
+                );
+                if let Some(traceparent) = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    span.record("traceparent", traceparent);
+                }
+                span
             }),
         )
         .with_state(state)

@@ -97,6 +97,9 @@ where
 
 /// Runs the HTTP benchmark.
 pub async fn run(args: HttpArgs) -> Result<()> {
+    // The router runs as `serve` runs it: with the service's log subscriber (its default
+    // filter, or `RUST_LOG`), whose request and command spans are part of every command's cost.
+    crate::init_tracing(crate::config::LogFormat::Pretty);
     let dir = ScratchDir::new(args.dir.as_deref())?;
     let store = EventStore::open(dir.join("log"), StoreOptions::default())?;
     let auth = Authenticator::from_data_dir(&dir)?;

@@ -74,12 +74,17 @@ fn main() -> Result<()> {
 }
 
 /// Sets up `tracing` output in the chosen format, filtered by `RUST_LOG` (default `info`).
+/// Pretty output is coloured only on a terminal (and not with `NO_COLOR` set): a log collector
+/// reading a pipe gets plain text, not escape codes.
 pub fn init_tracing(format: config::LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         config::LogFormat::Pretty => builder.try_init(),
