@@ -140,6 +140,23 @@ async fn command_appends_events_and_state_reflects_them() {
 }
 
 #[tokio::test]
+async fn logs_written_to_a_file_are_plain_text() {
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    let token = server.token("acme", "ana", "planner");
+    let (status, body) = client
+        .command(&server, &token, "p1", create_plan(), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let log = server.log();
+    assert!(log.contains("event log opened"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no terminal escape codes in a log that is not a terminal:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn error_classes_are_problem_json_with_the_right_status() {
     let server = Planledger::start(&[]);
     let client = Client::new();

@@ -1,5 +1,5 @@
 //! The log's context for every request and command: one `http` span per request (method, path,
-//! the W3C `traceparent` when sent) and one `command` span per command (command, plan, tenant,
+//! a well-formed W3C `traceparent` when sent) and one `command` span per command (command, plan, tenant,
 //! and the command and correlation ids when given). Fields a request did not carry are left out
 //! of the spans, not written as empty strings. The router runs in-process on a real port, and a
 //! layer records every span's fields as the log's formatter would receive them.
@@ -122,9 +122,15 @@ async fn requests_and_commands_get_spans_with_their_ids_and_nothing_empty() {
     assert!(with_ids.status().is_success(), "{}", with_ids.status());
     let without = create("without-ids").send().await.expect("request sent");
     assert!(without.status().is_success(), "{}", without.status());
+    let malformed = create("malformed-trace")
+        .header("traceparent", "not-a-trace-context")
+        .send()
+        .await
+        .expect("request sent");
+    assert!(malformed.status().is_success(), "{}", malformed.status());
 
     let requests = spans.named("http");
-    assert_eq!(requests.len(), 2, "one span per request: {requests:?}");
+    assert_eq!(requests.len(), 3, "one span per request: {requests:?}");
     assert_eq!(field(&requests[0], "method"), Some("POST"));
     assert_eq!(
         field(&requests[0], "path"),
@@ -136,9 +142,14 @@ async fn requests_and_commands_get_spans_with_their_ids_and_nothing_empty() {
         Some("/v1/plans/without-ids/commands")
     );
     assert_eq!(field(&requests[1], "traceparent"), None);
+    assert_eq!(
+        field(&requests[2], "traceparent"),
+        None,
+        "a malformed traceparent is not logged (nor stored in the events)"
+    );
 
     let commands = spans.named("command");
-    assert_eq!(commands.len(), 2, "one span per command: {commands:?}");
+    assert_eq!(commands.len(), 3, "one span per command: {commands:?}");
     assert_eq!(field(&commands[0], "command"), Some("CreatePlan"));
     assert_eq!(field(&commands[0], "plan_id"), Some("with-ids"));
     assert_eq!(field(&commands[0], "tenant"), Some("acme"));

@@ -2,27 +2,55 @@
 //! a tiny size: each prints its table and leaves nothing behind in the directory it was given.
 //! The numbers are never asserted (speed is for `just bench` to print, not for tests to judge).
 
+use std::fs::File;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use planledger_e2e::server::binary;
 
+/// Longest a tiny bench may take before the test gives up on it.
+const BENCH_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Runs `planledger bench <args>` with `--dir <scratch>` and returns its standard output,
-/// after checking it succeeded and removed everything it made under `scratch`.
+/// after checking it succeeded within [`BENCH_DEADLINE`] and removed everything it made under
+/// `scratch`.
 fn bench(args: &[&str], scratch: &Path) -> String {
-    let output = Command::new(binary())
+    let output_dir = tempfile::tempdir().expect("temp dir for the output");
+    let (stdout_path, stderr_path) = (
+        output_dir.path().join("stdout"),
+        output_dir.path().join("stderr"),
+    );
+    let mut child = Command::new(binary())
         .arg("bench")
         .args(args)
         .arg("--dir")
         .arg(scratch)
         .env("RUST_LOG", "warn")
-        .output()
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
         .expect("the planledger binary starts");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the bench") {
+            break status;
+        }
+        if started.elapsed() > BENCH_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "bench {args:?} did not finish in {BENCH_DEADLINE:?}: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).expect("the bench's output");
     assert!(
-        output.status.success(),
+        status.success(),
         "bench {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
     );
     let left: Vec<_> = std::fs::read_dir(scratch)
         .expect("the scratch directory is still there")

@@ -120,22 +120,19 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                // `traceparent` is recorded only when sent: an empty field would still be
-                // formatted into every request's span.
-                let span = tracing::info_span!(
+                // `traceparent` only when a well-formed one was sent, as the events store it
+                // (`None` leaves the field out; an empty string would still be formatted into
+                // every request's span).
+                tracing::info_span!(
                     "http",
                     method = %request.method(),
                     path = %request.uri().path(),
-                    traceparent = tracing::field::Empty,
-                );
-                if let Some(traceparent) = request
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    span.record("traceparent", traceparent);
-                }
-                span
+                    traceparent = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|t| commands::valid_traceparent(t)),
+                )
             }),
         )
         .with_state(state)

@@ -105,10 +105,10 @@ impl CommandService {
             command = request.command.name(),
             plan_id = %request.plan_id,
             tenant = %principal.tenant,
-            // Recorded below only when the command has them: an empty field would still be
-            // formatted into every command's span.
-            command_id = tracing::field::Empty,
-            correlation_id = tracing::field::Empty,
+            // `None` leaves the field out of the span (an empty string would still be
+            // formatted into every command's span).
+            command_id = request.command_id.as_deref(),
+            correlation_id = request.correlation_id.as_deref(),
         )
     )]
     pub async fn execute(
@@ -116,13 +116,6 @@ impl CommandService {
         principal: &Principal,
         request: CommandRequest,
     ) -> Result<CommandResult, AppError> {
-        let span = tracing::Span::current();
-        if let Some(command_id) = request.command_id.as_deref() {
-            span.record("command_id", command_id);
-        }
-        if let Some(correlation_id) = request.correlation_id.as_deref() {
-            span.record("correlation_id", correlation_id);
-        }
         let started = std::time::Instant::now();
         let name = request.command.name();
         let result = self.run(principal, request).await;

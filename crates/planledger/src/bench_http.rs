@@ -11,6 +11,8 @@ use planledger_app::{App, Authenticator, Role};
 use planledger_store::{EventStore, StoreOptions};
 use serde_json::json;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::bench::{HttpArgs, Latency, ScratchDir, ms, summarize};
 
 struct Measured {
@@ -22,13 +24,41 @@ struct Measured {
     cpu: Duration,
 }
 
-async fn serve(router: axum::Router) -> Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    Ok(addr)
+/// The bench's two servers. They hold the log (through the router's state), so they are
+/// stopped and awaited before the scratch directory is removed.
+#[derive(Default)]
+struct Servers {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Servers {
+    async fn serve(&mut self, router: axum::Router) -> Result<std::net::SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stop = self.stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        }));
+        Ok(addr)
+    }
+
+    /// Stops accepting, lets open connections finish (the clients are gone by now) and waits
+    /// for each server, giving up on one after 10 s.
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
 }
 
 /// Sends `total` requests from `concurrency` clients; `make` builds request `n` of client `c`.
@@ -97,12 +127,21 @@ where
 
 /// Runs the HTTP benchmark.
 pub async fn run(args: HttpArgs) -> Result<()> {
-    // The router runs as `serve` runs it: with the service's log subscriber (its default
-    // filter, or `RUST_LOG`), whose request and command spans are part of every command's cost.
-    crate::init_tracing(crate::config::LogFormat::Pretty);
+    // The router runs as `serve` runs it under a supervisor: with the service's log subscriber
+    // (its default filter, or `RUST_LOG`) writing plain text, whose request and command spans
+    // are part of every command's cost.
+    crate::init_tracing_with(crate::config::LogFormat::Pretty, false);
     let dir = ScratchDir::new(args.dir.as_deref())?;
+    let mut servers = Servers::default();
+    let result = measure(&args, &dir, &mut servers).await;
+    // Then the log closes (its last handle is the router's state), then `dir` is removed.
+    servers.stop().await;
+    result
+}
+
+async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Result<()> {
     let store = EventStore::open(dir.join("log"), StoreOptions::default())?;
-    let auth = Authenticator::from_data_dir(&dir)?;
+    let auth = Authenticator::from_data_dir(dir)?;
     let token = auth.issue(
         "bench",
         "bench",
@@ -121,16 +160,17 @@ pub async fn run(args: HttpArgs) -> Result<()> {
             ..ApiConfig::default()
         },
     );
-    let api = serve(planledger_api::router(state)).await?;
-    let trivial = serve(axum::Router::new().route(
-        "/echo",
-        axum::routing::post(
-            |axum::Json(body): axum::Json<serde_json::Value>| async move {
-                axum::Json(json!({ "ok": true, "got": body }))
-            },
-        ),
-    ))
-    .await?;
+    let api = servers.serve(planledger_api::router(state)).await?;
+    let trivial = servers
+        .serve(axum::Router::new().route(
+            "/echo",
+            axum::routing::post(
+                |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    axum::Json(json!({ "ok": true, "got": body }))
+                },
+            ),
+        ))
+        .await?;
 
     // One plan with one KPI goal per client.
     let http = reqwest::Client::new();
@@ -223,6 +263,5 @@ pub async fn run(args: HttpArgs) -> Result<()> {
         command_fsyncs as f64 / api_run.elapsed.as_secs_f64(),
         api_run.requests as f64 / command_batches.max(1) as f64
     );
-    drop(app);
     Ok(())
 }

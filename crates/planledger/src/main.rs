@@ -74,14 +74,20 @@ fn main() -> Result<()> {
 }
 
 /// Sets up `tracing` output in the chosen format, filtered by `RUST_LOG` (default `info`).
-/// Pretty output is coloured only on a terminal (and not with `NO_COLOR` set): a log collector
-/// reading a pipe gets plain text, not escape codes.
+/// Pretty output is coloured only on a terminal (and not with a non-empty `NO_COLOR`): a log
+/// collector reading a pipe gets plain text, not escape codes.
 pub fn init_tracing(format: config::LogFormat) {
     use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    init_tracing_with(format, colour);
+}
+
+/// [`init_tracing`] with colour chosen by the caller.
+pub fn init_tracing_with(format: config::LogFormat, colour: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
