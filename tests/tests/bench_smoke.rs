@@ -1,6 +1,7 @@
 //! The benchmarks people run by hand (`just bench append|http|projections`) run end to end at
 //! a tiny size: each prints its table and leaves nothing behind in the directory it was given.
-//! The numbers are never asserted (speed is for `just bench` to print, not for tests to judge).
+//! Counts and shapes are checked, never speed (that is for `just bench` to print, not for tests
+//! to judge).
 
 use std::fs::File;
 use std::path::Path;
