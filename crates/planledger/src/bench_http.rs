@@ -128,9 +128,11 @@ where
 /// Runs the HTTP benchmark.
 pub async fn run(args: HttpArgs) -> Result<()> {
     // The router runs as `serve` runs it under a supervisor: with the service's log subscriber
-    // (its default filter, or `RUST_LOG`) writing plain text, whose request and command spans
-    // are part of every command's cost.
+    // (its default filter, or `RUST_LOG`) writing plain text, and its Prometheus recorder. Both
+    // are installed in every `serve`, and every command's spans and metrics cost their share.
+    // (`serve`'s embedded projectors are not: they are a choice of deployment.)
     crate::init_tracing_with(crate::config::LogFormat::Pretty, false);
+    let _ = crate::install_metrics();
     let dir = ScratchDir::new(args.dir.as_deref())?;
     let mut servers = Servers::default();
     let result = measure(&args, &dir, &mut servers).await;

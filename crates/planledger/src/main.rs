@@ -73,6 +73,30 @@ fn main() -> Result<()> {
     })
 }
 
+/// How often the metrics recorder's histogram samples are drained when nobody scrapes.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the process's Prometheus recorder and keeps it drained. Histogram samples wait in
+/// the recorder until something drains them; a scrape of `/metrics` does, but without scrapes
+/// they would pile up for as long as the process runs (~50 bytes per command), so a task on
+/// the runtime drains them every 5 s. Call it from inside the runtime.
+pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use anyhow::Context;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
 /// Sets up `tracing` output in the chosen format, filtered by `RUST_LOG` (default `info`).
 /// Pretty output is coloured only on a terminal (and not with a non-empty `NO_COLOR`): a log
 /// collector reading a pipe gets plain text, not escape codes.

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use planledger_api::{RateLimit, RateLimiter, ReadModelState, Readiness};
 use planledger_app::{App, ReadModels};
 use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
@@ -123,9 +122,7 @@ pub fn start_embedded(
 pub async fn run(args: ProjectorArgs) -> Result<()> {
     crate::init_tracing(args.log_format);
     let projector = planledger_projections::projector(&args.name)?;
-    let prometheus = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus metrics recorder")?;
+    let prometheus = crate::install_metrics()?;
     let db = planledger_projections::open_model(&args.data_dir, &args.name)?;
     let shutdown = CancellationToken::new();
 

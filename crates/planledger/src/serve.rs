@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use planledger_api::{ApiConfig, ApiState, RateLimit, Readiness};
 use planledger_app::App;
 use planledger_bus::{CommandIngress, IngressConfig, Relay, RelayConfig, RelayStatusHandle};
@@ -43,9 +42,7 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         return Ok(());
     }
     crate::init_tracing(config.log_format);
-    let prometheus = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus metrics recorder")?;
+    let prometheus = crate::install_metrics()?;
 
     let store = open_store(&config)?;
     let auth = crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
