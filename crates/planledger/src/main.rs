@@ -78,7 +78,7 @@ const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Installs the process's Prometheus recorder and keeps it drained. Histogram samples wait in
 /// the recorder until something drains them; a scrape of `/metrics` does, but without scrapes
-/// they would pile up for as long as the process runs (~50 bytes per command), so a task on
+/// they would pile up for as long as the process runs (~35 bytes per command), so a task on
 /// the runtime drains them every 5 s. Call it from inside the runtime.
 pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use anyhow::Context;
