@@ -5,13 +5,52 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use planledger_e2e::server::binary;
 
 /// Longest a tiny bench may take before the test gives up on it.
 const BENCH_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Starts `planledger bench <args> --dir <scratch>` with its output going to `stdout` and
+/// `stderr`.
+fn spawn_bench(args: &[&str], scratch: &Path, stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new(binary())
+        .arg("bench")
+        .args(args)
+        .arg("--dir")
+        .arg(scratch)
+        .env("RUST_LOG", "warn")
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("the planledger binary starts")
+}
+
+/// Waits for `child` until [`BENCH_DEADLINE`] after `started`, then kills it and fails.
+fn wait_within_deadline(child: &mut Child, started: Instant, what: &str) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the bench") {
+            return status;
+        }
+        if started.elapsed() > BENCH_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {BENCH_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fails unless `scratch` exists and is empty.
+fn assert_left_nothing(scratch: &Path, what: &str) {
+    let left: Vec<_> = std::fs::read_dir(scratch)
+        .expect("the scratch directory is still there")
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
+    assert!(left.is_empty(), "{what} left {left:?} behind");
+}
 
 /// Runs `planledger bench <args>` with `--dir <scratch>` and returns its standard output,
 /// after checking it succeeded within [`BENCH_DEADLINE`] and removed everything it made under
@@ -22,42 +61,21 @@ fn bench(args: &[&str], scratch: &Path) -> String {
         output_dir.path().join("stdout"),
         output_dir.path().join("stderr"),
     );
-    let mut child = Command::new(binary())
-        .arg("bench")
-        .args(args)
-        .arg("--dir")
-        .arg(scratch)
-        .env("RUST_LOG", "warn")
-        .stdout(File::create(&stdout_path).expect("stdout file"))
-        .stderr(File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("the planledger binary starts");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the bench") {
-            break status;
-        }
-        if started.elapsed() > BENCH_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "bench {args:?} did not finish in {BENCH_DEADLINE:?}: {}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let what = format!("bench {args:?}");
+    let mut child = spawn_bench(
+        args,
+        scratch,
+        File::create(&stdout_path).expect("stdout file").into(),
+        File::create(&stderr_path).expect("stderr file").into(),
+    );
+    let status = wait_within_deadline(&mut child, Instant::now(), &what);
     let stdout = std::fs::read_to_string(&stdout_path).expect("the bench's output");
     assert!(
         status.success(),
-        "bench {args:?} failed: {}\n{stdout}",
+        "{what} failed: {}\n{stdout}",
         std::fs::read_to_string(&stderr_path).unwrap_or_default()
     );
-    let left: Vec<_> = std::fs::read_dir(scratch)
-        .expect("the scratch directory is still there")
-        .map(|entry| entry.expect("a directory entry").path())
-        .collect();
-    assert!(left.is_empty(), "bench {args:?} left {left:?} behind");
+    assert_left_nothing(scratch, &what);
     stdout
 }
 
@@ -158,4 +176,44 @@ fn bench_projections_rebuilds_every_read_model_and_measures_live_lag_and_cleans_
         2,
         "one paced live-lag run right after the rebuilds and one at steady state:\n{stdout}"
     );
+}
+
+#[test]
+fn an_interrupted_bench_removes_its_scratch_directory() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "append",
+        "--concurrency",
+        "64",
+        "--events",
+        "100000000",
+        "--rounds",
+        "1",
+    ];
+    let mut child = spawn_bench(&args, scratch.path(), Stdio::null(), Stdio::null());
+    // Interrupted only once its databases exist (a directory inside the scratch directory).
+    let started = Instant::now();
+    let has_databases = || {
+        std::fs::read_dir(scratch.path())
+            .expect("scratch directory")
+            .filter_map(Result::ok)
+            .any(|entry| std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_some()))
+    };
+    while !has_databases() {
+        assert!(
+            started.elapsed() < BENCH_DEADLINE,
+            "the bench made no database"
+        );
+        assert!(
+            child.try_wait().expect("waiting").is_none(),
+            "the bench ended before it was interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = i32::try_from(child.id()).expect("a pid fits in i32");
+    // SAFETY: sends SIGINT to the child this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "SIGINT sent");
+    let status = wait_within_deadline(&mut child, started, "the interrupted bench");
+    assert!(!status.success(), "an interrupted bench fails: {status}");
+    assert_left_nothing(scratch.path(), "the interrupted bench");
 }

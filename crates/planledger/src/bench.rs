@@ -79,13 +79,25 @@ pub struct AppendArgs {
     pub rounds: usize,
 }
 
-/// Runs a benchmark.
+/// Runs a benchmark. Ctrl-C stops it: the benchmark is dropped, which removes its scratch
+/// directories and stops the nats-server it started, and the command fails.
 pub async fn run(what: BenchCommand) -> Result<()> {
-    match what {
-        BenchCommand::Append(args) => append(args).await,
-        BenchCommand::Http(args) => crate::bench_http::run(args).await,
-        BenchCommand::Relay(args) => relay(args).await,
-        BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
+    let bench = async move {
+        match what {
+            BenchCommand::Append(args) => append(args).await,
+            BenchCommand::Http(args) => crate::bench_http::run(args).await,
+            BenchCommand::Relay(args) => relay(args).await,
+            BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
+        }
+    };
+    // Ctrl-C is polled first, so its handler is in place before the benchmark makes anything.
+    tokio::select! {
+        biased;
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("listening for Ctrl-C")?;
+            anyhow::bail!("interrupted; the benchmark's scratch directories are removed")
+        }
+        result = bench => result,
     }
 }
 
@@ -526,7 +538,16 @@ impl std::ops::Deref for ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A database still closing (an interrupted run) may add a file while the tree is being
+        // removed, which fails that attempt.
+        for _ in 0..5 {
+            match std::fs::remove_dir_all(&self.0) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => return,
+            }
+        }
     }
 }
 
