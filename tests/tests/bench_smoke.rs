@@ -13,12 +13,12 @@ use planledger_e2e::server::binary;
 /// Longest a tiny bench may take before the test gives up on it.
 const BENCH_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Starts `planledger bench <args> --dir <scratch>` with its output going to `stdout` and
-/// `stderr`.
-fn spawn_bench(args: &[&str], scratch: &Path, stdout: Stdio, stderr: Stdio) -> Child {
+/// Starts `planledger bench <args> --dir <scratch>` (`args` separated by spaces) with its
+/// output going to `stdout` and `stderr`.
+fn spawn_bench(args: &str, scratch: &Path, stdout: Stdio, stderr: Stdio) -> Child {
     Command::new(binary())
         .arg("bench")
-        .args(args)
+        .args(args.split_whitespace())
         .arg("--dir")
         .arg(scratch)
         .env("RUST_LOG", "warn")
@@ -52,16 +52,18 @@ fn assert_left_nothing(scratch: &Path, what: &str) {
     assert!(left.is_empty(), "{what} left {left:?} behind");
 }
 
-/// Runs `planledger bench <args>` with `--dir <scratch>` and returns its standard output,
-/// after checking it succeeded within [`BENCH_DEADLINE`] and removed everything it made under
-/// `scratch`.
-fn bench(args: &[&str], scratch: &Path) -> String {
+/// Runs `planledger bench <args>` with `--dir` a fresh scratch directory and returns its
+/// standard output, after checking it succeeded within [`BENCH_DEADLINE`] and removed
+/// everything it made under the scratch directory.
+fn bench(args: &str) -> String {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let scratch = scratch.path();
     let output_dir = tempfile::tempdir().expect("temp dir for the output");
     let (stdout_path, stderr_path) = (
         output_dir.path().join("stdout"),
         output_dir.path().join("stderr"),
     );
-    let what = format!("bench {args:?}");
+    let what = format!("bench {args}");
     let mut child = spawn_bench(
         args,
         scratch,
@@ -90,21 +92,7 @@ fn row<'a>(stdout: &'a str, first: &str) -> Vec<&'a str> {
 
 #[test]
 fn bench_append_prints_each_concurrency_against_the_raw_ceiling_and_cleans_up() {
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let stdout = bench(
-        &[
-            "append",
-            "--concurrency",
-            "1,8",
-            "--events-serial",
-            "30",
-            "--events",
-            "400",
-            "--rounds",
-            "1",
-        ],
-        scratch.path(),
-    );
+    let stdout = bench("append --concurrency 1,8 --events-serial 30 --events 400 --rounds 1");
     for (concurrency, events) in [("1", "30"), ("8", "400")] {
         let columns = row(&stdout, concurrency);
         assert_eq!(columns[1], events, "events column of c={concurrency}");
@@ -119,11 +107,7 @@ fn bench_append_prints_each_concurrency_against_the_raw_ceiling_and_cleans_up() 
 
 #[test]
 fn bench_http_prints_both_handlers_the_ratio_and_the_fsyncs_and_cleans_up() {
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let stdout = bench(
-        &["http", "--concurrency", "4", "--requests", "200"],
-        scratch.path(),
-    );
+    let stdout = bench("http --concurrency 4 --requests 200");
     for handler in ["trivial", "RecordCheckIn"] {
         let columns = row(&stdout, handler);
         let failures = if handler == "trivial" {
@@ -147,22 +131,8 @@ fn bench_http_prints_both_handlers_the_ratio_and_the_fsyncs_and_cleans_up() {
 
 #[test]
 fn bench_projections_rebuilds_every_read_model_and_measures_live_lag_and_cleans_up() {
-    let scratch = tempfile::tempdir().expect("temp dir");
     let stdout = bench(
-        &[
-            "projections",
-            "--events",
-            "2000",
-            "--plans",
-            "20",
-            "--load-seconds",
-            "1",
-            "--load-rate",
-            "200",
-            "--load-concurrency",
-            "4",
-        ],
-        scratch.path(),
+        "projections --events 2000 --plans 20 --load-seconds 1 --load-rate 200 --load-concurrency 4",
     );
     for projection in ["progress", "accountability", "agility"] {
         let rebuild = row(&stdout, projection);
@@ -181,16 +151,8 @@ fn bench_projections_rebuilds_every_read_model_and_measures_live_lag_and_cleans_
 #[test]
 fn an_interrupted_bench_removes_its_scratch_directory() {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let args = [
-        "append",
-        "--concurrency",
-        "64",
-        "--events",
-        "100000000",
-        "--rounds",
-        "1",
-    ];
-    let mut child = spawn_bench(&args, scratch.path(), Stdio::null(), Stdio::null());
+    let args = "append --concurrency 64 --events 100000000 --rounds 1";
+    let mut child = spawn_bench(args, scratch.path(), Stdio::null(), Stdio::null());
     // Interrupted only once its databases exist (a directory inside the scratch directory).
     let started = Instant::now();
     let has_databases = || {
