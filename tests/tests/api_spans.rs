@@ -1,6 +1,6 @@
 //! The log's context for every request and command: one `http` span per request (method, path,
 //! a well-formed W3C `traceparent` when sent) and one `command` span per command (command, plan, tenant,
-//! and the command and correlation ids when given). Fields a request did not carry are left out
+//! and the command and correlation ids when given, the command id only when it is valid). Fields a request did not carry are left out
 //! of the spans, not written as empty strings. The router runs in-process on a real port, and a
 //! layer records every span's fields as the log's formatter would receive them.
 
@@ -128,9 +128,20 @@ async fn requests_and_commands_get_spans_with_their_ids_and_nothing_empty() {
         .await
         .expect("request sent");
     assert!(malformed.status().is_success(), "{}", malformed.status());
+    let refused_key = format!("bad key {}", "x".repeat(300));
+    let refused = create("refused-key")
+        .header("Idempotency-Key", &refused_key)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(
+        refused.status(),
+        400,
+        "an invalid Idempotency-Key is refused"
+    );
 
     let requests = spans.named("http");
-    assert_eq!(requests.len(), 3, "one span per request: {requests:?}");
+    assert_eq!(requests.len(), 4, "one span per request: {requests:?}");
     assert_eq!(field(&requests[0], "method"), Some("POST"));
     assert_eq!(
         field(&requests[0], "path"),
@@ -149,7 +160,7 @@ async fn requests_and_commands_get_spans_with_their_ids_and_nothing_empty() {
     );
 
     let commands = spans.named("command");
-    assert_eq!(commands.len(), 3, "one span per command: {commands:?}");
+    assert_eq!(commands.len(), 4, "one span per command: {commands:?}");
     assert_eq!(field(&commands[0], "command"), Some("CreatePlan"));
     assert_eq!(field(&commands[0], "plan_id"), Some("with-ids"));
     assert_eq!(field(&commands[0], "tenant"), Some("acme"));
@@ -158,4 +169,10 @@ async fn requests_and_commands_get_spans_with_their_ids_and_nothing_empty() {
     assert_eq!(field(&commands[1], "plan_id"), Some("without-ids"));
     assert_eq!(field(&commands[1], "command_id"), None);
     assert_eq!(field(&commands[1], "correlation_id"), None);
+    assert_eq!(field(&commands[3], "plan_id"), Some("refused-key"));
+    assert_eq!(
+        field(&commands[3], "command_id"),
+        None,
+        "a command id the request is refused for is not logged"
+    );
 }

@@ -69,8 +69,13 @@ pub struct CommandService {
     plans: Arc<PlanLoader>,
 }
 
+/// Whether a client's command id (`Idempotency-Key`) is one the log accepts.
+fn is_valid_command_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_COMMAND_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn validate_command_id(id: &str) -> Result<(), AppError> {
-    if id.is_empty() || id.len() > MAX_COMMAND_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+    if !is_valid_command_id(id) {
         return Err(AppError::Invalid {
             field: "Idempotency-Key".into(),
             message: format!(
@@ -106,8 +111,9 @@ impl CommandService {
             plan_id = %request.plan_id,
             tenant = %principal.tenant,
             // `None` leaves the field out of the span (an empty string would still be
-            // formatted into every command's span).
-            command_id = request.command_id.as_deref(),
+            // formatted into every command's span). A command id the request is refused for
+            // is left out too: the log shows only ids the log would store.
+            command_id = request.command_id.as_deref().filter(|id| is_valid_command_id(id)),
             correlation_id = request.correlation_id.as_deref(),
         )
     )]
