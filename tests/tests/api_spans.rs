@@ -1,8 +1,9 @@
 //! The log's context for every request and command: one `http` span per request (method, path,
-//! a well-formed W3C `traceparent` when sent) and one `command` span per command (command, plan, tenant,
-//! and the command and correlation ids when given, the command id only when it is valid). Fields a request did not carry are left out
-//! of the spans, not written as empty strings. The router runs in-process on a real port, and a
-//! layer records every span's fields as the log's formatter would receive them.
+//! a well-formed W3C `traceparent` when sent) and one `command` span per command (command, plan,
+//! tenant, and the command and correlation ids when given; the command id only when it is
+//! valid). Fields a request did not carry are left out of the spans, not written as empty
+//! strings. The router runs in-process on a real port, and a layer records every span's fields
+//! as the log's formatter would receive them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
