@@ -18,9 +18,18 @@ pub fn free_port() -> u16 {
         .expect("the loopback interface can hand out a free port")
 }
 
-/// The workspace root (this crate lives in `<root>/tests`).
+/// The workspace root (this crate lives in `<root>/tests`), as cargo names it when it runs the
+/// test, else as it was when the test was built.
+///
+/// Checkouts share one build directory (docs/decisions/0002), and cargo reuses a test binary
+/// that another checkout built from the same sources, with that checkout's paths compiled in:
+/// the compile-time path would make this checkout's tests use the other one's `deploy/` files,
+/// scripts and `.tools/`, or fail once it is deleted.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

@@ -171,8 +171,21 @@ fn event_json_forms_are_stable() {
             continue;
         }
         done.push(name);
-        insta::assert_json_snapshot!(name, event);
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(snapshots_dir());
+        settings.bind(|| insta::assert_json_snapshot!(name, event));
     }
+}
+
+/// This checkout's `tests/snapshots`, found when the test runs. Checkouts share one build
+/// directory (docs/decisions/0002), and cargo reuses a test binary that another checkout built
+/// from the same sources, with that checkout's paths compiled in: insta's own default would then
+/// compare against (and write into) the other checkout's snapshots, or fail if it is gone.
+fn snapshots_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/snapshots")
 }
 
 #[test]
