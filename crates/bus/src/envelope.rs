@@ -57,26 +57,33 @@ pub fn timestamp_from_proto(
 
 /// The wire form of a stored envelope, with `tenant` and `plan_id` split from the stream id.
 pub fn envelope_to_proto(envelope: &Envelope) -> EventEnvelope {
+    envelope_into_proto(envelope.clone())
+}
+
+/// [`envelope_to_proto`] for an envelope the caller no longer needs: its strings and payload
+/// move into the wire form instead of being copied.
+pub fn envelope_into_proto(envelope: Envelope) -> EventEnvelope {
     let (tenant, plan_id) = split_stream(envelope.stream.as_str());
+    let (tenant, plan_id) = (tenant.to_string(), plan_id.to_string());
     EventEnvelope {
         position: envelope.position.get(),
-        stream: envelope.stream.as_str().to_string(),
-        tenant: tenant.to_string(),
-        plan_id: plan_id.to_string(),
+        stream: envelope.stream.into(),
+        tenant,
+        plan_id,
         version: envelope.version.get(),
         event_id: envelope.event_id.to_string(),
-        r#type: envelope.event_type.clone(),
+        r#type: envelope.event_type,
         schema_version: envelope.schema_version,
         occurred_at: Some(timestamp_to_proto(envelope.occurred_at)),
         recorded_at: Some(timestamp_to_proto(envelope.recorded_at)),
-        actor: envelope.actor.clone(),
-        command_id: envelope.command_id.clone(),
-        correlation_id: envelope.correlation_id.clone(),
-        causation_id: envelope.causation_id.clone(),
-        traceparent: envelope.traceparent.clone(),
-        data: envelope.data.get().as_bytes().to_vec(),
-        prev_hash: envelope.prev_hash.clone(),
-        hash: envelope.hash.clone(),
+        actor: envelope.actor,
+        command_id: envelope.command_id,
+        correlation_id: envelope.correlation_id,
+        causation_id: envelope.causation_id,
+        traceparent: envelope.traceparent,
+        data: Box::<str>::from(envelope.data).into_string().into_bytes(),
+        prev_hash: envelope.prev_hash,
+        hash: envelope.hash,
     }
 }
 

@@ -25,7 +25,7 @@ use planledger_proto::{COMMAND_REPLY_CONTENT_TYPE, Message as _};
 use tokio::sync::Semaphore;
 
 use crate::BusError;
-use crate::envelope::envelope_to_proto;
+use crate::envelope::envelope_into_proto;
 
 /// Settings of the command ingress.
 #[derive(Clone, Debug)]
@@ -416,8 +416,8 @@ impl CommandIngress {
             events: result
                 .events
                 .into_envelopes()
-                .iter()
-                .map(envelope_to_proto)
+                .into_iter()
+                .map(envelope_into_proto)
                 .collect(),
         })
     }

@@ -27,7 +27,10 @@ pub mod source;
 
 pub use bench::{RelayBenchConfig, RelayBenchReport, bench_relay};
 pub use connection::{StreamSpec, connect, ensure_stream};
-pub use envelope::{EnvelopeDecodeError, envelope_from_proto, envelope_to_proto, header_position};
+pub use envelope::{
+    EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
+    header_position,
+};
 pub use ingress::{CommandIngress, IngressConfig};
 pub use relay::{Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle};
 pub use source::{JetStreamSource, JetStreamSourceConfig};
