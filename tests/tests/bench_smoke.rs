@@ -106,7 +106,7 @@ fn bench_append_prints_each_concurrency_against_the_raw_ceiling_and_cleans_up() 
 }
 
 #[test]
-fn bench_http_prints_both_handlers_the_ratio_and_the_fsyncs_and_cleans_up() {
+fn bench_http_prints_both_handlers_their_cpu_use_the_ratio_and_the_fsyncs_and_cleans_up() {
     let stdout = bench("http --concurrency 4 --requests 200");
     for handler in ["trivial", "RecordCheckIn"] {
         let columns = row(&stdout, handler);
@@ -116,6 +116,12 @@ fn bench_http_prints_both_handlers_the_ratio_and_the_fsyncs_and_cleans_up() {
             columns[5]
         };
         assert_eq!(failures, "0", "{handler}: no failed request:\n{stdout}");
+        let used = columns.last().and_then(|c| c.strip_suffix('%'));
+        assert!(
+            used.and_then(|u| u.parse::<f64>().ok())
+                .is_some_and(|u| u > 0.0),
+            "{handler}: the share of the cores used, as a percentage:\n{stdout}"
+        );
     }
     assert!(
         stdout.contains("RecordCheckIn / trivial ceiling:"),

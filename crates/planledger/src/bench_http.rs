@@ -228,31 +228,34 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
     let command_fsyncs = fsyncs(&after).saturating_sub(fsyncs(&before));
     let command_batches = after.batches.saturating_sub(before.batches);
 
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!(
         "bench http: concurrency {}, {} requests each, {} CPU cores",
-        args.concurrency,
-        args.requests,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        args.concurrency, args.requests, cores
     );
     println!(
-        "{:>20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11}",
-        "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures", "cpu µs/req"
+        "{:>20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9}",
+        "handler", "req/s", "p50 ms", "p99 ms", "max ms", "failures", "cpu µs/req", "cpu use"
     );
     for (name, run) in [
         ("trivial axum json", &trivial_run),
         ("RecordCheckIn", &api_run),
     ] {
+        // The share of all cores the phase kept busy: what is left was idle, the closed loop's
+        // clients all waiting (for fsyncs, in the command phase).
+        let used = run.cpu.as_secs_f64() / (run.elapsed.as_secs_f64() * cores as f64);
         println!(
-            "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>11.1}",
+            "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>11.1} {:>8.0}%",
             name,
             run.requests as f64 / run.elapsed.as_secs_f64(),
             ms(run.latency.p50),
             ms(run.latency.p99),
             ms(run.latency.max),
             run.failures,
-            run.cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64
+            run.cpu.as_secs_f64() * 1e6 / run.requests.max(1) as f64,
+            used * 100.0
         );
     }
     let ratio = (api_run.requests as f64 / api_run.elapsed.as_secs_f64())
