@@ -128,6 +128,13 @@ pub fn summarize(samples: &mut [Duration]) -> Latency {
     }
 }
 
+/// CPU cores this process may run on (1 if that cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// CPU time (user and system) the whole process has used so far, every thread included.
 pub fn process_cpu() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -408,9 +415,7 @@ async fn append(args: AppendArgs) -> Result<()> {
     println!(
         "bench append: payload ~{} B, {} CPU cores",
         args.payload_bytes,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        cores()
     );
     println!(
         "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>6} {:>12} {:>12} {:>9} {:>14} {:>6}",

@@ -228,9 +228,7 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
     let command_fsyncs = fsyncs(&after).saturating_sub(fsyncs(&before));
     let command_batches = after.batches.saturating_sub(before.batches);
 
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = crate::bench::cores();
     println!(
         "bench http: concurrency {}, {} requests each, {} CPU cores",
         args.concurrency, args.requests, cores

@@ -413,9 +413,7 @@ pub async fn run(args: ProjectionsArgs) -> Result<()> {
     let base = ScratchDir::new(args.dir.as_deref())?;
     let plans = args.plans.max(1);
     let per_plan = args.events.div_ceil(plans).max(SETUP + 1);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = crate::bench::cores();
     println!(
         "bench projections: {} events over {plans} plans ({per_plan} per plan), {cores} CPU cores",
         plans * per_plan
