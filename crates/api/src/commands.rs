@@ -197,13 +197,15 @@ pub fn response_body(result: CommandResult) -> Vec<u8> {
 }
 
 /// Whether a `traceparent` header has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
+/// Checked for every request that sends one (for its span, then for its events), without
+/// allocating.
 pub fn valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    parts.len() == 4
-        && [2usize, 32, 16, 2]
-            .iter()
-            .zip(&parts)
-            .all(|(len, part)| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
+    let mut parts = value.split('-');
+    [2usize, 32, 16, 2].iter().all(|len| {
+        parts
+            .next()
+            .is_some_and(|part| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
+    }) && parts.next().is_none()
 }
 
 #[cfg(test)]
@@ -276,6 +278,12 @@ mod tests {
         ));
         assert!(!valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
         assert!(!valid_traceparent(""));
+        assert!(!valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+        ));
+        assert!(!valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-ff"
+        ));
     }
 
     #[test]
