@@ -106,15 +106,12 @@ fn bench_append_prints_each_concurrency_against_the_raw_ceiling_and_cleans_up() 
 }
 
 #[test]
-fn bench_http_prints_both_handlers_their_cpu_use_the_ratio_and_the_fsyncs_and_cleans_up() {
+fn bench_http_prints_every_handler_their_cpu_use_the_ratios_and_the_fsyncs_and_cleans_up() {
     let stdout = bench("http --concurrency 4 --requests 200");
-    for handler in ["trivial", "RecordCheckIn"] {
+    for handler in ["trivial", "durable", "RecordCheckIn"] {
         let columns = row(&stdout, handler);
-        let failures = if handler == "trivial" {
-            columns[7]
-        } else {
-            columns[5]
-        };
+        // The last three columns: failures, CPU per request, CPU use.
+        let failures = columns[columns.len() - 3];
         assert_eq!(failures, "0", "{handler}: no failed request:\n{stdout}");
         let used = columns.last().and_then(|c| c.strip_suffix('%'));
         assert!(
@@ -123,16 +120,37 @@ fn bench_http_prints_both_handlers_their_cpu_use_the_ratio_and_the_fsyncs_and_cl
             "{handler}: the share of the cores used, as a percentage:\n{stdout}"
         );
     }
-    assert!(
-        stdout.contains("RecordCheckIn / trivial ceiling:"),
-        "{stdout}"
-    );
-    let fsyncs = row(&stdout, "RecordCheckIn:");
-    let count: u64 = fsyncs[1].parse().expect("the fsync count is a number");
-    assert!(
-        (1..=200).contains(&count),
-        "200 commands took between 1 and 200 fsyncs, not {count}"
-    );
+    for ratio in [
+        "RecordCheckIn / trivial ceiling:",
+        "durable echo / trivial ceiling:",
+    ] {
+        assert!(stdout.contains(ratio), "{ratio}\n{stdout}");
+    }
+    for phase in ["durable echo:", "RecordCheckIn:"] {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase:?} line in:\n{stdout}"));
+        let number_after = |label: &str| -> f64 {
+            let rest = &line[line
+                .find(label)
+                .unwrap_or_else(|| panic!("{label:?} in {line}"))
+                + label.len()..];
+            rest.trim_start()
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a number after {label:?} in {line}"))
+        };
+        let count = number_after(phase);
+        assert!(
+            (1.0..=200.0).contains(&count),
+            "200 requests took between 1 and 200 fsyncs, not {count}: {line}"
+        );
+        assert!(number_after("mean fsync").is_finite(), "{line}");
+        let share = number_after("syncer in fsync");
+        assert!((0.0..=100.0).contains(&share), "{line}");
+    }
 }
 
 #[test]

@@ -17,7 +17,8 @@ use planledger_store::{
 pub enum BenchCommand {
     /// Group-commit appends at several concurrencies vs raw synced RocksDB batches.
     Append(AppendArgs),
-    /// RecordCheckIn over HTTP vs a trivial axum JSON handler, same client and concurrency.
+    /// RecordCheckIn over HTTP vs a trivial axum JSON handler (and that handler plus one
+    /// durable append), same client and concurrency.
     Http(HttpArgs),
     /// Relay throughput vs raw JetStream async publishes, and relay lag at a steady rate.
     Relay(RelayArgs),

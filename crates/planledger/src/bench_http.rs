@@ -1,5 +1,6 @@
 //! `planledger bench http`: RecordCheckIn commands/s and latency through the real router,
-//! next to a trivial axum JSON handler measured with the same client in the same run.
+//! next to a trivial axum JSON handler and a durable echo (the trivial handler plus one append
+//! to the log) measured with the same client in the same run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use planledger_api::{ApiConfig, ApiState, RateLimit};
 use planledger_app::{App, Authenticator, Role};
-use planledger_store::{EventStore, StoreOptions};
+use planledger_store::{
+    AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId,
+    WriterStats,
+};
 use serde_json::json;
 
 use tokio_util::sync::CancellationToken;
@@ -24,7 +28,53 @@ struct Measured {
     cpu: Duration,
 }
 
-/// The bench's two servers. They hold the log (through the router's state), so they are
+impl Measured {
+    /// Requests per second.
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// What the log's writer and syncer did during one phase.
+struct LogShare {
+    /// Every fsync: the syncer's and a lone append's own synced write.
+    fsyncs: u64,
+    /// The syncer's fsyncs, and its time in them.
+    syncer_fsyncs: u64,
+    syncing: Duration,
+    batches: u64,
+}
+
+impl LogShare {
+    fn between(before: &WriterStats, after: &WriterStats) -> Self {
+        let fsyncs = |stats: &WriterStats| stats.sync_sizes.values().sum::<u64>();
+        let fsyncs = fsyncs(after).saturating_sub(fsyncs(before));
+        let inline = after.inline_syncs.saturating_sub(before.inline_syncs);
+        Self {
+            fsyncs,
+            syncer_fsyncs: fsyncs.saturating_sub(inline),
+            syncing: after.syncing.saturating_sub(before.syncing),
+            batches: after.batches.saturating_sub(before.batches),
+        }
+    }
+
+    /// One line: fsyncs, requests per fsync, the syncer's mean fsync and the share of the
+    /// phase it spent in fsyncs (near 100%: the disk's fsync latency alone paces the phase).
+    fn print(&self, name: &str, run: &Measured) {
+        let seconds = run.elapsed.as_secs_f64();
+        println!(
+            "{name}: {} fsyncs ({:.1} requests per fsync, {:.0} fsyncs/s, mean fsync {:.0} µs, syncer in fsync {:.0}% of the phase), {:.1} requests per written batch",
+            self.fsyncs,
+            run.requests as f64 / self.fsyncs.max(1) as f64,
+            self.fsyncs as f64 / seconds,
+            self.syncing.as_secs_f64() * 1e6 / self.syncer_fsyncs.max(1) as f64,
+            self.syncing.as_secs_f64() * 100.0 / seconds,
+            run.requests as f64 / self.batches.max(1) as f64
+        );
+    }
+}
+
+/// The bench's servers. They hold the log (through the router's state), so they are
 /// stopped and awaited before the scratch directory is removed.
 #[derive(Default)]
 struct Servers {
@@ -173,6 +223,20 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
             ),
         ))
         .await?;
+    let durable = {
+        let store = app.store.clone();
+        servers
+            .serve(axum::Router::new().route(
+                "/durable/{client}",
+                axum::routing::post(
+                    move |axum::extract::Path(client): axum::extract::Path<u32>,
+                          body: axum::body::Bytes| {
+                        durable_echo(store.clone(), client, body)
+                    },
+                ),
+            ))
+            .await?
+    };
 
     // One plan with one KPI goal per client.
     let http = reqwest::Client::new();
@@ -214,8 +278,22 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
         },
     )
     .await?;
-    let token = Arc::new(token);
     let before = app.store.writer_stats();
+    let durable_run = load(
+        "durable echo",
+        args.concurrency,
+        args.requests,
+        move |client, c, n| {
+            client
+                .post(format!("http://{durable}/durable/{c}"))
+                .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
+        },
+    )
+    .await?;
+    let after = app.store.writer_stats();
+    let durable_log = LogShare::between(&before, &after);
+    let token = Arc::new(token);
+    let before = after;
     let api_run = load("RecordCheckIn", args.concurrency, args.requests, move |client, c, n| {
         client
             .post(format!("http://{api}/v1/plans/bench-{c}/commands"))
@@ -223,10 +301,7 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
             .json(&json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": (n % 100) as f64, "confidence": 0.7}}))
     })
     .await?;
-    let after = app.store.writer_stats();
-    let fsyncs = |stats: &planledger_store::WriterStats| stats.sync_sizes.values().sum::<u64>();
-    let command_fsyncs = fsyncs(&after).saturating_sub(fsyncs(&before));
-    let command_batches = after.batches.saturating_sub(before.batches);
+    let api_log = LogShare::between(&before, &app.store.writer_stats());
 
     let cores = crate::bench::cores();
     println!(
@@ -239,15 +314,16 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
     );
     for (name, run) in [
         ("trivial axum json", &trivial_run),
+        ("durable echo", &durable_run),
         ("RecordCheckIn", &api_run),
     ] {
         // The share of all cores the phase kept busy: what is left was idle, the closed loop's
-        // clients all waiting (for fsyncs, in the command phase).
+        // clients all waiting (for fsyncs, in the durable phases).
         let used = run.cpu.as_secs_f64() / (run.elapsed.as_secs_f64() * cores as f64);
         println!(
             "{:>20} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>11.1} {:>8.0}%",
             name,
-            run.requests as f64 / run.elapsed.as_secs_f64(),
+            run.rate(),
             ms(run.latency.p50),
             ms(run.latency.p99),
             ms(run.latency.max),
@@ -256,15 +332,56 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
             used * 100.0
         );
     }
-    let ratio = (api_run.requests as f64 / api_run.elapsed.as_secs_f64())
-        / (trivial_run.requests as f64 / trivial_run.elapsed.as_secs_f64());
-    println!("RecordCheckIn / trivial ceiling: {ratio:.2}");
     println!(
-        "RecordCheckIn: {} fsyncs ({:.1} requests per fsync, {:.0} fsyncs/s), {:.1} requests per written batch",
-        command_fsyncs,
-        api_run.requests as f64 / command_fsyncs.max(1) as f64,
-        command_fsyncs as f64 / api_run.elapsed.as_secs_f64(),
-        api_run.requests as f64 / command_batches.max(1) as f64
+        "RecordCheckIn / trivial ceiling: {:.2}",
+        api_run.rate() / trivial_run.rate()
     );
+    println!(
+        "durable echo / trivial ceiling: {:.2} (the trivial handler plus one append to the log: what durability alone leaves)",
+        durable_run.rate() / trivial_run.rate()
+    );
+    for (name, run, log) in [
+        ("durable echo", &durable_run, &durable_log),
+        ("RecordCheckIn", &api_run, &api_log),
+    ] {
+        log.print(name, run);
+    }
     Ok(())
+}
+
+/// The durable echo: the trivial handler plus one append of the request's body to the log
+/// (group commit and fsync, as a command's events get), with no authentication, domain,
+/// snapshot or spans. It shows what durability alone costs through the same closed loop.
+async fn durable_echo(
+    store: EventStore,
+    client: u32,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let data = match serde_json::from_slice::<Box<serde_json::value::RawValue>>(&body) {
+        Ok(data) => data,
+        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    };
+    let stream = match StreamId::new(format!("echo/{client}")) {
+        Ok(stream) => stream,
+        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    };
+    let appended = store
+        .append(AppendRequest {
+            stream,
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent::new("Echoed", 1, jiff::Timestamp::now(), data)],
+            meta: AppendMeta {
+                actor: "bench".into(),
+                ..AppendMeta::default()
+            },
+        })
+        .await;
+    match appended {
+        Ok(outcome) => {
+            axum::Json(json!({ "ok": true, "position": outcome.position().0 })).into_response()
+        }
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
 }

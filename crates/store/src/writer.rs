@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rocksdb::{DB, WriteBatch, WriteOptions};
@@ -327,6 +327,9 @@ pub struct WriterStats {
     pub inline_syncs: u64,
     /// Time the writer spent preparing and writing batches (not waiting for appends or fsyncs).
     pub busy: std::time::Duration,
+    /// Time the syncer spent in its fsyncs (`FlushWAL(sync)`: writing the log's buffer to the
+    /// file and syncing it), over `sync_sizes`' fsyncs less `inline_syncs`.
+    pub syncing: std::time::Duration,
 }
 
 pub(crate) struct Pending {
@@ -494,19 +497,18 @@ impl Syncer {
                 // never synced.
                 Err(WRITES_STOPPED.to_string())
             } else if wrote {
-                sync_wal(&db, sync_fault.as_ref())
+                let started = Instant::now();
+                sync_wal(&db, sync_fault.as_ref()).map(|()| started.elapsed())
             } else {
-                Ok(())
+                Ok(Duration::ZERO)
             };
-            if wrote && synced.is_ok() {
-                record_sync(
-                    &mut stats.lock().expect("writer stats lock is never poisoned"),
-                    events,
-                    false,
-                );
+            if wrote && let Ok(took) = synced {
+                let mut stats = stats.lock().expect("writer stats lock is never poisoned");
+                record_sync(&mut stats, events, false);
+                stats.syncing += took;
             }
             match synced {
-                Ok(()) => {
+                Ok(_) => {
                     let unsent = match &answerer {
                         None => Some(ready),
                         Some(to) => match to.send(ready) {

@@ -634,6 +634,9 @@ async fn many_concurrent_appends_form_batches() {
         "{fsyncs} fsyncs for {} batches",
         stats.batches
     );
+    // The syncer's fsyncs (all but the writer's own synced writes) are timed.
+    assert!(fsyncs > stats.inline_syncs, "{stats:?}");
+    assert!(stats.syncing > std::time::Duration::ZERO, "{stats:?}");
     assert_log_invariants(&store);
 }
 
