@@ -175,6 +175,25 @@ where
     })
 }
 
+/// Loads one of the echo handlers (client `c` posts to `url(c)`) with a body the size of a
+/// check-in command's.
+async fn load_echo<U>(label: &str, args: &HttpArgs, url: U) -> Result<Measured>
+where
+    U: Fn(usize) -> String + Send + Sync + 'static,
+{
+    load(
+        label,
+        args.concurrency,
+        args.requests,
+        move |client, c, n| {
+            client
+                .post(url(c))
+                .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
+        },
+    )
+    .await
+}
+
 /// Runs the HTTP benchmark.
 pub async fn run(args: HttpArgs) -> Result<()> {
     // The router runs as `serve` runs it under a supervisor: with the service's log subscriber
@@ -267,28 +286,14 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
         }
     }
 
-    let trivial_run = load(
-        "trivial axum json",
-        args.concurrency,
-        args.requests,
-        move |client, c, n| {
-            client
-                .post(format!("http://{trivial}/echo"))
-                .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
-        },
-    )
+    let trivial_run = load_echo("trivial axum json", args, move |_| {
+        format!("http://{trivial}/echo")
+    })
     .await?;
     let before = app.store.writer_stats();
-    let durable_run = load(
-        "durable echo",
-        args.concurrency,
-        args.requests,
-        move |client, c, n| {
-            client
-                .post(format!("http://{durable}/durable/{c}"))
-                .json(&json!({"goal_id": "g", "value": n as f64, "confidence": 0.7, "client": c}))
-        },
-    )
+    let durable_run = load_echo("durable echo", args, move |c| {
+        format!("http://{durable}/durable/{c}")
+    })
     .await?;
     let after = app.store.writer_stats();
     let durable_log = LogShare::between(&before, &after);
