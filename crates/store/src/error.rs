@@ -35,6 +35,16 @@ pub enum StoreError {
         /// The stream the first use appended to.
         original_stream: StreamId,
     },
+    /// A partition count outside 1..=max.
+    #[error(
+        "partition count {count} is invalid: it must be 1 to {max}, fixed when the deployment is created"
+    )]
+    InvalidPartitionCount {
+        /// The rejected count.
+        count: u32,
+        /// The largest accepted count.
+        max: u32,
+    },
     /// An append carried no events.
     #[error("an append must carry at least one event")]
     EmptyAppend,

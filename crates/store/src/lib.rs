@@ -18,6 +18,7 @@ mod error;
 mod ids;
 mod keys;
 mod log;
+mod partition;
 mod writer;
 
 pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
@@ -26,6 +27,7 @@ pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
 pub use log::{
     CommandLookup, EventStore, PlainLog, RawEntry, ReadDirection, StoreOptions, VerifyReport,
 };
+pub use partition::{MAX_PARTITIONS, Partition, PartitionCount};
 pub use writer::{
     AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, SyncFault,
     WriterStats,
