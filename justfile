@@ -14,7 +14,8 @@ export PATH := tools / "bin:" + env_var("PATH")
 default:
     @just --list
 
-# Install what is missing: clang/libclang (RocksDB bindings) and nats-server 2.15 in .tools/.
+# Install what is missing: clang/libclang (RocksDB bindings), chromium (the dashboard's browser
+# test), and in .tools/ nats-server 2.15, the Python test clients and Playwright.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -39,6 +40,19 @@ setup:
     if ! "{{tools}}/bin/python" -c 'import nats, grpc_tools' 2>/dev/null; then
         echo "setup: installing the Python NATS client and protobuf tools used by the cross-language test"
         "{{tools}}/bin/pip" install -q --disable-pip-version-check 'nats-py>=2.9,<3' 'grpcio-tools>=1.60,<2'
+    fi
+    if [ ! -x /usr/bin/chromium ]; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "setup: installing Debian's chromium (the dashboard's browser test drives it headless)"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        else
+            echo "setup: chromium is missing, so the dashboard's browser test will be skipped; run: sudo apt-get install -y chromium" >&2
+        fi
+    fi
+    if ! "{{tools}}/bin/python" -c 'import playwright' 2>/dev/null; then
+        echo "setup: installing Playwright for Python (it drives the system chromium; no browser is downloaded)"
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "{{tools}}/bin/pip" install -q --disable-pip-version-check 'playwright>=1.40,<2'
     fi
 
 # Build the binary (optimised; the one profile tests and benchmarks share).

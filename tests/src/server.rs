@@ -70,6 +70,30 @@ impl Planledger {
         Self::spawn_with(data_dir, port, args, "serve.log")
     }
 
+    /// Starts `planledger demo --no-nats` (the demo plan seeded) on a free port in a fresh data
+    /// directory; what it prints goes to `<data dir>/demo.out` ([`Self::output`]).
+    pub fn start_demo() -> Self {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let data_dir = temp.path().to_path_buf();
+        let port = free_port();
+        let args = vec![
+            "demo".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--no-nats".into(),
+        ];
+        let mut server = Self::spawn_with(&data_dir, port, args, "demo.log");
+        server._temp = Some(temp);
+        server
+    }
+
+    /// What the process printed to its standard output (kept only for [`Self::start_demo`]).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("demo.out")).unwrap_or_default()
+    }
+
     /// Starts `planledger projector --name NAME --data-dir DIR --http 127.0.0.1:PORT` plus
     /// `extra` (e.g. `--nats URL`) and waits until it listens; logs go to
     /// `<DIR>/projector-<NAME>.log`.
@@ -109,10 +133,17 @@ impl Planledger {
             .append(true)
             .open(&self.log_file)
             .expect("log file");
+        let stdout = if self.args.first().is_some_and(|a| a == "demo") {
+            std::fs::File::create(self.data_dir.join("demo.out"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
+        } else {
+            Stdio::null()
+        };
         let child = Command::new(binary())
             .args(&self.args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("spawn planledger");

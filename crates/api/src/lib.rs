@@ -1,4 +1,5 @@
-//! The HTTP door (axum): commands, plan state and history, the global log, operations.
+//! The HTTP door (axum): commands, plan state and history, the global log, operations, and the
+//! web dashboard at `/ui` (static files that only render API answers).
 //!
 //! It parses and checks requests (auth, limits, JSON shape), calls the application layer, and
 //! turns results into JSON and errors into RFC 9457 problem+json. It holds no domain logic and
@@ -16,6 +17,7 @@ mod ops;
 mod plans;
 mod problem;
 mod read_models;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ pub use planledger_app::{RateLimit, RateLimiter};
 pub use plans::query_rejection;
 pub use problem::{FieldError, Problem};
 pub use read_models::{ReadModelState, projector_router};
+pub use ui::UI_ASSETS;
 
 /// Settings of the HTTP door.
 #[derive(Clone, Debug)]
@@ -115,6 +118,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/ui", get(ui::ui_redirect))
+        .route("/ui/", get(ui::ui_index))
+        .route("/ui/{file}", get(ui::ui_file))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -68,7 +68,9 @@ where
     Caller: FromRequestParts<S, Rejection = Problem>,
 {
     Router::new()
+        .route("/v1/plans", get(get_plans))
         .route("/v1/plans/{plan_id}/progress", get(get_progress))
+        .route("/v1/plans/{plan_id}/progress/history", get(get_history))
         .route(
             "/v1/plans/{plan_id}/accountability",
             get(get_accountability),
@@ -239,6 +241,59 @@ pub async fn get_progress(
     let found = state
         .read_models
         .progress(&principal, &plan_id, query)
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/plans/{plan_id}/progress/history`: each goal's chart series.
+pub async fn get_history(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let (params, plan_id, as_of) = plan_request(&plan_id, query, &["baseline"])?;
+    let found = state
+        .read_models
+        .progress_history(
+            &principal,
+            &plan_id,
+            params.baseline,
+            as_of,
+            params.min_position,
+        )
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// Query of `GET /v1/plans`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlansParams {
+    /// Continue after this plan id (the previous page's `next_after`).
+    pub after: Option<String>,
+    /// Page size (default 100, at most 500).
+    pub limit: Option<usize>,
+    /// Wait (up to 5 s) until the read model has applied this log position.
+    pub min_position: Option<u64>,
+}
+
+/// `GET /v1/plans`: the caller's tenant's plans, paged in plan id order.
+pub async fn get_plans(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    query: Result<Query<PlansParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = query.map_err(query_rejection)?;
+    let after = params.after.as_deref().map(parse_plan_id).transpose()?;
+    let found = state
+        .read_models
+        .plans(
+            &principal,
+            after,
+            params.limit.unwrap_or(100),
+            params.min_position,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }

@@ -18,7 +18,10 @@ pub use error::AppError;
 pub use limits::{RateLimit, RateLimiter};
 pub use plans::{LoadedPlan, PlanLoader, decode_event, snapshot_interval, stream_of};
 pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
-pub use read_models::{DEFAULT_MIN_POSITION_WAIT, ProgressQuery, ReadModelResponse, ReadModels};
+pub use read_models::{
+    DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery,
+    ReadModelResponse, ReadModels,
+};
 
 use std::sync::Arc;
 

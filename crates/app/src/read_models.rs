@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use planledger_domain::metrics::{AccountabilityReport, AgilityReport, DriftReport, RollUp};
+use planledger_domain::metrics::{
+    AccountabilityReport, AgilityReport, DriftReport, ProgressHistory, RollUp,
+};
 use planledger_domain::{PersonId, Plan, PlanId};
 use planledger_projections::accountability::{
     PersonView, accountability_view, person_prefix, person_view,
 };
 use planledger_projections::agility::agility_view;
-use planledger_projections::progress::{ProgressView, drift_view, progress_view};
+use planledger_projections::progress::{ProgressView, drift_view, history_view, progress_view};
 use planledger_projections::{
     PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus,
 };
@@ -27,6 +29,43 @@ use crate::AppError;
 use crate::auth::{Permission, Principal};
 use crate::plans::stream_of;
 use crate::queries::{QueryService, StateAt};
+
+/// Largest page of the plans list.
+pub const MAX_PLANS_PAGE: usize = 500;
+
+/// One plan of the plans list.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanSummary {
+    /// The plan.
+    pub plan_id: String,
+    /// Title.
+    pub title: String,
+    /// Intended outcome.
+    pub outcome: Option<String>,
+    /// First day of the horizon.
+    pub starts_on: jiff::civil::Date,
+    /// Last day of the horizon.
+    pub ends_on: jiff::civil::Date,
+    /// The stream version the read model holds.
+    pub version: u64,
+    /// Goals defined.
+    pub goals: usize,
+    /// Steps added.
+    pub steps: usize,
+    /// Decision time of the last event.
+    pub updated_at: Option<Timestamp>,
+    /// When it was archived, if it was.
+    pub archived_at: Option<Timestamp>,
+}
+
+/// A page of the caller's tenant's plans, in plan id order.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanList {
+    /// The plans.
+    pub plans: Vec<PlanSummary>,
+    /// Pass as `after` for the next page, when there may be more.
+    pub next_after: Option<String>,
+}
 
 /// Longest a query waits for `min_position` before answering 503.
 pub const DEFAULT_MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
@@ -279,6 +318,87 @@ impl ReadModels {
             projection,
             position,
             body,
+        })
+    }
+
+    /// Each goal's progress history (chart series), against `baseline` (default: the first).
+    pub async fn progress_history(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        baseline: Option<String>,
+        as_of: Option<Timestamp>,
+        min_position: Option<u64>,
+    ) -> Result<ReadModelResponse<ProgressHistory>, AppError> {
+        let (projection, position, plan, now) = self
+            .facts(principal, "progress", plan_id, as_of, min_position)
+            .await?;
+        let id = plan_id.clone();
+        let body = blocking(move || {
+            history_view(&plan, &id, now, baseline.as_deref()).map_err(AppError::from)
+        })
+        .await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            body,
+        })
+    }
+
+    /// A page of the caller's tenant's plans (from the progress read model), after the plan
+    /// `after`, at most `limit` (1 to [`MAX_PLANS_PAGE`]).
+    pub async fn plans(
+        &self,
+        principal: &Principal,
+        after: Option<PlanId>,
+        limit: usize,
+        min_position: Option<u64>,
+    ) -> Result<ReadModelResponse<PlanList>, AppError> {
+        principal.require(Permission::Read)?;
+        let limit = limit.clamp(1, MAX_PLANS_PAGE);
+        let handle = self.handle("progress")?;
+        self.reach(handle, min_position).await?;
+        let db = handle.db().clone();
+        let prefix = format!("{}/", principal.tenant);
+        let after = after.map(|id| format!("{prefix}{}", id.as_str()));
+        let (position, plans, next_after) = blocking(move || {
+            let view = db.view().map_err(projection_error)?;
+            let position = view.checkpoint().map_err(projection_error)?.position;
+            let streams = view
+                .streams(&prefix, after.as_deref(), limit)
+                .map_err(projection_error)?;
+            // A full page may have more after it: continue after its last stream.
+            let next_after = (streams.len() >= limit)
+                .then(|| streams.last().map(|s| s[prefix.len()..].to_owned()))
+                .flatten();
+            let mut plans = Vec::with_capacity(streams.len());
+            for stream in streams {
+                let Some(plan) = view.plan(&stream).map_err(projection_error)? else {
+                    continue;
+                };
+                if !plan.exists() {
+                    continue;
+                }
+                plans.push(PlanSummary {
+                    plan_id: stream[prefix.len()..].to_owned(),
+                    title: plan.title.clone(),
+                    outcome: plan.outcome.clone(),
+                    starts_on: plan.starts_on,
+                    ends_on: plan.ends_on,
+                    version: plan.version,
+                    goals: plan.goals.len(),
+                    steps: plan.steps.len(),
+                    updated_at: plan.updated_at,
+                    archived_at: plan.archived_at,
+                });
+            }
+            Ok((position, plans, next_after))
+        })
+        .await?;
+        Ok(ReadModelResponse {
+            projection: handle.name(),
+            position,
+            body: PlanList { plans, next_after },
         })
     }
 

@@ -418,3 +418,35 @@ fn figures_as_of_a_past_time_come_from_the_events_up_to_then() {
     close(report.goals[0].progress, 0.5);
     close(report.goals[0].goalpost_effect, 0.0);
 }
+
+/// docs/metrics.md, example 9: example 1's goal day by day, the goalpost effect over time.
+#[test]
+fn example_9_progress_history_marks_check_ins_and_the_target_change() {
+    let plan = example_1().plan;
+    let history =
+        metrics::progress_history(&plan, ts("2026-03-22T12:00:00Z"), plan.first_baseline());
+    let goal = &history.goals[0];
+    let days: Vec<String> = goal.points.iter().map(|p| p.date.to_string()).collect();
+    assert_eq!(
+        days,
+        ["2026-01-01", "2026-03-01", "2026-03-02", "2026-03-22"]
+    );
+    let start = &goal.points[0];
+    close(start.progress, 0.0);
+    assert_eq!(start.expected_progress, 0.0);
+    assert!(start.check_ins.is_empty());
+    let checked = &goal.points[1];
+    close(checked.progress, 0.625);
+    close(checked.progress_vs_baseline, 0.5);
+    close(Some(checked.expected_progress), 0.59);
+    assert_eq!(checked.value, Some(70.0));
+    assert_eq!(checked.check_ins.len(), 1);
+    close(Some(goal.points[3].expected_progress), 0.8);
+    assert_eq!(goal.target, Some(100.0));
+    assert_eq!(goal.baseline_target, Some(120.0));
+    let adjustment = &goal.adjustments[0];
+    assert_eq!(adjustment.date, day("2026-03-02"));
+    let target = adjustment.target.as_ref().expect("the target moved");
+    assert_eq!((target.before, target.after), (120.0, 100.0));
+    assert_eq!(adjustment.reason, "smaller market");
+}

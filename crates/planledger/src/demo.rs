@@ -40,9 +40,26 @@ pub fn demo_commands(today: jiff::civil::Date) -> Vec<serde_json::Value> {
         json!({"type": "SetBaseline", "data": {"label": "kickoff"}}),
         json!({"type": "CompleteStep", "data": {"step_id": "pricing-page"}}),
         json!({"type": "RecordCheckIn", "data": {
+            "goal_id": "signups", "value": 70.0, "confidence": 0.75, "status": "on_track",
+            "effective_on": day(-14)}}),
+        json!({"type": "RecordCheckIn", "data": {
+            "goal_id": "checkout", "confidence": 0.8, "status": "on_track", "effective_on": day(-7)}}),
+        json!({"type": "RecordCheckIn", "data": {
+            "goal_id": "signups", "value": 85.0, "confidence": 0.65, "status": "at_risk",
+            "effective_on": day(-7)}}),
+        json!({"type": "RecordCheckIn", "data": {
             "goal_id": "signups", "value": 95.0, "confidence": 0.6, "status": "at_risk",
             "note": "Paid ads paused", "blockers": ["ad budget not approved"]}}),
+        json!({"type": "AdjustGoal", "data": {
+            "goal_id": "signups", "target": 350.0,
+            "reason": "Ad budget cut for the quarter: 350 is what organic sign-ups can reach"}}),
     ]
+}
+
+/// The dashboard's address that signs in with `token` and opens the demo plan. The token is in
+/// the fragment, which browsers never send, so it stays out of request logs.
+pub fn dashboard_url(base: &str, token: &str) -> String {
+    format!("{base}/ui/#token={token}&plan={DEMO_PLAN}")
 }
 
 /// Seeds the demo plan if it does not exist yet.
@@ -98,6 +115,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let base = format!("http://{}", config.listen);
             println!();
             println!("Planledger demo: plan '{DEMO_PLAN}' in tenant '{DEMO_TENANT}' is seeded.");
+            println!();
+            println!(
+                "Dashboard (signs in with the token below; it stays in the address's fragment, never sent):"
+            );
+            println!();
+            println!("  {}", dashboard_url(&base, &token));
+            println!();
             println!("A token (planner + auditor, 7 days):");
             println!();
             println!("  export TOKEN={token}");

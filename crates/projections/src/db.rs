@@ -641,6 +641,58 @@ impl ReadView<'_> {
             .map(|stored| stored.plan))
     }
 
+    /// Streams starting with `prefix` (e.g. `<tenant>/`) that the model holds facts for, in key
+    /// order, after the stream `after` (exclusive), at most `limit`.
+    ///
+    /// A plan is a snapshot record, event records, or both: both ranges are walked, and the
+    /// event records with a seek past each stream's last one, so a page costs one seek per
+    /// stream, not one step per event.
+    pub fn streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ProjectionError> {
+        let mut found = std::collections::BTreeSet::new();
+        for kind in [PREFIX_SNAPSHOT, PREFIX_EVENT] {
+            let mut key = vec![kind];
+            key.extend_from_slice(after.unwrap_or(prefix).as_bytes());
+            if after.is_some() {
+                // Past `after` itself: its snapshot key and its event records (NUL + version).
+                key.push(1);
+            }
+            let mut options = ReadOptions::default();
+            options.set_snapshot(&self.snapshot);
+            let mut iter = self.db.inner.db.raw_iterator_cf_opt(&self.cf, options);
+            iter.seek(&key);
+            let mut taken = 0;
+            while taken < limit {
+                let Some(raw) = iter.key() else { break };
+                let Some(rest) = raw.strip_prefix(&[kind][..]) else {
+                    break;
+                };
+                let name = match rest.iter().position(|b| *b == 0) {
+                    Some(end) => &rest[..end],
+                    None => rest,
+                };
+                let Ok(stream) = std::str::from_utf8(name) else {
+                    break;
+                };
+                if !stream.starts_with(prefix) {
+                    break;
+                }
+                found.insert(stream.to_owned());
+                taken += 1;
+                let mut next = vec![kind];
+                next.extend_from_slice(name);
+                next.push(1);
+                iter.seek(&next);
+            }
+            iter.status()?;
+        }
+        Ok(found.into_iter().take(limit).collect())
+    }
+
     /// Index keys starting with `prefix`, without the prefix, in key order.
     pub fn index_suffixes(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, ProjectionError> {
         let start = index_key(prefix);

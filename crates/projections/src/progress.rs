@@ -7,8 +7,8 @@
 
 use jiff::Timestamp;
 use planledger_domain::metrics::{
-    DriftReport, Momentum, ProgressReport, RollUp, drift_report, momentum, progress_report,
-    progress_report_against,
+    DriftReport, Momentum, ProgressHistory, ProgressReport, RollUp, drift_report, momentum,
+    progress_history, progress_report, progress_report_against,
 };
 use planledger_domain::{DomainError, Plan, PlanId};
 use serde::Serialize;
@@ -68,4 +68,29 @@ pub fn drift_view(
     let mut report = drift_report(plan, label, now)?;
     report.plan_id.get_or_insert_with(|| plan_id.clone());
     Ok(report)
+}
+
+/// Each goal's progress history as of `now`, against the baseline `baseline` (the first
+/// baseline when `None`; no baseline line when the plan has none).
+pub fn history_view(
+    plan: &Plan,
+    plan_id: &PlanId,
+    now: Timestamp,
+    baseline: Option<&str>,
+) -> Result<ProgressHistory, DomainError> {
+    let against = match baseline {
+        Some(label) => {
+            Some(
+                plan.baselines
+                    .get(label)
+                    .ok_or_else(|| DomainError::UnknownBaseline {
+                        label: label.to_owned(),
+                    })?,
+            )
+        }
+        None => plan.first_baseline(),
+    };
+    let mut history = progress_history(plan, now, against);
+    history.plan_id.get_or_insert_with(|| plan_id.clone());
+    Ok(history)
 }

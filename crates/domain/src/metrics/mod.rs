@@ -8,6 +8,7 @@
 mod accountability;
 mod agility;
 mod drift;
+mod history;
 mod momentum;
 mod progress;
 
@@ -19,6 +20,7 @@ pub use agility::{
     AdjustmentCounts, AgilityReport, BaselineInfo, GoalAgility, UnansweredSignal, agility_report,
 };
 pub use drift::{DriftReport, GapPoint, GoalDrift, ScopeItems, drift_report, target_drift};
+pub use history::{AdjustmentMark, GoalHistory, HistoryPoint, ProgressHistory, progress_history};
 pub use momentum::{Momentum, MomentumWeek, momentum};
 pub use progress::{
     CheckInSummary, GoalProgress, MeasuredBy, ProgressReport, StatusMismatch, progress_report,

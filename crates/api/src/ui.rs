@@ -1,0 +1,152 @@
+//! `GET /ui`: the web dashboard, a few static files compiled into the binary.
+//!
+//! The page renders the answers of the `/v1` API and nothing else: every figure it shows comes
+//! from a read model or the log. Its Content-Security-Policy allows only this origin, so the page
+//! cannot load or send anything elsewhere.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::Problem;
+
+/// The dashboard's files: name, content type, bytes.
+pub const UI_ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/app.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/api.js"),
+    ),
+    (
+        "chart.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/chart.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/app.css"),
+    ),
+];
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+fn asset(name: &str) -> Response {
+    let Some(&(_, content_type, body)) = UI_ASSETS.iter().find(|(n, _, _)| *n == name) else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("the dashboard has no file {name:?}; open /ui/"),
+        )
+        .into_response();
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Small files that change with the binary: revalidate instead of caching stale copies.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `GET /ui`: to `/ui/`, so the page's relative asset paths resolve under it.
+pub async fn ui_redirect() -> Redirect {
+    Redirect::permanent("/ui/")
+}
+
+/// `GET /ui/`: the page.
+pub async fn ui_index() -> Response {
+    asset("index.html")
+}
+
+/// `GET /ui/{file}`: one of its files.
+pub async fn ui_file(Path(name): Path<String>) -> Response {
+    asset(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UI_ASSETS;
+
+    /// Every `scheme://` or protocol-relative `//host` reference in a text, with its line.
+    fn external_references(text: &str) -> Vec<(usize, String)> {
+        let mut found = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let lower = line.to_ascii_lowercase();
+            for marker in ["http://", "https://", "ws://", "wss://", "ftp://"] {
+                if lower.contains(marker) {
+                    found.push((number + 1, line.trim().to_owned()));
+                }
+            }
+            // `src="//cdn..."`, `href='//...'`, `url(//...)`, `@import "//..."`, `import "//..."`.
+            for opener in ["\"//", "'//", "(//", "`//"] {
+                if lower.contains(opener) {
+                    found.push((number + 1, line.trim().to_owned()));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn embedded_assets_name_no_external_url() {
+        for (name, _, body) in UI_ASSETS {
+            let found = external_references(body);
+            assert!(
+                found.is_empty(),
+                "{name} refers outside the service (the dashboard must work offline): {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_external_url_check_finds_what_it_looks_for() {
+        let page = "<script src=\"https://cdn.example/x.js\"></script>\n<img src=\"//cdn.example/a.png\">\n@import url(//fonts.example/f.css);";
+        let lines: Vec<usize> = external_references(page).iter().map(|(n, _)| *n).collect();
+        assert_eq!(lines, vec![1, 2, 3]);
+        assert!(external_references("fetch(\"/v1/plans\")").is_empty());
+    }
+
+    #[test]
+    fn every_file_the_page_loads_is_embedded() {
+        let index = UI_ASSETS
+            .iter()
+            .find(|(n, _, _)| *n == "index.html")
+            .map(|(_, _, body)| *body)
+            .expect("index.html is embedded");
+        for (name, _, body) in UI_ASSETS {
+            if *name == "index.html" {
+                continue;
+            }
+            let referenced = index.contains(&format!("\"{name}\""))
+                || UI_ASSETS
+                    .iter()
+                    .any(|(_, _, other)| other.contains(&format!("\"./{name}\"")));
+            assert!(referenced, "{name} is embedded but nothing loads it");
+            assert!(!body.is_empty(), "{name} is empty");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+"""Drives the /ui dashboard in headless Chromium (Playwright for Python, the system browser).
+
+Usage: dashboard.py CHROMIUM DASHBOARD_URL OUT_DIR
+Environment: PLANLEDGER_CONTRIBUTOR_TOKEN (records a check-in) and PLANLEDGER_AUDITOR_TOKEN (reads
+the plan's figures and trail to know what to expect).
+
+Every expectation is read from the API, never written into this script. Exits non-zero with a
+message on the first failed expectation; prints the first-render time and the screenshots.
+"""
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+PLAN = "launch-2027"
+TIMEOUT_MS = 15_000
+
+
+def api(base, token, path, body=None):
+    request = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read())
+
+
+def pct(x):
+    # As the page rounds (halves up, like Math.round), not Python's round-half-even.
+    return "—" if x is None else f"{math.floor(x * 100 + 0.5)}%"
+
+
+def wait_until(page, expression, arg=None):
+    """Polls a JS function of `arg` until it is truthy. (Playwright's wait_for_function would
+    evaluate a string inside the page, which the page's Content-Security-Policy forbids.)"""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        if page.evaluate(expression, arg):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {expression} ({arg!r})")
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def main():
+    chromium, dashboard_url, out_dir = sys.argv[1:4]
+    contributor = os.environ["PLANLEDGER_CONTRIBUTOR_TOKEN"]
+    auditor = os.environ["PLANLEDGER_AUDITOR_TOKEN"]
+    parts = urllib.parse.urlsplit(dashboard_url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    requested = []
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
+        context = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=chromium,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+            viewport={"width": 1280, "height": 900},
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.on("request", lambda r: requested.append(r.url))
+        console_errors = []
+        page.on("pageerror", lambda e: console_errors.append(str(e)))
+
+        # Sign in through the address `planledger demo` prints, straight onto the plan page.
+        page.goto(dashboard_url)
+        page.wait_for_selector("table.goals tbody tr[data-goal='signups']")
+        first_render_ms = page.evaluate(
+            "performance.getEntriesByName('planledger-plan-rendered')[0].startTime"
+        )
+        print(f"first render of the demo plan: {first_render_ms:.0f} ms after navigation start")
+        check("token=" not in page.url, f"the token stays in the address bar: {page.url}")
+        page.wait_for_selector("svg[role='img']")
+        wait_until(page, "() => document.getElementById('feed-state').textContent.startsWith('Connected')")
+        page.screenshot(path=f"{out_dir}/plan.png", full_page=True)
+        page.screenshot(path=f"{out_dir}/plan-viewport.png")
+
+        progress = api(base, auditor, f"/v1/plans/{PLAN}/progress")
+        signups = next(g for g in progress["goals"] if g["goal_id"] == "signups")
+        cell = page.locator("tr[data-goal='signups'] .goal-target .target")
+        check(
+            cell.inner_text() == f"{signups['target']:g}",
+            f"target shown {cell.inner_text()!r}, the API says {signups['target']}",
+        )
+
+        # A check-in through the API: the feed shows it and the goal's progress follows, with
+        # no reload (a value set on the window survives).
+        page.evaluate("window.__not_reloaded = true")
+        feed_items = page.locator("#feed li", has_text="CheckInRecorded").count()
+        before = page.locator("tr[data-goal='signups'] .progress-value").inner_text()
+        reply = api(
+            base,
+            contributor,
+            f"/v1/plans/{PLAN}/commands",
+            {"type": "RecordCheckIn", "data": {"goal_id": "signups", "value": 240, "confidence": 0.7}},
+        )
+        after = api(
+            base, auditor, f"/v1/plans/{PLAN}/progress?min_position={reply['position']}"
+        )
+        wanted = pct(next(g for g in after["goals"] if g["goal_id"] == "signups")["progress"])
+        check(wanted != before, f"the check-in should change progress (was {before})")
+        wait_until(
+            page,
+            "n => [...document.querySelectorAll('#feed li')].filter(li => li.textContent.includes('CheckInRecorded')).length > n",
+            feed_items,
+        )
+        wait_until(
+            page,
+            "w => document.querySelector(\"tr[data-goal='signups'] .progress-value\")?.textContent === w",
+            wanted,
+        )
+        check(page.evaluate("window.__not_reloaded === true"), "the page was reloaded")
+        print(f"live update: signups progress {before} -> {wanted} without reload")
+
+        # The time slider, moved back with the keyboard to the version before the target change.
+        events = api(base, auditor, f"/v1/plans/{PLAN}/events?limit=1000")["events"]
+        adjusted = next(e for e in events if e["type"] == "GoalAdjusted")
+        older = adjusted["version"] - 1
+        old_target = adjusted["data"]["target"]["before"]
+        wait_until(page, "n => document.getElementById('time').max === String(n)", len(events))
+        slider = page.locator("#time")
+        slider.focus()
+        for _ in range(len(events) - older):
+            page.keyboard.press("ArrowLeft")
+        wait_until(
+            page, "v => document.getElementById('as-of-version')?.textContent === 'version ' + v", older
+        )
+        wait_until(
+            page,
+            "t => document.querySelector(\"tr[data-goal='signups'] .goal-target .target\")?.textContent === t",
+            f"{old_target:g}",
+        )
+        readout = page.locator("#time-out").inner_text()
+        check(f"version {older}" in readout and "position" in readout, f"readout {readout!r}")
+        print(f"time slider: {readout} shows target {old_target:g}")
+        page.screenshot(path=f"{out_dir}/plan-as-of.png", full_page=True)
+        page.click("#live")
+        wait_until(
+            page,
+            "v => document.getElementById('as-of-version')?.textContent === 'version ' + v",
+            len(events),
+        )
+
+        # The audit trail, filtered by actor; each row's hash is the event's.
+        page.click("#tab-audit")
+        page.wait_for_selector("table.audit tbody tr")
+        actor = next(e["actor"] for e in events if e["type"] == "CheckInRecorded" and e["actor"] != "demo-seed")
+        by_actor = [e for e in events if e["actor"] == actor]
+        page.select_option("#audit-filters select[name='actor']", actor)
+        wait_until(
+            page, "n => document.querySelectorAll('table.audit tbody tr').length === n", len(by_actor)
+        )
+        actors = page.locator("table.audit td.actor").all_inner_texts()
+        check(set(actors) == {actor}, f"filtered actors {actors}")
+        hashes = page.locator("table.audit code.hash").all_inner_texts()
+        check(hashes == [e["hash"] for e in by_actor], "hashes differ from the trail's")
+        page.screenshot(path=f"{out_dir}/audit.png", full_page=True)
+        print(f"audit trail: {len(by_actor)} of {len(events)} events by {actor}")
+
+        # Every other tab renders without a problem for this token.
+        for tab in ["accountability", "agility", "drift"]:
+            page.click(f"#tab-{tab}")
+            page.wait_for_selector(f"#panel-{tab} .cards")
+            check(page.locator(f"#panel-{tab} .problem").count() == 0, f"{tab} shows a problem")
+
+        # Phone width: nothing wider than the screen.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.click("#tab-goals")
+        page.wait_for_selector("table.goals tbody tr[data-goal='signups']")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        check(width <= 390, f"the page is {width} px wide at a 390 px viewport")
+        page.screenshot(path=f"{out_dir}/plan-phone.png", full_page=True)
+
+        # API problems are shown as their detail: an unknown plan, then a token the service refuses.
+        page.goto(f"{base}/ui/#/plans/no-such-plan")
+        page.wait_for_selector(".problem")
+        text = page.locator(".problem").first.inner_text()
+        check("does not exist" in text, f"unknown plan shows {text!r}")
+        page.evaluate("sessionStorage.setItem('planledger.token', 'not-a-token')")
+        page.goto(f"{base}/ui/#/")
+        page.wait_for_selector("#signin-form")
+        text = page.locator(".signin .problem").inner_text()
+        check(len(text) > 10 and "401" in text, f"a refused token shows {text!r}")
+
+        check(not console_errors, f"script errors: {console_errors}")
+        outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
+        check(not outside, f"requests outside the service: {outside}")
+        print(f"{len(requested)} requests, all to {base}")
+        context.close()
+    print(f"screenshots in {out_dir}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        sys.exit(1)
