@@ -2,11 +2,13 @@
 //!
 //! Everything here starts real processes: a `nats-server` with JetStream on a free port and its
 //! own temporary store ([`nats::NatsServer`]), the 3-node cluster of `deploy/nats/cluster` on
-//! loopback ([`cluster::NatsCluster`]), and the `planledger` binary ([`server::Planledger`]).
+//! loopback ([`cluster::NatsCluster`]), and the `planledger` binary ([`server::Planledger`]);
+//! [`identity`] stands in for an OpenID Connect provider (its keys and a loopback JWKS server).
 //! Each is killed and its files removed when the handle is dropped.
 
 pub mod client;
 pub mod cluster;
+pub mod identity;
 pub mod nats;
 pub mod server;
 

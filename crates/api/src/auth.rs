@@ -12,8 +12,9 @@ use planledger_app::RateLimiter;
 #[derive(Clone, Debug)]
 pub struct Caller(pub Principal);
 
-/// Verifies the bearer token of a request and takes one token from the caller's bucket.
-pub fn authenticate(
+/// Verifies the bearer token of a request (refetching the identity provider's key set once when
+/// the token names a key it does not hold) and takes one token from the caller's bucket.
+pub async fn authenticate(
     auth: &Authenticator,
     limiter: &RateLimiter,
     parts: &Parts,
@@ -22,7 +23,7 @@ pub fn authenticate(
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = auth.verify_header(header)?;
+    let principal = auth.authenticate(header).await?;
     if let Err(wait) = limiter.check_principal(&principal) {
         metrics::counter!("planledger_http_rate_limited_total").increment(1);
         return Err(Problem::new(
@@ -39,6 +40,8 @@ impl FromRequestParts<SharedState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Problem> {
-        authenticate(&state.app.auth, &state.limiter, parts).map(Self)
+        authenticate(&state.app.auth, &state.limiter, parts)
+            .await
+            .map(Self)
     }
 }

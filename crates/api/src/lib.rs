@@ -11,6 +11,7 @@
 
 mod auth;
 mod commands;
+mod connections;
 mod events;
 mod http_metrics;
 mod ops;
@@ -34,6 +35,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::Caller;
 pub use commands::{decode_command, parse_plan_id, valid_traceparent};
+pub use connections::{ConnectionLimits, serve};
 pub use ops::{OPENAPI_JSON, Readiness};
 pub use planledger_app::{RateLimit, RateLimiter};
 pub use plans::query_rejection;

@@ -56,7 +56,9 @@ impl FromRequestParts<ReadModelState> for Caller {
         parts: &mut Parts,
         state: &ReadModelState,
     ) -> Result<Self, Problem> {
-        crate::auth::authenticate(&state.auth, &state.limiter, parts).map(Self)
+        crate::auth::authenticate(&state.auth, &state.limiter, parts)
+            .await
+            .map(Self)
     }
 }
 

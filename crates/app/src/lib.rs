@@ -1,20 +1,23 @@
 //! The application layer: the one place both doors (HTTP in `api`, NATS in `bus`) call.
 //!
 //! It owns the command path (authorize, load the plan from cache or snapshot plus tail, decide,
-//! append with the expected version, retry once, remember), authentication (JWT) and the role
-//! matrix, and the query services over the log. It never speaks HTTP or NATS itself.
+//! append with the expected version, retry once, remember), authentication (JWT: its own HS256
+//! tokens, and an OpenID Connect provider's, whose key set the binary fetches and hands in) and
+//! the role matrix, and the query services over the log. It never speaks HTTP or NATS itself.
 
 pub mod auth;
 mod commands;
 mod error;
+pub mod keyset;
 pub mod limits;
 mod plans;
 mod queries;
 mod read_models;
 
-pub use auth::{AuthError, Authenticator, Permission, Principal, Role};
+pub use auth::{AuthError, Authenticator, IdentityProvider, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use error::AppError;
+pub use keyset::{KeyKind, KeySet, KeySetError, ParsedKeys};
 pub use limits::{RateLimit, RateLimiter};
 pub use plans::{LoadedPlan, PlanLoader, decode_event, snapshot_interval, stream_of};
 pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};

@@ -324,7 +324,8 @@ impl CommandIngress {
     ) -> Result<CommandResult, Box<Problem>> {
         let principal = self
             .auth
-            .verify_header(header(headers, HEADER_AUTHORIZATION))
+            .authenticate(header(headers, HEADER_AUTHORIZATION))
+            .await
             .map_err(problem_from_auth)?;
         if let Err(wait) = self.limiter.check_principal(&principal) {
             metrics::counter!("planledger_nats_rate_limited_total").increment(1);

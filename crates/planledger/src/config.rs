@@ -44,6 +44,23 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A file holding the JWT signing secret (hex); default `<data_dir>/jwt-signing.key`.
     pub jwt_secret_file: Option<PathBuf>,
+    /// An OpenID Connect provider's key set (JWKS) as a file: accept its RS256/EdDSA tokens.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The same, fetched from a URL (the provider's `jwks_uri`).
+    pub jwt_jwks_url: Option<String>,
+    /// How often the key set is read again, e.g. `5m`.
+    pub jwt_jwks_refresh: String,
+    /// Least time between two refetches asked for by tokens naming an unknown `kid`, e.g. `30s`.
+    pub jwt_jwks_min_refetch: String,
+    /// The `iss` the provider's tokens must carry (required in production).
+    pub jwt_issuer: Option<String>,
+    /// The `aud` the provider's tokens must include (required in production).
+    pub jwt_audience: Option<String>,
+    /// Longest a connection may take to send a request's headers, and may sit idle between
+    /// requests, e.g. `10s`.
+    pub http_header_read_timeout: String,
+    /// Most HTTP connections open at once; more are answered 503 and closed.
+    pub http_max_connections: usize,
 }
 
 impl Default for Config {
@@ -60,6 +77,14 @@ impl Default for Config {
             rate_limit_burst: 400.0,
             log_format: LogFormat::Pretty,
             jwt_secret_file: None,
+            jwt_jwks_file: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh: "5m".into(),
+            jwt_jwks_min_refetch: "30s".into(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            http_header_read_timeout: "10s".into(),
+            http_max_connections: 1024,
         }
     }
 }
@@ -106,6 +131,35 @@ pub struct ServeArgs {
     /// JWT signing secret file (hex).
     #[arg(long, env = "PLANLEDGER_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+    /// An OpenID Connect provider's key set (JWKS) file: accept its RS256 and EdDSA tokens.
+    #[arg(
+        long,
+        env = "PLANLEDGER_JWT_JWKS_FILE",
+        conflicts_with = "jwt_jwks_url"
+    )]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The provider's key set URL (its jwks_uri), fetched at start and refreshed.
+    #[arg(long, env = "PLANLEDGER_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// How often the key set is read again (e.g. 5m; units ms, s, m, h).
+    #[arg(long, env = "PLANLEDGER_JWT_JWKS_REFRESH")]
+    pub jwt_jwks_refresh: Option<String>,
+    /// Least time between refetches caused by tokens naming an unknown kid (e.g. 30s).
+    #[arg(long, env = "PLANLEDGER_JWT_JWKS_MIN_REFETCH")]
+    pub jwt_jwks_min_refetch: Option<String>,
+    /// The issuer (iss) the provider's tokens must carry; required in production.
+    #[arg(long, env = "PLANLEDGER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The audience (aud) the provider's tokens must include; required in production.
+    #[arg(long, env = "PLANLEDGER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Longest a client may take to send a request's headers, and may keep a connection idle
+    /// (e.g. 10s); the connection is closed after it.
+    #[arg(long, env = "PLANLEDGER_HTTP_HEADER_READ_TIMEOUT")]
+    pub http_header_read_timeout: Option<String>,
+    /// Most HTTP connections open at once; further ones are answered 503 and closed.
+    #[arg(long, env = "PLANLEDGER_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -158,9 +212,57 @@ impl ServeArgs {
         if let Some(v) = &self.jwt_secret_file {
             config.jwt_secret_file = Some(v.clone());
         }
+        if let Some(v) = &self.jwt_jwks_file {
+            config.jwt_jwks_file = Some(v.clone());
+            config.jwt_jwks_url = None;
+        }
+        if let Some(v) = &self.jwt_jwks_url {
+            config.jwt_jwks_url = Some(v.clone());
+            config.jwt_jwks_file = None;
+        }
+        if let Some(v) = &self.jwt_jwks_refresh {
+            config.jwt_jwks_refresh = v.clone();
+        }
+        if let Some(v) = &self.jwt_jwks_min_refetch {
+            config.jwt_jwks_min_refetch = v.clone();
+        }
+        if let Some(v) = &self.jwt_issuer {
+            config.jwt_issuer = Some(v.clone());
+        }
+        if let Some(v) = &self.jwt_audience {
+            config.jwt_audience = Some(v.clone());
+        }
+        if let Some(v) = &self.http_header_read_timeout {
+            config.http_header_read_timeout = v.clone();
+        }
+        if let Some(v) = self.http_max_connections {
+            config.http_max_connections = v;
+        }
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Parses a duration such as `500ms`, `10s`, `5m` or `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .with_context(|| format!("{text:?} needs a unit: ms, s, m or h (e.g. 10s)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} must start with a number, e.g. 10s"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => bail!("the unit of {text:?} is unknown: use ms, s, m or h"),
+    }
+    .filter(|ms| *ms <= 366 * 86_400_000)
+    .with_context(|| format!("{text:?} is too long (at most 366 days)"))?;
+    Ok(Duration::from_millis(millis))
 }
 
 fn load_file(path: &Path) -> Result<Config> {
@@ -190,7 +292,48 @@ impl Config {
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("nats_replicas must be 1 to 5");
         }
+        if self.jwt_jwks_file.is_some() && self.jwt_jwks_url.is_some() {
+            bail!("set one of jwt_jwks_file and jwt_jwks_url, not both");
+        }
+        if let Some(url) = &self.jwt_jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bail!("jwt_jwks_url = {url:?} must be an https:// (or http://) URL");
+        }
+        if self.jwks_refresh()? < Duration::from_secs(1) {
+            bail!("jwt_jwks_refresh must be at least 1s");
+        }
+        self.jwks_min_refetch()?;
+        for (name, value) in [
+            ("jwt_issuer", &self.jwt_issuer),
+            ("jwt_audience", &self.jwt_audience),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                bail!("{name} must not be empty (leave it out to accept any)");
+            }
+        }
+        if self.header_read_timeout()? < Duration::from_millis(100) {
+            bail!("http_header_read_timeout must be at least 100ms");
+        }
+        if !(1..=1_000_000).contains(&self.http_max_connections) {
+            bail!("http_max_connections must be 1 to 1000000");
+        }
         Ok(())
+    }
+
+    /// How often the identity provider's key set is read again.
+    pub fn jwks_refresh(&self) -> Result<Duration> {
+        parse_duration(&self.jwt_jwks_refresh).context("jwt_jwks_refresh")
+    }
+
+    /// Least time between two refetches of the key set asked for by tokens.
+    pub fn jwks_min_refetch(&self) -> Result<Duration> {
+        parse_duration(&self.jwt_jwks_min_refetch).context("jwt_jwks_min_refetch")
+    }
+
+    /// The HTTP header read (and idle connection) timeout.
+    pub fn header_read_timeout(&self) -> Result<Duration> {
+        parse_duration(&self.http_header_read_timeout).context("http_header_read_timeout")
     }
 
     /// The request timeout.
@@ -208,5 +351,75 @@ impl Config {
             shown.nats_url = Some(format!("{scheme}://<redacted>@{host}"));
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# not printable: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        assert_eq!(
+            parse_duration("500ms").expect("ms"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_duration("10s").expect("s"), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").expect("m"), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").expect("h"), Duration::from_secs(7200));
+        for bad in ["10", "s", "10d", "-1s", "99999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_and_connection_settings_are_validated() {
+        let ok = Config::default();
+        assert!(ok.validate().is_ok());
+        assert_eq!(
+            ok.header_read_timeout().expect("default"),
+            Duration::from_secs(10)
+        );
+        let both = Config {
+            jwt_jwks_file: Some("jwks.json".into()),
+            jwt_jwks_url: Some("https://idp.example/jwks".into()),
+            ..Config::default()
+        };
+        assert!(both.validate().is_err());
+        let not_a_url = Config {
+            jwt_jwks_url: Some("idp.example/jwks".into()),
+            ..Config::default()
+        };
+        assert!(not_a_url.validate().is_err());
+        let empty_issuer = Config {
+            jwt_issuer: Some(" ".into()),
+            ..Config::default()
+        };
+        assert!(empty_issuer.validate().is_err());
+        let no_connections = Config {
+            http_max_connections: 0,
+            ..Config::default()
+        };
+        assert!(no_connections.validate().is_err());
+        let too_short = Config {
+            http_header_read_timeout: "10ms".into(),
+            ..Config::default()
+        };
+        assert!(too_short.validate().is_err());
+    }
+
+    #[test]
+    fn a_jwks_flag_replaces_the_other_source_from_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("planledger.toml");
+        std::fs::write(&path, "jwt_jwks_url = \"https://idp.example/jwks\"\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            jwt_jwks_file: Some("local.json".into()),
+            ..ServeArgs::default()
+        };
+        let config = args.load().expect("loads");
+        assert_eq!(config.jwt_jwks_file, Some(PathBuf::from("local.json")));
+        assert_eq!(config.jwt_jwks_url, None);
     }
 }

@@ -8,6 +8,7 @@ mod bench_http;
 mod bench_projections;
 mod config;
 mod demo;
+mod identity;
 mod projector;
 mod replay;
 mod serve;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use planledger_api::{ApiConfig, ApiState, RateLimit, Readiness};
+use planledger_api::{ApiConfig, ApiState, ConnectionLimits, RateLimit, Readiness};
 use planledger_app::App;
 use planledger_bus::{CommandIngress, IngressConfig, Relay, RelayConfig, RelayStatusHandle};
 use planledger_store::{EventStore, StoreOptions};
@@ -45,7 +45,14 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     let prometheus = crate::install_metrics()?;
 
     let store = open_store(&config)?;
-    let auth = crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
+    let mut auth =
+        crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
+    let provider = crate::identity::provider(&config).await?;
+    let mut key_source = None;
+    if let Some((provider, source)) = provider {
+        key_source = Some((source, provider.keys.clone()));
+        auth = auth.with_provider(provider);
+    }
     let mut app = App::new(store.clone(), auth);
     if let Some(prelude) = prelude {
         prelude(app.clone(), config.clone()).await?;
@@ -70,6 +77,14 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     state.readiness = Arc::new(projectors.readiness());
 
     let mut background = Vec::new();
+    if let Some((source, keys)) = key_source {
+        background.push(tokio::spawn(crate::identity::keep_current(
+            source,
+            keys,
+            config.jwks_refresh()?,
+            shutdown.clone(),
+        )));
+    }
     if let Some(url) = &config.nats_url {
         let relay = Relay::new(
             store.clone(),
@@ -115,14 +130,16 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
 
     let router = planledger_api::router(state);
     let signal = shutdown.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            signal.cancel();
-        })
-        .await
-        .context("HTTP server failed")?;
+    let limits = ConnectionLimits {
+        header_read_timeout: config.header_read_timeout()?,
+        max_connections: config.http_max_connections,
+    };
+    planledger_api::serve(listener, router, limits, async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signal.cancel();
+    })
+    .await;
     projectors.stopped().await;
     for task in background {
         let _ = task.await;
