@@ -1,8 +1,9 @@
 """Drives the /ui dashboard in headless Chromium (Playwright for Python, the system browser).
 
 Usage: dashboard.py CHROMIUM DASHBOARD_URL OUT_DIR
-Environment: PLANLEDGER_CONTRIBUTOR_TOKEN (records a check-in) and PLANLEDGER_AUDITOR_TOKEN (reads
-the plan's figures and trail to know what to expect).
+Environment: PLANLEDGER_CONTRIBUTOR_TOKEN (records a check-in), PLANLEDGER_AUDITOR_TOKEN (reads the
+plan's figures and trail to know what to expect) and PLANLEDGER_VIEWER_TOKEN (signs in without the
+auditor role).
 
 Every expectation is read from the API, never written into this script. Exits non-zero with a
 message on the first failed expectation; prints the first-render time and the screenshots.
@@ -59,6 +60,7 @@ def main():
     chromium, dashboard_url, out_dir = sys.argv[1:4]
     contributor = os.environ["PLANLEDGER_CONTRIBUTOR_TOKEN"]
     auditor = os.environ["PLANLEDGER_AUDITOR_TOKEN"]
+    viewer = os.environ["PLANLEDGER_VIEWER_TOKEN"]
     parts = urllib.parse.urlsplit(dashboard_url)
     base = f"{parts.scheme}://{parts.netloc}"
     requested = []
@@ -194,6 +196,20 @@ def main():
         width = page.evaluate("document.documentElement.scrollWidth")
         check(width <= 390, f"the page is {width} px wide at a 390 px viewport")
         page.screenshot(path=f"{out_dir}/plan-phone.png", full_page=True)
+
+        # A viewer: the panels that need the auditor role show the API's refusal, and the time
+        # slider moves by time instead of by version.
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.goto(f"{base}/ui/#token={viewer}&plan={PLAN}")
+        page.reload()
+        page.wait_for_selector("table.goals tbody tr[data-goal='signups']")
+        wait_until(page, "() => document.querySelector('#feed-state .problem') !== null")
+        wait_until(page, "() => document.getElementById('time-note').textContent.includes('100 steps')")
+        page.click("#tab-audit")
+        page.wait_for_selector("#panel-audit .problem")
+        text = page.locator("#panel-audit .problem").inner_text()
+        check("auditor" in text and "403" in text, f"the audit panel for a viewer shows {text!r}")
+        print(f"viewer: audit trail refused with {text!r}")
 
         # API problems are shown as their detail: an unknown plan, then a token the service refuses.
         page.goto(f"{base}/ui/#/plans/no-such-plan")

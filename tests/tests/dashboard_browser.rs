@@ -4,9 +4,10 @@
 //! `tests/python/dashboard.py` signs in through the address `planledger demo` prints, opens the
 //! demo plan, records a check-in through the API and waits for the live feed and the goal's
 //! progress to follow without a reload, moves the time slider back to the version before the
-//! target change, filters the audit trail by actor, checks the page at phone width and the
-//! problems shown for an unknown plan and a refused token, and that every request stayed on the
-//! service. Screenshots are kept in a directory whose path is printed.
+//! target change, filters the audit trail by actor, checks the page at phone width, signs in as a
+//! viewer (the audit panel and the live feed show the API's 403, the slider moves by time), checks
+//! the problems shown for an unknown plan and a refused token, and that every request stayed on
+//! the service. Screenshots are kept in a directory whose path is printed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -70,6 +71,10 @@ fn dashboard_signs_in_follows_live_changes_travels_in_time_and_filters_the_trail
         .env(
             "PLANLEDGER_AUDITOR_TOKEN",
             server.token("demo", "audit", "auditor"),
+        )
+        .env(
+            "PLANLEDGER_VIEWER_TOKEN",
+            server.token("demo", "vic", "viewer"),
         )
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .output()
