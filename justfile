@@ -81,16 +81,21 @@ bench WHAT="append" *ARGS: build
 fuzz SECONDS="60":
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run command_json -- -max_total_time={{SECONDS}}
 
-# Property-based API testing with schemathesis against a running demo service's /openapi.json.
-schemathesis PORT="18080": build
+# Property-based API testing with schemathesis over every operation of /openapi.json, with every
+# check but positive_data_acceptance: schema-valid input the service rightly refuses on meaning
+# (a plan that already exists, a body naming another plan than the path, a position beyond the
+# end of the log, as_of together with position) is answered 400/422, which that check counts as
+# a failure. Counts of the last run are in docs/operations.md.
+schemathesis PORT="18080" EXAMPLES="30": build
     #!/usr/bin/env bash
     set -euo pipefail
-    "{{tools}}/bin/python" -c 'import schemathesis' 2>/dev/null || "{{tools}}/bin/pip" install -q 'schemathesis>=3.30'
+    "{{tools}}/bin/python" -c 'import schemathesis' 2>/dev/null || "{{tools}}/bin/pip" install -q 'schemathesis>=4,<5'
     dir=$(mktemp -d)
     "$CARGO_TARGET_DIR/release/planledger" serve --data-dir "$dir" --listen 127.0.0.1:{{PORT}} --no-nats --rate-limit-per-second 0 2>"$dir/serve.log" &
     pid=$!
     trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
     for _ in $(seq 100); do curl -sf http://127.0.0.1:{{PORT}}/healthz >/dev/null && break; sleep 0.1; done
     token=$("$CARGO_TARGET_DIR/release/planledger" token issue --data-dir "$dir" --tenant fuzz --sub st --roles admin)
-    "{{tools}}/bin/st" run http://127.0.0.1:{{PORT}}/openapi.json --checks not_a_server_error \
-        -H "Authorization: Bearer $token" --max-examples 100
+    "{{tools}}/bin/st" run http://127.0.0.1:{{PORT}}/openapi.json --checks all \
+        --exclude-checks positive_data_acceptance \
+        -H "Authorization: Bearer $token" --max-examples {{EXAMPLES}}
