@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod load;
 pub mod nats;
 pub mod server;
 

@@ -18,6 +18,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default free-space reserve of the event log's file system: room for RocksDB to flush
+/// its memtables and write a new write-ahead log once the reserve has stopped the appends.
+pub const DEFAULT_LOG_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Everything `serve` needs; loaded from `planledger.toml`, the environment and flags.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,6 +48,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A file holding the JWT signing secret (hex); default `<data_dir>/jwt-signing.key`.
     pub jwt_secret_file: Option<PathBuf>,
+    /// Free space kept on the event log's file system: below it commands are refused (503
+    /// `storage_full`) and taken again once space is freed, without a restart (0 keeps none).
+    pub log_min_free_bytes: u64,
 }
 
 impl Default for Config {
@@ -60,6 +67,7 @@ impl Default for Config {
             rate_limit_burst: 400.0,
             log_format: LogFormat::Pretty,
             jwt_secret_file: None,
+            log_min_free_bytes: DEFAULT_LOG_MIN_FREE_BYTES,
         }
     }
 }
@@ -106,6 +114,10 @@ pub struct ServeArgs {
     /// JWT signing secret file (hex).
     #[arg(long, env = "PLANLEDGER_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Free bytes kept on the event log's file system: below them commands answer 503
+    /// `storage_full` until space is freed (0 keeps no reserve; default 256 MiB).
+    #[arg(long, env = "PLANLEDGER_LOG_MIN_FREE_BYTES")]
+    pub log_min_free_bytes: Option<u64>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -157,6 +169,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.jwt_secret_file {
             config.jwt_secret_file = Some(v.clone());
+        }
+        if let Some(v) = self.log_min_free_bytes {
+            config.log_min_free_bytes = v;
         }
         config.validate()?;
         Ok(config)
