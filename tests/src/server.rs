@@ -55,6 +55,12 @@ impl Planledger {
     /// Starts `planledger serve` in the given data directory with extra flags (add `--nats URL`
     /// for NATS; `--no-nats` is used when none is given).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in_logging_to(data_dir, &data_dir.join("serve.log"), extra)
+    }
+
+    /// As [`Planledger::start_in`], with the log written to `log_file` (outside the data
+    /// directory, e.g. when that is on a file system a test fills up).
+    pub fn start_in_logging_to(data_dir: &Path, log_file: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -67,7 +73,7 @@ impl Planledger {
             args.push("--no-nats".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_with(data_dir, port, args, "serve.log")
+        Self::spawn_with(data_dir, port, args, log_file)
     }
 
     /// Starts `planledger projector --name NAME --data-dir DIR --http 127.0.0.1:PORT` plus
@@ -85,10 +91,15 @@ impl Planledger {
             format!("127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_with(data_dir, port, args, &format!("projector-{name}.log"))
+        Self::spawn_with(
+            data_dir,
+            port,
+            args,
+            &data_dir.join(format!("projector-{name}.log")),
+        )
     }
 
-    fn spawn_with(data_dir: &Path, port: u16, args: Vec<String>, log_name: &str) -> Self {
+    fn spawn_with(data_dir: &Path, port: u16, args: Vec<String>, log_file: &Path) -> Self {
         let mut process = Self {
             child: None,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -96,7 +107,7 @@ impl Planledger {
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             args,
-            log_file: data_dir.join(log_name),
+            log_file: log_file.to_path_buf(),
         };
         process.spawn();
         process
