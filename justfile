@@ -73,6 +73,12 @@ lint: setup
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -- -D warnings
 
+# Crash loop: SIGKILL the service CYCLES times under concurrent HTTP load, restarting it on the
+# same data directory, and print acknowledged, found, lost and restart time p50/p99.
+soak CYCLES="200": setup
+    cargo build --release -p planledger --bins
+    PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release -p planledger-e2e --test crash_loop -- --nocapture
+
 # Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`.
 bench WHAT="append" *ARGS: build
     "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod cluster;
 pub mod identity;
+pub mod load;
 pub mod nats;
 pub mod server;
 

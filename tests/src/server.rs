@@ -55,6 +55,12 @@ impl Planledger {
     /// Starts `planledger serve` in the given data directory with extra flags (add `--nats URL`
     /// for NATS; `--no-nats` is used when none is given).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in_logging_to(data_dir, &data_dir.join("serve.log"), extra)
+    }
+
+    /// As [`Planledger::start_in`], with the log written to `log_file` (outside the data
+    /// directory, e.g. when that is on a file system a test fills up).
+    pub fn start_in_logging_to(data_dir: &Path, log_file: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -67,7 +73,7 @@ impl Planledger {
             args.push("--no-nats".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_with(data_dir, port, args, "serve.log")
+        Self::spawn_with(data_dir, port, args, log_file)
     }
 
     /// Starts `planledger demo --no-nats` (the demo plan seeded) on a free port in a fresh data
@@ -109,10 +115,15 @@ impl Planledger {
             format!("127.0.0.1:{port}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn_with(data_dir, port, args, &format!("projector-{name}.log"))
+        Self::spawn_with(
+            data_dir,
+            port,
+            args,
+            &data_dir.join(format!("projector-{name}.log")),
+        )
     }
 
-    fn spawn_with(data_dir: &Path, port: u16, args: Vec<String>, log_name: &str) -> Self {
+    fn spawn_with(data_dir: &Path, port: u16, args: Vec<String>, log_file: &Path) -> Self {
         let mut process = Self {
             child: None,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -120,7 +131,7 @@ impl Planledger {
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             args,
-            log_file: data_dir.join(log_name),
+            log_file: log_file.to_path_buf(),
         };
         process.spawn();
         process
@@ -166,7 +177,8 @@ impl Planledger {
             if std::net::TcpStream::connect(&addr).is_ok() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Fine-grained, so that restart times measured around it are close to the truth.
+            std::thread::sleep(Duration::from_millis(2));
         }
         panic!(
             "planledger did not listen on {addr} within 60 s; log:\n{}",
@@ -203,6 +215,27 @@ impl Planledger {
             .expect("utf-8 token")
             .trim()
             .to_string()
+    }
+
+    /// Runs `planledger verify` on the data directory (the service must be stopped): whether
+    /// the hash chain verified, and what the command printed.
+    pub fn verify(&self) -> (bool, String) {
+        let output = Command::new(binary())
+            .args(["verify", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("run planledger verify");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), printed)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL (a crash) and waits for it.

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use planledger_store::LogHealth;
 use serde_json::json;
 
 use crate::SharedState;
@@ -19,10 +20,21 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<SharedState>) -> Response {
     let mut ready = !state.shutdown.is_cancelled();
     let mut components = serde_json::Map::new();
-    components.insert(
-        "log".into(),
-        json!({ "ready": true, "last_position": state.app.store.last_position().get() }),
-    );
+    // Reads keep working whatever the log's state; only commands need it writable.
+    let health = state.app.store.health();
+    let writable = health == LogHealth::Writable;
+    ready &= writable;
+    let mut log = json!({
+        "ready": writable,
+        "state": health.code(),
+        "last_position": state.app.store.last_position().get(),
+    });
+    if let Some(detail) = health.detail() {
+        log["reason"] = json!(health.code());
+        log["detail"] = json!(detail);
+        log["restart_required"] = json!(health.restart_required());
+    }
+    components.insert("log".into(), log);
     for check in state.readiness.iter() {
         let (name, ok, detail) = check.report();
         ready &= ok;

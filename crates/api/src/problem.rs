@@ -3,7 +3,12 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use planledger_app::{AppError, AuthError};
+use planledger_store::StoreError;
 use serde::Serialize;
+
+/// `Retry-After` of a command refused because the event log's disk is full: freeing space takes
+/// an operator, so clients back off for a while instead of hammering the service.
+pub const STORAGE_FULL_RETRY_AFTER_SECONDS: u64 = 30;
 
 /// One field-level complaint.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -142,6 +147,12 @@ impl From<AppError> for Problem {
                 let mut problem = Problem::new(status, code, detail).retry_after(1);
                 problem.current_position = Some(current);
                 problem
+            }
+            // The operator's problem, not a bug: the detail says what is wrong and that nothing
+            // was appended, and the client may send the command again later.
+            // (The log reports the shortage once; a line per refused command would flood.)
+            AppError::Store(StoreError::StorageFull(_)) => {
+                Problem::new(status, code, detail).retry_after(STORAGE_FULL_RETRY_AFTER_SECONDS)
             }
             AppError::Store(_) | AppError::Corrupt { .. } => {
                 tracing::error!(error = %detail, "internal error");

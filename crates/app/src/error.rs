@@ -108,7 +108,8 @@ impl AppError {
             Self::Store(
                 StoreError::WriteFailed(_)
                 | StoreError::WriterStopped
-                | StoreError::OutcomeUnknown(_),
+                | StoreError::OutcomeUnknown(_)
+                | StoreError::StorageFull(_),
             ) => 503,
             Self::Store(_) | Self::Corrupt { .. } => 500,
         }
@@ -128,6 +129,7 @@ impl AppError {
                 "log_unavailable"
             }
             Self::Store(StoreError::OutcomeUnknown(_)) => "log_outcome_unknown",
+            Self::Store(StoreError::StorageFull(_)) => "storage_full",
             Self::Store(_) | Self::Corrupt { .. } => "internal",
         }
     }
@@ -148,6 +150,8 @@ mod tests {
             (unknown.status(), unknown.code()),
             (503, "log_outcome_unknown")
         );
+        let full = AppError::Store(StoreError::StorageFull("disk full".into()));
+        assert_eq!((full.status(), full.code()), (503, "storage_full"));
         let corrupt = AppError::Store(StoreError::EmptyAppend);
         assert_eq!((corrupt.status(), corrupt.code()), (500, "internal"));
     }

@@ -18,6 +18,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default free-space reserve of the event log's file system: room for RocksDB to flush
+/// its memtables and write a new write-ahead log once the reserve has stopped the appends.
+pub const DEFAULT_LOG_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Everything `serve` needs; loaded from `planledger.toml`, the environment and flags.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +65,9 @@ pub struct Config {
     pub http_header_read_timeout: String,
     /// Most HTTP connections open at once; more are answered 503 and closed.
     pub http_max_connections: usize,
+    /// Free space kept on the event log's file system: below it commands are refused (503
+    /// `storage_full`) and taken again once space is freed, without a restart (0 keeps none).
+    pub log_min_free_bytes: u64,
 }
 
 impl Default for Config {
@@ -85,6 +92,7 @@ impl Default for Config {
             jwt_audience: None,
             http_header_read_timeout: "10s".into(),
             http_max_connections: 1024,
+            log_min_free_bytes: DEFAULT_LOG_MIN_FREE_BYTES,
         }
     }
 }
@@ -160,6 +168,10 @@ pub struct ServeArgs {
     /// Most HTTP connections open at once; further ones are answered 503 and closed.
     #[arg(long, env = "PLANLEDGER_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
+    /// Free bytes kept on the event log's file system: below them commands answer 503
+    /// `storage_full` until space is freed (0 keeps no reserve; default 256 MiB).
+    #[arg(long, env = "PLANLEDGER_LOG_MIN_FREE_BYTES")]
+    pub log_min_free_bytes: Option<u64>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -237,6 +249,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_max_connections {
             config.http_max_connections = v;
+        }
+        if let Some(v) = self.log_min_free_bytes {
+            config.log_min_free_bytes = v;
         }
         config.validate()?;
         Ok(config)

@@ -26,7 +26,11 @@ pub fn open_store(config: &Config) -> Result<EventStore> {
     let path = config.data_dir.join("log");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    EventStore::open(&path, StoreOptions::default()).with_context(|| {
+    let options = StoreOptions {
+        min_free_bytes: config.log_min_free_bytes,
+        ..StoreOptions::default()
+    };
+    EventStore::open(&path, options).with_context(|| {
         format!(
             "opening the event log in {} (is another planledger process using this data directory?)",
             path.display()

@@ -71,6 +71,11 @@ pub enum StoreError {
     /// failed); nothing of it is in the log.
     #[error("the event log refused the append: {0}; nothing was appended")]
     WriteFailed(String),
+    /// The log's file system is full (or below its free-space reserve): nothing of this append
+    /// was written. The message says whether appends resume by themselves once space is freed
+    /// or only after a restart.
+    #[error("the event log's disk is full: {0}; nothing was appended")]
+    StorageFull(String),
     /// This append was written, but writing or syncing it failed: it may or may not be in the
     /// log once the service restarts.
     #[error(

@@ -25,10 +25,11 @@ pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
 pub use log::{
-    CommandLookup, EventStore, PlainLog, RawEntry, ReadDirection, StoreOptions, VerifyReport,
+    CommandLookup, EventStore, LogHealth, PlainLog, RawEntry, ReadDirection, StoreOptions,
+    VerifyReport,
 };
 pub use partition::{MAX_PARTITIONS, Partition, PartitionCount};
 pub use writer::{
     AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, SyncFault,
-    WriterStats,
+    WriteFailure, WriterStats,
 };

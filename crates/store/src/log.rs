@@ -15,7 +15,8 @@ use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
 use crate::writer::{
-    AppendOutcome, AppendRequest, CommandRecord, Head, Pending, SyncFault, Writer, WriterStats,
+    AppendOutcome, AppendRequest, CommandRecord, Halt, Head, Pending, SpaceGuard, SyncFault,
+    WriteFailure, Writer, WriterStats,
 };
 
 /// A log entry as stored: its position and the envelope's JSON bytes.
@@ -52,6 +53,10 @@ pub struct StoreOptions {
     /// Fault injection for tests: when triggered, syncs of the write-ahead log fail. `None`
     /// outside tests.
     pub sync_fault: Option<SyncFault>,
+    /// Free space to keep on the log's file system: while less is free, appends are refused
+    /// with [`StoreError::StorageFull`] before anything is written, and taken again once space
+    /// is freed (0 keeps no reserve).
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +64,7 @@ impl Default for StoreOptions {
         Self {
             block_cache_bytes: 64 * 1024 * 1024,
             sync_fault: None,
+            min_free_bytes: 0,
         }
     }
 }
@@ -100,7 +106,66 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set when an fsync failed: nothing written after the last durable position will become
     /// durable in this process.
-    failed: Arc<std::sync::atomic::AtomicBool>,
+    failed: Arc<Halt>,
+    /// The free-space reserve, if one is kept (shared with the writer).
+    space: Option<Arc<SpaceGuard>>,
+}
+
+/// Whether the log takes appends, for readiness checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogHealth {
+    /// Appends are taken.
+    Writable,
+    /// Less than the free-space reserve is free: appends are refused until space is freed,
+    /// then taken again without a restart.
+    LowSpace {
+        /// Free bytes at the last check.
+        free_bytes: u64,
+        /// The reserve.
+        min_free_bytes: u64,
+    },
+    /// A write or fsync failed: appends are refused until the service is restarted.
+    Stopped(WriteFailure),
+}
+
+impl LogHealth {
+    /// A stable code for the state: `writable`, `storage_full` or `write_failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Writable => "writable",
+            Self::LowSpace { .. } | Self::Stopped(WriteFailure::StorageFull(_)) => "storage_full",
+            Self::Stopped(WriteFailure::Io(_)) => "write_failed",
+        }
+    }
+
+    /// Whether appends come back only after a restart.
+    pub fn restart_required(&self) -> bool {
+        matches!(self, Self::Stopped(_))
+    }
+
+    /// What an operator should know and do, or `None` while writable.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Writable => None,
+            Self::LowSpace {
+                free_bytes,
+                min_free_bytes,
+            } => Some(crate::writer::low_space_message(
+                *free_bytes,
+                *min_free_bytes,
+            )),
+            Self::Stopped(failure) => Some(format!(
+                "{}; the first failure was: {}",
+                match failure {
+                    WriteFailure::StorageFull(_) =>
+                        "a write found the file system full: free space on it, then restart the service",
+                    WriteFailure::Io(_) =>
+                        "a write or fsync of the event log failed: check the disk, then restart the service",
+                },
+                failure.message()
+            )),
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -194,7 +259,16 @@ impl EventStore {
         let (published_tx, published_rx) = watch::channel(head.position);
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel(crate::writer::SYNC_QUEUE);
-        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed = Arc::new(Halt::default());
+        let space = match options.min_free_bytes {
+            0 => None,
+            min_free_bytes => Some(Arc::new(SpaceGuard {
+                path: std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                    .map_err(|e| corrupt("log path", e))?,
+                min_free_bytes,
+                low: Mutex::new(None),
+            })),
+        };
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let published_tx = Arc::new(published_tx);
         // Synced batches are answered by a task on the runtime the log is opened in, if it is a
@@ -232,6 +306,7 @@ impl EventStore {
             head_cache: Default::default(),
             syncer: sync_tx,
             failed: failed.clone(),
+            space: space.clone(),
             syncer_thread: Some(syncer_thread),
             in_flight,
             published: published_tx,
@@ -252,6 +327,7 @@ impl EventStore {
                 stats,
                 writer: Mutex::new(Some(handle)),
                 failed,
+                space,
             }),
         })
     }
@@ -303,6 +379,25 @@ impl EventStore {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// Whether the log takes appends; if not, why and whether a restart is needed.
+    pub fn health(&self) -> LogHealth {
+        if let Some(failure) = self.inner.failed.failure() {
+            return LogHealth::Stopped(failure);
+        }
+        // While the reserve is short, look again: appends may have stopped coming (clients wait
+        // for readiness), so the writer would not notice the space freed.
+        if let Some(guard) = &self.inner.space
+            && guard.is_low()
+            && let Some(free_bytes) = guard.recheck()
+        {
+            return LogHealth::LowSpace {
+                free_bytes,
+                min_free_bytes: guard.min_free_bytes,
+            };
+        }
+        LogHealth::Writable
+    }
+
     /// The position of the last durable event (0 when the log is empty).
     pub fn last_position(&self) -> Position {
         *self.inner.published.borrow()
@@ -318,7 +413,7 @@ impl EventStore {
             if *durable.borrow_and_update() >= position {
                 return Ok(());
             }
-            if self.inner.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.inner.failed.is_stopped() {
                 // The position was written (a lookup found it) but will never be synced by
                 // this process: after a restart it may or may not be there.
                 return Err(StoreError::OutcomeUnknown(

@@ -25,10 +25,14 @@
 //! store is reopened (RocksDB stops accepting writes after a WAL sync error as well). The
 //! appends of the batches that were written but not synced are answered `OutcomeUnknown`: their
 //! bytes may have reached the file, so after a restart they may or may not be in the log.
+//! A failure for want of space (`ENOSPC`) is the same stop, recorded as storage full so that
+//! refusals say so ([`StoreError::StorageFull`]). Before that happens, a [`SpaceGuard`] keeps a
+//! free-space reserve: below it whole batches are refused before anything is written, and
+//! writing goes on, in the same process, once space is freed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -352,7 +356,9 @@ pub(crate) struct Writer {
     /// Written batches awaiting their fsync, in order.
     pub syncer: std::sync::mpsc::SyncSender<Written>,
     /// Set when a write or fsync failed (by the syncer or the writer): nothing more is written.
-    pub failed: Arc<AtomicBool>,
+    pub failed: Arc<Halt>,
+    /// Refuses batches while the log's file system is nearly full (`None`: no reserve kept).
+    pub space: Option<Arc<SpaceGuard>>,
     /// The syncer thread, joined when the writer stops (after its last batch is answered).
     pub syncer_thread: Option<std::thread::JoinHandle<()>>,
     /// Batches handed to the syncer and not synced yet (their answers may still be on the way).
@@ -444,6 +450,170 @@ pub(crate) const SYNC_QUEUE: usize = 64;
 /// Why an append is refused once a write or fsync has failed.
 pub(crate) const WRITES_STOPPED: &str = "an earlier write or fsync of the event log failed; appends are refused until the service is restarted (check the disk)";
 
+/// Why an append is refused once a write failed for want of space.
+const FULL_STOPPED: &str = "a write of the event log failed because its file system is full; free space on it, then restart the service (RocksDB does not resume after a failed write-ahead-log write, and nothing is retried in this process)";
+
+/// Why the write path stopped, once it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// A write found the log's file system full (`ENOSPC`). Nothing more is written until the
+    /// service is restarted with space freed.
+    StorageFull(String),
+    /// Any other failed write or fsync (a failing disk): restart once the disk is sound.
+    Io(String),
+}
+
+impl WriteFailure {
+    /// What the storage layer reported.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::StorageFull(message) | Self::Io(message) => message,
+        }
+    }
+}
+
+/// Whether a RocksDB error message reports a full file system (`ENOSPC`, which RocksDB maps to
+/// its `NoSpace` status, or its own space limit).
+fn is_no_space(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Max allowed space")
+}
+
+/// The write path's stop switch, shared by the writer, the syncer and readers: once a write or
+/// fsync has failed, nothing more is written in this process, and the first failure says why.
+#[derive(Debug, Default)]
+pub(crate) struct Halt {
+    stopped: AtomicBool,
+    why: OnceLock<WriteFailure>,
+}
+
+impl Halt {
+    /// Whether a write or fsync has failed.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// The first failure, once there is one.
+    pub(crate) fn failure(&self) -> Option<WriteFailure> {
+        self.why.get().cloned()
+    }
+
+    /// Marks the write path failed (once, logging why): the writer refuses every later append.
+    fn stop(&self, message: &str) {
+        let failure = if is_no_space(message) {
+            WriteFailure::StorageFull(message.to_string())
+        } else {
+            WriteFailure::Io(message.to_string())
+        };
+        // The reason is set before the flag, so whoever sees the flag finds the reason.
+        let _ = self.why.set(failure);
+        if !self.stopped.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %message, "event log write or fsync failed; refusing further appends");
+            metrics::counter!("planledger_log_sync_failures_total").increment(1);
+        }
+    }
+
+    /// The error for an append refused after the failure (nothing of it was written).
+    pub(crate) fn refusal(&self) -> StoreError {
+        match self.why.get() {
+            Some(WriteFailure::StorageFull(_)) => StoreError::StorageFull(FULL_STOPPED.to_string()),
+            _ => StoreError::WriteFailed(WRITES_STOPPED.to_string()),
+        }
+    }
+
+    /// Answers the callers of a batch whose write or fsync failed. An append that was written
+    /// (or a repeat answered with events that may be among them) may or may not be in the log
+    /// after a restart: its caller learns that the outcome is unknown. A request the batch
+    /// refused appended nothing.
+    fn fail_answers(&self, answers: Answers, message: &str) {
+        for (reply, answer) in answers {
+            let error = match answer {
+                Ok(_) => StoreError::OutcomeUnknown(message.to_string()),
+                Err(_) => self.refusal(),
+            };
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// Keeps a reserve of free space on the log's file system: while less than `min_free_bytes`
+/// is free, every batch is refused before anything of it is written
+/// ([`StoreError::StorageFull`]), and appends are taken again as soon as the reserve is back.
+/// RocksDB itself never sees a full disk while the reserve lasts, so no restart is needed.
+pub(crate) struct SpaceGuard {
+    /// The log's directory (any path on its file system).
+    pub path: std::ffi::CString,
+    /// The reserve.
+    pub min_free_bytes: u64,
+    /// Free bytes seen by the last check that found less than the reserve; `None` while there
+    /// is enough (read by readers, for `/readyz`).
+    pub low: Mutex<Option<u64>>,
+}
+
+impl SpaceGuard {
+    /// Why the batch is refused, if the file system has less than the reserve free; `None` to
+    /// write it.
+    fn check(&self) -> Option<String> {
+        self.recheck()
+            .map(|free| low_space_message(free, self.min_free_bytes))
+    }
+
+    /// Whether the last check found less than the reserve.
+    pub(crate) fn is_low(&self) -> bool {
+        self.low.lock().map(|low| low.is_some()).unwrap_or(false)
+    }
+
+    /// Looks at the file system again; the free bytes if they are less than the reserve.
+    pub(crate) fn recheck(&self) -> Option<u64> {
+        let free = free_bytes(&self.path)?;
+        let low = (free < self.min_free_bytes).then_some(free);
+        if let Ok(mut seen) = self.low.lock() {
+            if seen.is_none() && low.is_some() {
+                tracing::warn!(
+                    free_bytes = free,
+                    min_free_bytes = self.min_free_bytes,
+                    "event log's file system is below its free-space reserve; refusing appends until space is freed"
+                );
+            } else if seen.is_some() && low.is_none() {
+                tracing::info!(
+                    free_bytes = free,
+                    "event log's file system has its free-space reserve again; taking appends"
+                );
+            }
+            *seen = low;
+        }
+        low
+    }
+}
+
+/// Counts appends refused because the log's file system is full.
+fn count_storage_full(appends: usize) {
+    metrics::counter!("planledger_log_storage_full_refusals_total").increment(appends as u64);
+}
+
+/// Why appends are refused while the reserve is short.
+pub(crate) fn low_space_message(free: u64, min_free_bytes: u64) -> String {
+    format!(
+        "only {free} bytes are free on the event log's file system, less than its reserve of {min_free_bytes} bytes (log_min_free_bytes); free space there and commands are taken again without a restart"
+    )
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `path`, or `None`
+/// when it cannot be told (the guard then lets writes through).
+fn free_bytes(path: &std::ffi::CStr) -> Option<u64> {
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stats` is a buffer of the size statvfs(3) fills.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stats`.
+    let stats = unsafe { stats.assume_init() };
+    // Both fields are 32 bits wide on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, block_size) = (stats.f_bavail as u64, stats.f_frsize as u64);
+    Some(blocks.saturating_mul(block_size))
+}
+
 /// Where the syncer hands synced batches to be answered: a task on the runtime the log was
 /// opened in (see [`run_answerer`]).
 pub(crate) type Answerer = tokio::sync::mpsc::UnboundedSender<Vec<Written>>;
@@ -463,7 +633,7 @@ pub(crate) struct Syncer {
     /// The durable position.
     pub published: Arc<watch::Sender<Position>>,
     /// Set on a failed fsync (shared with the writer).
-    pub failed: Arc<AtomicBool>,
+    pub failed: Arc<Halt>,
     /// Batches handed over and not yet synced (shared with the writer).
     pub in_flight: Arc<AtomicUsize>,
     pub stats: Arc<Mutex<WriterStats>>,
@@ -492,7 +662,7 @@ impl Syncer {
             let count = ready.len();
             let events: usize = ready.iter().map(|w| w.events).sum();
             let wrote = events > 0;
-            let synced = if failed.load(Ordering::SeqCst) {
+            let synced = if failed.is_stopped() {
                 // A batch the writer wrote before it learnt of the failure: in the log's buffer,
                 // never synced.
                 Err(WRITES_STOPPED.to_string())
@@ -525,10 +695,10 @@ impl Syncer {
                     }
                 }
                 Err(message) => {
-                    stop_writes(&failed, &message);
+                    failed.stop(&message);
                     // Refusals too: a conflict may name a version of a batch that will never exist.
                     for written in ready {
-                        fail_answers(written.answers, &message);
+                        failed.fail_answers(written.answers, &message);
                     }
                 }
             }
@@ -590,28 +760,6 @@ fn record_sync(stats: &mut WriterStats, events: usize, inline: bool) {
     *stats.sync_sizes.entry(events).or_default() += 1;
     if inline {
         stats.inline_syncs += 1;
-    }
-}
-
-/// Marks the write path failed (once, logging why): the writer refuses every later append.
-fn stop_writes(failed: &AtomicBool, message: &str) {
-    if !failed.swap(true, Ordering::SeqCst) {
-        tracing::error!(error = %message, "event log write or fsync failed; refusing further appends");
-        metrics::counter!("planledger_log_sync_failures_total").increment(1);
-    }
-}
-
-/// Answers the callers of a batch whose write or fsync failed. An append that was written
-/// (or a repeat answered with events that may be among them) may or may not be in the log
-/// after a restart: its caller learns that the outcome is unknown. A request the batch refused
-/// appended nothing.
-fn fail_answers(answers: Answers, message: &str) {
-    for (reply, answer) in answers {
-        let error = match answer {
-            Ok(_) => StoreError::OutcomeUnknown(message.to_string()),
-            Err(_) => StoreError::WriteFailed(message.to_string()),
-        };
-        let _ = reply.send(Err(error));
     }
 }
 
@@ -694,11 +842,23 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.failed.is_stopped() {
+            if matches!(self.failed.failure(), Some(WriteFailure::StorageFull(_))) {
+                count_storage_full(batch.len());
+            }
+            for pending in batch.drain(..) {
+                let _ = pending.reply.send(Err(self.failed.refusal()));
+            }
+            return;
+        }
+        if let Some(refusal) = self.space.as_ref().and_then(|guard| guard.check()) {
+            // Nothing of the batch is written: its callers may send it again once space is
+            // freed.
+            count_storage_full(batch.len());
             for pending in batch.drain(..) {
                 let _ = pending
                     .reply
-                    .send(Err(StoreError::WriteFailed(WRITES_STOPPED.to_string())));
+                    .send(Err(StoreError::StorageFull(refusal.clone())));
             }
             return;
         }
@@ -715,7 +875,7 @@ impl Writer {
         let inline = lone
             && serial
             && self.in_flight.load(Ordering::SeqCst) == 0
-            && !self.failed.load(Ordering::SeqCst)
+            && !self.failed.is_stopped()
             && self.inbox.is_empty();
         // Sized up front: growing a batch of hundreds of envelopes copies it several times.
         let capacity: usize = batch
@@ -817,8 +977,8 @@ impl Writer {
         if let Err(message) = write_result {
             // The write was attempted: whatever it wrote may or may not survive a restart, and
             // later batches would build on it. Stop here.
-            stop_writes(&self.failed, &message);
-            fail_answers(written.answers, &message);
+            self.failed.stop(&message);
+            self.failed.fail_answers(written.answers, &message);
             return;
         }
         if inline {
@@ -834,8 +994,8 @@ impl Writer {
             // be confirmed any more, so nothing more is written either. This batch was written
             // but will not be synced by this process.
             let message = "the event log syncer thread stopped unexpectedly";
-            stop_writes(&self.failed, message);
-            fail_answers(written.answers, message);
+            self.failed.stop(message);
+            self.failed.fail_answers(written.answers, message);
         }
     }
 
@@ -1050,6 +1210,28 @@ fn same_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_failing_for_want_of_space_stops_the_log_as_storage_full() {
+        let halt = Halt::default();
+        halt.stop("IO error: No space left on device: While appending to file: 000012.log: No space left on device");
+        assert!(halt.is_stopped());
+        assert!(matches!(halt.failure(), Some(WriteFailure::StorageFull(_))));
+        assert!(
+            matches!(halt.refusal(), StoreError::StorageFull(message) if message.contains("restart")),
+        );
+        // The first failure is the one reported.
+        halt.stop("IO error: fsync failed");
+        assert!(matches!(halt.failure(), Some(WriteFailure::StorageFull(_))));
+    }
+
+    #[test]
+    fn any_other_failed_write_stops_the_log_as_a_write_failure() {
+        let halt = Halt::default();
+        halt.stop("IO error: Input/output error");
+        assert!(matches!(halt.failure(), Some(WriteFailure::Io(_))));
+        assert!(matches!(halt.refusal(), StoreError::WriteFailed(_)));
+    }
 
     fn refusal() -> (Reply, Result<AppendOutcome, StoreError>) {
         let (reply, _) = oneshot::channel();

@@ -160,3 +160,66 @@ async fn when_fsync_fails_under_load_every_answer_tells_the_truth_about_the_log(
     );
     assert_log_invariants(&store);
 }
+
+#[tokio::test]
+async fn below_the_free_space_reserve_appends_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // No file system has this much free: the reserve is always short.
+    let store = EventStore::open(
+        dir.path().join("log"),
+        StoreOptions {
+            min_free_bytes: u64::MAX,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open");
+    let refused = store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect_err("the reserve is short");
+    assert!(
+        matches!(&refused, StoreError::StorageFull(message) if message.contains("without a restart")),
+        "{refused:?}"
+    );
+    let health = store.health();
+    assert_eq!(health.code(), "storage_full");
+    assert!(!health.restart_required(), "{health:?}");
+    assert_eq!(store.last_position(), Position(0));
+    drop(store);
+
+    // With a reserve the disk has, the same log takes appends: nothing was written before.
+    let store = EventStore::open(
+        dir.path().join("log"),
+        StoreOptions {
+            min_free_bytes: 1,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("reopen");
+    assert_eq!(store.health(), planledger_store::LogHealth::Writable);
+    let outcome = store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(2)]))
+        .await
+        .expect("appends are taken");
+    assert_eq!(outcome.position(), Position(1));
+    assert_eq!(marks(&store), BTreeSet::from([2]));
+}
+
+#[tokio::test]
+async fn after_a_failed_fsync_the_log_reports_that_a_restart_is_needed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, fault) = open_with_fault(&dir);
+    assert_eq!(store.health(), planledger_store::LogHealth::Writable);
+    fault.trigger();
+    let _ = store
+        .append(request("t/a", ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect_err("the fsync fails");
+    let health = store.health();
+    assert_eq!(health.code(), "write_failed");
+    assert!(health.restart_required());
+    assert!(
+        health.detail().is_some_and(|d| d.contains("restart")),
+        "{health:?}"
+    );
+}
