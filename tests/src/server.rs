@@ -196,6 +196,21 @@ impl Planledger {
         format!("{}{}", self.base_url, path)
     }
 
+    /// The value of the first `/metrics` sample whose line starts with `name` and contains
+    /// `label` (`""` for any), if the service exports one.
+    pub async fn metric(&self, name: &str, label: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("the metrics request is sent")
+            .text()
+            .await
+            .expect("the metrics text");
+        text.lines()
+            .find(|line| line.starts_with(name) && line.contains(label))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
     /// Mints a token with `planledger token issue` against this data directory.
     pub fn token(&self, tenant: &str, sub: &str, roles: &str) -> String {
         let output = Command::new(binary())

@@ -93,15 +93,6 @@ async fn create_plan(server: &Planledger, token: &str, plan: &str) -> (StatusCod
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn idle_and_slowloris_connections_do_not_starve_a_command_and_are_closed_after_the_header_timeout()
  {
@@ -140,20 +131,12 @@ async fn idle_and_slowloris_connections_do_not_starve_a_command_and_are_closed_a
         "an idle connection stayed open"
     );
 
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    assert!(
-        metric(&metrics, "planledger_http_header_timeouts_total") >= (IDLE + SLOW) as f64,
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("planledger_http_connections_open"),
-        "{metrics}"
-    );
+    let timeouts = server
+        .metric("planledger_http_header_timeouts_total", "")
+        .await;
+    assert!(timeouts >= Some((IDLE + SLOW) as f64), "{timeouts:?}");
+    let open = server.metric("planledger_http_connections_open", "").await;
+    assert!(open.is_some(), "the open connections gauge is exported");
     let (status, body) = create_plan(&server, &token, "p2").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
@@ -223,14 +206,8 @@ async fn a_connection_over_the_cap_is_answered_503_and_the_service_recovers_when
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    assert!(
-        metric(&metrics, "planledger_http_connections_rejected_total") >= 1.0,
-        "{metrics}"
-    );
+    let rejected = server
+        .metric("planledger_http_connections_rejected_total", "")
+        .await;
+    assert!(rejected >= Some(1.0), "{rejected:?}");
 }

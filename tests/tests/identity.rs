@@ -24,6 +24,24 @@ fn serve_with_provider(url: &str, extra: &[&str]) -> Planledger {
     Planledger::start(&args)
 }
 
+/// A provider with an RSA key `rsa-1` and an Ed25519 key `ed-1`, a service trusting it, and
+/// plan `p1` of tenant `acme`; the JWKS server lives as long as the returned handle.
+async fn two_key_provider() -> (
+    ProviderKey,
+    ProviderKey,
+    JwksServer,
+    Planledger,
+    reqwest::Client,
+) {
+    let rsa = ProviderKey::rsa("rsa-1");
+    let ed = ProviderKey::ed25519("ed-1");
+    let jwks = JwksServer::start(identity::jwks(&[&rsa, &ed]));
+    let server = serve_with_provider(&jwks.url, &[]);
+    let http = reqwest::Client::new();
+    seed(&server, &http).await;
+    (rsa, ed, jwks, server, http)
+}
+
 /// Creates plan `p1` in tenant `acme` with the service's own token.
 async fn seed(server: &Planledger, http: &reqwest::Client) {
     let own = server.token("acme", "owner", "planner");
@@ -95,12 +113,7 @@ async fn wait_for(
 
 #[tokio::test]
 async fn provider_tokens_of_both_key_types_are_accepted_beside_the_services_own() {
-    let rsa = ProviderKey::rsa("rsa-1");
-    let ed = ProviderKey::ed25519("ed-1");
-    let jwks = JwksServer::start(identity::jwks(&[&rsa, &ed]));
-    let server = serve_with_provider(&jwks.url, &[]);
-    let http = reqwest::Client::new();
-    seed(&server, &http).await;
+    let (rsa, ed, _jwks, server, http) = two_key_provider().await;
 
     for key in [&rsa, &ed] {
         let token = key.sign(&claims("ana@idp", "acme", &["viewer"]));
@@ -120,12 +133,7 @@ async fn provider_tokens_of_both_key_types_are_accepted_beside_the_services_own(
 
 #[tokio::test]
 async fn each_bad_provider_token_is_refused_with_its_own_detail() {
-    let rsa = ProviderKey::rsa("rsa-1");
-    let ed = ProviderKey::ed25519("ed-1");
-    let jwks = JwksServer::start(identity::jwks(&[&rsa, &ed]));
-    let server = serve_with_provider(&jwks.url, &[]);
-    let http = reqwest::Client::new();
-    seed(&server, &http).await;
+    let (rsa, ed, _jwks, server, http) = two_key_provider().await;
     let now = jiff::Timestamp::now().as_second();
     let with = |field: &str, value: Value| {
         let mut c = claims("ana@idp", "acme", &["viewer"]);
@@ -240,7 +248,12 @@ async fn two_keys_are_valid_during_a_rotation_and_a_dropped_key_is_refused_after
     // A key set that cannot be read at a refresh leaves the keys read before in use.
     std::fs::write(&file, "{ not json").expect("break the key set");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while failed_refreshes(&server, &http).await < 1.0 {
+    while server
+        .metric("planledger_jwks_refreshes_total", "\"failed\"")
+        .await
+        .unwrap_or(0.0)
+        < 1.0
+    {
         assert!(
             Instant::now() < deadline,
             "no failed refresh counted within 60 s"
@@ -249,25 +262,6 @@ async fn two_keys_are_valid_during_a_rotation_and_a_dropped_key_is_refused_after
     }
     let fresh = new.sign(&claims("cy@idp", "acme", &["viewer"]));
     assert_eq!(read_plan(&server, &http, &fresh).await.0, StatusCode::OK);
-}
-
-/// `planledger_jwks_refreshes_total{outcome="failed"}` as `/metrics` shows it now.
-async fn failed_refreshes(server: &Planledger, http: &reqwest::Client) -> f64 {
-    let text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find(|line| {
-            line.starts_with("planledger_jwks_refreshes_total") && line.contains("\"failed\"")
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]
