@@ -322,6 +322,21 @@ impl LogContents {
     }
 }
 
+impl LogContents {
+    /// Panics, naming `when`, unless every acknowledged command is in the log once
+    /// ([`LogContents::missing`] is empty).
+    pub fn assert_holds(&self, acked: &[Acked], when: &str) {
+        let missing = self.missing(acked);
+        assert!(
+            missing.is_empty(),
+            "{when}: {} of {} acknowledged commands are not in the log once each, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            missing.first()
+        );
+    }
+}
+
 /// The `q`-quantile (0..=1) of `samples` (nearest rank), or 0 with none.
 pub fn quantile(samples: &[Duration], q: f64) -> Duration {
     if samples.is_empty() {
