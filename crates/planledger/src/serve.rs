@@ -46,7 +46,10 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
 
     let store = open_store(&config)?;
     let auth = crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
-    let mut app = App::new(store.clone(), auth);
+    let digest_key = planledger_app::DigestKey::load_or_create(&config.data_dir)
+        .context("loading the digest signing key")?;
+    tracing::info!(key_id = %digest_key.public().key_id, log_id = %store.log_id(), "signing digests");
+    let mut app = App::new(store.clone(), auth).with_digest_key(digest_key);
     if let Some(prelude) = prelude {
         prelude(app.clone(), config.clone()).await?;
     }
