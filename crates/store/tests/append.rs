@@ -516,16 +516,7 @@ async fn verify_reports_first_tampered_position() {
     assert_eq!(report.checked, 5);
 
     // Change one byte of the payload at position 3 (a digit of "n").
-    let mut bytes = store.read_raw(Position(3)).expect("raw").expect("present");
-    let at = bytes
-        .windows(5)
-        .position(|w| w == b"\"n\":2")
-        .expect("payload present")
-        + 4;
-    bytes[at] = b'7';
-    store
-        .overwrite_raw_for_tests(Position(3), &bytes)
-        .expect("tamper");
+    change_digit(&store, Position(3), 2, b'7');
     let report = store.verify(|_| {}).expect("verify");
     let (position, why) = report.first_broken.expect("tamper is detected");
     assert_eq!(position, Position(3));
@@ -985,16 +976,7 @@ async fn verify_to_stops_at_the_bound_and_reports_its_hash() {
         .expect("read")
         .expect("present");
     // A tampered byte after the bound is not looked at.
-    let mut bytes = store.read_raw(Position(5)).expect("raw").expect("present");
-    let at = bytes
-        .windows(5)
-        .position(|w| w == b"\"n\":4")
-        .expect("payload present")
-        + 4;
-    bytes[at] = b'9';
-    store
-        .overwrite_raw_for_tests(Position(5), &bytes)
-        .expect("tamper");
+    change_digit(&store, Position(5), 4, b'9');
     let report = store.verify_to(Some(Position(3)), |_| {}).expect("verify");
     assert_eq!(report.first_broken, None);
     assert_eq!(report.checked, 3);
@@ -1031,4 +1013,19 @@ async fn a_truncated_log_verifies_only_to_its_new_end() {
         ),
         (0, planledger_store::GENESIS_HASH, None)
     );
+}
+
+/// Overwrites the digit of the payload's `"n":<n>` (a one-digit `n`) at `position` with `to`.
+fn change_digit(store: &EventStore, position: Position, n: u8, to: u8) {
+    let mut bytes = store.read_raw(position).expect("raw").expect("present");
+    let needle = [b'"', b'n', b'"', b':', b'0' + n];
+    let at = bytes
+        .windows(5)
+        .position(|w| w == needle)
+        .expect("payload present")
+        + 4;
+    bytes[at] = to;
+    store
+        .overwrite_raw_for_tests(position, &bytes)
+        .expect("tamper");
 }
