@@ -135,7 +135,7 @@ impl EventFilter {
     /// Whether `envelope` passes.
     pub fn matches(&self, envelope: &Envelope) -> bool {
         self.actor.as_ref().is_none_or(|a| *a == envelope.actor)
-            && (self.types.is_empty() || self.types.iter().any(|t| *t == envelope.event_type))
+            && (self.types.is_empty() || self.types.contains(&envelope.event_type))
             && self.from.is_none_or(|from| envelope.recorded_at >= from)
             && self.to.is_none_or(|to| envelope.recorded_at < to)
     }
