@@ -9,6 +9,7 @@
 // the response body, so boxing it would add indirection for nothing.
 #![allow(clippy::result_large_err)]
 
+mod audit;
 mod auth;
 mod commands;
 mod connections;
@@ -115,6 +116,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/plans/{plan_id}", get(plans::get_plan))
         .route("/v1/plans/{plan_id}/events", get(plans::get_plan_events))
         .route("/v1/events", get(events::get_events))
+        .route("/v1/audit/verify", get(audit::get_verify))
+        .route("/v1/audit/digest", get(audit::get_digest))
+        .route("/v1/audit/keys", get(audit::get_keys))
         .merge(read_models::routes::<SharedState>())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -1,9 +1,9 @@
 //! `GET /v1/plans/{plan_id}` (current or historic state) and `GET /v1/plans/{plan_id}/events`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use planledger_app::StateAt;
+use planledger_app::{EventFilter, StateAt};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -114,14 +114,83 @@ pub async fn get_plan(
     Ok(response)
 }
 
-/// Query of `GET /v1/plans/{plan_id}/events`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Query of `GET /v1/plans/{plan_id}/events`: paging plus the audit filters. `type` may be
+/// repeated, so the query string is read as pairs rather than into a struct.
+#[derive(Debug, Default)]
 pub struct EventsQuery {
     /// First version to return (default 1).
     pub from_version: Option<u64>,
     /// Page size (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Only events caused by this subject.
+    pub actor: Option<String>,
+    /// Only events of these types (repeatable).
+    pub types: Vec<String>,
+    /// Only events recorded at or after this RFC 3339 time.
+    pub from: Option<String>,
+    /// Only events recorded before this RFC 3339 time.
+    pub to: Option<String>,
+}
+
+impl EventsQuery {
+    /// Parses the query string, naming the parameter at fault.
+    pub fn parse(raw: Option<&str>) -> Result<Self, Problem> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("the query string is invalid: {e}"),
+                )
+            })?;
+        let mut query = Self::default();
+        for (name, value) in pairs {
+            let number = |what: &str| {
+                value.parse::<u64>().map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("{name} {value:?} is not a whole number"),
+                    )
+                    .with_field(name.clone(), format!("expected {what}"))
+                })
+            };
+            let once = |slot: &Option<String>| {
+                if slot.is_some() {
+                    Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("{name} is given twice; give it once"),
+                    )
+                    .with_field(name.clone(), "give it once"))
+                } else {
+                    Ok(Some(value.clone()))
+                }
+            };
+            match name.as_str() {
+                "from_version" => query.from_version = Some(number("a version, from 1")?),
+                "limit" => {
+                    query.limit = Some(
+                        usize::try_from(number("a page size, 1 to 1000")?).unwrap_or(usize::MAX),
+                    );
+                }
+                "actor" => query.actor = once(&query.actor)?,
+                "from" => query.from = once(&query.from)?,
+                "to" => query.to = once(&query.to)?,
+                "type" => query.types.push(value),
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!(
+                            "unknown query parameter {name:?}; this endpoint takes from_version, limit, actor, type, from and to"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(query)
+    }
 }
 
 /// A page of a plan's events.
@@ -131,37 +200,38 @@ pub struct PlanEventsResponse {
     pub plan_id: String,
     /// The events, oldest first.
     pub events: Vec<planledger_store::Envelope>,
-    /// The version to ask for next, if there may be more.
+    /// The version to ask for next (with the same filters), if the trail may go on.
     pub next_from_version: Option<u64>,
 }
 
-/// Returns a plan's audit trail.
+/// Returns a plan's audit trail, filtered by actor, type and recorded time.
 pub async fn get_plan_events(
     State(state): State<SharedState>,
     Caller(principal): Caller,
     Path(plan_id): Path<String>,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<PlanEventsResponse>, Problem> {
-    let Query(query) = query.map_err(query_rejection)?;
+    let query = EventsQuery::parse(raw.as_deref())?;
     let plan_id = parse_plan_id(&plan_id)?;
+    let filter = EventFilter::parse(
+        query.actor,
+        &query.types,
+        query.from.as_deref(),
+        query.to.as_deref(),
+    )?;
     let limit = query.limit.unwrap_or(100);
     let from = query.from_version.unwrap_or(1);
     let app = state.app.clone();
     let id = plan_id.clone();
-    let events =
-        tokio::task::spawn_blocking(move || app.queries.plan_events(&principal, &id, from, limit))
-            .await
-            .map_err(|e| {
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })??;
-    let next_from_version = if events.len() >= limit.clamp(1, planledger_app::MAX_PAGE) {
-        events.last().map(|e| e.version.get() + 1)
-    } else {
-        None
-    };
+    let page = tokio::task::spawn_blocking(move || {
+        app.queries
+            .plan_events(&principal, &id, from, limit, &filter)
+    })
+    .await
+    .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(axum::Json(PlanEventsResponse {
         plan_id: plan_id.to_string(),
-        events,
-        next_from_version,
+        events: page.events,
+        next_from_version: page.next_from_version,
     }))
 }

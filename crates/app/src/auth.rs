@@ -456,21 +456,9 @@ impl Authenticator {
             message,
         };
         if !path.exists() {
-            std::fs::create_dir_all(data_dir).map_err(|e| key_error(e.to_string()))?;
             let secret: [u8; 32] = rand::random();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(&path) {
-                Ok(mut file) => {
-                    std::io::Write::write_all(&mut file, hex::encode(secret).as_bytes())
-                        .map_err(|e| key_error(e.to_string()))?;
-                }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(key_error(e.to_string())),
-            }
+            crate::key_file::create_secret_file(&path, hex::encode(secret).as_bytes())
+                .map_err(|e| key_error(e.to_string()))?;
         }
         let text = std::fs::read_to_string(&path).map_err(|e| key_error(e.to_string()))?;
         let secret = hex::decode(text.trim())

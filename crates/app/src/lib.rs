@@ -5,22 +5,25 @@
 //! tokens, and an OpenID Connect provider's, whose key set the binary fetches and hands in) and
 //! the role matrix, and the query services over the log. It never speaks HTTP or NATS itself.
 
+pub mod audit;
 pub mod auth;
 mod commands;
 mod error;
 pub mod keyset;
+mod key_file;
 pub mod limits;
 mod plans;
 mod queries;
 mod read_models;
 
+pub use audit::{AuditService, DigestKey};
 pub use auth::{AuthError, Authenticator, IdentityProvider, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use error::AppError;
 pub use keyset::{KeyKind, KeySet, KeySetError, ParsedKeys};
 pub use limits::{RateLimit, RateLimiter};
 pub use plans::{LoadedPlan, PlanLoader, decode_event, snapshot_interval, stream_of};
-pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
+pub use queries::{EventFilter, EventsPage, LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
 pub use read_models::{
     DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery,
     ReadModelResponse, ReadModels,
@@ -49,6 +52,9 @@ pub struct App {
     pub store: EventStore,
     /// The read models (none until the binary starts projectors and sets them).
     pub read_models: ReadModels,
+    /// Chain verification and signed digests (no digests until a key is set with
+    /// [`App::with_digest_key`]).
+    pub audit: AuditService,
 }
 
 impl App {
@@ -65,7 +71,14 @@ impl App {
             read_models: ReadModels::new(Vec::new(), Some(queries.clone())),
             queries,
             auth,
+            audit: AuditService::new(store.clone(), None),
             store,
         }
+    }
+
+    /// The same services, signing digests with `key`.
+    pub fn with_digest_key(mut self, key: DigestKey) -> Self {
+        self.audit = AuditService::new(self.store.clone(), Some(Arc::new(key)));
+        self
     }
 }

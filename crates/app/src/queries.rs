@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use planledger_domain::{Plan, PlanId};
+use planledger_domain::{Event, Plan, PlanId};
 use planledger_store::{Envelope, Position, ReadDirection, Version};
 
 use crate::AppError;
@@ -47,6 +47,107 @@ pub struct LogPage {
     pub next_position: u64,
     /// The last position in the log when read.
     pub last_position: u64,
+}
+
+/// Which of a plan's events an audit-trail query returns; every condition given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events caused by this subject.
+    pub actor: Option<String>,
+    /// Only events of these types (empty: every type).
+    pub types: Vec<String>,
+    /// Only events recorded at or after this time (inclusive).
+    pub from: Option<jiff::Timestamp>,
+    /// Only events recorded before this time (exclusive).
+    pub to: Option<jiff::Timestamp>,
+}
+
+impl EventFilter {
+    /// Parses a filter from query values, naming the parameter at fault: `type` must name
+    /// known event types (each value may also list several, comma-separated), `from` and `to`
+    /// must be RFC 3339 times with `from` at or before `to`, and `actor` must not be empty.
+    pub fn parse(
+        actor: Option<String>,
+        types: &[String],
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Self, AppError> {
+        let invalid = |field: &str, message: String| AppError::Invalid {
+            field: field.into(),
+            message,
+        };
+        if actor.as_deref().is_some_and(|a| a.trim().is_empty()) {
+            return Err(invalid(
+                "actor",
+                "must not be empty; give the subject (token `sub`) whose events you want".into(),
+            ));
+        }
+        let mut wanted = Vec::new();
+        for name in types.iter().flat_map(|value| value.split(',')) {
+            let name = name.trim();
+            if !Event::TYPES.iter().any(|(known, _)| *known == name) {
+                let known: Vec<&str> = Event::TYPES.iter().map(|(known, _)| *known).collect();
+                return Err(invalid(
+                    "type",
+                    format!(
+                        "{name:?} is not an event type; use one of {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if !wanted.iter().any(|w| w == name) {
+                wanted.push(name.to_string());
+            }
+        }
+        let time = |field: &str, raw: Option<&str>| {
+            raw.map(|raw| {
+                raw.parse::<jiff::Timestamp>().map_err(|e| {
+                    invalid(
+                        field,
+                        format!("{raw:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T12:00:00Z"),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let (from, to) = (time("from", from)?, time("to", to)?);
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            return Err(invalid(
+                "from",
+                format!("{from} is after to ({to}); from is inclusive and to exclusive"),
+            ));
+        }
+        Ok(Self {
+            actor,
+            types: wanted,
+            from,
+            to,
+        })
+    }
+
+    /// Whether nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `envelope` passes.
+    pub fn matches(&self, envelope: &Envelope) -> bool {
+        self.actor.as_ref().is_none_or(|a| *a == envelope.actor)
+            && (self.types.is_empty() || self.types.contains(&envelope.event_type))
+            && self.from.is_none_or(|from| envelope.recorded_at >= from)
+            && self.to.is_none_or(|to| envelope.recorded_at < to)
+    }
+}
+
+/// A page of a plan's audit trail.
+#[derive(Clone, Debug)]
+pub struct EventsPage {
+    /// The matching events, oldest first.
+    pub events: Vec<Envelope>,
+    /// The version to continue from, when the trail (as filtered) may go on; `None` at its end.
+    pub next_from_version: Option<u64>,
 }
 
 /// Answers queries over the log. Shared by the HTTP API and the NATS doors.
@@ -128,30 +229,79 @@ impl QueryService {
         })
     }
 
-    /// A plan's events from `from_version`, oldest first: its audit trail.
+    /// A page of a plan's audit trail from `from_version`, oldest first, holding only the
+    /// events `filter` lets through.
+    ///
+    /// Without a filter the page is the next `limit` events. With one, it scans at most
+    /// `limit * 20 + 1000` versions (a rare actor or type on a long plan still gets an
+    /// answer), so a page may hold fewer than `limit` events, even none, while
+    /// `next_from_version` says where to continue. A `from` time starts the scan at the first
+    /// version recorded then or later (recorded_at never decreases along a stream), and the
+    /// first event at or after `to` ends the trail.
     pub fn plan_events(
         &self,
         principal: &Principal,
         plan_id: &PlanId,
         from_version: u64,
         limit: usize,
-    ) -> Result<Vec<Envelope>, AppError> {
+        filter: &EventFilter,
+    ) -> Result<EventsPage, AppError> {
         principal.require(Permission::Audit)?;
         let stream = stream_of(&principal.tenant, plan_id)?;
         let store = self.plans.store();
-        let durable = store.last_position();
-        if store.stream_version_at(&stream, durable)?.get() == 0 {
+        // Events of a batch whose fsync is still running are not shown yet.
+        let end = store
+            .stream_version_at(&stream, store.last_position())?
+            .get();
+        if end == 0 {
             return Err(Self::not_found(plan_id));
         }
-        let mut events = store.read_stream(
-            &stream,
-            Version(from_version.max(1)),
-            ReadDirection::Forward,
-            limit.clamp(1, MAX_PAGE),
-        )?;
-        // Events of a batch whose fsync is still running are not shown yet.
-        events.retain(|event| event.position <= durable);
-        Ok(events)
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut next = from_version.max(1);
+        if let Some(from) = filter.from {
+            // The last position recorded before `from`, and the stream's version by then.
+            let before = from
+                .checked_sub(jiff::SignedDuration::from_nanos(1))
+                .map_or(Ok(Position(0)), |t| store.position_at(t))?;
+            next = next.max(store.stream_version_at(&stream, before)?.get() + 1);
+        }
+        let budget = if filter.is_empty() {
+            limit as u64
+        } else {
+            (limit * 20 + 1000) as u64
+        };
+        let stop = next.saturating_add(budget).min(end + 1);
+        let mut events = Vec::new();
+        while next < stop && events.len() < limit {
+            let page = store.read_stream(
+                &stream,
+                Version(next),
+                ReadDirection::Forward,
+                usize::try_from(stop - next).map_or(512, |n| n.min(512)),
+            )?;
+            if page.is_empty() {
+                break;
+            }
+            for envelope in page {
+                if filter.to.is_some_and(|to| envelope.recorded_at >= to) {
+                    return Ok(EventsPage {
+                        events,
+                        next_from_version: None,
+                    });
+                }
+                next = envelope.version.get() + 1;
+                if filter.matches(&envelope) {
+                    events.push(envelope);
+                    if events.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(EventsPage {
+            events,
+            next_from_version: (next <= end).then_some(next),
+        })
     }
 
     /// A page of the global log, holding only the caller's tenant's events.

@@ -467,8 +467,22 @@ impl ReadModels {
                 })?,
         };
         let id = plan_id.clone();
-        let body =
-            blocking(move || drift_view(&plan, &id, &label, now).map_err(AppError::from)).await?;
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let store = self.queries.as_ref().map(|q| q.plans().store().clone());
+        let body = blocking(move || {
+            let mut report = drift_view(&plan, &id, &label, now)?;
+            // The events behind the figures, by log position (where the log is at hand: not in
+            // a projector process of its own, which answers versions only).
+            if let Some(store) = store {
+                for event in report.event_refs_mut() {
+                    event.position = store
+                        .stream_position(&stream, planledger_store::Version(event.version))?
+                        .map(|p| p.get());
+                }
+            }
+            Ok(report)
+        })
+        .await?;
         Ok(ReadModelResponse {
             projection,
             position,

@@ -186,6 +186,9 @@ pub struct GoalClosure {
     pub note: Option<String>,
     /// When it was closed.
     pub at: Timestamp,
+    /// Stream version of the `GoalClosed` event (0 in state stored before versions were kept).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A goal with its KPI, check-ins and adjustment history.
@@ -213,6 +216,15 @@ pub struct Goal {
     pub check_ins: Vec<CheckIn>,
     /// Adjustments in recorded order.
     pub adjustments: Vec<GoalAdjusted>,
+    /// Stream version of the `GoalDefined` event (0 in state stored before versions were kept).
+    #[serde(default)]
+    pub defined_version: u64,
+    /// Stream version of the latest `GoalAdjusted` that moved the due date.
+    #[serde(default)]
+    pub due_version: Option<u64>,
+    /// Stream version of the latest `GoalAdjusted` that moved the KPI target.
+    #[serde(default)]
+    pub target_version: Option<u64>,
 }
 
 impl Goal {
@@ -262,6 +274,9 @@ pub struct Step {
     pub completions: Vec<Timestamp>,
     /// Every reopening, in order.
     pub reopenings: Vec<StepReopening>,
+    /// Stream version of the `StepAdded` event (0 in state stored before versions were kept).
+    #[serde(default)]
+    pub added_version: u64,
 }
 
 impl Step {
@@ -368,6 +383,9 @@ pub struct Baseline {
     pub goals: BTreeMap<GoalId, BaselineGoal>,
     /// Steps then.
     pub steps: BTreeMap<StepId, BaselineStep>,
+    /// Stream version of the `BaselineSet` event (0 in state stored before versions were kept).
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Baseline {
@@ -598,6 +616,9 @@ fn apply_goal_defined(plan: &mut Plan, e: &GoalDefined) {
             closed: None,
             check_ins: Vec::new(),
             adjustments: Vec::new(),
+            defined_version: plan.version,
+            due_version: None,
+            target_version: None,
         },
     );
 }
@@ -615,6 +636,7 @@ fn apply_step_added(plan: &mut Plan, e: &StepAdded) {
             completed_at: None,
             completions: Vec::new(),
             reopenings: Vec::new(),
+            added_version: plan.version,
         },
     );
 }
@@ -678,9 +700,11 @@ fn apply_goal_adjusted(plan: &mut Plan, e: &GoalAdjusted) {
     if let Some(goal) = plan.goals.get_mut(&e.goal_id) {
         if let (Some(change), Some(kpi)) = (&e.target, goal.kpi.as_mut()) {
             kpi.target = change.after;
+            goal.target_version = Some(plan.version);
         }
         if let Some(change) = &e.due {
             goal.due = change.after;
+            goal.due_version = Some(plan.version);
         }
         if let Some(change) = &e.title {
             goal.title = change.after.clone();
@@ -708,6 +732,7 @@ fn apply_baseline_set(plan: &mut Plan, e: &BaselineSet) {
             set_at: e.at,
             goals: e.goals.clone(),
             steps: e.steps.clone(),
+            version: plan.version,
         },
     );
 }
@@ -718,6 +743,7 @@ fn apply_goal_closed(plan: &mut Plan, e: &GoalClosed) {
             outcome: e.outcome,
             note: e.note.clone(),
             at: e.at,
+            version: plan.version,
         });
     }
 }

@@ -339,6 +339,78 @@ fn example_6_deadline_slip_target_drift_and_scope() {
     );
 }
 
+#[test]
+fn example_6_names_the_events_behind_each_figure() {
+    use metrics::{EventRef, ScopeChange};
+    // Versions in the order the scenario writes them: 1 CreatePlan, 2-4 goals g1 g2 g4,
+    // 5 step s4, 6 baseline b1, 7 the adjustment of g1, 8 g3, 9 s9, 10 g4 dropped.
+    let at = |version| {
+        Some(EventRef {
+            version,
+            position: None,
+        })
+    };
+    let report =
+        metrics::drift_report(&example_6().plan, "b1", ts("2026-02-10")).expect("baseline exists");
+    assert_eq!(report.baseline_event, at(6));
+    let goal = |id: &str| {
+        report
+            .goals
+            .iter()
+            .find(|g| g.goal_id == gid(id))
+            .expect("goal row")
+    };
+    let g1 = goal("g1");
+    assert_eq!(
+        (
+            g1.defined_event,
+            g1.due_adjusted_event,
+            g1.target_adjusted_event,
+            g1.dropped_event
+        ),
+        (at(2), at(7), at(7), None)
+    );
+    let g2 = goal("g2");
+    assert_eq!(
+        (g2.due_adjusted_event, g2.target_adjusted_event),
+        (None, None)
+    );
+    assert_eq!(goal("g4").dropped_event, at(10));
+    let change = |goal: &str, step: Option<&str>, version| ScopeChange {
+        goal_id: gid(goal),
+        step_id: step.map(|s| StepId::new(s).expect("id")),
+        event: at(version),
+    };
+    assert_eq!(
+        report.scope_added_events,
+        vec![change("g3", None, 8), change("g3", Some("s9"), 9)]
+    );
+    assert_eq!(
+        report.scope_removed_events,
+        vec![change("g4", None, 10), change("g4", Some("s4"), 10)]
+    );
+}
+
+#[test]
+fn adjustments_before_the_baseline_are_not_named_behind_its_drift() {
+    let scenario = Scenario::year_2026()
+        .kpi_goal("2026-01-01", "g1", 20.0, 120.0, "2026-05-01")
+        .with(
+            "2026-01-02",
+            json!({"type": "AdjustGoal", "data": {"goal_id": "g1", "target": 130, "due": "2026-05-10", "reason": "early"}}),
+        )
+        .baseline("2026-01-03", "b1");
+    let report =
+        metrics::drift_report(&scenario.plan, "b1", ts("2026-02-10")).expect("baseline exists");
+    let g1 = &report.goals[0];
+    assert_eq!(g1.deadline_slip_days, Some(0));
+    assert_eq!(
+        (g1.due_adjusted_event, g1.target_adjusted_event),
+        (None, None)
+    );
+    assert_eq!(report.baseline_event.map(|e| e.version), Some(4));
+}
+
 /// docs/metrics.md, example 7: the execution-gap series.
 fn example_7() -> Scenario {
     let mut s = Scenario::year_2026().plain_goal("2026-01-01", "g", "2026-04-11");

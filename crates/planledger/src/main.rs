@@ -43,8 +43,14 @@ enum Commands {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
-    /// Walk the event log's hash chain and report the first broken position.
+    /// Walk the event log's hash chain and report the first broken position, or check a
+    /// signed digest (`--digest FILE`) against it.
     Verify(verify::VerifyArgs),
+    /// Auditing helpers: the public key digests are signed with.
+    Audit {
+        #[command(subcommand)]
+        command: verify::AuditCommand,
+    },
     /// Measure throughput and latency (prints figures; never asserts them).
     Bench {
         #[command(subcommand)]
@@ -67,6 +73,7 @@ fn main() -> Result<()> {
             Commands::Demo(args) => demo::run(args).await,
             Commands::Token { command } => token::run(command),
             Commands::Verify(args) => verify::run(args),
+            Commands::Audit { command } => verify::run_audit(command),
             Commands::Bench { what } => bench::run(what).await,
             Commands::Projector(args) => projector::run(args).await,
             Commands::Replay(args) => replay::run(args).await,

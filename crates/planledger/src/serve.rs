@@ -57,7 +57,10 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         key_source = Some((source, provider.keys.clone()));
         auth = auth.with_provider(provider);
     }
-    let mut app = App::new(store.clone(), auth);
+    let digest_key = planledger_app::DigestKey::load_or_create(&config.data_dir)
+        .context("loading the digest signing key")?;
+    tracing::info!(key_id = %digest_key.public().key_id, log_id = %store.log_id(), "signing digests");
+    let mut app = App::new(store.clone(), auth).with_digest_key(digest_key);
     if let Some(prelude) = prelude {
         prelude(app.clone(), config.clone()).await?;
     }

@@ -1,39 +1,105 @@
-//! `planledger verify`: walks the hash chain with a progress bar.
+//! `planledger verify`: walks the hash chain with a progress bar, or checks a signed digest
+//! against the log; `planledger audit public-key` prints the digest key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use planledger_store::{EventStore, StoreOptions};
+use planledger_app::DigestKey;
+use planledger_app::audit::{PublicKey, SignedDigest, check_digest};
+use planledger_store::{EventStore, Position, StoreOptions};
 
 /// Flags of `verify`.
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// Data directory of a stopped service.
+    /// Data directory of a stopped service (the log is opened exclusively).
     #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// A digest (the JSON `GET /v1/audit/digest` answered) to check: its signature, that the log
+    /// still holds its position with its hash, and the chain from 1 to it.
+    #[arg(long)]
+    pub digest: Option<PathBuf>,
+    /// The Ed25519 public key (64 hex digits, from `GET /v1/audit/keys`) to check the digest's
+    /// signature with; default: the data directory's digest key.
+    #[arg(long, requires = "digest")]
+    pub public_key: Option<String>,
 }
 
-/// Runs `verify`; exits non-zero if the chain is broken.
-pub fn run(args: VerifyArgs) -> Result<()> {
-    let path = args.data_dir.join("log");
-    let store = EventStore::open(&path, StoreOptions::default()).with_context(|| {
+/// `audit` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the public key digests are signed with (hex; `--json` for the key record).
+    PublicKey(PublicKeyArgs),
+}
+
+/// Flags of `audit public-key`.
+#[derive(clap::Args, Debug)]
+pub struct PublicKeyArgs {
+    /// Data directory holding `digest-signing.key`.
+    #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Print `{key_id, algorithm, public_key}` as JSON, as `GET /v1/audit/keys` lists it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs an `audit` subcommand.
+pub fn run_audit(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::PublicKey(args) => {
+            let key = DigestKey::load(&args.data_dir)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(key.public())?);
+            } else {
+                println!("{}", key.public().public_key);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn open_stopped(data_dir: &Path) -> Result<EventStore> {
+    let path = data_dir.join("log");
+    if !path.exists() {
+        bail!("{} holds no event log", data_dir.display());
+    }
+    EventStore::open(&path, StoreOptions::default()).with_context(|| {
         format!(
             "opening {} (stop the service first, or use GET /v1/audit/verify while it runs)",
             path.display()
         )
-    })?;
-    let total = store.last_position().get();
+    })
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = store.verify(|p| {
+    bar
+}
+
+fn tick(bar: &ProgressBar) -> impl FnMut(Position) + '_ {
+    move |p| {
         if p.get() % 1024 == 0 {
             bar.set_position(p.get());
         }
-    })?;
+    }
+}
+
+/// Runs `verify`; exits non-zero if the chain is broken or the digest does not check out.
+pub fn run(args: VerifyArgs) -> Result<()> {
+    match &args.digest {
+        Some(file) => run_digest(&args, file),
+        None => run_chain(&args.data_dir),
+    }
+}
+
+fn run_chain(data_dir: &Path) -> Result<()> {
+    let store = open_stopped(data_dir)?;
+    let bar = progress_bar(store.last_position().get());
+    let report = store.verify(tick(&bar))?;
     bar.finish_and_clear();
     match report.first_broken {
         None => {
@@ -47,4 +113,32 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             )
         }
     }
+}
+
+fn run_digest(args: &VerifyArgs, file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the digest {}", file.display()))?;
+    let digest: SignedDigest = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a digest (the JSON GET /v1/audit/digest answers)",
+            file.display()
+        )
+    })?;
+    let key = match &args.public_key {
+        Some(hex) => PublicKey::from_hex(hex)?,
+        None => DigestKey::load(&args.data_dir)
+            .context("no --public-key given, and the data directory's digest key")?
+            .public()
+            .clone(),
+    };
+    let store = open_stopped(&args.data_dir)?;
+    let bar = progress_bar(digest.position);
+    let checked = check_digest(&store, &digest, &key, tick(&bar));
+    bar.finish_and_clear();
+    let checked = checked.map_err(|e| anyhow::anyhow!("digest check failed: {e}"))?;
+    println!(
+        "ok: digest of position {} (hash {}) verified with key {}: the log still holds it and the chain from 1 to it is intact ({} events checked; the log now ends at {})",
+        checked.position, digest.hash, key.key_id, checked.checked, checked.last_position
+    );
+    Ok(())
 }

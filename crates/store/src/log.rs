@@ -44,6 +44,8 @@ const MAX_TOTAL_WAL_BYTES: u64 = 512 * 1024 * 1024;
 const WAL_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 /// The on-disk format this code writes.
 const FORMAT: &[u8] = b"planledger-log-v1";
+/// `meta` key of the log's identity: a UUID chosen when the log is created.
+const META_LOG_ID: &[u8] = b"log_id";
 
 /// Options for opening the log.
 #[derive(Clone, Debug)]
@@ -83,8 +85,12 @@ pub enum ReadDirection {
 pub struct VerifyReport {
     /// Envelopes checked.
     pub checked: u64,
-    /// The last position in the log.
+    /// The last position checked (when the chain holds), or the last position in the log.
     pub last_position: Position,
+    /// The hash of the last envelope checked ([`GENESIS_HASH`] when none was).
+    pub last_hash: String,
+    /// When the last envelope checked was recorded (`None` when none was).
+    pub last_recorded_at: Option<Timestamp>,
     /// The first position where the chain breaks, and why; `None` if it holds.
     pub first_broken: Option<(Position, String)>,
 }
@@ -109,6 +115,8 @@ struct Inner {
     failed: Arc<Halt>,
     /// The free-space reserve, if one is kept (shared with the writer).
     space: Option<Arc<SpaceGuard>>,
+    /// The log's identity (`meta/log_id`).
+    log_id: String,
 }
 
 /// Whether the log takes appends, for readiness checks.
@@ -253,8 +261,9 @@ impl EventStore {
             }
         }
 
+        let log_id = Self::log_id_of(&db)?;
         let head = Self::recover_head(&db)?;
-        tracing::info!(path = %path.display(), last_position = head.position.0, "event log opened");
+        tracing::info!(path = %path.display(), %log_id, last_position = head.position.0, "event log opened");
         let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
         let (published_tx, published_rx) = watch::channel(head.position);
         let stats = Arc::new(Mutex::new(WriterStats::default()));
@@ -328,8 +337,28 @@ impl EventStore {
                 writer: Mutex::new(Some(handle)),
                 failed,
                 space,
+                log_id,
             }),
         })
+    }
+
+    /// The log's identity from `meta/log_id`, chosen (a UUIDv7) and synced the first time a
+    /// log is opened by a build that knows it (a new log, or one created before it existed).
+    fn log_id_of(db: &DB) -> Result<String, StoreError> {
+        if let Some(found) = db.get_cf(cf(db, CF_META), META_LOG_ID)? {
+            return String::from_utf8(found).map_err(|e| corrupt("meta/log_id", e));
+        }
+        let id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(true);
+        db.put_cf_opt(cf(db, CF_META), META_LOG_ID, id.as_bytes(), &write)?;
+        Ok(id)
+    }
+
+    /// The log's identity: a UUID chosen when it was created and kept in `meta/log_id`. Signed
+    /// digests carry it, so a digest of another log is recognised as foreign.
+    pub fn log_id(&self) -> &str {
+        &self.inner.log_id
     }
 
     fn recover_head(db: &DB) -> Result<Head, StoreError> {
@@ -580,6 +609,25 @@ impl EventStore {
         Ok(Version(below))
     }
 
+    /// The global position of a stream's version, if the stream has it.
+    pub fn stream_position(
+        &self,
+        stream: &StreamId,
+        version: Version,
+    ) -> Result<Option<Position>, StoreError> {
+        let key = keys::stream_version_key(stream, version);
+        match self
+            .inner
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_STREAMS), &key)?
+        {
+            Some(value) => keys::decode_u64(&value)
+                .map(|p| Some(Position(p)))
+                .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes")),
+            None => Ok(None),
+        }
+    }
+
     /// The global position of a stream's version, from the `streams` index.
     fn indexed_position(&self, stream: &StreamId, version: Version) -> Result<u64, StoreError> {
         let key = keys::stream_version_key(stream, version);
@@ -779,11 +827,26 @@ impl EventStore {
     /// Walks the whole log and checks positions, hashes and the chain between them.
     ///
     /// `progress` is called with each checked position (for progress bars).
-    pub fn verify(&self, mut progress: impl FnMut(Position)) -> Result<VerifyReport, StoreError> {
+    pub fn verify(&self, progress: impl FnMut(Position)) -> Result<VerifyReport, StoreError> {
+        self.verify_to(None, progress)
+    }
+
+    /// Walks the log from position 1 to `to` (inclusive; the end of the log when `None`) and
+    /// checks positions, hashes and the chain between them. A log that ends before `to` is
+    /// reported intact up to its end: `last_position` tells how far it reaches.
+    ///
+    /// `progress` is called with each checked position (for progress bars).
+    pub fn verify_to(
+        &self,
+        to: Option<Position>,
+        mut progress: impl FnMut(Position),
+    ) -> Result<VerifyReport, StoreError> {
         let mut expected_prev = GENESIS_HASH.to_string();
         let mut expected_position = 1u64;
         let mut last_recorded = Timestamp::UNIX_EPOCH;
+        let mut last_recorded_at = None;
         let mut checked = 0u64;
+        let to = to.map_or(u64::MAX, |p| p.0);
         let mut read = ReadOptions::default();
         read.fill_cache(false);
         let snapshot_last = self.last_position();
@@ -791,25 +854,32 @@ impl EventStore {
             self.inner
                 .db
                 .iterator_cf_opt(cf(&self.inner.db, CF_LOG), read, IteratorMode::Start);
-        let broken = |position: u64, why: String, checked: u64| VerifyReport {
-            checked,
-            last_position: snapshot_last,
-            first_broken: Some((Position(position), why)),
-        };
+        // What was checked before the break: its count, last hash and time.
+        let broken =
+            |position: u64, why: String, before: (u64, &str, Option<Timestamp>)| VerifyReport {
+                checked: before.0,
+                last_position: snapshot_last,
+                last_hash: before.1.to_string(),
+                last_recorded_at: before.2,
+                first_broken: Some((Position(position), why)),
+            };
         for item in iter {
             let (key, value) = item?;
             let Some(position) = keys::decode_u64(&key) else {
                 return Ok(broken(
                     expected_position,
                     "log key is not 8 bytes".into(),
-                    checked,
+                    (checked, &expected_prev, last_recorded_at),
                 ));
             };
+            if position > to {
+                break;
+            }
             if position != expected_position {
                 return Ok(broken(
                     expected_position,
                     format!("position {expected_position} is missing (next found is {position})"),
-                    checked,
+                    (checked, &expected_prev, last_recorded_at),
                 ));
             }
             let envelope = match serde_json::from_slice::<Envelope>(&value) {
@@ -818,39 +888,30 @@ impl EventStore {
                     return Ok(broken(
                         position,
                         format!("envelope does not decode: {e}"),
-                        checked,
+                        (checked, &expected_prev, last_recorded_at),
                     ));
                 }
             };
-            if envelope.position.0 != position {
+            let why = if envelope.position.0 != position {
+                Some(format!("envelope says position {}", envelope.position))
+            } else if envelope.prev_hash != expected_prev {
+                Some("prev_hash does not match the hash of the previous envelope".into())
+            } else if envelope.compute_hash() != envelope.hash {
+                Some("hash does not match the envelope's content".into())
+            } else if envelope.recorded_at < last_recorded {
+                Some("recorded_at goes backwards".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 return Ok(broken(
                     position,
-                    format!("envelope says position {}", envelope.position),
-                    checked,
-                ));
-            }
-            if envelope.prev_hash != expected_prev {
-                return Ok(broken(
-                    position,
-                    "prev_hash does not match the hash of the previous envelope".into(),
-                    checked,
-                ));
-            }
-            if envelope.compute_hash() != envelope.hash {
-                return Ok(broken(
-                    position,
-                    "hash does not match the envelope's content".into(),
-                    checked,
-                ));
-            }
-            if envelope.recorded_at < last_recorded {
-                return Ok(broken(
-                    position,
-                    "recorded_at goes backwards".into(),
-                    checked,
+                    why,
+                    (checked, &expected_prev, last_recorded_at),
                 ));
             }
             last_recorded = envelope.recorded_at;
+            last_recorded_at = Some(envelope.recorded_at);
             expected_prev = envelope.hash;
             expected_position += 1;
             checked += 1;
@@ -859,8 +920,24 @@ impl EventStore {
         Ok(VerifyReport {
             checked,
             last_position: Position(expected_position - 1),
+            last_hash: expected_prev,
+            last_recorded_at,
             first_broken: None,
         })
+    }
+
+    /// Deletes every log entry after `position`, bypassing every check (the stream index and
+    /// heads are left as they were): only for tests of a truncated log.
+    #[doc(hidden)]
+    pub fn truncate_for_tests(&self, position: Position) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            cf(&self.inner.db, CF_LOG),
+            keys::log_key(Position(position.0 + 1)),
+            keys::log_key(Position(u64::MAX)),
+        );
+        self.inner.db.write(batch)?;
+        Ok(())
     }
 
     /// Writes raw bytes at a log position, bypassing every check: only for tamper tests and

@@ -516,16 +516,7 @@ async fn verify_reports_first_tampered_position() {
     assert_eq!(report.checked, 5);
 
     // Change one byte of the payload at position 3 (a digit of "n").
-    let mut bytes = store.read_raw(Position(3)).expect("raw").expect("present");
-    let at = bytes
-        .windows(5)
-        .position(|w| w == b"\"n\":2")
-        .expect("payload present")
-        + 4;
-    bytes[at] = b'7';
-    store
-        .overwrite_raw_for_tests(Position(3), &bytes)
-        .expect("tamper");
+    change_digit(&store, Position(3), 2, b'7');
     let report = store.verify(|_| {}).expect("verify");
     let (position, why) = report.first_broken.expect("tamper is detected");
     assert_eq!(position, Position(3));
@@ -958,4 +949,83 @@ async fn heads_of_streams_appended_many_times_per_batch_survive_a_reopen() {
         assert_eq!(next.version(), Version(201));
     }
     assert_log_invariants(&store);
+}
+
+#[tokio::test]
+async fn a_log_keeps_its_identity_across_reopens_and_another_log_has_its_own() {
+    let (dir, store) = open_temp();
+    let id = store.log_id().to_string();
+    uuid::Uuid::parse_str(&id).expect("the log id is a UUID");
+    drop(store);
+    assert_eq!(reopen(&dir).log_id(), id);
+    let (_other_dir, other) = open_temp();
+    assert_ne!(other.log_id(), id);
+}
+
+#[tokio::test]
+async fn verify_to_stops_at_the_bound_and_reports_its_hash() {
+    let (_dir, store) = open_temp();
+    for n in 0..5 {
+        store
+            .append(request("t/a", ExpectedVersion::Any, vec![event(n)]))
+            .await
+            .expect("append");
+    }
+    let third = store
+        .read_position(Position(3))
+        .expect("read")
+        .expect("present");
+    // A tampered byte after the bound is not looked at.
+    change_digit(&store, Position(5), 4, b'9');
+    let report = store.verify_to(Some(Position(3)), |_| {}).expect("verify");
+    assert_eq!(report.first_broken, None);
+    assert_eq!(report.checked, 3);
+    assert_eq!(report.last_position, Position(3));
+    assert_eq!(report.last_hash, third.hash);
+    assert_eq!(report.last_recorded_at, Some(third.recorded_at));
+    let whole = store.verify(|_| {}).expect("verify");
+    assert_eq!(
+        whole.first_broken.map(|(position, _)| position),
+        Some(Position(5))
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_log_verifies_only_to_its_new_end() {
+    let (_dir, store) = open_temp();
+    for n in 0..5 {
+        store
+            .append(request("t/a", ExpectedVersion::Any, vec![event(n)]))
+            .await
+            .expect("append");
+    }
+    store.truncate_for_tests(Position(2)).expect("truncate");
+    let report = store.verify_to(Some(Position(4)), |_| {}).expect("verify");
+    assert_eq!(report.first_broken, None);
+    assert_eq!(report.last_position, Position(2));
+    assert_eq!(report.checked, 2);
+    let empty = open_temp().1.verify(|_| {}).expect("verify");
+    assert_eq!(
+        (
+            empty.checked,
+            empty.last_hash.as_str(),
+            empty.last_recorded_at
+        ),
+        (0, planledger_store::GENESIS_HASH, None)
+    );
+}
+
+/// Overwrites the digit of the payload's `"n":<n>` (a one-digit `n`) at `position` with `to`.
+fn change_digit(store: &EventStore, position: Position, n: u8, to: u8) {
+    let mut bytes = store.read_raw(position).expect("raw").expect("present");
+    let needle = [b'"', b'n', b'"', b':', b'0' + n];
+    let at = bytes
+        .windows(5)
+        .position(|w| w == needle)
+        .expect("payload present")
+        + 4;
+    bytes[at] = to;
+    store
+        .overwrite_raw_for_tests(position, &bytes)
+        .expect("tamper");
 }

@@ -32,6 +32,38 @@ impl ScopeItems {
     }
 }
 
+/// An event a figure rests on: its stream version, and its global log position once the
+/// application layer has looked it up (`None` where the log is not at hand). The domain knows
+/// versions only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    /// The plan's stream version of the event.
+    pub version: u64,
+    /// The event's position in the global log.
+    pub position: Option<u64>,
+}
+
+impl EventRef {
+    /// The event at `version`, if known (0: state stored before versions were kept).
+    pub fn at(version: u64) -> Option<Self> {
+        (version > 0).then_some(Self {
+            version,
+            position: None,
+        })
+    }
+}
+
+/// A goal or step that entered or left the scope, and the event that did it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScopeChange {
+    /// The goal (for a goal, or the goal whose drop removed a step).
+    pub goal_id: GoalId,
+    /// The step, for a step.
+    pub step_id: Option<StepId>,
+    /// `GoalDefined` or `StepAdded` for an addition, the `GoalClosed` (dropped) for a removal.
+    pub event: Option<EventRef>,
+}
+
 /// Drift of one goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GoalDrift {
@@ -57,6 +89,16 @@ pub struct GoalDrift {
     pub target_drift: Option<f64>,
     /// Whether the target moved in the easier direction.
     pub bar_lowered: Option<bool>,
+    /// The `GoalDefined` event.
+    pub defined_event: Option<EventRef>,
+    /// The latest `GoalAdjusted` after the baseline that moved the due date: with the
+    /// baseline's `BaselineSet`, what `deadline_slip_days` rests on (`None`: not moved since).
+    pub due_adjusted_event: Option<EventRef>,
+    /// The latest `GoalAdjusted` after the baseline that moved the target: with the
+    /// baseline's `BaselineSet`, what `target_drift` rests on (`None`: not moved since).
+    pub target_adjusted_event: Option<EventRef>,
+    /// The `GoalClosed` event that dropped it, when `dropped`.
+    pub dropped_event: Option<EventRef>,
 }
 
 /// One point of the execution-gap series.
@@ -83,6 +125,8 @@ pub struct DriftReport {
     pub baseline_label: String,
     /// When it was set.
     pub baseline_set_at: Timestamp,
+    /// The `BaselineSet` event: the "then" of every figure.
+    pub baseline_event: Option<EventRef>,
     /// Latest due now minus latest due then, over baseline goals not dropped (days).
     pub deadline_slip_days: Option<i64>,
     /// Mean of the goals' target drifts.
@@ -91,6 +135,10 @@ pub struct DriftReport {
     pub scope_added: ScopeItems,
     /// Baseline items removed (goals dropped after the baseline, with their steps).
     pub scope_removed: ScopeItems,
+    /// The events behind `scope_added`, one per item, goals first.
+    pub scope_added_events: Vec<ScopeChange>,
+    /// The events behind `scope_removed`, one per item, goals first.
+    pub scope_removed_events: Vec<ScopeChange>,
     /// One row per goal (baseline or current), in id order.
     pub goals: Vec<GoalDrift>,
     /// Weekly planned vs actual progress from the plan start to today.
@@ -120,10 +168,25 @@ pub fn drift_report(
             let drift = kpi
                 .zip(baseline_target)
                 .and_then(|(k, tb)| target_drift(k.target, tb, k.baseline));
+            let since_baseline = |version: Option<u64>| {
+                version
+                    .filter(|v| *v > baseline.version)
+                    .and_then(EventRef::at)
+            };
+            let dropped = dropped_after(goal, baseline);
             GoalDrift {
                 goal_id: goal.goal_id.clone(),
                 in_baseline: frozen.is_some(),
-                dropped: dropped_after(goal, baseline),
+                dropped,
+                defined_event: EventRef::at(goal.defined_version),
+                due_adjusted_event: frozen.and_then(|_| since_baseline(goal.due_version)),
+                target_adjusted_event: baseline_target
+                    .and_then(|_| since_baseline(goal.target_version)),
+                dropped_event: goal
+                    .closed
+                    .as_ref()
+                    .filter(|_| dropped)
+                    .and_then(|c| EventRef::at(c.version)),
                 baseline_due: frozen.map(|b| b.due),
                 due: goal.due,
                 deadline_slip_days: frozen.map(|b| calendar::days_between(b.due, goal.due)),
@@ -144,33 +207,105 @@ pub fn drift_report(
     let latest_now = kept.iter().map(|g| g.due).max();
     let latest_then = kept.iter().filter_map(|g| g.baseline_due).max();
     let drifts: Vec<f64> = goals.iter().filter_map(|g| g.target_drift).collect();
+    let scope_added = ScopeItems {
+        goals: plan
+            .goals
+            .keys()
+            .filter(|id| !baseline.goals.contains_key(*id))
+            .cloned()
+            .collect(),
+        steps: plan
+            .steps
+            .keys()
+            .filter(|id| !baseline.steps.contains_key(*id))
+            .cloned()
+            .collect(),
+    };
+    let scope_removed = scope_removed(plan, baseline);
+    let goal_event = |id: &GoalId| {
+        plan.goals
+            .get(id)
+            .and_then(|g| EventRef::at(g.defined_version))
+    };
+    let step_event = |id: &StepId| {
+        plan.steps
+            .get(id)
+            .and_then(|s| EventRef::at(s.added_version))
+    };
+    let drop_event = |id: &GoalId| {
+        plan.goals
+            .get(id)
+            .and_then(|g| g.closed.as_ref())
+            .and_then(|c| EventRef::at(c.version))
+    };
+    let step_goal = |id: &StepId| {
+        plan.steps
+            .get(id)
+            .map(|s| s.goal_id.clone())
+            .or_else(|| baseline.steps.get(id).map(|s| s.goal_id.clone()))
+    };
+    let changes = |items: &ScopeItems,
+                   goal_ref: &dyn Fn(&GoalId) -> Option<EventRef>,
+                   step_ref: &dyn Fn(&StepId) -> Option<EventRef>| {
+        let goals = items.goals.iter().map(|id| ScopeChange {
+            goal_id: id.clone(),
+            step_id: None,
+            event: goal_ref(id),
+        });
+        let steps = items.steps.iter().filter_map(|id| {
+            step_goal(id).map(|goal_id| ScopeChange {
+                event: step_ref(id),
+                goal_id,
+                step_id: Some(id.clone()),
+            })
+        });
+        goals.chain(steps).collect::<Vec<_>>()
+    };
+    let scope_added_events = changes(&scope_added, &goal_event, &step_event);
+    // A removed step left with its goal: the goal's drop is the event behind it.
+    let scope_removed_events = changes(&scope_removed, &drop_event, &|id: &StepId| {
+        step_goal(id).and_then(|goal| drop_event(&goal))
+    });
     Ok(DriftReport {
         plan_id: plan.plan_id.clone(),
         as_of: now,
         baseline_label: baseline.label.clone(),
         baseline_set_at: baseline.set_at,
+        baseline_event: EventRef::at(baseline.version),
         deadline_slip_days: latest_now
             .zip(latest_then)
             .map(|(now_due, then_due)| calendar::days_between(then_due, now_due)),
         target_drift: ratio(drifts.iter().sum(), drifts.len() as f64),
-        scope_added: ScopeItems {
-            goals: plan
-                .goals
-                .keys()
-                .filter(|id| !baseline.goals.contains_key(*id))
-                .cloned()
-                .collect(),
-            steps: plan
-                .steps
-                .keys()
-                .filter(|id| !baseline.steps.contains_key(*id))
-                .cloned()
-                .collect(),
-        },
-        scope_removed: scope_removed(plan, baseline),
+        scope_added,
+        scope_removed,
+        scope_added_events,
+        scope_removed_events,
         goals,
         execution_gap: execution_gap(plan, baseline, now),
     })
+}
+
+impl DriftReport {
+    /// Every event reference in the report, to fill in log positions.
+    pub fn event_refs_mut(&mut self) -> impl Iterator<Item = &mut EventRef> {
+        let goals = self.goals.iter_mut().flat_map(|g| {
+            [
+                &mut g.defined_event,
+                &mut g.due_adjusted_event,
+                &mut g.target_adjusted_event,
+                &mut g.dropped_event,
+            ]
+        });
+        let scope = self
+            .scope_added_events
+            .iter_mut()
+            .chain(self.scope_removed_events.iter_mut())
+            .map(|c| &mut c.event);
+        std::iter::once(&mut self.baseline_event)
+            .chain(goals)
+            .chain(scope)
+            .flatten()
+    }
 }
 
 /// `(target_now - target_baseline) / |target_baseline - start|`; `None` when the baseline target

@@ -19,7 +19,9 @@ pub use accountability::{
 pub use agility::{
     AdjustmentCounts, AgilityReport, BaselineInfo, GoalAgility, UnansweredSignal, agility_report,
 };
-pub use drift::{DriftReport, GapPoint, GoalDrift, ScopeItems, drift_report, target_drift};
+pub use drift::{
+    DriftReport, EventRef, GapPoint, GoalDrift, ScopeChange, ScopeItems, drift_report, target_drift,
+};
 pub use history::{AdjustmentMark, GoalHistory, HistoryPoint, ProgressHistory, progress_history};
 pub use momentum::{Momentum, MomentumWeek, momentum};
 pub use progress::{
