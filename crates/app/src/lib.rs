@@ -16,8 +16,11 @@ pub use auth::{AuthError, Authenticator, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use error::AppError;
 pub use limits::{RateLimit, RateLimiter};
-pub use plans::{LoadedPlan, PlanLoader, decode_event, snapshot_interval, stream_of};
-pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
+pub use plans::{
+    LoadedPlan, PlanLoader, decode_event, load_at_position, load_at_version, snapshot_interval,
+    stream_of,
+};
+pub use queries::{LogPage, MAX_PAGE, PlanState, QueryService, StateAt, plan_state_in};
 pub use read_models::{DEFAULT_MIN_POSITION_WAIT, ProgressQuery, ReadModelResponse, ReadModels};
 
 use std::sync::Arc;
