@@ -40,6 +40,10 @@ setup:
         echo "setup: installing the Python NATS client and protobuf tools used by the cross-language test"
         "{{tools}}/bin/pip" install -q --disable-pip-version-check 'nats-py>=2.9,<3' 'grpcio-tools>=1.60,<2'
     fi
+    if ! "{{tools}}/bin/python" -c 'import duckdb' 2>/dev/null; then
+        echo "setup: installing DuckDB for Python, which the export test reads Parquet files with"
+        "{{tools}}/bin/pip" install -q --disable-pip-version-check 'duckdb>=1.1,<2'
+    fi
 
 # Build the binary (optimised; the one profile tests and benchmarks share).
 build: setup
@@ -59,7 +63,8 @@ lint: setup
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -- -D warnings
 
-# Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`.
+# Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
+# `just bench history`.
 bench WHAT="append" *ARGS: build
     "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}
 

@@ -3,10 +3,12 @@
 //! Everything here starts real processes: a `nats-server` with JetStream on a free port and its
 //! own temporary store ([`nats::NatsServer`]), the 3-node cluster of `deploy/nats/cluster` on
 //! loopback ([`cluster::NatsCluster`]), and the `planledger` binary ([`server::Planledger`]).
+//! [`history`] scripts multi-tenant histories through the API and reads exports back.
 //! Each is killed and its files removed when the handle is dropped.
 
 pub mod client;
 pub mod cluster;
+pub mod history;
 pub mod nats;
 pub mod server;
 
