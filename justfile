@@ -54,6 +54,10 @@ setup:
         echo "setup: installing Playwright for Python (it drives the system chromium; no browser is downloaded)"
         PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "{{tools}}/bin/pip" install -q --disable-pip-version-check 'playwright>=1.40,<2'
     fi
+    if ! "{{tools}}/bin/python" -c 'import duckdb' 2>/dev/null; then
+        echo "setup: installing DuckDB for Python, which the export test reads Parquet files with"
+        "{{tools}}/bin/pip" install -q --disable-pip-version-check 'duckdb>=1.1,<2'
+    fi
 
 # Build the binary (optimised; the one profile tests and benchmarks share).
 build: setup
@@ -79,7 +83,8 @@ soak CYCLES="200": setup
     cargo build --release -p planledger --bins
     PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release -p planledger-e2e --test crash_loop -- --nocapture
 
-# Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`.
+# Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
+# `just bench history`.
 bench WHAT="append" *ARGS: build
     "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}
 

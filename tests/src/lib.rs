@@ -4,10 +4,12 @@
 //! own temporary store ([`nats::NatsServer`]), the 3-node cluster of `deploy/nats/cluster` on
 //! loopback ([`cluster::NatsCluster`]), and the `planledger` binary ([`server::Planledger`]);
 //! [`identity`] stands in for an OpenID Connect provider (its keys and a loopback JWKS server).
+//! [`history`] scripts multi-tenant histories through the API and reads exports back.
 //! Each is killed and its files removed when the handle is dropped.
 
 pub mod client;
 pub mod cluster;
+pub mod history;
 pub mod identity;
 pub mod load;
 pub mod nats;

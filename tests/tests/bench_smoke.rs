@@ -1,4 +1,4 @@
-//! The benchmarks people run by hand (`just bench append|http|projections`) run end to end at
+//! The benchmarks people run by hand (`just bench append|http|projections|history`) run end to end at
 //! a tiny size: each prints its table and leaves nothing behind in the directory it was given.
 //! Counts and shapes are checked, never speed (that is for `just bench` to print, not for tests
 //! to judge).
@@ -171,6 +171,39 @@ fn bench_projections_rebuilds_every_read_model_and_measures_live_lag_and_cleans_
         stdout.matches("live lag:").count(),
         2,
         "one paced live-lag run right after the rebuilds and one at steady state:\n{stdout}"
+    );
+}
+
+#[test]
+fn bench_history_prints_as_of_latency_and_export_rates_next_to_the_raw_scan_and_cleans_up() {
+    let stdout = bench("history --events 3000 --plan-events 1200 --samples 20");
+    assert!(
+        stdout.contains("one plan of 1200 and 2 of 1000"),
+        "the log's shape:\n{stdout}"
+    );
+    for kind in ["version", "position", "time", "all"] {
+        let columns = row(&stdout, kind);
+        for (index, what) in [(1, "p50"), (2, "p99"), (3, "max")] {
+            let value: f64 = columns[index]
+                .parse()
+                .unwrap_or_else(|_| panic!("{kind} {what} is a number:\n{stdout}"));
+            assert!(value >= 0.0, "{kind} {what}: {value}");
+        }
+    }
+    for pass in ["raw-scan", "ndjson", "parquet"] {
+        let columns = row(&stdout, pass);
+        assert_eq!(
+            columns[1], "3200",
+            "{pass} covered the whole log:\n{stdout}"
+        );
+        let ratio: f64 = columns[5]
+            .parse()
+            .expect("the ratio to the raw scan is a number");
+        assert!(ratio > 0.0, "{pass} ratio {ratio}");
+    }
+    assert!(
+        stdout.contains("parquet / raw read rate:"),
+        "the ratio line is printed:\n{stdout}"
     );
 }
 

@@ -22,8 +22,13 @@ pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID
 pub use error::AppError;
 pub use keyset::{KeyKind, KeySet, KeySetError, ParsedKeys};
 pub use limits::{RateLimit, RateLimiter};
-pub use plans::{LoadedPlan, PlanLoader, decode_event, snapshot_interval, stream_of};
-pub use queries::{EventFilter, EventsPage, LogPage, MAX_PAGE, PlanState, QueryService, StateAt};
+pub use plans::{
+    LoadedPlan, PlanLoader, decode_event, load_at_position, load_at_version, snapshot_interval,
+    stream_of,
+};
+pub use queries::{
+    EventFilter, EventsPage, LogPage, MAX_PAGE, PlanState, QueryService, StateAt, plan_state_in,
+};
 pub use read_models::{
     DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery,
     ReadModelResponse, ReadModels,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use planledger_domain::{Event, Plan, PlanId, evolve};
-use planledger_store::{Envelope, EventStore, Position, ReadDirection, StreamId, Version};
+use planledger_store::{Envelope, EventStore, LogView, Position, ReadDirection, StreamId, Version};
 
 use crate::AppError;
 
@@ -178,42 +178,7 @@ impl PlanLoader {
 
     /// The state of a stream after version `version` (or its last version if lower).
     pub fn at_version(&self, stream: &StreamId, version: Version) -> Result<LoadedPlan, AppError> {
-        let (mut plan, mut at) = match self.store.latest_snapshot(stream, version)? {
-            Some((snap_version, bytes)) => match serde_json::from_slice::<Plan>(&bytes) {
-                Ok(plan) => (plan, snap_version),
-                Err(error) => {
-                    // An unreadable snapshot (e.g. written by an older build) is only a cache.
-                    tracing::warn!(%stream, %error, "ignoring unreadable snapshot");
-                    (Plan::default(), Version(0))
-                }
-            },
-            None => (Plan::default(), Version(0)),
-        };
-        while at < version {
-            let page = self.store.read_stream(
-                stream,
-                Version(at.get() + 1),
-                ReadDirection::Forward,
-                PAGE,
-            )?;
-            if page.is_empty() {
-                break;
-            }
-            for envelope in &page {
-                if envelope.version > version {
-                    break;
-                }
-                plan = evolve(plan, &decode_event(envelope)?);
-                at = envelope.version;
-            }
-            if page.len() < PAGE {
-                break;
-            }
-        }
-        Ok(LoadedPlan {
-            plan: Arc::new(plan),
-            version: at,
-        })
+        load_at_version(&self.store.view(), stream, version)
     }
 
     /// The state of a stream as of global position `position`.
@@ -222,20 +187,70 @@ impl PlanLoader {
         stream: &StreamId,
         position: Position,
     ) -> Result<LoadedPlan, AppError> {
-        let version = self.store.stream_version_at(stream, position)?;
-        if version.get() == 0 {
-            return Ok(LoadedPlan {
-                plan: Arc::new(Plan::default()),
-                version,
-            });
-        }
-        self.at_version(stream, version)
+        load_at_position(&self.store.view(), stream, position)
     }
 
     /// The event store this loader reads.
     pub fn store(&self) -> &EventStore {
         &self.store
     }
+}
+
+/// The state of a stream after version `version` (or its last version if lower), read through
+/// `log` (the writer's [`EventStore::view`] or a [`planledger_store::LogReader`]'s): the newest
+/// snapshot at or below it, then the events after that.
+pub fn load_at_version(
+    log: &LogView<'_>,
+    stream: &StreamId,
+    version: Version,
+) -> Result<LoadedPlan, AppError> {
+    let (mut plan, mut at) = match log.latest_snapshot(stream, version)? {
+        Some((snap_version, bytes)) => match serde_json::from_slice::<Plan>(&bytes) {
+            Ok(plan) => (plan, snap_version),
+            Err(error) => {
+                // An unreadable snapshot (e.g. written by an older build) is only a cache.
+                tracing::warn!(%stream, %error, "ignoring unreadable snapshot");
+                (Plan::default(), Version(0))
+            }
+        },
+        None => (Plan::default(), Version(0)),
+    };
+    while at < version {
+        let page = log.read_stream(stream, Version(at.get() + 1), ReadDirection::Forward, PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for envelope in &page {
+            if envelope.version > version {
+                break;
+            }
+            plan = evolve(plan, &decode_event(envelope)?);
+            at = envelope.version;
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    Ok(LoadedPlan {
+        plan: Arc::new(plan),
+        version: at,
+    })
+}
+
+/// The state of a stream as of global position `position`, read through `log`.
+pub fn load_at_position(
+    log: &LogView<'_>,
+    stream: &StreamId,
+    position: Position,
+) -> Result<LoadedPlan, AppError> {
+    let version = log.stream_version_at(stream, position)?;
+    if version.get() == 0 {
+        return Ok(LoadedPlan {
+            plan: Arc::new(Plan::default()),
+            version,
+        });
+    }
+    load_at_version(log, stream, version)
 }
 
 #[cfg(test)]

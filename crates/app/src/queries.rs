@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use planledger_domain::{Event, Plan, PlanId};
-use planledger_store::{Envelope, Position, ReadDirection, Version};
+use planledger_store::{Envelope, LogView, Position, ReadDirection, Version};
 
 use crate::AppError;
 use crate::auth::{Permission, Principal};
-use crate::plans::{PlanLoader, stream_of};
+use crate::plans::{PlanLoader, load_at_position, load_at_version, stream_of};
 
 /// Largest page of events a query returns.
 pub const MAX_PAGE: usize = 1000;
@@ -162,10 +162,6 @@ impl QueryService {
         Self { plans }
     }
 
-    fn not_found(plan_id: &PlanId) -> AppError {
-        AppError::NotFound(format!("plan {plan_id} does not exist"))
-    }
-
     /// A plan's state now or in the past.
     pub fn plan_state(
         &self,
@@ -174,57 +170,27 @@ impl QueryService {
         at: StateAt,
     ) -> Result<PlanState, AppError> {
         principal.require(Permission::Read)?;
+        if at != StateAt::Current {
+            return plan_state_in(&self.plans.store().view(), &principal.tenant, plan_id, at);
+        }
         let stream = stream_of(&principal.tenant, plan_id)?;
         // Readers see durable events only: the command path may already have loaded (and
         // cached) a batch whose fsync is still running.
         let store = self.plans.store();
         let durable = store.last_position();
-        let durable_version = store.stream_version_at(&stream, durable)?;
-        let (loaded, as_of_position) = match at {
-            StateAt::Current => {
-                let current = self.plans.current(&stream, Version(0))?;
-                if current.version > durable_version {
-                    (self.plans.at_position(&stream, durable)?, None)
-                } else {
-                    (current, None)
-                }
-            }
-            StateAt::Version(v) => {
-                let head = durable_version;
-                if head.get() == 0 {
-                    return Err(Self::not_found(plan_id));
-                }
-                if v == 0 || v > head.get() {
-                    return Err(AppError::Invalid {
-                        field: "version".into(),
-                        message: format!("plan {plan_id} has versions 1 to {head}; {v} is outside"),
-                    });
-                }
-                (self.plans.at_version(&stream, Version(v))?, None)
-            }
-            StateAt::Position(p) => (
-                self.plans
-                    .at_position(&stream, Position(p.min(durable.get())))?,
-                Some(p),
-            ),
-            StateAt::Time(t) => {
-                let position = store.position_at(t)?.min(durable);
-                (
-                    self.plans.at_position(&stream, position)?,
-                    Some(position.get()),
-                )
-            }
+        let current = self.plans.current(&stream, Version(0))?;
+        let loaded = if current.version > store.stream_version_at(&stream, durable)? {
+            self.plans.at_position(&stream, durable)?
+        } else {
+            current
         };
         if loaded.version.get() == 0 {
-            return Err(match at {
-                StateAt::Current => Self::not_found(plan_id),
-                _ => AppError::NotFound(format!("plan {plan_id} did not exist at that point")),
-            });
+            return Err(not_found(plan_id));
         }
         Ok(PlanState {
             plan_id: plan_id.clone(),
             version: loaded.version.get(),
-            as_of_position,
+            as_of_position: None,
             plan: loaded.plan,
         })
     }
@@ -254,7 +220,7 @@ impl QueryService {
             .stream_version_at(&stream, store.last_position())?
             .get();
         if end == 0 {
-            return Err(Self::not_found(plan_id));
+            return Err(not_found(plan_id));
         }
         let limit = limit.clamp(1, MAX_PAGE);
         let mut next = from_version.max(1);
@@ -349,4 +315,61 @@ impl QueryService {
     pub fn plans(&self) -> &Arc<PlanLoader> {
         &self.plans
     }
+}
+
+fn not_found(plan_id: &PlanId) -> AppError {
+    AppError::NotFound(format!("plan {plan_id} does not exist"))
+}
+
+/// A tenant's plan as it stood at `at`, read through `log` alone (no cache): the answer of
+/// `GET /v1/plans/{plan_id}?version=|position=|as_of=`, and of `planledger replay --plan`, which
+/// reads a [`planledger_store::LogReader`]'s view while the service runs. Positions past the
+/// view's last one are read as the last one; `Current` is the state at the last one.
+pub fn plan_state_in(
+    log: &LogView<'_>,
+    tenant: &str,
+    plan_id: &PlanId,
+    at: StateAt,
+) -> Result<PlanState, AppError> {
+    let stream = stream_of(tenant, plan_id)?;
+    let durable = log.last_position();
+    let (loaded, as_of_position) = match at {
+        StateAt::Current => (load_at_position(log, &stream, durable)?, None),
+        StateAt::Version(v) => {
+            let head = log.stream_version_at(&stream, durable)?;
+            if head.get() == 0 {
+                return Err(not_found(plan_id));
+            }
+            if v == 0 || v > head.get() {
+                return Err(AppError::Invalid {
+                    field: "version".into(),
+                    message: format!("plan {plan_id} has versions 1 to {head}; {v} is outside"),
+                });
+            }
+            (load_at_version(log, &stream, Version(v))?, None)
+        }
+        StateAt::Position(p) => (
+            load_at_position(log, &stream, Position(p.min(durable.get())))?,
+            Some(p),
+        ),
+        StateAt::Time(t) => {
+            let position = log.position_at(t)?.min(durable);
+            (
+                load_at_position(log, &stream, position)?,
+                Some(position.get()),
+            )
+        }
+    };
+    if loaded.version.get() == 0 {
+        return Err(match at {
+            StateAt::Current => not_found(plan_id),
+            _ => AppError::NotFound(format!("plan {plan_id} did not exist at that point")),
+        });
+    }
+    Ok(PlanState {
+        plan_id: plan_id.clone(),
+        version: loaded.version.get(),
+        as_of_position,
+        plan: loaded.plan,
+    })
 }

@@ -24,6 +24,9 @@ pub enum BenchCommand {
     Relay(RelayArgs),
     /// Read-model rebuild events/s from a log of 1,000,000+ events, and live lag under load.
     Projections(crate::bench_projections::ProjectionsArgs),
+    /// As-of query latency on a plan of 100,000 events in a log of 1,000,000, and export
+    /// throughput (NDJSON, Parquet) vs the raw read rate of the log column family.
+    History(crate::bench_history::HistoryArgs),
 }
 
 /// Flags of `bench relay`.
@@ -89,6 +92,7 @@ pub async fn run(what: BenchCommand) -> Result<()> {
             BenchCommand::Http(args) => crate::bench_http::run(args).await,
             BenchCommand::Relay(args) => relay(args).await,
             BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
+            BenchCommand::History(args) => crate::bench_history::run(args).await,
         }
     };
     // Ctrl-C is polled first, so its handler is in place before the benchmark makes anything.

@@ -67,10 +67,10 @@ pub struct ProjectionsArgs {
     pub keep_log: Option<PathBuf>,
 }
 
-const GOALS: u64 = 4;
+pub(crate) const GOALS: u64 = 4;
 const STEPS: u64 = 8;
 /// Events before the weekly cycle: plan, goals, steps, roles, baseline.
-const SETUP: u64 = 1 + GOALS + STEPS + GOALS + 1;
+pub(crate) const SETUP: u64 = 1 + GOALS + STEPS + GOALS + 1;
 /// Events per simulated week: a check-in per goal, a step completed or added, an adjustment.
 const WEEK: u64 = GOALS + 2;
 
@@ -78,13 +78,13 @@ fn id<T>(make: impl FnOnce(String) -> Result<T, planledger_domain::IdError>, tex
     make(text).expect("generated ids follow the id rule")
 }
 
-fn day(offset: u64) -> Date {
+pub(crate) fn day(offset: u64) -> Date {
     date(2026, 1, 5)
         .checked_add(jiff::Span::new().days(offset as i64))
         .expect("benchmark dates stay inside 2026-2027")
 }
 
-fn instant(days: u64, hours: u64, seconds: u64) -> Timestamp {
+pub(crate) fn instant(days: u64, hours: u64, seconds: u64) -> Timestamp {
     let base: Timestamp = "2026-01-05T08:00:00Z".parse().expect("valid instant");
     base.checked_add(jiff::SignedDuration::from_secs(
         (days * 86_400 + hours * 3_600 + seconds) as i64,
@@ -92,11 +92,11 @@ fn instant(days: u64, hours: u64, seconds: u64) -> Timestamp {
     .expect("benchmark instants stay in range")
 }
 
-fn goal(k: u64) -> GoalId {
+pub(crate) fn goal(k: u64) -> GoalId {
     id(GoalId::new, format!("g{k}"))
 }
 
-fn step(k: u64) -> StepId {
+pub(crate) fn step(k: u64) -> StepId {
     id(StepId::new, format!("s{k}"))
 }
 
@@ -111,7 +111,7 @@ fn weight_before(k: u64, week: u64) -> f64 {
 }
 
 /// The `j`-th event of plan `plan`.
-fn event(plan: u64, j: u64) -> Event {
+pub(crate) fn event(plan: u64, j: u64) -> Event {
     let spread = plan % 3_600;
     if j == 0 {
         return Event::PlanCreated(PlanCreated {
@@ -253,7 +253,7 @@ fn event(plan: u64, j: u64) -> Event {
     }
 }
 
-fn new_event(event: &Event) -> NewEvent {
+pub(crate) fn new_event(event: &Event) -> NewEvent {
     // The stored form the command path writes.
     NewEvent::new(
         event.event_type(),
@@ -263,7 +263,7 @@ fn new_event(event: &Event) -> NewEvent {
     )
 }
 
-fn request(stream: &StreamId, events: Vec<NewEvent>) -> AppendRequest {
+pub(crate) fn request(stream: &StreamId, events: Vec<NewEvent>) -> AppendRequest {
     AppendRequest {
         stream: stream.clone(),
         expected: ExpectedVersion::Any,
@@ -275,7 +275,7 @@ fn request(stream: &StreamId, events: Vec<NewEvent>) -> AppendRequest {
     }
 }
 
-fn bar(total: u64, label: &str) -> ProgressBar {
+pub(crate) fn bar(total: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{msg:>22} {bar:30} {pos}/{len} {per_sec} eta {eta}")

@@ -1,16 +1,20 @@
 //! The `planledger` binary: wires the crates into commands an operator runs.
 //!
 //! `serve` runs the API, the writer, the relay and the projectors; `token` mints JWTs; `verify`
-//! walks the hash chain; `bench` measures; `demo` seeds a sample plan and serves it.
+//! walks the hash chain; `export` writes the log to NDJSON or Parquet; `replay` rebuilds a read
+//! model or prints a plan as it stood; `bench` measures; `demo` seeds a sample plan and serves it.
 
 mod bench;
+mod bench_history;
 mod bench_http;
 mod bench_projections;
 mod config;
 mod demo;
 mod identity;
+mod export;
 mod projector;
 mod replay;
+mod replay_plan;
 mod serve;
 mod token;
 mod verify;
@@ -58,8 +62,12 @@ enum Commands {
     },
     /// Run one read model (progress, accountability, agility) as its own process.
     Projector(projector::ProjectorArgs),
-    /// Rebuild a read model from position 0 beside the live one, then switch to it.
+    /// Rebuild a read model from position 0 (--projection), or print a plan as it stood at a
+    /// time, version or position (--plan; works while the service runs).
     Replay(replay::ReplayArgs),
+    /// Write the event log (a position range, one tenant or all) to NDJSON or Parquet; works
+    /// while the service runs.
+    Export(export::ExportArgs),
 }
 
 fn main() -> Result<()> {
@@ -77,6 +85,7 @@ fn main() -> Result<()> {
             Commands::Bench { what } => bench::run(what).await,
             Commands::Projector(args) => projector::run(args).await,
             Commands::Replay(args) => replay::run(args).await,
+            Commands::Export(args) => export::run(args),
         }
     })
 }

@@ -1,33 +1,75 @@
-//! `planledger replay --projection NAME`: rebuilds a read model from position 0 in a new
-//! generation beside the live one, with a progress bar, then switches to it.
+//! `planledger replay`: two modes of one subcommand.
+//!
+//! - `--projection NAME` rebuilds a read model from position 0 in a new generation beside the
+//!   live one, with a progress bar, then switches to it (the service must be stopped).
+//! - `--plan TENANT/PLAN --until WHEN` prints a plan as it stood at a time, version or position
+//!   (`replay_plan`), reading the log as a secondary instance, so the service may keep running.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::ArgGroup;
 use indicatif::{ProgressBar, ProgressStyle};
 use planledger_projections::{LocalLogSource, PROJECTION_NAMES, ProjectionError, RuntimeOptions};
 use planledger_store::{EventStore, StoreOptions};
 
-/// Flags of `replay`.
+use crate::replay_plan::Until;
+
+/// Flags of `replay`: exactly one of `--projection` and `--plan`.
 #[derive(clap::Args, Debug)]
+#[command(group(
+    ArgGroup::new("mode")
+        .required(true)
+        .args(["projection", "plan"])
+))]
 pub struct ReplayArgs {
-    /// The read model to rebuild (progress, accountability, agility), or `all`.
-    #[arg(long)]
-    pub projection: String,
-    /// Data directory of a stopped service (while it runs, use POST /v1/projections/NAME/rebuild).
+    /// Rebuild this read model (progress, accountability, agility), or `all`, from position 0.
+    /// The service must be stopped (while it runs, use POST /v1/projections/NAME/rebuild).
+    #[arg(long, value_name = "NAME")]
+    pub projection: Option<String>,
+    /// Print this plan as it stood (goals tree with targets, due dates, progress, status,
+    /// steps and roles), given as TENANT/PLAN. Works while the service runs.
+    #[arg(long, value_name = "TENANT/PLAN")]
+    pub plan: Option<String>,
+    /// With --plan: the point to replay to: an RFC 3339 time (the plan as recorded by then,
+    /// e.g. 2026-11-25T12:00:00Z), `version:N` (after the plan's N-th event) or `position:P`
+    /// (as of global log position P). Default: the end of the log.
+    #[arg(long, value_name = "WHEN", requires = "plan")]
+    pub until: Option<Until>,
+    /// With --plan: print JSON (the body of GET /v1/plans/{id} at that point, plus the
+    /// progress figures as of then) instead of tables.
+    #[arg(long, requires = "plan")]
+    pub json: bool,
+    /// Data directory of the service.
     #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 }
 
 /// Runs `replay`.
 pub async fn run(args: ReplayArgs) -> Result<()> {
-    let names: Vec<&str> = if args.projection == "all" {
+    match (&args.projection, &args.plan) {
+        (Some(projection), None) => rebuild(projection, &args.data_dir).await,
+        (None, Some(plan)) => crate::replay_plan::run(
+            &args.data_dir,
+            plan,
+            args.until.unwrap_or(Until::End),
+            args.json,
+        ),
+        // clap's group already refuses both and neither; this keeps the message if it did not.
+        _ => anyhow::bail!(
+            "give exactly one of --projection NAME (rebuild a read model) and --plan TENANT/PLAN (print a plan as it stood)"
+        ),
+    }
+}
+
+async fn rebuild(projection: &str, data_dir: &std::path::Path) -> Result<()> {
+    let names: Vec<&str> = if projection == "all" {
         PROJECTION_NAMES.to_vec()
     } else {
-        planledger_projections::projector(&args.projection)?;
-        vec![args.projection.as_str()]
+        planledger_projections::projector(projection)?;
+        vec![projection]
     };
-    let log = args.data_dir.join("log");
+    let log = data_dir.join("log");
     let store = EventStore::open(&log, StoreOptions::default()).with_context(|| {
         format!(
             "opening the event log in {} (stop the service first, or use POST /v1/projections/<name>/rebuild while it runs)",
@@ -35,7 +77,7 @@ pub async fn run(args: ReplayArgs) -> Result<()> {
         )
     })?;
     for name in names {
-        rebuild_one(&store, &args.data_dir, name).await?;
+        rebuild_one(&store, data_dir, name).await?;
     }
     Ok(())
 }

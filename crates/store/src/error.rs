@@ -82,6 +82,14 @@ pub enum StoreError {
         "the event log could not confirm that this append reached the disk ({0}); it may or may not be in the log: read the stream, or retry with the same command id, before sending it again"
     )]
     OutcomeUnknown(String),
+    /// A directory opened for reading holds no event log.
+    #[error(
+        "{path} holds no event log (no RocksDB CURRENT file); give the data directory of a service that has run"
+    )]
+    NoLog {
+        /// The directory.
+        path: String,
+    },
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),

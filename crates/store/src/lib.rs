@@ -3,7 +3,7 @@
 //! This crate knows streams, envelopes and bytes; it never learns what a plan is. It provides:
 //! group-commit appends with optimistic concurrency and idempotency by command id, a gap-free
 //! global log, per-stream indexes, a SHA-256 hash chain with [`EventStore::verify`], snapshots
-//! and named checkpoints.
+//! and named checkpoints. [`LogReader`] reads a log another process is writing, without its lock.
 //!
 //! Invariants (tested in `tests/`):
 //! - an answered append is on disk (its batch was written and the write-ahead log synced
@@ -19,6 +19,8 @@ mod ids;
 mod keys;
 mod log;
 mod partition;
+mod reader;
+mod view;
 mod writer;
 
 pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
@@ -29,6 +31,8 @@ pub use log::{
     VerifyReport,
 };
 pub use partition::{MAX_PARTITIONS, Partition, PartitionCount};
+pub use reader::LogReader;
+pub use view::LogView;
 pub use writer::{
     AppendMeta, AppendOutcome, AppendRequest, CommandRef, MAX_BATCH_REQUESTS, SyncFault,
     WriteFailure, WriterStats,

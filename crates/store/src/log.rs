@@ -14,6 +14,7 @@ use crate::envelope::{Envelope, GENESIS_HASH, HexHash};
 use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
+use crate::view::LogView;
 use crate::writer::{
     AppendOutcome, AppendRequest, CommandRecord, Halt, Head, Pending, SpaceGuard, SyncFault,
     WriteFailure, Writer, WriterStats,
@@ -43,7 +44,7 @@ const MAX_TOTAL_WAL_BYTES: u64 = 512 * 1024 * 1024;
 /// Most bytes the write-ahead log buffers before a write flushes it (several large batches).
 const WAL_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 /// The on-disk format this code writes.
-const FORMAT: &[u8] = b"planledger-log-v1";
+pub(crate) const FORMAT: &[u8] = b"planledger-log-v1";
 /// `meta` key of the log's identity: a UUID chosen when the log is created.
 const META_LOG_ID: &[u8] = b"log_id";
 
@@ -200,14 +201,14 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
         .expect("every column family is created when the log is opened")
 }
 
-fn corrupt(what: impl Into<String>, detail: impl ToString) -> StoreError {
+pub(crate) fn corrupt(what: impl Into<String>, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.into(),
         detail: detail.to_string(),
     }
 }
 
-fn decode_envelope(position: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
+pub(crate) fn decode_envelope(position: u64, bytes: &[u8]) -> Result<Envelope, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(format!("log position {position}"), e))
 }
 
@@ -247,7 +248,12 @@ impl EventStore {
         let db = Arc::new(open_database(path, &options)?);
 
         match db.get_cf(cf(&db, CF_META), b"format")? {
-            None => db.put_cf(cf(&db, CF_META), b"format", FORMAT)?,
+            None => {
+                db.put_cf(cf(&db, CF_META), b"format", FORMAT)?;
+                // Into the write-ahead log file at once (writes are buffered until a sync), so
+                // a `LogReader` of a log that has no appends yet finds the format too.
+                db.flush_wal(true)?;
+            }
             Some(found) if found == FORMAT => {}
             Some(found) => {
                 return Err(corrupt(
@@ -475,85 +481,27 @@ impl EventStore {
             .clone()
     }
 
-    /// The stream's current version (0 when it has no events).
-    pub fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        match self
-            .inner
-            .db
-            .get_pinned_cf(cf(&self.inner.db, CF_HEADS), stream.as_str())?
-        {
-            Some(bytes) => keys::decode_u64(&bytes)
-                .map(Version)
-                .ok_or_else(|| corrupt(format!("head of {stream}"), "not 8 bytes")),
-            None => Ok(Version(0)),
-        }
+    /// The log as of now, capped at the last durable position: what every read below goes
+    /// through (see [`LogView`]).
+    pub fn view(&self) -> LogView<'_> {
+        LogView::new(&self.inner.db, self.last_position())
     }
 
-    /// `limit` cut so that a global read from `from` stops at the last durable position: a batch
-    /// whose fsync is still running is in RocksDB already but must not reach the relay, the
-    /// projectors or a log page before it is durable.
-    fn durable_limit(&self, from: Position, limit: usize) -> usize {
-        let durable = self.last_position().0;
-        if from.0 > durable {
-            return 0;
-        }
-        limit.min(usize::try_from(durable - from.0 + 1).unwrap_or(usize::MAX))
+    /// The stream's current version (0 when it has no events).
+    pub fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        self.view().stream_version(stream)
     }
 
     /// Reads up to `limit` events of the global log starting at `from` (inclusive), never past
     /// the last durable position.
     pub fn read_all(&self, from: Position, limit: usize) -> Result<Vec<Envelope>, StoreError> {
-        let from = Position(from.0.max(1));
-        let limit = self.durable_limit(from, limit);
-        let mut out = Vec::with_capacity(limit.min(4096));
-        if limit == 0 {
-            return Ok(out);
-        }
-        let mut read = ReadOptions::default();
-        read.fill_cache(limit < 10_000);
-        let iter = self.inner.db.iterator_cf_opt(
-            cf(&self.inner.db, CF_LOG),
-            read,
-            IteratorMode::From(&keys::log_key(from), Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            let position =
-                keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
-            out.push(decode_envelope(position, &value)?);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.view().read_all(from, limit)
     }
 
-    /// Reads the raw stored bytes of up to `limit` log entries from `from`: for bulk consumers
-    /// that decode lazily.
+    /// Reads the raw stored bytes of up to `limit` log entries from `from` (never past the last
+    /// durable position): for bulk consumers that decode lazily.
     pub fn read_all_raw(&self, from: Position, limit: usize) -> Result<Vec<RawEntry>, StoreError> {
-        let from = Position(from.0.max(1));
-        let limit = self.durable_limit(from, limit);
-        let mut out = Vec::with_capacity(limit.min(4096));
-        if limit == 0 {
-            return Ok(out);
-        }
-        let mut read = ReadOptions::default();
-        read.fill_cache(false);
-        let iter = self.inner.db.iterator_cf_opt(
-            cf(&self.inner.db, CF_LOG),
-            read,
-            IteratorMode::From(&keys::log_key(from), Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            let position =
-                keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
-            out.push((Position(position), value));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.view().read_all_raw(from, limit)
     }
 
     /// The first result of a command id, if the log has seen it: the stream it appended to, the
@@ -583,30 +531,12 @@ impl EventStore {
     }
 
     /// The stream's version as of global position `position` (0 if it had no event by then).
-    ///
-    /// A stream's versions are 1..=head and their positions increase with them, so this is the
-    /// head itself in the common case and a binary search over the index otherwise.
     pub fn stream_version_at(
         &self,
         stream: &StreamId,
         position: Position,
     ) -> Result<Version, StoreError> {
-        let head = self.stream_version(stream)?;
-        if head.0 == 0 || self.indexed_position(stream, head)? <= position.0 {
-            return Ok(head);
-        }
-        // Invariant: version `below` is at or before `position` (0 always is); `above` is not
-        // (the head, just checked, is after it).
-        let (mut below, mut above) = (0u64, head.0);
-        while above - below > 1 {
-            let middle = below + (above - below) / 2;
-            if self.indexed_position(stream, Version(middle))? <= position.0 {
-                below = middle;
-            } else {
-                above = middle;
-            }
-        }
-        Ok(Version(below))
+        self.view().stream_version_at(stream, position)
     }
 
     /// The global position of a stream's version, if the stream has it.
@@ -628,38 +558,12 @@ impl EventStore {
         }
     }
 
-    /// The global position of a stream's version, from the `streams` index.
-    fn indexed_position(&self, stream: &StreamId, version: Version) -> Result<u64, StoreError> {
-        let key = keys::stream_version_key(stream, version);
-        let value = self
-            .inner
-            .db
-            .get_pinned_cf(cf(&self.inner.db, CF_STREAMS), &key)?
-            .ok_or_else(|| {
-                corrupt(
-                    format!("stream index of {stream}"),
-                    format!("version {} is below the head but not indexed", version.0),
-                )
-            })?;
-        keys::decode_u64(&value)
-            .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes"))
-    }
-
     /// Reads one envelope by position.
     pub fn read_position(&self, position: Position) -> Result<Option<Envelope>, StoreError> {
-        match self
-            .inner
-            .db
-            .get_pinned_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position))?
-        {
-            Some(bytes) => decode_envelope(position.0, &bytes).map(Some),
-            None => Ok(None),
-        }
+        self.view().read_position(position)
     }
 
     /// Reads up to `limit` events of a stream starting at version `from`, in `direction`.
-    ///
-    /// Backward from a version past the end starts at the last event.
     pub fn read_stream(
         &self,
         stream: &StreamId,
@@ -667,86 +571,12 @@ impl EventStore {
         direction: ReadDirection,
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        // The index is read forwards only (see `open`); a backward read takes the versions
-        // `last - limit + 1 ..= last` forwards and turns them around.
-        let (first, last) = match direction {
-            ReadDirection::Forward => (from.0, u64::MAX),
-            ReadDirection::Backward => {
-                let last = from.0.min(self.stream_version(stream)?.0);
-                if last == 0 {
-                    return Ok(out);
-                }
-                (last.saturating_sub(limit as u64 - 1).max(1), last)
-            }
-        };
-        let prefix = keys::stream_prefix(stream);
-        let start = keys::stream_version_key(stream, Version(first));
-        let mut read = ReadOptions::default();
-        read.set_prefix_same_as_start(true);
-        let mut positions = Vec::new();
-        for item in self.inner.db.iterator_cf_opt(
-            cf(&self.inner.db, CF_STREAMS),
-            read,
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
-                break;
-            }
-            if keys::decode_u64(&key).is_some_and(|version| version > last) {
-                break;
-            }
-            let position = keys::decode_u64(&value)
-                .ok_or_else(|| corrupt(format!("stream index of {stream}"), "not 8 bytes"))?;
-            positions.push(keys::log_key(Position(position)));
-            if positions.len() >= limit {
-                break;
-            }
-        }
-        if direction == ReadDirection::Backward {
-            positions.reverse();
-        }
-        let log = cf(&self.inner.db, CF_LOG);
-        for (key, value) in positions.iter().zip(self.inner.db.batched_multi_get_cf(
-            log,
-            positions.iter(),
-            false,
-        )) {
-            let position = u64::from_be_bytes(*key);
-            match value? {
-                Some(bytes) => out.push(decode_envelope(position, &bytes)?),
-                None => {
-                    return Err(corrupt(
-                        format!("stream index of {stream}"),
-                        format!("points at missing log position {position}"),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        self.view().read_stream(stream, from, direction, limit)
     }
 
-    /// The last position whose `recorded_at` is at or before `time` (0 if none).
-    ///
-    /// `recorded_at` is non-decreasing over positions, so this is a binary search.
+    /// The last durable position whose `recorded_at` is at or before `time` (0 if none).
     pub fn position_at(&self, time: Timestamp) -> Result<Position, StoreError> {
-        let (mut low, mut high) = (0u64, self.last_position().0);
-        while low < high {
-            let middle = low + (high - low).div_ceil(2);
-            let envelope = self
-                .read_position(Position(middle))?
-                .ok_or_else(|| corrupt(format!("log position {middle}"), "missing"))?;
-            if envelope.recorded_at <= time {
-                low = middle;
-            } else {
-                high = middle - 1;
-            }
-        }
-        Ok(Position(low))
+        self.view().position_at(time)
     }
 
     /// Stores a snapshot of a stream's state at `version`, without the write-ahead log: it is
@@ -777,24 +607,7 @@ impl EventStore {
         stream: &StreamId,
         version: Version,
     ) -> Result<Option<(Version, Vec<u8>)>, StoreError> {
-        let prefix = keys::stream_prefix(stream);
-        let start = keys::stream_version_key(stream, version);
-        let mut iter = self.inner.db.iterator_cf(
-            cf(&self.inner.db, CF_SNAPSHOTS),
-            IteratorMode::From(&start, Direction::Reverse),
-        );
-        match iter.next() {
-            Some(item) => {
-                let (key, value) = item?;
-                if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
-                    return Ok(None);
-                }
-                let found =
-                    keys::decode_u64(&key).ok_or_else(|| corrupt("snapshot key", "not 8 bytes"))?;
-                Ok(Some((Version(found), value.into_vec())))
-            }
-            None => Ok(None),
-        }
+        self.view().latest_snapshot(stream, version)
     }
 
     /// Records a named checkpoint (a consumer's last processed position).
@@ -973,6 +786,14 @@ impl EventStore {
 
 /// Opens the log's RocksDB with its column families and their tuning (see ARCHITECTURE.md).
 fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> {
+    let (db_options, descriptors) = database_options(options);
+    Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)
+}
+
+/// The log's database options and its column families with their tuning: what the writer
+/// opens with, and what a [`LogReader`](crate::LogReader) must open with too (a secondary
+/// instance replays the writer's write-ahead log into memtables of the same kinds).
+pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFamilyDescriptor>) {
     let cache = Cache::new_lru_cache(options.block_cache_bytes);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
@@ -1037,15 +858,18 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
     db_options.set_manual_wal_flush(true);
     // Room for several batches in that buffer before a write has to flush it itself.
     db_options.set_writable_file_max_buffer_size(WAL_BUFFER_BYTES);
-    let descriptors = ALL_CFS.iter().map(|name| {
-        let options = match *name {
-            CF_HEADS => heads_options.clone(),
-            CF_STREAMS => streams_options.clone(),
-            _ => cf_options.clone(),
-        };
-        ColumnFamilyDescriptor::new(*name, options)
-    });
-    Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)
+    let descriptors = ALL_CFS
+        .iter()
+        .map(|name| {
+            let options = match *name {
+                CF_HEADS => heads_options.clone(),
+                CF_STREAMS => streams_options.clone(),
+                _ => cf_options.clone(),
+            };
+            ColumnFamilyDescriptor::new(*name, options)
+        })
+        .collect();
+    (db_options, descriptors)
 }
 
 /// The log's RocksDB, configured exactly as [`EventStore::open`] configures it, with none of the

@@ -1,0 +1,247 @@
+//! Exports of the event log for downstream analytics: NDJSON (one envelope per line, as
+//! `GET /v1/events` renders it) and Parquet (one typed row per event).
+//!
+//! What it is for: turning a range of the global log, optionally one tenant's events only, into
+//! a file an analyst loads with DuckDB, pandas or Spark. An export covers the positions
+//! `from..=through`, where `through` is the last position it read; the next export from
+//! `through + 1` continues it, so incremental files concatenate to one full export.
+//!
+//! What it must never do: write to the log, or know what a plan is (it reads envelopes through a
+//! [`LogView`], like any other reader of the store). Its Parquet dependencies live here, not in
+//! `store`, so the service's own crates do not compile them.
+
+mod ndjson;
+mod parquet_file;
+
+use std::io::Write;
+use std::ops::ControlFlow;
+
+use planledger_store::{LogView, Position, StoreError};
+use serde::Deserialize;
+
+pub use parquet_file::{ROW_GROUP_ROWS, schema};
+
+/// The file format of an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One envelope JSON per line, byte for byte as the log stores it and `/v1/events` renders it.
+    Ndjson,
+    /// Apache Parquet, one row per event, snappy-compressed.
+    Parquet,
+}
+
+impl Format {
+    /// `ndjson` or `parquet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ndjson => "ndjson",
+            Self::Parquet => "parquet",
+        }
+    }
+}
+
+/// What to export.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// The file format.
+    pub format: Format,
+    /// First position to read (1 for the whole log).
+    pub from: Position,
+    /// Last position to read; `None` (or past the end) for the end of the log as the view shows it.
+    pub to: Option<Position>,
+    /// Only this tenant's events (streams `<tenant>/...`); `None` for every tenant.
+    pub tenant: Option<String>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Events written.
+    pub events: u64,
+    /// Position of the first event written.
+    pub first_position: Option<Position>,
+    /// Position of the last event written.
+    pub last_position: Option<Position>,
+    /// The last position read: the next incremental export starts after it (with a tenant
+    /// filter it may be past the last event written).
+    pub through_position: Position,
+    /// Bytes written to the output.
+    pub bytes: u64,
+}
+
+/// Everything that can go wrong in an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored envelope did not decode.
+    #[error("log position {position} does not decode as an envelope: {detail}")]
+    Envelope {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Writing the output failed.
+    #[error("writing the export failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The Parquet writer failed.
+    #[error("writing Parquet failed: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Building an Arrow batch failed.
+    #[error("building an Arrow batch failed: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// The Parquet encoder stopped before the scan ended (its own error is reported instead).
+    #[error("the Parquet encoder stopped")]
+    EncoderStopped,
+    /// The range asked for is empty.
+    #[error("--from-position {from} is past --to-position {to}; give a range with from <= to")]
+    EmptyRange {
+        /// First position asked for.
+        from: u64,
+        /// Last position asked for.
+        to: u64,
+    },
+}
+
+/// Writes the events of `view` selected by `options` to `out` in the chosen format, calling
+/// `progress` with each position read (for progress bars), and reports what it wrote.
+///
+/// Memory stays bounded: NDJSON streams line by line, Parquet builds batches of a few thousand
+/// rows and flushes a row group every [`ROW_GROUP_ROWS`] rows.
+pub fn export<W: Write + Send>(
+    view: &LogView<'_>,
+    options: &ExportOptions,
+    out: W,
+    progress: impl FnMut(Position),
+) -> Result<ExportReport, ExportError> {
+    let to = options
+        .to
+        .unwrap_or(view.last_position())
+        .min(view.last_position());
+    if let Some(asked) = options.to
+        && asked < options.from
+    {
+        return Err(ExportError::EmptyRange {
+            from: options.from.get(),
+            to: asked.get(),
+        });
+    }
+    let mut out = Counting {
+        inner: out,
+        bytes: 0,
+    };
+    let mut report = match options.format {
+        Format::Ndjson => {
+            let mut sink = ndjson::NdjsonSink::new(&mut out);
+            let report = scan(view, options, to, &mut sink, progress)?;
+            sink.finish()?;
+            report
+        }
+        // The encoder runs on a thread of its own, fed batches through a small queue, while
+        // this one scans and decodes: on two cores the two halves overlap.
+        Format::Parquet => std::thread::scope(|scope| {
+            let (batches, writer) = parquet_file::spawn_writer(scope, &mut out)?;
+            let mut sink = parquet_file::ParquetSink::new(batches);
+            let scanned = scan(view, options, to, &mut sink, progress).and_then(|report| {
+                sink.finish()?;
+                Ok(report)
+            });
+            drop(sink);
+            let written = writer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // A failed write stops the scan too (its queue is gone): report the write's error.
+            written.and(scanned)
+        })?,
+    };
+    out.flush()?;
+    report.bytes = out.bytes;
+    Ok(report)
+}
+
+/// Feeds `sink` the selected events of `from..=to`: what was written and read through.
+fn scan(
+    view: &LogView<'_>,
+    options: &ExportOptions,
+    to: Position,
+    sink: &mut dyn Sink,
+    mut progress: impl FnMut(Position),
+) -> Result<ExportReport, ExportError> {
+    let mut report = ExportReport::default();
+    let through = view.scan_raw(options.from, to, |position, bytes| {
+        progress(position);
+        if let Some(tenant) = &options.tenant
+            && tenant_and_plan(&stream_of(position, bytes)?).0 != tenant.as_str()
+        {
+            return Ok::<_, ExportError>(ControlFlow::Continue(()));
+        }
+        sink.write(position, bytes)?;
+        report.events += 1;
+        report.first_position.get_or_insert(position);
+        report.last_position = Some(position);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    report.through_position = if through.get() == 0 {
+        // Nothing read: the range is past the end (or the log is empty).
+        Position(options.from.get().saturating_sub(1).min(to.get()))
+    } else {
+        through
+    };
+    Ok(report)
+}
+
+/// Where exported events go, one format each.
+trait Sink {
+    /// Adds one event, given as its stored bytes.
+    fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError>;
+    /// Writes whatever is buffered and the file's footer, if the format has one.
+    fn finish(&mut self) -> Result<(), ExportError>;
+}
+
+/// The stream of a stored envelope, decoded without the rest of it.
+fn stream_of(position: Position, stored: &[u8]) -> Result<std::borrow::Cow<'_, str>, ExportError> {
+    #[derive(Deserialize)]
+    struct StreamOnly<'a> {
+        #[serde(borrow)]
+        stream: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<StreamOnly<'_>>(stored)
+        .map(|found| found.stream)
+        .map_err(|e| envelope_error(position, e))
+}
+
+/// A stream id's tenant and plan id: `<tenant>/<plan_id>`, split at the last slash (plan ids
+/// hold none); a stream without a slash is all tenant.
+pub fn tenant_and_plan(stream: &str) -> (&str, Option<&str>) {
+    match stream.rsplit_once('/') {
+        Some((tenant, plan_id)) => (tenant, Some(plan_id)),
+        None => (stream, None),
+    }
+}
+
+fn envelope_error(position: Position, detail: impl ToString) -> ExportError {
+    ExportError::Envelope {
+        position: position.get(),
+        detail: detail.to_string(),
+    }
+}
+
+/// A writer that counts the bytes through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
