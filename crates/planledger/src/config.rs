@@ -32,6 +32,8 @@ pub struct Config {
     pub nats_stream: String,
     /// JetStream replicas for that stream (3 on a cluster).
     pub nats_replicas: usize,
+    /// The stream's duplicate window (JetStream drops a repeated `Nats-Msg-Id` within it), seconds.
+    pub nats_duplicate_window_secs: u64,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
     /// Request timeout, in milliseconds.
@@ -54,6 +56,7 @@ impl Default for Config {
             nats_url: None,
             nats_stream: "PLANLEDGER_EVENTS".into(),
             nats_replicas: 1,
+            nats_duplicate_window_secs: 120,
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             rate_limit_per_second: 200.0,
@@ -88,6 +91,9 @@ pub struct ServeArgs {
     /// JetStream replicas.
     #[arg(long, env = "PLANLEDGER_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+    /// JetStream duplicate window of the event stream, in seconds (default 120).
+    #[arg(long, env = "PLANLEDGER_NATS_DUPLICATE_WINDOW_SECS")]
+    pub nats_duplicate_window_secs: Option<u64>,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "PLANLEDGER_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -140,6 +146,9 @@ impl ServeArgs {
         if let Some(v) = self.nats_replicas {
             config.nats_replicas = v;
         }
+        if let Some(v) = self.nats_duplicate_window_secs {
+            config.nats_duplicate_window_secs = v;
+        }
         if let Some(v) = self.body_limit_bytes {
             config.body_limit_bytes = v;
         }
@@ -189,6 +198,9 @@ impl Config {
         }
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("nats_replicas must be 1 to 5");
+        }
+        if self.nats_duplicate_window_secs == 0 {
+            bail!("nats_duplicate_window_secs must be at least 1");
         }
         Ok(())
     }

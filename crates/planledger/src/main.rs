@@ -9,6 +9,8 @@ mod bench_projections;
 mod config;
 mod demo;
 mod projector;
+mod quarantine;
+mod relay;
 mod replay;
 mod serve;
 mod token;
@@ -49,10 +51,16 @@ enum Commands {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
-    /// Run one read model (progress, accountability, agility) as its own process.
-    Projector(projector::ProjectorArgs),
+    /// Run one read model (progress, accountability, agility) as its own process, or
+    /// quarantine an event it is stopped at (`projector quarantine`).
+    Projector(projector::ProjectorCommand),
     /// Rebuild a read model from position 0 beside the live one, then switch to it.
     Replay(replay::ReplayArgs),
+    /// Operate the NATS relay: `relay reset` replaces a deleted or purged event stream.
+    Relay {
+        #[command(subcommand)]
+        command: relay::RelayCommand,
+    },
 }
 
 fn main() -> Result<()> {
@@ -67,8 +75,9 @@ fn main() -> Result<()> {
             Commands::Token { command } => token::run(command),
             Commands::Verify(args) => verify::run(args),
             Commands::Bench { what } => bench::run(what).await,
-            Commands::Projector(args) => projector::run(args).await,
+            Commands::Projector(command) => projector::command(command).await,
             Commands::Replay(args) => replay::run(args).await,
+            Commands::Relay { command } => relay::run(command).await,
         }
     })
 }
