@@ -35,10 +35,14 @@ async fn readyz_until(
     panic!("/readyz never showed {what}; log:\n{}", server.log());
 }
 
-/// Polls the stream (bounded) until it holds `messages` messages.
+/// Polls the stream (bounded) until it exists and holds `messages` messages.
 async fn wait_messages(url: &str, messages: u64) {
+    let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
     for _ in 0..600 {
-        if stream_counts(url, STREAM).await.0 >= messages {
+        if let Ok(Some(mut stream)) = planledger_bus::find_stream(&js, STREAM).await
+            && let Ok(info) = stream.info().await
+            && info.state.messages >= messages
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
