@@ -1050,7 +1050,8 @@ impl Relay {
                 self.config.stream, last.sequence
             ),
         })?;
-        facts.last_sequence = facts.last_sequence.max(last.sequence);
+        // `messages`, `first_sequence` and `last_sequence` stay those of one state snapshot (the
+        // purge check compares them); the resume point comes from the message alone.
         facts.last = Some((last.sequence, position));
         Ok(facts)
     }
