@@ -47,6 +47,16 @@ impl Client {
     }
 }
 
+/// The service's `/metrics` text.
+pub async fn metrics(server: &Planledger) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .expect("the metrics request is sent")
+        .text()
+        .await
+        .expect("the metrics are text")
+}
+
 /// Sends `request`: the status and the JSON body (null if none).
 async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("the request is sent");

@@ -162,9 +162,10 @@ impl From<AppError> for Problem {
                     "the server failed to complete the request; it has been logged",
                 )
             }
-            AppError::Auth(_) | AppError::NotFound(_) | AppError::KeyReused { .. } => {
-                Problem::new(status, code, detail)
-            }
+            AppError::Auth(_)
+            | AppError::NotFound(_)
+            | AppError::KeyReused { .. }
+            | AppError::QuarantineRefused(_) => Problem::new(status, code, detail),
         }
     }
 }

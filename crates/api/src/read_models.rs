@@ -1,6 +1,7 @@
 //! Read-model routes: `GET /v1/plans/{plan_id}/progress|accountability|agility|drift`,
 //! `GET /v1/people/{person}/accountability`, `GET /v1/projections` and
-//! `POST /v1/projections/{name}/rebuild`, all with `?min_position=P`.
+//! `POST /v1/projections/{name}/rebuild` and `POST /v1/projections/{name}/quarantine`, the
+//! reads with `?min_position=P`.
 //!
 //! The routes need only a [`ReadModelState`] (read models, token verification, rate limits), so
 //! the same handlers serve inside `planledger serve` and in a separate `planledger projector`
@@ -85,6 +86,7 @@ where
         )
         .route("/v1/projections", get(get_projections))
         .route("/v1/projections/{name}/rebuild", post(post_rebuild))
+        .route("/v1/projections/{name}/quarantine", post(post_quarantine))
 }
 
 /// A router for a process that serves only read models (`planledger projector --http`): the
@@ -386,4 +388,55 @@ pub async fn post_rebuild(
 ) -> Result<Response, Problem> {
     let status = state.read_models.rebuild(&principal, &name).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(status)).into_response())
+}
+
+/// Body of `POST /v1/projections/{name}/quarantine`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineBody {
+    /// The position the projector is stopped at.
+    position: u64,
+    /// Why the event is passed over (kept in the record).
+    reason: String,
+}
+
+/// `POST /v1/projections/{name}/quarantine` (admin): records a quarantine of the event the
+/// projector is stopped at; 200 with the record, 409 if it is not stopped at that position.
+pub async fn post_quarantine(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let QuarantineBody { position, reason } = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!(
+                "the body must be {{\"position\": <the position the projector is stopped at>, \"reason\": \"...\"}}: {e}"
+            ),
+        )
+        .with_field("body", "expected {\"position\": integer, \"reason\": string}")
+    })?;
+    if position == 0 || reason.trim().is_empty() {
+        let (field, rule) = if position == 0 {
+            ("position", "positions start at 1")
+        } else {
+            (
+                "reason",
+                "say why the event is passed over; it is kept in the record",
+            )
+        };
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("{field}: {rule}"),
+        )
+        .with_field(field, rule));
+    }
+    let record = state
+        .read_models
+        .quarantine(&principal, &name, position, reason)
+        .await?;
+    Ok(axum::Json(record).into_response())
 }

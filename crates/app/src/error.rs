@@ -55,6 +55,9 @@ pub enum AppError {
         /// The position reached.
         current: u64,
     },
+    /// A quarantine was refused: the projector is not stopped at that position.
+    #[error("{0}")]
+    QuarantineRefused(String),
     /// The event log failed.
     #[error("event log: {0}")]
     Store(#[from] StoreError),
@@ -101,6 +104,7 @@ impl AppError {
             Self::NotFound(_) => 404,
             Self::VersionConflict { .. } => 409,
             Self::KeyReused { .. } => 422,
+            Self::QuarantineRefused(_) => 409,
             Self::NotCaughtUp { .. } => 503,
             // The log refused or could not confirm the write: nothing was answered as stored,
             // so the client may retry once the service is healthy again (after reading the
@@ -125,6 +129,7 @@ impl AppError {
             Self::VersionConflict { .. } => "version_conflict",
             Self::KeyReused { .. } => "idempotency_key_reused",
             Self::NotCaughtUp { .. } => "not_caught_up",
+            Self::QuarantineRefused(_) => "quarantine_refused",
             Self::Store(StoreError::WriteFailed(_) | StoreError::WriterStopped) => {
                 "log_unavailable"
             }

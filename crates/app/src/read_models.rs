@@ -21,7 +21,8 @@ use planledger_projections::accountability::{
 use planledger_projections::agility::agility_view;
 use planledger_projections::progress::{ProgressView, drift_view, history_view, progress_view};
 use planledger_projections::{
-    PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus,
+    PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus, Quarantine,
+    QuarantineRequest, REDACTED_STREAM, split_stream,
 };
 use serde::Serialize;
 
@@ -546,16 +547,58 @@ impl ReadModels {
     /// Each projector's checkpoint, lag and state.
     pub fn statuses(&self, principal: &Principal) -> Result<Vec<ProjectorStatus>, AppError> {
         principal.require(Permission::Read)?;
-        Ok(self.handles.iter().map(ProjectionHandle::status).collect())
+        Ok(self
+            .handles
+            .iter()
+            .map(|handle| {
+                let mut status = handle.status();
+                status.redact_streams(Some(principal.tenant.as_str()));
+                status
+            })
+            .collect())
     }
 
     /// For `/readyz` (no token; statuses carry no tenant data): whether every projector is
     /// running (not failed or stopped), and their statuses.
     pub fn readiness(&self) -> (bool, Vec<ProjectorStatus>) {
-        let statuses: Vec<ProjectorStatus> =
-            self.handles.iter().map(ProjectionHandle::status).collect();
+        let statuses: Vec<ProjectorStatus> = self
+            .handles
+            .iter()
+            .map(|handle| {
+                let mut status = handle.status();
+                status.redact_streams(None);
+                status
+            })
+            .collect();
         let ready = statuses.iter().all(ProjectorStatus::is_running);
         (ready, statuses)
+    }
+
+    /// Quarantines the event the projector `name` is stopped at (admin): recorded durably
+    /// with the caller as `by`, after which the projector passes over it and continues.
+    pub async fn quarantine(
+        &self,
+        principal: &Principal,
+        name: &str,
+        position: u64,
+        reason: String,
+    ) -> Result<Quarantine, AppError> {
+        principal.require(Permission::Admin)?;
+        let handle = self.handle(name)?;
+        let request = QuarantineRequest {
+            position,
+            reason,
+            by: format!("{} (tenant {})", principal.subject, principal.tenant),
+        };
+        let mut record = handle.quarantine(request).await.map_err(|e| match e {
+            ProjectionError::Stopped { .. } => AppError::NotFound(e.to_string()),
+            ProjectionError::QuarantineRefused { .. } => AppError::QuarantineRefused(e.to_string()),
+            other => projection_error(other),
+        })?;
+        if split_stream(&record.stream).is_none_or(|(tenant, _)| tenant != principal.tenant) {
+            record.stream = REDACTED_STREAM.to_owned();
+        }
+        Ok(record)
     }
 
     /// Starts a rebuild of the read model `name` beside the live one (admin only).

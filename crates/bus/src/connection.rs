@@ -59,6 +59,37 @@ impl StreamSpec {
     }
 }
 
+/// The stream `name`, or `None` if it does not exist.
+pub async fn find_stream(
+    context: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Stream>, BusError> {
+    match context.get_stream(name).await {
+        Ok(existing) => Ok(Some(existing)),
+        Err(error)
+            if matches!(
+                error.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref inner)
+                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(BusError::nats("look up stream", error)),
+    }
+}
+
+/// Whether a stream with `config` keeps every message it is given: no age, count, size or
+/// per-subject limit and the limits retention policy (work-queue and interest streams delete
+/// messages once consumed). Only in such a stream is a missing message a sign of a purge.
+pub fn keeps_everything(config: &stream::Config) -> bool {
+    config.retention == stream::RetentionPolicy::Limits
+        && config.max_age.is_zero()
+        && config.max_messages <= 0
+        && config.max_bytes <= 0
+        && config.max_messages_per_subject <= 0
+}
+
 /// Creates the stream, or updates an existing one to the spec (file storage, subjects, replicas,
 /// duplicate window), keeping limits an operator set.
 #[tracing::instrument(skip_all, fields(stream = %spec.name))]
@@ -67,8 +98,8 @@ pub async fn ensure_stream(
     spec: &StreamSpec,
 ) -> Result<stream::Stream, BusError> {
     let subjects = vec![spec.subjects()];
-    match context.get_stream(&spec.name).await {
-        Ok(mut existing) => {
+    match find_stream(context, &spec.name).await? {
+        Some(mut existing) => {
             let info = existing
                 .info()
                 .await
@@ -99,13 +130,7 @@ pub async fn ensure_stream(
             }
             Ok(existing)
         }
-        Err(error)
-            if matches!(
-                error.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(ref inner)
-                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            ) =>
-        {
+        None => {
             tracing::info!(subjects = %spec.subjects(), "creating the event stream");
             context
                 .create_stream(stream::Config {
@@ -121,7 +146,6 @@ pub async fn ensure_stream(
                 .await
                 .map_err(|e| BusError::nats("create stream", e))
         }
-        Err(error) => Err(BusError::nats("look up stream", error)),
     }
 }
 

@@ -26,13 +26,16 @@ pub mod relay;
 pub mod source;
 
 pub use bench::{RelayBenchConfig, RelayBenchReport, bench_relay};
-pub use connection::{StreamSpec, connect, ensure_stream};
+pub use connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
 pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
 pub use ingress::{CommandIngress, IngressConfig};
-pub use relay::{Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle};
+pub use relay::{
+    HaltReason, Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle, StreamReset,
+    reset_stream,
+};
 pub use source::{JetStreamSource, JetStreamSourceConfig};
 
 /// Errors of the bus, as variants a caller can match on.

@@ -2,8 +2,14 @@
 //!
 //! How "exactly once, in order" is kept:
 //! - **Resume from the stream, not from memory.** Each session starts by reading the last
-//!   message actually in the stream and continues after its `Planledger-Position` header; the
-//!   local checkpoint is only a fallback for a stream that was purged.
+//!   message actually in the stream and continues after its `Planledger-Position` header.
+//! - **Check the stream still mirrors the log.** The relay records, beside its checkpoint, the
+//!   constant offset between stream sequence and log position it publishes with. A session
+//!   starts only if the stream agrees (its last message has that offset and is at or past the
+//!   checkpoint; a stream that keeps everything still holds every message from sequence 1).
+//!   A stream deleted, recreated or purged behind the relay's back halts it
+//!   ([`RelayState::Halted`], [`HaltReason`]) instead of publishing into a stream that no
+//!   longer mirrors the log; [`reset_stream`] (`planledger relay reset`) starts a new one.
 //! - **Each publish names its predecessor.** A message carries `Nats-Expected-Last-Sequence`,
 //!   so JetStream refuses it unless every earlier event is already stored: a publish lost in a
 //!   broken connection cannot be overtaken by a later one.
@@ -36,7 +42,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::BusError;
-use crate::connection::{StreamSpec, connect, ensure_stream};
+use crate::connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
 use crate::envelope::{envelope_to_proto, header_position};
 use crate::reader::{LogReader, Prepared};
 
@@ -63,8 +69,11 @@ pub struct RelayConfig {
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
-    /// Name of the checkpoint the relay keeps in the store.
+    /// Name of the checkpoint the relay keeps in the store (the sequence offset is kept
+    /// beside it as `<checkpoint>.sequence-offset`).
     pub checkpoint: String,
+    /// How often, while publishing, the relay checks that the stream was not purged.
+    pub stream_check_interval: Duration,
     /// Client name shown by the NATS server.
     pub client_name: String,
 }
@@ -83,6 +92,7 @@ impl Default for RelayConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             checkpoint: "relay".into(),
+            stream_check_interval: Duration::from_secs(5),
             client_name: "planledger-relay".into(),
         }
     }
@@ -134,6 +144,9 @@ impl RelayConfig {
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return bad("backoff", "initial must be > 0 and at most max");
         }
+        if self.stream_check_interval.is_zero() {
+            return bad("stream_check_interval", "must be longer than zero");
+        }
         Ok(())
     }
 
@@ -161,8 +174,50 @@ pub enum RelayState {
     CaughtUp,
     /// The last attempt failed; waiting before the next.
     Retrying,
+    /// Stopped because the stream no longer mirrors the log (see `halted` and `last_error`);
+    /// nothing more is published until an operator runs `planledger relay reset`.
+    Halted,
     /// Stopped by shutdown.
     Stopped,
+}
+
+/// Why the relay halted: the stream no longer mirrors the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaltReason {
+    /// The stream is gone, or was recreated empty, after the relay had published to it.
+    StreamDeleted,
+    /// Messages were removed from a stream that keeps everything (a purge, or deleted messages).
+    StreamPurged,
+    /// The stream ends before the last position JetStream acknowledged to the relay.
+    StreamBehind,
+    /// The stream's last message sits at another offset from its position than the relay
+    /// publishes with (republished or recreated by something else).
+    OffsetChanged,
+    /// The stream's last message was not published by a relay (no position header).
+    ForeignMessage,
+}
+
+impl HaltReason {
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamDeleted => "stream_deleted",
+            Self::StreamPurged => "stream_purged",
+            Self::StreamBehind => "stream_behind",
+            Self::OffsetChanged => "offset_changed",
+            Self::ForeignMessage => "foreign_message",
+        }
+    }
+
+    /// Every reason, for metrics that show all of them.
+    pub const ALL: [HaltReason; 5] = [
+        Self::StreamDeleted,
+        Self::StreamPurged,
+        Self::StreamBehind,
+        Self::OffsetChanged,
+        Self::ForeignMessage,
+    ];
 }
 
 /// A snapshot of the relay's progress, for `/readyz` and operators.
@@ -184,6 +239,8 @@ pub struct RelayStatus {
     pub last_error: Option<String>,
     /// Failed attempts in a row.
     pub consecutive_failures: u32,
+    /// Why the relay halted (state `halted`), if it did.
+    pub halted: Option<HaltReason>,
 }
 
 impl RelayStatus {
@@ -197,6 +254,7 @@ impl RelayStatus {
             published_total: 0,
             last_error: None,
             consecutive_failures: 0,
+            halted: None,
         }
     }
 
@@ -275,9 +333,10 @@ enum SessionError {
         source: async_nats::jetstream::context::PublishError,
     },
     #[error(
-        "the last message of stream {stream} (sequence {sequence}) has no valid {HEADER_POSITION} header; only the relay may publish to the stream's subjects"
+        "the relay halted ({}): {detail}; the stream no longer mirrors the log, so nothing more is published until `planledger relay reset` (docs/operations.md)",
+        reason.as_str()
     )]
-    ForeignMessage { stream: String, sequence: u64 },
+    Halted { reason: HaltReason, detail: String },
     #[error(
         "JetStream stored position {position} at stream sequence {got}, expected {expected}{}; the stream no longer mirrors the log one-to-one",
         if *duplicate { " (answered as a duplicate)" } else { "" }
@@ -291,10 +350,179 @@ enum SessionError {
 }
 
 /// Where a session starts: the next log position to publish and the stream sequence before it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ResumePoint {
     next: Position,
     last_sequence: u64,
+}
+
+/// What the relay recorded of the stream it publishes to: the last acknowledged position and
+/// the constant `sequence - position` every message of the stream has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Binding {
+    position: u64,
+    offset: i64,
+}
+
+impl Binding {
+    /// The stream sequence `position` has (or will have) in the stream.
+    fn sequence_of(self, position: u64) -> i128 {
+        i128::from(position) + i128::from(self.offset)
+    }
+}
+
+/// What a session start reads of the stream.
+#[derive(Clone, Copy, Debug)]
+struct StreamFacts {
+    messages: u64,
+    first_sequence: u64,
+    last_sequence: u64,
+    /// Whether the stream has no limit that removes messages (see `keeps_everything`).
+    keeps_everything: bool,
+    /// The last message's (sequence, position), when the stream has messages.
+    last: Option<(u64, u64)>,
+}
+
+impl StreamFacts {
+    /// Why a stream that keeps everything is missing messages, if it is.
+    fn missing_messages(&self) -> Option<String> {
+        if !self.keeps_everything || self.last_sequence == 0 {
+            return None;
+        }
+        let held = self.last_sequence.saturating_sub(self.first_sequence) + 1;
+        if self.messages == 0 {
+            Some(format!(
+                "the stream is empty but has held {} messages: it was purged",
+                self.last_sequence
+            ))
+        } else if self.first_sequence > 1 {
+            Some(format!(
+                "the stream keeps every message yet starts at sequence {}: sequences 1 to {} were purged",
+                self.first_sequence,
+                self.first_sequence - 1
+            ))
+        } else if self.messages < held {
+            Some(format!(
+                "the stream keeps every message yet holds {} of sequences {}..={}: {} were deleted",
+                self.messages,
+                self.first_sequence,
+                self.last_sequence,
+                held - self.messages
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Decides where a session resumes given what the relay recorded (`None`: it never published)
+/// and what the stream holds; an error says why the stream no longer mirrors the log.
+fn resume_from(
+    binding: Option<Binding>,
+    facts: &StreamFacts,
+) -> Result<(ResumePoint, i64), (HaltReason, String)> {
+    let Some(binding) = binding else {
+        // Never published from this log: adopt the stream as it is.
+        return Ok(match facts.last {
+            Some((sequence, position)) => (
+                ResumePoint {
+                    next: Position(position + 1),
+                    last_sequence: sequence,
+                },
+                offset_between(sequence, position),
+            ),
+            None => (
+                ResumePoint {
+                    next: Position(1),
+                    last_sequence: facts.last_sequence,
+                },
+                offset_between(facts.last_sequence, 0),
+            ),
+        });
+    };
+    if let Some(why) = facts.missing_messages() {
+        return Err((HaltReason::StreamPurged, why));
+    }
+    let resume = match facts.last {
+        Some((sequence, position)) => {
+            if offset_between(sequence, position) != binding.offset {
+                return Err((
+                    HaltReason::OffsetChanged,
+                    format!(
+                        "the stream's last message, sequence {sequence}, holds position {position}, but the relay publishes position p at sequence p{:+}: the stream was recreated or republished outside this relay",
+                        binding.offset
+                    ),
+                ));
+            }
+            ResumePoint {
+                next: Position(position + 1),
+                last_sequence: sequence,
+            }
+        }
+        None if facts.last_sequence == 0 => {
+            if binding.sequence_of(binding.position) != 0 {
+                return Err((
+                    HaltReason::StreamDeleted,
+                    format!(
+                        "the stream is new and empty, but JetStream had acknowledged positions up to {}: it was deleted (and recreated)",
+                        binding.position
+                    ),
+                ));
+            }
+            ResumePoint {
+                next: Position(binding.position + 1),
+                last_sequence: 0,
+            }
+        }
+        None => {
+            // Emptied by its own limits (age, size, count): continue after its last sequence.
+            let position = i128::from(facts.last_sequence) - i128::from(binding.offset);
+            let position = u64::try_from(position).map_err(|_| {
+                (
+                    HaltReason::OffsetChanged,
+                    format!(
+                        "the stream's last sequence {} is below the relay's offset {}",
+                        facts.last_sequence, binding.offset
+                    ),
+                )
+            })?;
+            ResumePoint {
+                next: Position(position + 1),
+                last_sequence: facts.last_sequence,
+            }
+        }
+    };
+    let stream_position = resume.next.get() - 1;
+    if stream_position < binding.position {
+        return Err((
+            HaltReason::StreamBehind,
+            format!(
+                "the stream ends at position {stream_position} (sequence {}), but JetStream had acknowledged positions up to {}: messages were removed from its end",
+                resume.last_sequence, binding.position
+            ),
+        ));
+    }
+    Ok((resume, binding.offset))
+}
+
+/// `sequence - position`, saturated to an `i64`.
+fn offset_between(sequence: u64, position: u64) -> i64 {
+    let offset = i128::from(sequence) - i128::from(position);
+    i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Stores an `i64` offset as a checkpoint value, order-preserving (sign bit flipped).
+fn offset_to_checkpoint(offset: i64) -> Position {
+    Position((offset as u64) ^ (1 << 63))
+}
+
+fn offset_from_checkpoint(value: Position) -> i64 {
+    (value.get() ^ (1 << 63)) as i64
+}
+
+/// The name of the checkpoint that holds the relay's sequence offset.
+fn offset_checkpoint_name(checkpoint: &str) -> String {
+    format!("{checkpoint}.sequence-offset")
 }
 
 /// The answer to one publish, as a future that can be polled in place.
@@ -443,6 +671,9 @@ impl Relay {
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         let mut context: Option<jetstream::Context> = None;
         let mut published_total = 0u64;
+        for reason in HaltReason::ALL {
+            metrics::gauge!("planledger_relay_halted", "reason" => reason.as_str()).set(0.0);
+        }
         loop {
             self.set_state(RelayState::Syncing);
             if context.is_none() {
@@ -479,6 +710,19 @@ impl Relay {
                 .await
             {
                 Ok(()) => break,
+                Err(SessionError::Halted { reason, detail }) => {
+                    let error = SessionError::Halted { reason, detail }.to_string();
+                    self.halt(reason, &error);
+                    loop {
+                        self.refresh_lag();
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(IDLE_TICK) => {}
+                        }
+                    }
+                    tracing::info!("relay stopped (halted)");
+                    return Ok(());
+                }
                 Err(error) => {
                     if self
                         .retry_after(&error.to_string(), &mut backoff, &mut shutdown)
@@ -537,11 +781,10 @@ impl Relay {
         published_total: &mut u64,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<(), SessionError> {
-        let stream = ensure_stream(js, &self.config.stream_spec()).await?;
-        let resume = self.resume_point(&stream).await?;
+        let (stream, resume) = self.bind(js).await?;
         let acked = Position(resume.next.get() - 1);
         let mut last_sequence = resume.last_sequence;
-        self.store.put_checkpoint(&self.config.checkpoint, acked)?;
+        let mut last_check = Instant::now();
         self.published.send_replace(acked);
         backoff.reset();
         self.status.send_modify(|status| {
@@ -646,6 +889,10 @@ impl Relay {
                             self.store.put_checkpoint(&self.config.checkpoint, progress.acked)?;
                             progress.since_checkpoint = 0;
                         }
+                        if last_check.elapsed() >= self.config.stream_check_interval {
+                            self.check_stream(js, &stream).await?;
+                            last_check = Instant::now();
+                        }
                         if progress.last_status.elapsed() >= STATUS_INTERVAL {
                             progress.last_status = Instant::now();
                             let oldest = in_flight
@@ -683,7 +930,12 @@ impl Relay {
             tokio::select! {
                 () = &mut *shutdown => return Ok(()),
                 batch = reader.next() => pending.extend(batch?),
-                () = tokio::time::sleep(IDLE_TICK) => {}
+                () = tokio::time::sleep(IDLE_TICK) => {
+                    if last_check.elapsed() >= self.config.stream_check_interval {
+                        self.check_stream(js, &stream).await?;
+                        last_check = Instant::now();
+                    }
+                }
             }
         }
     }
@@ -708,54 +960,155 @@ impl Relay {
         );
     }
 
-    /// Finds where to continue: after the last message in the stream.
-    async fn resume_point(
+    /// Finds the stream and where to continue in it (after its last message), checking that
+    /// it still mirrors the log; records the checkpoint and offset the session starts from.
+    async fn bind(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<(jetstream::stream::Stream, ResumePoint), SessionError> {
+        let spec = self.config.stream_spec();
+        let binding = self.binding()?;
+        if find_stream(js, &spec.name).await?.is_none()
+            && let Some(binding) = binding
+            && binding.sequence_of(binding.position) != 0
+        {
+            return Err(SessionError::Halted {
+                reason: HaltReason::StreamDeleted,
+                detail: format!(
+                    "stream {} does not exist, but JetStream had acknowledged positions up to {} in it: it was deleted",
+                    spec.name, binding.position
+                ),
+            });
+        }
+        let stream = ensure_stream(js, &spec).await?;
+        let facts = self.stream_facts(&stream).await?;
+        let (resume, offset) =
+            resume_from(binding, &facts).map_err(|(reason, detail)| SessionError::Halted {
+                reason,
+                detail: format!("stream {}: {detail}", spec.name),
+            })?;
+        self.save_binding(Position(resume.next.get() - 1), offset)?;
+        Ok((stream, resume))
+    }
+
+    /// What the relay recorded of its stream: `None` if it never published from this log.
+    /// A checkpoint without an offset (written before offsets were recorded) means offset 0.
+    fn binding(&self) -> Result<Option<Binding>, StoreError> {
+        let Some(position) = self.store.checkpoint(&self.config.checkpoint)? else {
+            return Ok(None);
+        };
+        let offset = self
+            .store
+            .checkpoint(&offset_checkpoint_name(&self.config.checkpoint))?
+            .map_or(0, offset_from_checkpoint);
+        Ok(Some(Binding {
+            position: position.get(),
+            offset,
+        }))
+    }
+
+    /// Records the checkpoint and the offset together.
+    fn save_binding(&self, position: Position, offset: i64) -> Result<(), StoreError> {
+        let offset_name = offset_checkpoint_name(&self.config.checkpoint);
+        self.store.put_checkpoints(&[
+            (self.config.checkpoint.as_str(), position),
+            (offset_name.as_str(), offset_to_checkpoint(offset)),
+        ])
+    }
+
+    /// Reads the stream's state and, if it has messages, its last message's sequence and
+    /// position (from *one* message: the stream may still be growing, as a previous session's
+    /// publishes buffered by the client while disconnected can land after the state was read,
+    /// and a position paired with an older sequence would make every
+    /// `Nats-Expected-Last-Sequence` of this session off by the difference).
+    async fn stream_facts(
         &self,
         stream: &jetstream::stream::Stream,
-    ) -> Result<ResumePoint, SessionError> {
+    ) -> Result<StreamFacts, SessionError> {
         let info = stream
             .get_info()
             .await
             .map_err(|e| BusError::nats("read stream info", e))?;
-        let last_sequence = info.state.last_sequence;
-        if info.state.messages == 0 {
-            if last_sequence == 0 {
-                return Ok(ResumePoint {
-                    next: Position(1),
-                    last_sequence,
-                });
-            }
-            let checkpoint = self
-                .store
-                .checkpoint(&self.config.checkpoint)?
-                .unwrap_or_default();
-            tracing::warn!(
-                last_sequence,
-                checkpoint = checkpoint.get(),
-                "the event stream is empty but has held messages (purged?); resuming after the local checkpoint"
-            );
-            return Ok(ResumePoint {
-                next: Position(checkpoint.get() + 1),
-                last_sequence,
-            });
+        let mut facts = StreamFacts {
+            messages: info.state.messages,
+            first_sequence: info.state.first_sequence,
+            last_sequence: info.state.last_sequence,
+            keeps_everything: keeps_everything(&info.config),
+            last: None,
+        };
+        if facts.messages == 0 {
+            return Ok(facts);
         }
         let last = stream
             .get_last_raw_message_by_subject(&self.config.stream_spec().subjects())
             .await
             .map_err(|e| BusError::nats("read the stream's last message", e))?;
-        let position =
-            header_position(&last.headers).ok_or_else(|| SessionError::ForeignMessage {
-                stream: self.config.stream.clone(),
-                sequence: last.sequence,
-            })?;
-        // The pair must come from one message: the stream may still be growing (a previous
-        // session's publishes, buffered by the client while disconnected, can land after the
-        // stream info was read), and a position paired with an older sequence would make every
-        // `Nats-Expected-Last-Sequence` of this session off by the difference.
-        Ok(ResumePoint {
-            next: Position(position + 1),
-            last_sequence: last.sequence,
-        })
+        let position = header_position(&last.headers).ok_or_else(|| SessionError::Halted {
+            reason: HaltReason::ForeignMessage,
+            detail: format!(
+                "the last message of stream {} (sequence {}) has no valid {HEADER_POSITION} header; only the relay may publish to the stream's subjects",
+                self.config.stream, last.sequence
+            ),
+        })?;
+        // `messages`, `first_sequence` and `last_sequence` stay those of one state snapshot (the
+        // purge check compares them); the resume point comes from the message alone.
+        facts.last = Some((last.sequence, position));
+        Ok(facts)
+    }
+
+    /// Checks, during a session, that the stream was neither deleted nor purged.
+    async fn check_stream(
+        &self,
+        js: &jetstream::Context,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<(), SessionError> {
+        let info = match stream.get_info().await {
+            Ok(info) => info,
+            Err(error) => {
+                if find_stream(js, &self.config.stream).await?.is_none() {
+                    return Err(SessionError::Halted {
+                        reason: HaltReason::StreamDeleted,
+                        detail: format!(
+                            "stream {} was deleted while the relay published to it",
+                            self.config.stream
+                        ),
+                    });
+                }
+                return Err(BusError::nats("read stream info", error).into());
+            }
+        };
+        let facts = StreamFacts {
+            messages: info.state.messages,
+            first_sequence: info.state.first_sequence,
+            last_sequence: info.state.last_sequence,
+            keeps_everything: keeps_everything(&info.config),
+            last: None,
+        };
+        match facts.missing_messages() {
+            Some(why) => Err(SessionError::Halted {
+                reason: HaltReason::StreamPurged,
+                detail: format!("stream {}: {why}", self.config.stream),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops publishing for good: logs, sets the status and the `planledger_relay_halted` gauge.
+    fn halt(&self, reason: HaltReason, error: &str) {
+        tracing::error!(
+            reason = reason.as_str(),
+            error,
+            "relay halted: the stream no longer mirrors the log; run `planledger relay reset` (see docs/operations.md)"
+        );
+        for each in HaltReason::ALL {
+            metrics::gauge!("planledger_relay_halted", "reason" => each.as_str())
+                .set(if each == reason { 1.0 } else { 0.0 });
+        }
+        self.status.send_modify(|status| {
+            status.state = RelayState::Halted;
+            status.halted = Some(reason);
+            status.last_error = Some(error.to_string());
+        });
     }
 
     fn set_state(&self, state: RelayState) {
@@ -816,6 +1169,68 @@ impl Relay {
     }
 }
 
+/// What [`reset_stream`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamReset {
+    /// How many messages the deleted stream held (`None`: there was no stream).
+    pub deleted_messages: Option<u64>,
+    /// The position the new stream starts with, at sequence 1.
+    pub from: Position,
+}
+
+/// Replaces the event stream with a new, empty one and points the relay at it: deletes the
+/// stream if it exists (its consumers go with it), creates it anew, and records the relay's
+/// checkpoint as `from - 1` with `from` to be published at sequence 1. A relay started next
+/// (`Relay::run`, e.g. until `wait_published` reaches the log's end) republishes `from..`
+/// into it exactly once. The log is only read; run it with the service stopped.
+pub async fn reset_stream(
+    store: &EventStore,
+    config: &RelayConfig,
+    from: Position,
+) -> Result<StreamReset, BusError> {
+    config.validate()?;
+    if from.get() == 0 || from.get() > store.last_position().get() + 1 {
+        return Err(BusError::InvalidConfig {
+            field: "from_position",
+            rule: "must be from 1 to the log's last position + 1",
+        });
+    }
+    let client = connect(&config.url, &config.client_name).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(config.ack_timeout)
+        .build(client);
+    let spec = config.stream_spec();
+    let deleted_messages = match find_stream(&js, &spec.name).await? {
+        Some(mut stream) => {
+            let messages = stream
+                .info()
+                .await
+                .map_err(|e| BusError::nats("read stream info", e))?
+                .state
+                .messages;
+            js.delete_stream(&spec.name)
+                .await
+                .map_err(|e| BusError::nats("delete stream", e))?;
+            tracing::warn!(stream = %spec.name, messages, "deleted the event stream for a reset");
+            Some(messages)
+        }
+        None => None,
+    };
+    ensure_stream(&js, &spec).await?;
+    let before = from.get() - 1;
+    let offset = offset_between(1, from.get());
+    let offset_name = offset_checkpoint_name(&config.checkpoint);
+    store.put_checkpoints(&[
+        (config.checkpoint.as_str(), Position(before)),
+        (offset_name.as_str(), offset_to_checkpoint(offset)),
+    ])?;
+    tracing::info!(stream = %spec.name, from = from.get(), "the event stream was reset");
+    Ok(StreamReset {
+        deleted_messages,
+        from,
+    })
+}
+
 fn age_seconds(recorded_at: Timestamp) -> f64 {
     let age = Timestamp::now().as_nanosecond() - recorded_at.as_nanosecond();
     (age.max(0) as f64) / 1e9
@@ -851,6 +1266,135 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn facts(messages: u64, first: u64, last: u64, tail: Option<(u64, u64)>) -> StreamFacts {
+        StreamFacts {
+            messages,
+            first_sequence: first,
+            last_sequence: last,
+            keeps_everything: true,
+            last: tail,
+        }
+    }
+
+    fn bound(position: u64, offset: i64) -> Option<Binding> {
+        Some(Binding { position, offset })
+    }
+
+    fn halted(result: Result<(ResumePoint, i64), (HaltReason, String)>) -> HaltReason {
+        match result {
+            Err((reason, _)) => reason,
+            Ok(resume) => panic!("expected a halt, got {resume:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stream_that_mirrors_the_log_resumes_after_its_last_message() {
+        let (resume, offset) =
+            resume_from(bound(90, 0), &facts(100, 1, 100, Some((100, 100)))).expect("resumes");
+        assert_eq!(
+            resume,
+            ResumePoint {
+                next: Position(101),
+                last_sequence: 100
+            }
+        );
+        assert_eq!(offset, 0);
+        // After a reset from position 41, position p sits at sequence p - 40.
+        let (resume, offset) =
+            resume_from(bound(40, -40), &facts(0, 0, 0, None)).expect("a reset stream starts");
+        assert_eq!(
+            (resume.next, resume.last_sequence, offset),
+            (Position(41), 0, -40)
+        );
+        let (resume, _) =
+            resume_from(bound(45, -40), &facts(10, 1, 10, Some((10, 50)))).expect("resumes");
+        assert_eq!(resume.next, Position(51));
+    }
+
+    #[test]
+    fn a_deleted_or_recreated_stream_halts_the_relay() {
+        assert_eq!(
+            halted(resume_from(bound(100, 0), &facts(0, 0, 0, None))),
+            HaltReason::StreamDeleted
+        );
+    }
+
+    #[test]
+    fn a_purged_stream_that_keeps_everything_halts_the_relay() {
+        assert_eq!(
+            halted(resume_from(bound(100, 0), &facts(0, 101, 100, None))),
+            HaltReason::StreamPurged
+        );
+        assert_eq!(
+            halted(resume_from(
+                bound(100, 0),
+                &facts(50, 51, 100, Some((100, 100)))
+            )),
+            HaltReason::StreamPurged
+        );
+        assert_eq!(
+            halted(resume_from(
+                bound(100, 0),
+                &facts(99, 1, 100, Some((100, 100)))
+            )),
+            HaltReason::StreamPurged
+        );
+    }
+
+    #[test]
+    fn a_stream_with_limits_may_lose_old_messages_but_not_its_end() {
+        let limited = |mut f: StreamFacts| {
+            f.keeps_everything = false;
+            f
+        };
+        let (resume, _) = resume_from(bound(100, 0), &limited(facts(0, 101, 100, None)))
+            .expect("aged out: continue after the last sequence");
+        assert_eq!(resume.next, Position(101));
+        let (resume, _) = resume_from(
+            bound(100, 0),
+            &limited(facts(20, 81, 100, Some((100, 100)))),
+        )
+        .expect("old messages expired");
+        assert_eq!(resume.next, Position(101));
+        assert_eq!(
+            halted(resume_from(
+                bound(100, 0),
+                &limited(facts(80, 1, 80, Some((80, 80))))
+            )),
+            HaltReason::StreamBehind
+        );
+    }
+
+    #[test]
+    fn a_stream_at_another_offset_halts_the_relay() {
+        assert_eq!(
+            halted(resume_from(
+                bound(100, 0),
+                &facts(100, 1, 100, Some((100, 60)))
+            )),
+            HaltReason::OffsetChanged
+        );
+    }
+
+    #[test]
+    fn without_a_checkpoint_the_stream_is_adopted_as_it_is() {
+        let (resume, offset) =
+            resume_from(None, &facts(30, 1, 30, Some((30, 30)))).expect("adopted");
+        assert_eq!((resume.next, offset), (Position(31), 0));
+        let (resume, offset) = resume_from(None, &facts(0, 0, 0, None)).expect("new stream");
+        assert_eq!(
+            (resume.next, resume.last_sequence, offset),
+            (Position(1), 0, 0)
+        );
+    }
+
+    #[test]
+    fn offsets_survive_the_checkpoint_encoding() {
+        for offset in [i64::MIN, -40, -1, 0, 1, 7, i64::MAX] {
+            assert_eq!(offset_from_checkpoint(offset_to_checkpoint(offset)), offset);
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Config {
     pub nats_stream: String,
     /// JetStream replicas for that stream (3 on a cluster).
     pub nats_replicas: usize,
+    /// The stream's duplicate window (JetStream drops a repeated `Nats-Msg-Id` within it), seconds.
+    pub nats_duplicate_window_secs: u64,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
     /// Request timeout, in milliseconds.
@@ -78,6 +80,7 @@ impl Default for Config {
             nats_url: None,
             nats_stream: "PLANLEDGER_EVENTS".into(),
             nats_replicas: 1,
+            nats_duplicate_window_secs: 120,
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             rate_limit_per_second: 200.0,
@@ -121,6 +124,9 @@ pub struct ServeArgs {
     /// JetStream replicas.
     #[arg(long, env = "PLANLEDGER_NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
+    /// JetStream duplicate window of the event stream, in seconds (default 120).
+    #[arg(long, env = "PLANLEDGER_NATS_DUPLICATE_WINDOW_SECS")]
+    pub nats_duplicate_window_secs: Option<u64>,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "PLANLEDGER_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -205,6 +211,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.nats_replicas {
             config.nats_replicas = v;
+        }
+        if let Some(v) = self.nats_duplicate_window_secs {
+            config.nats_duplicate_window_secs = v;
         }
         if let Some(v) = self.body_limit_bytes {
             config.body_limit_bytes = v;
@@ -332,6 +341,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.http_max_connections) {
             bail!("http_max_connections must be 1 to 1000000");
+        }
+        if self.nats_duplicate_window_secs == 0 {
+            bail!("nats_duplicate_window_secs must be at least 1");
         }
         Ok(())
     }

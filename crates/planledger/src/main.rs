@@ -13,6 +13,8 @@ mod demo;
 mod identity;
 mod export;
 mod projector;
+mod quarantine;
+mod relay;
 mod replay;
 mod replay_plan;
 mod serve;
@@ -60,14 +62,20 @@ enum Commands {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
-    /// Run one read model (progress, accountability, agility) as its own process.
-    Projector(projector::ProjectorArgs),
+    /// Run one read model (progress, accountability, agility) as its own process, or
+    /// quarantine an event it is stopped at (`projector quarantine`).
+    Projector(projector::ProjectorCommand),
     /// Rebuild a read model from position 0 (--projection), or print a plan as it stood at a
     /// time, version or position (--plan; works while the service runs).
     Replay(replay::ReplayArgs),
     /// Write the event log (a position range, one tenant or all) to NDJSON or Parquet; works
     /// while the service runs.
     Export(export::ExportArgs),
+    /// Operate the NATS relay: `relay reset` replaces a deleted or purged event stream.
+    Relay {
+        #[command(subcommand)]
+        command: relay::RelayCommand,
+    },
 }
 
 fn main() -> Result<()> {
@@ -83,9 +91,10 @@ fn main() -> Result<()> {
             Commands::Verify(args) => verify::run(args),
             Commands::Audit { command } => verify::run_audit(command),
             Commands::Bench { what } => bench::run(what).await,
-            Commands::Projector(args) => projector::run(args).await,
+            Commands::Projector(command) => projector::command(command).await,
             Commands::Replay(args) => replay::run(args).await,
             Commands::Export(args) => export::run(args),
+            Commands::Relay { command } => relay::run(command).await,
         }
     })
 }

@@ -16,12 +16,40 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LogFormat;
 
+/// `planledger projector`: run one read model, or act on a stopped one.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ProjectorCommand {
+    /// What to do instead of running the projector.
+    #[command(subcommand)]
+    pub action: Option<ProjectorAction>,
+    /// Flags for running the projector.
+    #[command(flatten)]
+    pub run: ProjectorArgs,
+}
+
+/// Subcommands of `planledger projector`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ProjectorAction {
+    /// Pass over one event a stopped projector cannot apply: records who, when, why and what
+    /// in the read model (service stopped; while it runs use POST /v1/projections/NAME/quarantine).
+    Quarantine(crate::quarantine::QuarantineArgs),
+}
+
+/// Runs `planledger projector [quarantine]`.
+pub async fn command(command: ProjectorCommand) -> Result<()> {
+    match command.action {
+        Some(ProjectorAction::Quarantine(args)) => crate::quarantine::run(args),
+        None => run(command.run).await,
+    }
+}
+
 /// Flags of `projector`; each also reads `PLANLEDGER_<FLAG>`.
 #[derive(clap::Args, Debug)]
 pub struct ProjectorArgs {
     /// The read model to run: progress, accountability or agility.
-    #[arg(long, env = "PLANLEDGER_PROJECTION")]
-    pub name: String,
+    #[arg(long, env = "PLANLEDGER_PROJECTION", required = true)]
+    pub name: Option<String>,
     /// Data directory: the read model lives in <DIR>/projections/<NAME>; the token signing key
     /// is read from <DIR>.
     #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
@@ -57,7 +85,8 @@ pub struct ProjectorReadiness(pub ProjectionHandle);
 
 impl Readiness for ProjectorReadiness {
     fn report(&self) -> (&'static str, bool, serde_json::Value) {
-        let status = self.0.status();
+        let mut status = self.0.status();
+        status.redact_streams(None);
         let ready = status.is_running();
         let detail = serde_json::to_value(&status).unwrap_or(serde_json::Value::Null);
         (self.0.name(), ready, detail)
@@ -121,26 +150,27 @@ pub fn start_embedded(
 /// Runs one read model as its own process until SIGINT or SIGTERM.
 pub async fn run(args: ProjectorArgs) -> Result<()> {
     crate::init_tracing(args.log_format);
-    let projector = planledger_projections::projector(&args.name)?;
+    let name = args
+        .name
+        .clone()
+        .context("--name is required: progress, accountability or agility")?;
+    let projector = planledger_projections::projector(&name)?;
     let prometheus = crate::install_metrics()?;
-    let db = planledger_projections::open_model(&args.data_dir, &args.name)?;
+    let db = planledger_projections::open_model(&args.data_dir, &name)?;
     let shutdown = CancellationToken::new();
 
     // Over NATS the log is not opened at all: the projector may run on another machine.
     let (handle, task, store, origin) = match &args.nats {
         Some(url) => {
-            let config = JetStreamSourceConfig::for_projection(&args.nats_stream, &args.name);
+            let config = JetStreamSourceConfig::for_projection(&args.nats_stream, &name);
             let origin = format!(
                 "JetStream stream {} at {url} (durable consumer {})",
                 config.stream, config.durable
             );
-            let source = JetStreamSource::connect(
-                url,
-                &format!("planledger-projector-{}", args.name),
-                config,
-            )
-            .await
-            .with_context(|| format!("connecting the {} projector to NATS", args.name))?;
+            let source =
+                JetStreamSource::connect(url, &format!("planledger-projector-{name}"), config)
+                    .await
+                    .with_context(|| format!("connecting the {name} projector to NATS"))?;
             let (handle, task) = planledger_projections::spawn(
                 projector,
                 db,
@@ -175,7 +205,7 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     };
     eprintln!(
         "projector {} running over {origin} (checkpoint {})",
-        args.name,
+        name,
         handle.status().checkpoint
     );
 
@@ -196,7 +226,7 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
                 .with_context(|| format!("binding {addr}"))?;
             eprintln!(
                 "projector {} listening on http://{}",
-                args.name,
+                name,
                 listener.local_addr()?
             );
             let router = planledger_api::projector_router(state, Some(prometheus));

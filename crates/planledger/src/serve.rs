@@ -99,6 +99,7 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
                 url: url.clone(),
                 stream: config.nats_stream.clone(),
                 replicas: config.nats_replicas,
+                duplicate_window: std::time::Duration::from_secs(config.nats_duplicate_window_secs),
                 ..RelayConfig::default()
             },
         )
@@ -159,7 +160,8 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
 }
 
 /// `/readyz` detail for the relay. Commands never wait for NATS, so a relay that is behind or
-/// disconnected does not make the service unready; its state and lag are shown instead.
+/// disconnected does not make the service unready; its state and lag are shown instead. A
+/// halted relay does: the stream no longer mirrors the log, and it takes an operator.
 struct RelayReadiness(RelayStatusHandle);
 
 impl Readiness for RelayReadiness {
@@ -167,7 +169,7 @@ impl Readiness for RelayReadiness {
         let status = self.0.current();
         (
             "relay",
-            true,
+            status.halted.is_none(),
             serde_json::to_value(&status).unwrap_or(serde_json::Value::Null),
         )
     }

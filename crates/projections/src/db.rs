@@ -2,7 +2,9 @@
 //!
 //! Layout: one database per read model (`<data_dir>/projections/<name>`), never the log's.
 //! Each generation of the model is a column family `gen-<n>`; the default column family holds
-//! `live` (the generation readers use) and `building` (a rebuild in progress). Inside a
+//! `live` (the generation readers use), `building` (a rebuild in progress), `poison` (the event
+//! the projector is stopped at, if any) and one `quarantine` NUL position (u64 BE) record per
+//! quarantined event (shared by every generation, so rebuilds pass over them too). Inside a
 //! generation:
 //!
 //! | key | value |
@@ -24,9 +26,10 @@
 //! generation beside the live one; switching is one write of `live`, so readers see either the
 //! old model or the complete new one, never a half-built one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
 use planledger_domain::{Plan, evolve};
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProjectionError;
 use crate::decode::decode_event_record;
+use crate::quarantine::{Poison, Quarantine};
 
 type Rocks = DBWithThreadMode<MultiThreaded>;
 
@@ -49,6 +53,10 @@ const KEY_CHECKPOINT: &[u8] = b"C";
 const PREFIX_SNAPSHOT: u8 = b'S';
 const PREFIX_EVENT: u8 = b'E';
 const PREFIX_INDEX: u8 = b'I';
+/// Default column family: the event the projector is stopped at, if any (JSON [`Poison`]).
+const META_POISON: &[u8] = b"poison";
+/// Default column family: `quarantine` NUL position (u64 BE) -> JSON [`Quarantine`].
+const PREFIX_QUARANTINE: &[u8] = b"quarantine\0";
 
 /// A plan's tail of event records is folded into a new snapshot once it reaches this many bytes
 /// or half the size of the plan's last snapshot, whichever is larger.
@@ -167,6 +175,15 @@ struct Inner {
     path: PathBuf,
     name: String,
     live: AtomicU64,
+    /// Every quarantined position, loaded at open and kept current by [`ReadModelDb::quarantine`].
+    quarantines: RwLock<Arc<BTreeMap<u64, Quarantine>>>,
+}
+
+/// The quarantine record's key in the default column family.
+fn quarantine_key(position: u64) -> Vec<u8> {
+    let mut key = PREFIX_QUARANTINE.to_vec();
+    key.extend_from_slice(&position.to_be_bytes());
+    key
 }
 
 impl std::fmt::Debug for ReadModelDb {
@@ -307,8 +324,10 @@ impl ReadModelDb {
                 path: path.to_path_buf(),
                 name: name.to_owned(),
                 live: AtomicU64::new(0),
+                quarantines: RwLock::default(),
             }),
         };
+        this.load_quarantines()?;
         let live = match this.meta_u64(META_LIVE)? {
             Some(live) => live,
             None => {
@@ -452,8 +471,7 @@ impl ReadModelDb {
         for item in tail {
             let (_, bytes) = item?;
             let event = decode_event_record(&bytes)
-                .map_err(|e| self.corrupt(stream, format!("event record: {e}")))?
-                .ok_or_else(|| self.corrupt(stream, "event record of an unknown type"))?;
+                .map_err(|e| self.corrupt(stream, format!("event record: {e}")))?;
             let mut current = stored.take().unwrap_or_default();
             current.plan = evolve(current.plan, &event);
             current.tail_bytes += bytes.len();
@@ -484,6 +502,91 @@ impl ReadModelDb {
         options.set_sync(durability == Durability::Synced);
         options.disable_wal(durability == Durability::Unlogged);
         self.inner.db.write_opt(write, &options)?;
+        Ok(())
+    }
+
+    fn load_quarantines(&self) -> Result<(), ProjectionError> {
+        let mut found = BTreeMap::new();
+        let iter = self
+            .inner
+            .db
+            .iterator(IteratorMode::From(PREFIX_QUARANTINE, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            let Some(position) = key.strip_prefix(PREFIX_QUARANTINE) else {
+                break;
+            };
+            let position = u64_value(position)
+                .ok_or_else(|| self.corrupt("quarantine", "a key is not a position"))?;
+            let record: Quarantine = serde_json::from_slice(&value)
+                .map_err(|e| self.corrupt("quarantine", e.to_string()))?;
+            found.insert(position, record);
+        }
+        *self
+            .inner
+            .quarantines
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(found);
+        Ok(())
+    }
+
+    /// Every quarantined position and its record, in position order.
+    pub fn quarantines(&self) -> Arc<BTreeMap<u64, Quarantine>> {
+        self.inner
+            .quarantines
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a quarantine durably (one synced write); every generation, live or rebuilt,
+    /// passes over that position from then on. A position already quarantined keeps its
+    /// first record (false is returned).
+    pub fn quarantine(&self, record: Quarantine) -> Result<bool, ProjectionError> {
+        let mut quarantines = self
+            .inner
+            .quarantines
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if quarantines.contains_key(&record.position) {
+            return Ok(false);
+        }
+        let value =
+            serde_json::to_vec(&record).map_err(|e| self.corrupt("quarantine", e.to_string()))?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.inner
+            .db
+            .put_opt(quarantine_key(record.position), value, &options)?;
+        let mut next = BTreeMap::clone(&quarantines);
+        next.insert(record.position, record);
+        *quarantines = Arc::new(next);
+        Ok(true)
+    }
+
+    /// The event the projector last stopped at and has not got past yet, if any.
+    pub fn poison(&self) -> Result<Option<Poison>, ProjectionError> {
+        match self.inner.db.get(META_POISON)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt("poison", e.to_string())),
+        }
+    }
+
+    /// Records (or with `None` clears) the event the projector is stopped at, so an operator
+    /// can quarantine it with the service stopped.
+    pub fn set_poison(&self, poison: Option<&Poison>) -> Result<(), ProjectionError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        match poison {
+            Some(poison) => {
+                let value = serde_json::to_vec(poison)
+                    .map_err(|e| self.corrupt("poison", e.to_string()))?;
+                self.inner.db.put_opt(META_POISON, value, &options)?;
+            }
+            None => self.inner.db.delete_opt(META_POISON, &options)?,
+        }
         Ok(())
     }
 

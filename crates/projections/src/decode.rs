@@ -8,14 +8,14 @@ use crate::ProjectionError;
 
 /// Decodes an envelope into the current shape of its domain event.
 ///
-/// `Ok(None)` for an event type the domain does not know (the log may carry other streams'
-/// events); an error for a known type whose data does not decode, which would otherwise make
-/// the read model silently wrong.
+/// An error for an event type this build does not know, for a schema version newer than it
+/// knows and for data that does not decode: each would otherwise make the read model silently
+/// wrong, so the runtime stops at such a poison event until it is quarantined.
 ///
 /// Current-version events are parsed straight from the stored text into [`Event`] (the same
 /// result as [`Event::from_stored`], without an intermediate `serde_json::Value`); older versions
 /// go through the domain's upcasters.
-pub fn decode_event(envelope: &Envelope) -> Result<Option<Event>, ProjectionError> {
+pub fn decode_event(envelope: &Envelope) -> Result<Event, ProjectionError> {
     decode_parts(
         envelope.position.get(),
         &envelope.event_type,
@@ -31,15 +31,20 @@ pub(crate) fn decode_parts(
     event_type: &str,
     schema_version: u32,
     data: &str,
-) -> Result<Option<Event>, ProjectionError> {
+) -> Result<Event, ProjectionError> {
     let undecodable = |detail: String| ProjectionError::Undecodable {
         position,
         event_type: event_type.to_owned(),
         schema_version,
         detail,
     };
+    let unknown = || ProjectionError::UnknownEventType {
+        position,
+        event_type: event_type.to_owned(),
+        schema_version,
+    };
     let Some(current) = current_version(event_type) else {
-        return Ok(None);
+        return Err(unknown());
     };
     if schema_version == current {
         // Type names are plain identifiers (checked by `current_version`), so no escaping is needed.
@@ -49,15 +54,13 @@ pub(crate) fn decode_parts(
         tagged.push_str("\",\"data\":");
         tagged.push_str(data);
         tagged.push('}');
-        return serde_json::from_str::<Event>(&tagged)
-            .map(Some)
-            .map_err(|e| undecodable(e.to_string()));
+        return serde_json::from_str::<Event>(&tagged).map_err(|e| undecodable(e.to_string()));
     }
     let data: serde_json::Value =
         serde_json::from_str(data).map_err(|e| undecodable(e.to_string()))?;
     match Event::from_stored(event_type, schema_version, data) {
-        Ok(event) => Ok(Some(event)),
-        Err(UpcastError::UnknownType { .. }) => Ok(None),
+        Ok(event) => Ok(event),
+        Err(UpcastError::UnknownType { .. }) => Err(unknown()),
         Err(other) => Err(undecodable(other.to_string())),
     }
 }
@@ -95,7 +98,7 @@ struct EventRecord<'a> {
 }
 
 /// Decodes a record written by [`write_event_record`].
-pub(crate) fn decode_event_record(bytes: &[u8]) -> Result<Option<Event>, String> {
+pub(crate) fn decode_event_record(bytes: &[u8]) -> Result<Event, String> {
     let record: EventRecord<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     decode_parts(
         0,

@@ -71,6 +71,41 @@ pub enum ProjectionError {
         /// Why.
         detail: String,
     },
+    /// An event of a type this build does not know (written by a newer writer, or by
+    /// something other than Planledger's command path).
+    #[error(
+        "event at position {position} has type {event_type:?} (v{schema_version}), which this build does not know; upgrade this build, or quarantine the event with `planledger projector quarantine --position {position}`"
+    )]
+    UnknownEventType {
+        /// Its position.
+        position: u64,
+        /// Its type.
+        event_type: String,
+        /// Its schema version.
+        schema_version: u32,
+    },
+    /// A plan event on a stream whose id is not `<tenant>/<plan_id>`.
+    #[error(
+        "event at position {position} ({event_type}) is on stream {stream:?}, which is not a tenant's plan (`<tenant>/<plan_id>`); quarantine it with `planledger projector quarantine --position {position}`"
+    )]
+    NotAPlanStream {
+        /// Its position.
+        position: u64,
+        /// Its stream id.
+        stream: String,
+        /// Its type.
+        event_type: String,
+    },
+    /// A quarantine was asked for a position the projector cannot vouch for.
+    #[error("cannot quarantine position {position} of {projection}: {reason}")]
+    QuarantineRefused {
+        /// The read model.
+        projection: String,
+        /// The position asked for.
+        position: u64,
+        /// Why, with what to do instead.
+        reason: String,
+    },
     /// The source skipped a position: applying on would lose an event.
     #[error(
         "projection {projection} expected position {expected} next but the source delivered {delivered}; the source lost events (check the JetStream stream's retention)"
@@ -112,4 +147,16 @@ pub enum ProjectionError {
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+}
+
+impl ProjectionError {
+    /// Whether this is an event the projector cannot apply (a poison event): the projector
+    /// stops at it until an operator quarantines it or upgrades the build, instead of failing
+    /// for good or skipping it.
+    pub fn is_poison(&self) -> bool {
+        matches!(
+            self,
+            Self::Undecodable { .. } | Self::UnknownEventType { .. } | Self::NotAPlanStream { .. }
+        )
+    }
 }

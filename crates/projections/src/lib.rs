@@ -26,6 +26,7 @@ mod error;
 mod local;
 pub mod progress;
 mod projector;
+mod quarantine;
 mod runtime;
 mod source;
 
@@ -40,9 +41,10 @@ pub use error::{ProjectionError, SourceError};
 pub use local::LocalLogSource;
 pub use progress::ProgressProjector;
 pub use projector::{IndexChange, ProjectedEvent, Projector, fold};
+pub use quarantine::{Poison, Quarantine, QuarantineRequest, quarantine_offline};
 pub use runtime::{
-    ProjectionHandle, ProjectorState, ProjectorStatus, RebuildReport, RebuildStatus,
-    RuntimeOptions, rebuild_to, spawn,
+    ProjectionHandle, ProjectorState, ProjectorStatus, REDACTED_STREAM, RebuildReport,
+    RebuildStatus, RuntimeOptions, rebuild_to, spawn,
 };
 pub use source::{Delivery, EventSource, SourceHead};
 

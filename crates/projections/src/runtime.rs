@@ -10,7 +10,7 @@
 //! they hold is on disk); each event adds one small record to the batch, and a plan's full state
 //! is written only when its tail of records has grown to half its size (see [`crate::ReadModelDb`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use crate::db::{
 };
 use crate::decode::{decode_event, event_record_len, split_stream, write_event_record};
 use crate::projector::{IndexChange, ProjectedEvent, Projector};
+use crate::quarantine::{Poison, Quarantine, QuarantineRequest};
 use crate::source::{Delivery, EventSource};
 use crate::{ProjectionError, SourceError};
 
@@ -70,7 +71,8 @@ pub enum ProjectorState {
     Live,
     /// Stopped by an error it cannot get past (see `error`); the last committed model is served.
     Failed,
-    /// Shut down.
+    /// Shut down, or (with `poison` set) stopped at an event it cannot apply, waiting for an
+    /// upgrade or a quarantine; the last committed model is served meanwhile.
     Stopped,
 }
 
@@ -86,6 +88,9 @@ pub struct RebuildStatus {
     /// Events applied per second since it started.
     pub events_per_second: f64,
 }
+
+/// What a status shows instead of another tenant's stream id.
+pub const REDACTED_STREAM: &str = "(another tenant's stream)";
 
 /// A projector's checkpoint, lag and state, as `GET /v1/projections` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -114,6 +119,10 @@ pub struct ProjectorStatus {
     pub rebuild: Option<RebuildStatus>,
     /// The last error, if any.
     pub error: Option<String>,
+    /// The event the projector is stopped at (state `stopped`), if it met one it cannot apply.
+    pub poison: Option<Poison>,
+    /// Every position an operator quarantined (passed over by the live model and rebuilds).
+    pub quarantined: Vec<Quarantine>,
 }
 
 impl ProjectorStatus {
@@ -121,10 +130,32 @@ impl ProjectorStatus {
     pub fn is_running(&self) -> bool {
         !matches!(self.state, ProjectorState::Failed | ProjectorState::Stopped)
     }
+
+    /// Hides the stream id (tenant and plan) of the poison event and of quarantined events
+    /// unless the stream is `tenant`'s (all of them with `None`): a status is shown to callers
+    /// of every tenant, and to `/readyz` without a token.
+    pub fn redact_streams(&mut self, tenant: Option<&str>) {
+        let hide = |stream: &mut String| {
+            let own = split_stream(stream).is_some_and(|(t, _)| Some(t) == tenant);
+            if !own {
+                *stream = REDACTED_STREAM.to_owned();
+            }
+        };
+        if let Some(poison) = &mut self.poison {
+            hide(&mut poison.stream);
+        }
+        for record in &mut self.quarantined {
+            hide(&mut record.stream);
+        }
+    }
 }
 
 enum Control {
     Rebuild(oneshot::Sender<Result<ProjectorStatus, ProjectionError>>),
+    Quarantine(
+        QuarantineRequest,
+        oneshot::Sender<Result<Quarantine, ProjectionError>>,
+    ),
 }
 
 /// A handle on a running projector: its read model, its status, read-your-writes waits and
@@ -191,6 +222,23 @@ impl ProjectionHandle {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+
+    /// Quarantines the event the projector is stopped at (`request.position` must be that
+    /// position): records it durably, then the projector passes over it and continues.
+    pub async fn quarantine(
+        &self,
+        request: QuarantineRequest,
+    ) -> Result<Quarantine, ProjectionError> {
+        let stopped = || ProjectionError::Stopped {
+            projection: self.name.to_owned(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.controls
+            .send(Control::Quarantine(request, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
 }
 
 /// One generation's working state: committed and applied checkpoints, plans in memory.
@@ -209,6 +257,7 @@ struct Working {
 struct Applied {
     events: u64,
     skipped: u64,
+    quarantined: u64,
     committed: bool,
 }
 
@@ -233,12 +282,14 @@ impl Working {
                 .is_some_and(|since| since.elapsed() >= options.commit_interval)
     }
 
-    /// Applies deliveries in order; stops at the first event it cannot apply.
+    /// Applies deliveries in order, passing over `quarantined` positions; stops at the first
+    /// event it cannot apply.
     fn apply(
         &mut self,
         projector: &dyn Projector,
         db: &ReadModelDb,
         deliveries: &[Delivery],
+        quarantined: &BTreeMap<u64, Quarantine>,
     ) -> Result<Applied, ProjectionError> {
         let mut applied = Applied::default();
         let mut changes: Vec<IndexChange> = Vec::new();
@@ -258,81 +309,93 @@ impl Working {
                 });
             }
             let envelope = &delivery.envelope;
+            if quarantined.contains_key(&position) {
+                applied.quarantined += 1;
+                self.applied = Checkpoint {
+                    position,
+                    recorded_at: Some(envelope.recorded_at),
+                };
+                self.pending += 1;
+                self.pending_since.get_or_insert_with(Instant::now);
+                continue;
+            }
             let stream = envelope.stream.as_str();
             let event = match decoded {
                 Some(result) => result?,
                 None => decode_event(envelope)?,
             };
-            match (event, split_stream(stream)) {
-                (Some(event), Some((tenant, plan_id))) => {
-                    if !self.plans.contains_key(stream) {
-                        let stored = db.load_plan(self.number, stream)?.unwrap_or_default();
-                        self.plans.insert(stream.to_owned(), stored);
-                    }
-                    let stored = self
-                        .plans
-                        .get_mut(stream)
-                        .expect("the plan was inserted just above");
-                    projector.apply(
-                        &mut stored.plan,
-                        &ProjectedEvent {
-                            position: delivery.position,
-                            stream,
-                            tenant,
-                            plan_id,
-                            event: &event,
-                        },
-                        &mut changes,
-                    );
-                    let corrupt = |e: serde_json::Error| ProjectionError::CorruptRecord {
-                        projection: projector.name().to_owned(),
-                        key: stream.to_owned(),
-                        detail: format!("does not serialize: {e}"),
-                    };
-                    let version = stored.plan.version;
-                    let record = event_record_len(envelope);
-                    if snapshot_due(stored.snapshot_bytes, stored.tail_bytes + record) {
-                        let plan: &Plan = &stored.plan;
-                        stored.snapshot_bytes = self
-                            .writes
-                            .put(
-                                |k| write_snapshot_key(k, stream),
-                                |v| serde_json::to_writer(v, plan),
-                            )
-                            .map_err(corrupt)?;
-                        for older in stored.snapshot_version + 1..version {
-                            self.writes.delete(|k| write_event_key(k, stream, older));
-                        }
-                        stored.snapshot_version = version;
-                        stored.tail_bytes = 0;
-                    } else {
-                        self.writes
-                            .put(
-                                |k| write_event_key(k, stream, version),
-                                |v| {
-                                    write_event_record(v, envelope);
-                                    Ok::<(), std::convert::Infallible>(())
-                                },
-                            )
-                            .unwrap_or_else(|never| match never {});
-                        stored.tail_bytes += record;
-                    }
-                    for change in changes.drain(..) {
-                        if change.present {
-                            self.writes
-                                .put(
-                                    |k| write_index_key(k, &change.key),
-                                    |_| Ok::<(), std::convert::Infallible>(()),
-                                )
-                                .unwrap_or_else(|never| match never {});
-                        } else {
-                            self.writes.delete(|k| write_index_key(k, &change.key));
-                        }
-                    }
-                    applied.events += 1;
-                }
-                _ => applied.skipped += 1,
+            let Some((tenant, plan_id)) = split_stream(stream) else {
+                return Err(ProjectionError::NotAPlanStream {
+                    position,
+                    stream: stream.to_owned(),
+                    event_type: envelope.event_type.clone(),
+                });
+            };
+            if !self.plans.contains_key(stream) {
+                let stored = db.load_plan(self.number, stream)?.unwrap_or_default();
+                self.plans.insert(stream.to_owned(), stored);
             }
+            let stored = self
+                .plans
+                .get_mut(stream)
+                .expect("the plan was inserted just above");
+            projector.apply(
+                &mut stored.plan,
+                &ProjectedEvent {
+                    position: delivery.position,
+                    stream,
+                    tenant,
+                    plan_id,
+                    event: &event,
+                },
+                &mut changes,
+            );
+            let corrupt = |e: serde_json::Error| ProjectionError::CorruptRecord {
+                projection: projector.name().to_owned(),
+                key: stream.to_owned(),
+                detail: format!("does not serialize: {e}"),
+            };
+            let version = stored.plan.version;
+            let record = event_record_len(envelope);
+            if snapshot_due(stored.snapshot_bytes, stored.tail_bytes + record) {
+                let plan: &Plan = &stored.plan;
+                stored.snapshot_bytes = self
+                    .writes
+                    .put(
+                        |k| write_snapshot_key(k, stream),
+                        |v| serde_json::to_writer(v, plan),
+                    )
+                    .map_err(corrupt)?;
+                for older in stored.snapshot_version + 1..version {
+                    self.writes.delete(|k| write_event_key(k, stream, older));
+                }
+                stored.snapshot_version = version;
+                stored.tail_bytes = 0;
+            } else {
+                self.writes
+                    .put(
+                        |k| write_event_key(k, stream, version),
+                        |v| {
+                            write_event_record(v, envelope);
+                            Ok::<(), std::convert::Infallible>(())
+                        },
+                    )
+                    .unwrap_or_else(|never| match never {});
+                stored.tail_bytes += record;
+            }
+            for change in changes.drain(..) {
+                if change.present {
+                    self.writes
+                        .put(
+                            |k| write_index_key(k, &change.key),
+                            |_| Ok::<(), std::convert::Infallible>(()),
+                        )
+                        .unwrap_or_else(|never| match never {});
+                } else {
+                    self.writes.delete(|k| write_index_key(k, &change.key));
+                }
+            }
+            applied.events += 1;
             self.applied = Checkpoint {
                 position,
                 recorded_at: Some(envelope.recorded_at),
@@ -382,9 +445,7 @@ impl Working {
 /// Decodes a batch's events, on two threads when the batch is large: decoding is the costliest
 /// part of applying and needs no state, so it overlaps with itself while the projector's
 /// folding stays in order on one thread.
-fn decode_all(
-    deliveries: &[Delivery],
-) -> Vec<Result<Option<planledger_domain::Event>, ProjectionError>> {
+fn decode_all(deliveries: &[Delivery]) -> Vec<Result<planledger_domain::Event, ProjectionError>> {
     let decode =
         |part: &[Delivery]| -> Vec<_> { part.iter().map(|d| decode_event(&d.envelope)).collect() };
     let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
@@ -415,7 +476,8 @@ fn apply_and_commit(
     durability: Durability,
     options: &RuntimeOptions,
 ) -> Result<Applied, ProjectionError> {
-    let mut applied = match working.apply(projector, db, deliveries) {
+    let quarantined = db.quarantines();
+    let mut applied = match working.apply(projector, db, deliveries, &quarantined) {
         Ok(applied) => applied,
         Err(error) => {
             working.commit(db, durability, options.cache_plans)?;
@@ -429,7 +491,11 @@ fn apply_and_commit(
     Ok(applied)
 }
 
-/// Runs [`apply_and_commit`] on the blocking pool, moving the working state there and back.
+/// The working state back from the blocking pool, the deliveries it was given, and the outcome.
+type AppliedBatch = (Working, Vec<Delivery>, Result<Applied, ProjectionError>);
+
+/// Runs [`apply_and_commit`] on the blocking pool, moving the working state and the deliveries
+/// there and back.
 async fn apply_blocking(
     mut working: Working,
     projector: Arc<dyn Projector>,
@@ -438,7 +504,7 @@ async fn apply_blocking(
     commit_now: bool,
     durability: Durability,
     options: RuntimeOptions,
-) -> Result<(Working, Result<Applied, ProjectionError>), ProjectionError> {
+) -> Result<AppliedBatch, ProjectionError> {
     tokio::task::spawn_blocking(move || {
         let result = apply_and_commit(
             &mut working,
@@ -449,7 +515,7 @@ async fn apply_blocking(
             durability,
             &options,
         );
-        (working, result)
+        (working, deliveries, result)
     })
     .await
     .map_err(|e| ProjectionError::Task(e.to_string()))
@@ -510,6 +576,8 @@ pub fn spawn<S: EventSource>(
         events_applied: 0,
         rebuild: None,
         error: None,
+        poison: None,
+        quarantined: db.quarantines().values().cloned().collect(),
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let (control_tx, control_rx) = mpsc::channel(8);
@@ -529,6 +597,8 @@ pub fn spawn<S: EventSource>(
         delivered_live: live.committed.position,
         state: ProjectorState::Starting,
         error: None,
+        blocked: None,
+        resume: None,
     };
     let span = tracing::info_span!("projector", projection = name);
     let task = tokio::spawn(
@@ -559,6 +629,17 @@ struct Runner {
     delivered_live: u64,
     state: ProjectorState,
     error: Option<String>,
+    /// The poison event the live model is stopped at, and the deliveries from it on.
+    blocked: Option<Blocked>,
+    /// Deliveries to apply before asking the source again (those held at a poison event that
+    /// has since been quarantined).
+    resume: Option<Vec<Delivery>>,
+}
+
+/// A live model stopped at an event it cannot apply.
+struct Blocked {
+    poison: Poison,
+    held: Vec<Delivery>,
 }
 
 async fn next_rebuild<S: EventSource>(
@@ -630,6 +711,8 @@ impl Runner {
             events_applied: self.events_applied,
             rebuild,
             error: self.error.clone(),
+            poison: self.blocked.as_ref().map(|b| b.poison.clone()),
+            quarantined: self.db.quarantines().values().cloned().collect(),
         };
         self.status.send_if_modified(|current| {
             if *current == status {
@@ -686,6 +769,11 @@ impl Runner {
         shutdown: &CancellationToken,
     ) -> Result<(), ProjectionError> {
         let mut rebuild: Option<RebuildJob<S>> = None;
+        if self.db.poison()?.is_some() {
+            // Recorded by an earlier run; this run finds the event again if it is still in the way.
+            let db = self.db.clone();
+            blocking(move || db.set_poison(None)).await?;
+        }
         if let Some(number) = self.db.building_generation()? {
             let working = Working::load(&self.db, number)?;
             tracing::info!(
@@ -734,6 +822,15 @@ impl Runner {
                     && job.working.committed.position >= live.applied.position
                 {
                     live = self.switch(source, job).await?;
+                    if self
+                        .blocked
+                        .as_ref()
+                        .is_some_and(|b| b.poison.position <= live.applied.position)
+                    {
+                        self.blocked = None;
+                        self.state = ProjectorState::Live;
+                        self.error = None;
+                    }
                 } else {
                     rebuild = Some(job);
                 }
@@ -741,13 +838,17 @@ impl Runner {
             self.publish(source, &live, rebuild.as_ref());
             let after = Position(live.applied.position);
             let max = self.options.batch_size;
+            let live_open = self.blocked.is_none();
             // Unbiased: under steady load a rebuild still gets its turn beside the live source.
-            let step = tokio::select! {
-                _ = shutdown.cancelled() => Step::Shutdown,
-                control = controls.recv(), if controls_open => Step::Control(control),
-                batch = source.next_batch(after, max) => Step::Live(batch),
-                batch = next_rebuild(&mut rebuild, max) => Step::Rebuild(batch),
-                _ = tick.tick() => Step::Tick,
+            let step = match self.resume.take() {
+                Some(held) => Step::Live(Ok(held)),
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => Step::Shutdown,
+                    control = controls.recv(), if controls_open => Step::Control(control),
+                    batch = source.next_batch(after, max), if live_open => Step::Live(batch),
+                    batch = next_rebuild(&mut rebuild, max) => Step::Rebuild(batch),
+                    _ = tick.tick() => Step::Tick,
+                },
             };
             match step {
                 Step::Shutdown => break Ok(()),
@@ -760,13 +861,18 @@ impl Runner {
                     self.publish(source, &live, rebuild.as_ref());
                     let _ = reply.send(started.map(|()| self.status.borrow().clone()));
                 }
+                Step::Control(Some(Control::Quarantine(request, reply))) => {
+                    let recorded = self.quarantine(request, &live).await;
+                    self.publish(source, &live, rebuild.as_ref());
+                    let _ = reply.send(recorded);
+                }
                 Step::Live(Ok(batch)) => {
                     let full = batch.len() >= max;
                     self.seen(&batch);
                     if let Some(last) = batch.last() {
                         self.delivered_live = self.delivered_live.max(last.position.get());
                     }
-                    let (working, result) = apply_blocking(
+                    let (working, batch, result) = apply_blocking(
                         live,
                         self.projector.clone(),
                         self.db.clone(),
@@ -779,6 +885,16 @@ impl Runner {
                     live = working;
                     let applied = match result {
                         Ok(applied) => applied,
+                        Err(error) if error.is_poison() => {
+                            // What came before it is committed; hold the rest and wait.
+                            let held: Vec<Delivery> = batch
+                                .into_iter()
+                                .filter(|d| d.position.get() > live.applied.position)
+                                .collect();
+                            self.stop_at(&error, held).await?;
+                            self.acknowledge(source, live.committed.position).await;
+                            continue;
+                        }
                         Err(error) => break Err(error),
                     };
                     self.count(applied);
@@ -811,7 +927,7 @@ impl Runner {
                     };
                     let full = batch.len() >= max;
                     self.seen(&batch);
-                    let (working, result) = apply_blocking(
+                    let (working, _, result) = apply_blocking(
                         job.working,
                         self.projector.clone(),
                         self.db.clone(),
@@ -894,10 +1010,96 @@ impl Runner {
         let name = self.name();
         metrics::counter!("planledger_projector_events_total", "projection" => name)
             .increment(applied.events);
+        if applied.quarantined > 0 {
+            metrics::counter!("planledger_projector_quarantined_total", "projection" => name)
+                .increment(applied.quarantined);
+        }
         if applied.skipped > 0 {
             metrics::counter!("planledger_projector_skipped_total", "projection" => name)
                 .increment(applied.skipped);
         }
+    }
+
+    /// Stops the live model at the poison event heading `held`: records it (for the status,
+    /// `/readyz` and an offline quarantine) and stops asking the source until it is quarantined.
+    async fn stop_at(
+        &mut self,
+        error: &ProjectionError,
+        held: Vec<Delivery>,
+    ) -> Result<(), ProjectionError> {
+        let Some(first) = held.first() else {
+            return Err(ProjectionError::Task(format!(
+                "a poison event was reported but not delivered: {error}"
+            )));
+        };
+        let poison = Poison::new(first, error);
+        tracing::error!(
+            position = poison.position,
+            event_type = %poison.event_type,
+            schema_version = poison.schema_version,
+            stream = %poison.stream,
+            %error,
+            "projector stopped at an event it cannot apply; upgrade this build or quarantine the event"
+        );
+        metrics::gauge!("planledger_projector_poison_position", "projection" => self.name())
+            .set(poison.position as f64);
+        metrics::counter!("planledger_projector_errors_total", "projection" => self.name())
+            .increment(1);
+        let db = self.db.clone();
+        let record = poison.clone();
+        blocking(move || db.set_poison(Some(&record))).await?;
+        self.state = ProjectorState::Stopped;
+        self.error = Some(poison.error.clone());
+        self.blocked = Some(Blocked { poison, held });
+        Ok(())
+    }
+
+    /// Records a quarantine of the position the live model is stopped at, and lets it go on.
+    async fn quarantine(
+        &mut self,
+        request: QuarantineRequest,
+        live: &Working,
+    ) -> Result<Quarantine, ProjectionError> {
+        let refuse = |reason: String| ProjectionError::QuarantineRefused {
+            projection: self.name().to_owned(),
+            position: request.position,
+            reason,
+        };
+        let Some(blocked) = &self.blocked else {
+            return Err(refuse(format!(
+                "the projector is not stopped at an event (it has applied up to position {}); only the position a projector is stopped at can be quarantined",
+                live.applied.position
+            )));
+        };
+        if blocked.poison.position != request.position {
+            return Err(refuse(format!(
+                "the projector is stopped at position {}, not {}",
+                blocked.poison.position, request.position
+            )));
+        }
+        let record = request.record(&blocked.poison);
+        let db = self.db.clone();
+        let stored = record.clone();
+        blocking(move || {
+            db.quarantine(stored)?;
+            db.set_poison(None)
+        })
+        .await?;
+        tracing::warn!(
+            position = record.position,
+            event_type = %record.event_type,
+            by = %record.by,
+            reason = %record.reason,
+            "event quarantined; the projector passes over it and continues"
+        );
+        metrics::gauge!("planledger_projector_poison_position", "projection" => self.name())
+            .set(0.0);
+        if let Some(blocked) = self.blocked.take() {
+            self.resume = Some(blocked.held);
+        }
+        self.state = ProjectorState::Live;
+        self.error = None;
+        Ok(record)
     }
 
     async fn acknowledge<S: EventSource>(&mut self, source: &mut S, through: u64) {
@@ -1019,7 +1221,7 @@ pub async fn rebuild_to<S: EventSource>(
         let reaches = batch
             .last()
             .is_some_and(|d| d.position.get() >= target.get());
-        let (next, result) = apply_blocking(
+        let (next, _, result) = apply_blocking(
             working,
             projector.clone(),
             db.clone(),

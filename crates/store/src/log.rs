@@ -623,6 +623,22 @@ impl EventStore {
         Ok(())
     }
 
+    /// Records several named checkpoints in one write: a reader never sees some of them
+    /// updated and not the others.
+    pub fn put_checkpoints(&self, entries: &[(&str, Position)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (name, position) in entries {
+            batch.put_cf(
+                cf(&self.inner.db, CF_CHECKPOINTS),
+                name,
+                position.to_be_bytes(),
+            );
+        }
+        self.inner.db.write(batch)?;
+        self.inner.db.flush_wal(false)?;
+        Ok(())
+    }
+
     /// A named checkpoint, if recorded.
     pub fn checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
         match self

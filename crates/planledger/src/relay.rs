@@ -1,0 +1,147 @@
+//! `planledger relay reset`: start a new event stream after the relay halted, and republish
+//! the log into it, with a progress bar.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use planledger_bus::{Relay, RelayConfig, reset_stream};
+use planledger_store::{EventStore, Position, StoreOptions};
+
+/// Subcommands of `planledger relay`.
+#[derive(clap::Subcommand, Debug)]
+pub enum RelayCommand {
+    /// Delete the JetStream event stream, create it anew and republish the log into it
+    /// (service stopped): after the relay halted because the stream was deleted or purged.
+    Reset(ResetArgs),
+}
+
+/// Flags of `relay reset`.
+#[derive(clap::Args, Debug)]
+pub struct ResetArgs {
+    /// Data directory of the stopped service (its event log is read, never written).
+    #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// NATS URL.
+    #[arg(long, env = "PLANLEDGER_NATS")]
+    pub nats: String,
+    /// JetStream stream to replace.
+    #[arg(
+        long,
+        env = "PLANLEDGER_NATS_STREAM",
+        default_value = "PLANLEDGER_EVENTS"
+    )]
+    pub nats_stream: String,
+    /// JetStream replicas of the new stream.
+    #[arg(long, env = "PLANLEDGER_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+    /// First position the new stream holds (at sequence 1); earlier events are not
+    /// republished. Default 1: the whole log.
+    #[arg(long, default_value_t = 1)]
+    pub from_position: u64,
+}
+
+/// Runs `planledger relay ...`.
+pub async fn run(command: RelayCommand) -> Result<()> {
+    match command {
+        RelayCommand::Reset(args) => reset(args).await,
+    }
+}
+
+async fn reset(args: ResetArgs) -> Result<()> {
+    crate::init_tracing(crate::config::LogFormat::Pretty);
+    let log = args.data_dir.join("log");
+    let store = EventStore::open(&log, StoreOptions::default()).with_context(|| {
+        format!(
+            "opening the event log in {} (stop the service first: the reset replaces the stream its relay publishes to)",
+            log.display()
+        )
+    })?;
+    let config = RelayConfig {
+        url: args.nats.clone(),
+        stream: args.nats_stream.clone(),
+        replicas: args.nats_replicas,
+        client_name: "planledger-relay-reset".into(),
+        ..RelayConfig::default()
+    };
+    let target = store.last_position();
+    let reset = reset_stream(&store, &config, Position(args.from_position))
+        .await
+        .with_context(|| format!("resetting stream {} at {}", config.stream, config.url))?;
+    match reset.deleted_messages {
+        Some(messages) => println!(
+            "deleted stream {} ({messages} messages) and created it anew",
+            config.stream
+        ),
+        None => println!("created stream {}", config.stream),
+    }
+
+    let relay = Relay::new(store.clone(), config.clone()).context("configuring the relay")?;
+    let status = relay.status();
+    let waiter = status.clone();
+    let task = tokio::spawn(relay.run(async move {
+        let _ = waiter.wait_published(target).await;
+    }));
+    let bar = ProgressBar::new(target.get());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("republish");
+    bar.set_position(reset.from.get() - 1);
+    let mut published = status.published_position();
+    let mut halted = status.watch();
+    loop {
+        if published.borrow().get() >= target.get() {
+            break;
+        }
+        tokio::select! {
+            changed = published.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                bar.set_position(published.borrow().get());
+            }
+            changed = halted.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let current = halted.borrow().clone();
+                if let Some(reason) = current.halted {
+                    bar.abandon();
+                    anyhow::bail!(
+                        "the relay halted during the reset ({}): {}",
+                        reason.as_str(),
+                        current.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    task.await
+        .context("relay task")?
+        .context("republishing the log")?;
+    bar.finish_and_clear();
+    let last = status.current();
+    if last.published_position < target.get() {
+        anyhow::bail!(
+            "the relay stopped at position {} of {}: {}",
+            last.published_position,
+            target,
+            last.last_error
+                .unwrap_or_else(|| "no error was reported".into())
+        );
+    }
+    println!(
+        "republished positions {} to {} into stream {} (position p at sequence p - {}); start the service again",
+        reset.from,
+        last.published_position,
+        config.stream,
+        reset.from.get() - 1
+    );
+    println!(
+        "consumers of the old stream were deleted with it: recreate them (projectors over NATS recreate theirs at start)"
+    );
+    drop(store);
+    Ok(())
+}
