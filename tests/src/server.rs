@@ -90,7 +90,7 @@ impl Planledger {
             format!("127.0.0.1:{port}"),
             "--no-nats".into(),
         ];
-        let mut server = Self::spawn_with(&data_dir, port, args, "demo.log");
+        let mut server = Self::spawn_with(&data_dir, port, args, &data_dir.join("demo.log"));
         server._temp = Some(temp);
         server
     }
