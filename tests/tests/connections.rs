@@ -155,10 +155,15 @@ async fn a_connection_over_the_cap_is_answered_503_and_the_service_recovers_when
     for _ in 0..20 {
         held.push(TcpStream::connect(&addr).await.expect("a connection"));
     }
-    // The accept loop takes the held connections in order; one more is over the cap.
+    // The accept loop takes the held connections in order; one more is over the cap. A probe
+    // that is still answered (a connection of the harness's start-up check may have been open
+    // when the held ones arrived, so one of those was refused) keeps its connection open in its
+    // client's pool, so the probes fill the cap until one is refused.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = Vec::new();
     let refused = loop {
-        let response = reqwest::Client::new()
+        let client = reqwest::Client::new();
+        let response = client
             .get(server.url("/healthz"))
             .timeout(Duration::from_secs(10))
             .send()
@@ -176,9 +181,11 @@ async fn a_connection_over_the_cap_is_answered_503_and_the_service_recovers_when
         }
         assert!(
             Instant::now() < deadline,
-            "never refused: {}",
-            response.status()
+            "never refused: {} after {} answered probes",
+            response.status(),
+            probes.len()
         );
+        probes.push(client);
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(refused["code"], "too_many_connections", "{refused}");
@@ -190,6 +197,7 @@ async fn a_connection_over_the_cap_is_answered_503_and_the_service_recovers_when
     );
 
     drop(held);
+    drop(probes);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = reqwest::Client::new()
