@@ -225,19 +225,17 @@ fn nanoseconds(position: Position, field: &str, text: &str) -> Result<i64, Expor
     })
 }
 
+/// The thread encoding and writing the Parquet file; it answers how the writing ended.
+pub(crate) type WriterThread<'scope> =
+    std::thread::ScopedJoinHandle<'scope, Result<(), ExportError>>;
+
 /// Starts parquet's Arrow writer over `out` on a thread of `scope`: it encodes and compresses
 /// the batches sent to the returned queue (at most two wait in it, so memory stays bounded),
 /// and writes the footer once the queue closes.
 pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     out: W,
-) -> Result<
-    (
-        SyncSender<RecordBatch>,
-        std::thread::ScopedJoinHandle<'scope, Result<(), ExportError>>,
-    ),
-    ExportError,
-> {
+) -> Result<(SyncSender<RecordBatch>, WriterThread<'scope>), ExportError> {
     let mut properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
