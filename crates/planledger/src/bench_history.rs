@@ -26,7 +26,7 @@ use planledger_store::{
 
 use crate::bench::{ScratchDir, ms, summarize};
 use crate::bench_projections::{
-    GOALS, SETUP, bar, day, event, goal, instant, new_event, request, step,
+    GOALS, SETUP, append_interleaved, bar, day, event, goal, instant, new_event, request, step,
 };
 
 /// Flags of `bench history`.
@@ -127,40 +127,6 @@ async fn write_large_plan(
     Ok(())
 }
 
-/// Writes `plans` plans of [`SMALL_PLAN_EVENTS`] each (plan numbers from 1), interleaved.
-async fn write_small_plans(
-    store: &EventStore,
-    plans: u64,
-    progress: &indicatif::ProgressBar,
-) -> Result<()> {
-    let mut tasks = Vec::new();
-    for writer in 0..WRITERS.min(plans) {
-        let (store, progress) = (store.clone(), progress.clone());
-        tasks.push(tokio::spawn(async move {
-            let mine: Vec<u64> = (writer + 1..=plans).step_by(WRITERS as usize).collect();
-            let streams: Vec<StreamId> = mine
-                .iter()
-                .map(|p| StreamId::new(format!("bench/plan-{p}")))
-                .collect::<Result<_, _>>()?;
-            let mut j = 0;
-            while j < SMALL_PLAN_EVENTS {
-                let end = (j + CHUNK / 4).min(SMALL_PLAN_EVENTS);
-                for (plan, stream) in mine.iter().zip(&streams) {
-                    let events = (j..end).map(|k| new_event(&event(*plan, k))).collect();
-                    store.append(request(stream, events)).await?;
-                    progress.inc(end - j);
-                }
-                j = end;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await.context("generator task")??;
-    }
-    Ok(())
-}
-
 /// A small deterministic generator of sample points (xorshift64*).
 struct Points(u64);
 
@@ -202,7 +168,14 @@ pub async fn run(args: HistoryArgs) -> Result<()> {
     let progress = bar(total, "generating the log");
     let (large_written, small_written) = tokio::join!(
         write_large_plan(&store, &loader, &large, plan_events, &progress),
-        write_small_plans(&store, small_plans, &progress),
+        append_interleaved(
+            &store,
+            1..small_plans + 1,
+            SMALL_PLAN_EVENTS,
+            WRITERS,
+            CHUNK / 4,
+            &progress,
+        ),
     );
     large_written?;
     small_written?;

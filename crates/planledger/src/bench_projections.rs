@@ -287,22 +287,39 @@ pub(crate) fn bar(total: u64, label: &str) -> ProgressBar {
 
 /// Appends `per_plan` events to each of `plans` plans, interleaved, 8 events per append.
 async fn generate(store: &EventStore, plans: u64, per_plan: u64) -> Result<()> {
-    const WRITERS: u64 = 128;
-    const CHUNK: u64 = 8;
     let progress = bar(plans * per_plan, "generating the log");
+    append_interleaved(store, 0..plans, per_plan, 128, 8, &progress).await?;
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// Appends `per_plan` sample events to each plan numbered in `plans` (stream `bench/plan-N`):
+/// `writers` tasks each take every `writers`-th plan and append `chunk` events to each of its
+/// plans in turn, so the log interleaves plans as a busy service's does.
+pub(crate) async fn append_interleaved(
+    store: &EventStore,
+    plans: std::ops::Range<u64>,
+    per_plan: u64,
+    writers: u64,
+    chunk: u64,
+    progress: &ProgressBar,
+) -> Result<()> {
     let mut tasks = Vec::new();
-    for writer in 0..WRITERS.min(plans) {
-        let store = store.clone();
-        let progress = progress.clone();
+    for writer in 0..writers.min(plans.end.saturating_sub(plans.start)) {
+        let (store, progress) = (store.clone(), progress.clone());
+        let mine: Vec<u64> = plans
+            .clone()
+            .skip(writer as usize)
+            .step_by(writers as usize)
+            .collect();
         tasks.push(tokio::spawn(async move {
-            let mine: Vec<u64> = (writer..plans).step_by(WRITERS as usize).collect();
             let streams: Vec<StreamId> = mine
                 .iter()
                 .map(|p| StreamId::new(format!("bench/plan-{p}")))
                 .collect::<Result<_, _>>()?;
             let mut j = 0;
             while j < per_plan {
-                let end = (j + CHUNK).min(per_plan);
+                let end = (j + chunk).min(per_plan);
                 for (plan, stream) in mine.iter().zip(&streams) {
                     let events = (j..end).map(|k| new_event(&event(*plan, k))).collect();
                     store.append(request(stream, events)).await?;
@@ -316,7 +333,6 @@ async fn generate(store: &EventStore, plans: u64, per_plan: u64) -> Result<()> {
     for task in tasks {
         task.await.context("generator task")??;
     }
-    progress.finish_and_clear();
     Ok(())
 }
 
