@@ -154,6 +154,13 @@ impl From<AppError> for Problem {
             AppError::Store(StoreError::StorageFull(_)) => {
                 Problem::new(status, code, detail).retry_after(STORAGE_FULL_RETRY_AFTER_SECONDS)
             }
+            // Cluster mode: nothing was appended and the partition serves again shortly (after
+            // its writer caught up, or once its log is reachable).
+            AppError::Store(
+                StoreError::PartitionMoved
+                | StoreError::PartitionUnavailable(_)
+                | StoreError::PartitionHalted { .. },
+            ) => Problem::new(status, code, detail).retry_after(1),
             AppError::Store(_) | AppError::Corrupt { .. } => {
                 tracing::error!(error = %detail, "internal error");
                 Problem::new(

@@ -113,7 +113,10 @@ impl AppError {
                 StoreError::WriteFailed(_)
                 | StoreError::WriterStopped
                 | StoreError::OutcomeUnknown(_)
-                | StoreError::StorageFull(_),
+                | StoreError::StorageFull(_)
+                | StoreError::PartitionMoved
+                | StoreError::PartitionUnavailable(_)
+                | StoreError::PartitionHalted { .. },
             ) => 503,
             Self::Store(_) | Self::Corrupt { .. } => 500,
         }
@@ -135,6 +138,10 @@ impl AppError {
             }
             Self::Store(StoreError::OutcomeUnknown(_)) => "log_outcome_unknown",
             Self::Store(StoreError::StorageFull(_)) => "storage_full",
+            Self::Store(StoreError::PartitionMoved) => "partition_moved",
+            Self::Store(
+                StoreError::PartitionUnavailable(_) | StoreError::PartitionHalted { .. },
+            ) => "partition_unavailable",
             Self::Store(_) | Self::Corrupt { .. } => "internal",
         }
     }

@@ -24,6 +24,10 @@ pub enum StoreError {
         expected: ExpectedVersion,
         /// The version the stream is actually at.
         current: Version,
+        /// The log's last position when the conflict was found: the append that beat this one
+        /// is at or before it, so a retry waits until the log has applied this far
+        /// ([`crate::EventStore::wait_applied`]) before reloading.
+        log_position: Position,
     },
     /// A command id was reused for a different stream or different content.
     #[error(
@@ -82,6 +86,26 @@ pub enum StoreError {
         "the event log could not confirm that this append reached the disk ({0}); it may or may not be in the log: read the stream, or retry with the same command id, before sending it again"
     )]
     OutcomeUnknown(String),
+    /// Cluster mode: the partition's log refused the batch because another writer appended
+    /// first. Nothing of this append was stored; the writer catches up and a retry is taken.
+    #[error(
+        "another writer appended to this plan's partition first; nothing was appended; retry shortly"
+    )]
+    PartitionMoved,
+    /// Cluster mode: the partition's log cannot be reached (or this node is catching up with
+    /// it); nothing of this append was stored.
+    #[error("this plan's partition is unavailable: {0}; nothing was appended; retry shortly")]
+    PartitionUnavailable(String),
+    /// Cluster mode: the local cache of the partition's log disagrees with the log itself and
+    /// this node stopped serving the partition. `reason` is `cache_diverged` or
+    /// `stream_behind`; an operator must act (see docs/operations.md).
+    #[error("this node stopped serving the partition ({reason}): {detail}; nothing was appended")]
+    PartitionHalted {
+        /// `cache_diverged` or `stream_behind`.
+        reason: &'static str,
+        /// What was found, and what to do.
+        detail: String,
+    },
     /// A directory opened for reading holds no event log.
     #[error(
         "{path} holds no event log (no RocksDB CURRENT file); give the data directory of a service that has run"

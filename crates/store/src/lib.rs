@@ -13,6 +13,7 @@
 //! - a repeated command id appends nothing and returns the first result;
 //! - `hash = sha256(prev_hash || canonical envelope)`, so changing any stored byte is detected.
 
+mod commit;
 mod envelope;
 mod error;
 mod ids;
@@ -23,6 +24,9 @@ mod reader;
 mod view;
 mod writer;
 
+pub use commit::{
+    Commit, CommandHeader, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS,
+};
 pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};

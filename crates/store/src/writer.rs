@@ -1051,6 +1051,7 @@ impl Writer {
                 stream: request.stream,
                 expected: request.expected,
                 current,
+                log_position: self.head.position,
             }));
         }
 
