@@ -171,11 +171,18 @@ impl CommandService {
             .command_id
             .as_ref()
             .map(|_| fingerprint(&request.plan_id, &request.command));
+        // Idempotency keys are unique per tenant on one node, and per plan in cluster mode,
+        // where each partition's log keeps the records of its own plans.
+        let scope = if store.is_cluster_cache() {
+            stream.as_str().to_owned()
+        } else {
+            principal.tenant.clone()
+        };
         let command_id = match &request.command_id {
             Some(id) => {
                 validate_command_id(id)?;
                 // A repeat is answered from the log before deciding: the plan may have moved on.
-                if let Some(first) = store.lookup_command(&principal.tenant, id)? {
+                if let Some(first) = store.lookup_command(&scope, id)? {
                     if first.stream != stream || first.fingerprint != fingerprint {
                         return Err(AppError::KeyReused { key: id.clone() });
                     }
@@ -227,7 +234,7 @@ impl CommandService {
                 meta: AppendMeta {
                     actor: principal.subject.clone(),
                     command: Some(CommandRef {
-                        scope: principal.tenant.clone(),
+                        scope: scope.clone(),
                         id: command_id.clone(),
                         fingerprint: fingerprint.clone(),
                         remember: request.command_id.is_some(),
@@ -257,7 +264,11 @@ impl CommandService {
                     }
                     return Ok(Self::result(&request.plan_id, outcome));
                 }
-                Err(StoreError::Conflict { current, .. }) => {
+                Err(StoreError::Conflict {
+                    current,
+                    log_position,
+                    ..
+                }) => {
                     if request.expected_version.is_some() || attempt == 1 {
                         return Err(AppError::VersionConflict {
                             plan_id: request.plan_id.to_string(),
@@ -267,6 +278,9 @@ impl CommandService {
                     }
                     tracing::debug!(current = current.get(), "concurrent writer; retrying once");
                     metrics::counter!("planledger_command_retries_total").increment(1);
+                    // The append that beat this one may not be applied yet (cluster mode):
+                    // reloading before it is would only conflict again.
+                    store.wait_applied(log_position).await;
                     at_least = current;
                 }
                 Err(StoreError::CommandIdReused { .. }) => {

@@ -18,6 +18,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// How an append becomes durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogCommit {
+    /// One node: the local write-ahead log is fsynced before an answer (the default).
+    #[default]
+    Local,
+    /// Cluster mode: each append is committed to the partition's JetStream stream (the truth)
+    /// before it is applied to the local log (a cache) and answered.
+    Jetstream,
+}
+
 /// The default free-space reserve of the event log's file system: room for RocksDB to flush
 /// its memtables and write a new write-ahead log once the reserve has stopped the appends.
 pub const DEFAULT_LOG_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
@@ -70,6 +82,13 @@ pub struct Config {
     /// Free space kept on the event log's file system: below it commands are refused (503
     /// `storage_full`) and taken again once space is freed, without a restart (0 keeps none).
     pub log_min_free_bytes: u64,
+    /// How appends become durable: `local` (fsync; one node) or `jetstream` (cluster mode).
+    pub log_commit: LogCommit,
+    /// Cluster mode: the partition this node serves.
+    pub partition: Option<u32>,
+    /// Cluster mode: how long a commit to the partition stream may take before its outcome is
+    /// unknown, e.g. `5s`.
+    pub commit_timeout: String,
 }
 
 impl Default for Config {
@@ -96,6 +115,9 @@ impl Default for Config {
             http_header_read_timeout: "10s".into(),
             http_max_connections: 1024,
             log_min_free_bytes: DEFAULT_LOG_MIN_FREE_BYTES,
+            log_commit: LogCommit::Local,
+            partition: None,
+            commit_timeout: "5s".into(),
         }
     }
 }
@@ -178,6 +200,17 @@ pub struct ServeArgs {
     /// `storage_full` until space is freed (0 keeps no reserve; default 256 MiB).
     #[arg(long, env = "PLANLEDGER_LOG_MIN_FREE_BYTES")]
     pub log_min_free_bytes: Option<u64>,
+    /// How appends become durable: `local` (the write-ahead log is fsynced; one node) or
+    /// `jetstream` (cluster mode: committed to the partition's JetStream stream first, which
+    /// needs --nats and --partition and a cluster made by `planledger cluster init`).
+    #[arg(long, env = "PLANLEDGER_LOG_COMMIT", value_enum)]
+    pub log_commit: Option<LogCommit>,
+    /// Cluster mode: the partition this node serves (0 to the cluster's count - 1).
+    #[arg(long, env = "PLANLEDGER_PARTITION")]
+    pub partition: Option<u32>,
+    /// Cluster mode: how long a commit may take before its outcome is unknown (e.g. 5s).
+    #[arg(long, env = "PLANLEDGER_COMMIT_TIMEOUT")]
+    pub commit_timeout: Option<String>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -262,6 +295,15 @@ impl ServeArgs {
         if let Some(v) = self.log_min_free_bytes {
             config.log_min_free_bytes = v;
         }
+        if let Some(v) = self.log_commit {
+            config.log_commit = v;
+        }
+        if let Some(v) = self.partition {
+            config.partition = Some(v);
+        }
+        if let Some(v) = &self.commit_timeout {
+            config.commit_timeout = v.clone();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -312,6 +354,23 @@ impl Config {
         }
         if self.rate_limit_per_second > 0.0 && self.rate_limit_burst < 1.0 {
             bail!("rate_limit_burst must be at least 1 when rate limiting is on");
+        }
+        if self.log_commit == LogCommit::Jetstream {
+            if self.nats_url.is_none() {
+                bail!(
+                    "log_commit = jetstream needs the NATS cluster's URL (--nats): the partition's stream is the log"
+                );
+            }
+            if self.partition.is_none() {
+                bail!(
+                    "log_commit = jetstream needs the partition this node serves (--partition P)"
+                );
+            }
+            if parse_duration(&self.commit_timeout)? < Duration::from_millis(100) {
+                bail!("commit_timeout must be at least 100ms");
+            }
+        } else if self.partition.is_some() {
+            bail!("--partition is for cluster mode only: add --log-commit jetstream");
         }
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("nats_replicas must be 1 to 5");

@@ -49,6 +49,15 @@ pub enum StoreError {
         /// The largest accepted count.
         max: u32,
     },
+    /// Cluster mode: an append carried more events than one commit of the partition's log
+    /// takes.
+    #[error("an append of {events} events is more than one commit takes (at most {max})")]
+    AppendTooLarge {
+        /// Events in the append.
+        events: usize,
+        /// The most one commit takes.
+        max: usize,
+    },
     /// An append carried no events.
     #[error("an append must carry at least one event")]
     EmptyAppend,

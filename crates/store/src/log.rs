@@ -16,9 +16,10 @@ use crate::keys::{
 };
 use crate::view::LogView;
 use crate::writer::{
-    AppendOutcome, AppendRequest, CommandRecord, Halt, Head, Pending, SpaceGuard, SyncFault,
-    WriteFailure, Writer, WriterStats,
+    AppendOutcome, AppendRequest, CatchUp, CommandRecord, CommitterThread, Halt, Head, Pending,
+    Resync, SpaceGuard, SyncFault, WriteFailure, Writer, WriterStats,
 };
+use crate::{Commit, Committer};
 
 /// A log entry as stored: its position and the envelope's JSON bytes.
 pub type RawEntry = (Position, Box<[u8]>);
@@ -60,6 +61,10 @@ pub struct StoreOptions {
     /// with [`StoreError::StorageFull`] before anything is written, and taken again once space
     /// is freed (0 keeps no reserve).
     pub min_free_bytes: u64,
+    /// How appends become durable: the local write-ahead log's fsync (one node, the default),
+    /// or an external committer whose log is the truth and of which this log is a cache
+    /// (cluster mode).
+    pub commit: Commit,
 }
 
 impl Default for StoreOptions {
@@ -68,6 +73,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 * 1024 * 1024,
             sync_fault: None,
             min_free_bytes: 0,
+            commit: Commit::LocalFsync,
         }
     }
 }
@@ -118,6 +124,8 @@ struct Inner {
     space: Option<Arc<SpaceGuard>>,
     /// The log's identity (`meta/log_id`).
     log_id: String,
+    /// Cluster mode: the writer's catch-up state (`None` in local mode).
+    resync: Option<Arc<Resync>>,
 }
 
 /// Whether the log takes appends, for readiness checks.
@@ -135,6 +143,9 @@ pub enum LogHealth {
     },
     /// A write or fsync failed: appends are refused until the service is restarted.
     Stopped(WriteFailure),
+    /// Cluster mode: the cache is catching up with the partition's log (at start, or after a
+    /// commit was refused or not confirmed); appends wait or are refused until it has.
+    CatchingUp,
 }
 
 impl LogHealth {
@@ -144,6 +155,8 @@ impl LogHealth {
             Self::Writable => "writable",
             Self::LowSpace { .. } | Self::Stopped(WriteFailure::StorageFull(_)) => "storage_full",
             Self::Stopped(WriteFailure::Io(_)) => "write_failed",
+            Self::Stopped(WriteFailure::Partition { reason, .. }) => reason,
+            Self::CatchingUp => "catching_up",
         }
     }
 
@@ -156,6 +169,10 @@ impl LogHealth {
     pub fn detail(&self) -> Option<String> {
         match self {
             Self::Writable => None,
+            Self::CatchingUp => Some(
+                "the cache is catching up with the partition's log; commands are taken once it has"
+                    .to_string(),
+            ),
             Self::LowSpace {
                 free_bytes,
                 min_free_bytes,
@@ -170,6 +187,8 @@ impl LogHealth {
                         "a write found the file system full: free space on it, then restart the service",
                     WriteFailure::Io(_) =>
                         "a write or fsync of the event log failed: check the disk, then restart the service",
+                    WriteFailure::Partition { .. } =>
+                        "this node's cache does not match the partition's log: see docs/operations.md (cluster mode, failure modes)",
                 },
                 failure.message()
             )),
@@ -193,6 +212,40 @@ impl std::fmt::Debug for EventStore {
         f.debug_struct("EventStore")
             .field("last_position", &*self.inner.published.borrow())
             .finish()
+    }
+}
+
+/// The log's head as stored: its last event's position, hash and `recorded_at`.
+pub(crate) fn recover_head(db: &DB) -> Result<Head, StoreError> {
+    let mut iter = db.iterator_cf(cf(db, CF_LOG), IteratorMode::End);
+    match iter.next() {
+        None => Ok(Head {
+            position: Position(0),
+            hash: crate::envelope::GENESIS,
+            recorded_at: Timestamp::UNIX_EPOCH,
+        }),
+        Some(item) => {
+            let (key, value) = item?;
+            let position =
+                keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
+            let envelope = decode_envelope(position, &value)?;
+            Ok(Head {
+                position: envelope.position,
+                hash: envelope
+                    .hash
+                    .as_bytes()
+                    .try_into()
+                    .ok()
+                    .filter(|hash: &HexHash| hash.iter().all(u8::is_ascii_hexdigit))
+                    .ok_or_else(|| {
+                        corrupt(
+                            format!("hash at position {}", envelope.position),
+                            "not 64 hex digits",
+                        )
+                    })?,
+                recorded_at: envelope.recorded_at,
+            })
+        }
     }
 }
 
@@ -268,7 +321,7 @@ impl EventStore {
         }
 
         let log_id = Self::log_id_of(&db)?;
-        let head = Self::recover_head(&db)?;
+        let head = recover_head(&db)?;
         tracing::info!(path = %path.display(), %log_id, last_position = head.position.0, "event log opened");
         let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
         let (published_tx, published_rx) = watch::channel(head.position);
@@ -299,20 +352,58 @@ impl EventStore {
                 runtime.spawn(crate::writer::run_answerer(synced, published_tx.clone()));
                 answerer
             });
-        let syncer = crate::writer::Syncer {
-            db: db.clone(),
-            queue: sync_rx,
-            published: published_tx.clone(),
-            failed: failed.clone(),
-            in_flight: in_flight.clone(),
-            stats: stats.clone(),
-            sync_fault: options.sync_fault.clone(),
-            answerer,
+        let resync = match &options.commit {
+            Commit::LocalFsync => None,
+            Commit::External(_) => {
+                let resync = Arc::new(Resync::default());
+                // Not writable until the first catch-up is done.
+                resync.set_catching_up(true);
+                Some(resync)
+            }
         };
-        let syncer_thread = std::thread::Builder::new()
-            .name("planledger-log-syncer".into())
-            .spawn(move || syncer.run())
-            .map_err(|e| corrupt("syncer thread", e))?;
+        let syncer_thread = match &options.commit {
+            Commit::LocalFsync => {
+                let syncer = crate::writer::Syncer {
+                    db: db.clone(),
+                    queue: sync_rx,
+                    published: published_tx.clone(),
+                    failed: failed.clone(),
+                    in_flight: in_flight.clone(),
+                    stats: stats.clone(),
+                    sync_fault: options.sync_fault.clone(),
+                    answerer,
+                };
+                std::thread::Builder::new()
+                    .name("planledger-log-syncer".into())
+                    .spawn(move || syncer.run())
+            }
+            Commit::External(committer) => {
+                let thread = CommitterThread {
+                    db: db.clone(),
+                    queue: sync_rx,
+                    committer: committer.clone(),
+                    published: published_tx.clone(),
+                    failed: failed.clone(),
+                    resync: resync.clone().expect("cluster mode has a resync state"),
+                    in_flight: in_flight.clone(),
+                    stats: stats.clone(),
+                    answerer,
+                };
+                std::thread::Builder::new()
+                    .name("planledger-log-committer".into())
+                    .spawn(move || thread.run())
+            }
+        }
+        .map_err(|e| corrupt("syncer thread", e))?;
+        let cluster = match (&options.commit, &resync) {
+            (Commit::External(committer), Some(resync)) => Some(crate::writer::Cluster::new(
+                CatchUp {
+                    committer: Arc::clone(committer) as Arc<dyn Committer>,
+                },
+                resync.clone(),
+            )),
+            _ => None,
+        };
         let writer = Writer {
             db: db.clone(),
             inbox: receiver,
@@ -329,6 +420,7 @@ impl EventStore {
             sync_fault: options.sync_fault.clone(),
             spare_lists: Default::default(),
             batch_commands: Default::default(),
+            cluster,
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())
@@ -344,6 +436,7 @@ impl EventStore {
                 failed,
                 space,
                 log_id,
+                resync,
             }),
         })
     }
@@ -367,39 +460,6 @@ impl EventStore {
         &self.inner.log_id
     }
 
-    fn recover_head(db: &DB) -> Result<Head, StoreError> {
-        let mut iter = db.iterator_cf(cf(db, CF_LOG), IteratorMode::End);
-        match iter.next() {
-            None => Ok(Head {
-                position: Position(0),
-                hash: crate::envelope::GENESIS,
-                recorded_at: Timestamp::UNIX_EPOCH,
-            }),
-            Some(item) => {
-                let (key, value) = item?;
-                let position =
-                    keys::decode_u64(&key).ok_or_else(|| corrupt("log key", "not 8 bytes"))?;
-                let envelope = decode_envelope(position, &value)?;
-                Ok(Head {
-                    position: envelope.position,
-                    hash: envelope
-                        .hash
-                        .as_bytes()
-                        .try_into()
-                        .ok()
-                        .filter(|hash: &HexHash| hash.iter().all(u8::is_ascii_hexdigit))
-                        .ok_or_else(|| {
-                            corrupt(
-                                format!("hash at position {}", envelope.position),
-                                "not 64 hex digits",
-                            )
-                        })?,
-                    recorded_at: envelope.recorded_at,
-                })
-            }
-        }
-    }
-
     /// Appends events to a stream and returns once they are on disk.
     ///
     /// Fails with [`StoreError::Conflict`] (carrying the current version) when the stream is not
@@ -411,13 +471,50 @@ impl EventStore {
             .send(Pending { request, reply })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        let outcome = answer.await.map_err(|_| StoreError::WriterStopped)??;
+        match outcome.pending_range() {
+            // Cluster mode: a repeat of an append that was not applied when this one was
+            // prepared; it is now (answers go out in order), so read it back.
+            Some((first, last)) => {
+                read_envelope_range(&self.inner.db, first, last).map(AppendOutcome::repeat)
+            }
+            None => Ok(outcome),
+        }
+    }
+
+    /// Waits (at most a few seconds) until the log holds `position`, for a command that lost
+    /// a race: in cluster mode the append that beat it may be committed but not applied yet,
+    /// and reloading before it is would only conflict again. Returns at once in local mode,
+    /// where every prepared batch is already in RocksDB when its conflicts are reported.
+    pub async fn wait_applied(&self, position: Position) {
+        if self.inner.resync.is_none() {
+            return;
+        }
+        let mut applied = self.inner.published.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            applied.wait_for(|applied| *applied >= position),
+        )
+        .await;
+    }
+
+    /// Whether appends are committed to an external log of which this one is a cache.
+    pub fn is_cluster_cache(&self) -> bool {
+        self.inner.resync.is_some()
     }
 
     /// Whether the log takes appends; if not, why and whether a restart is needed.
     pub fn health(&self) -> LogHealth {
         if let Some(failure) = self.inner.failed.failure() {
             return LogHealth::Stopped(failure);
+        }
+        if self
+            .inner
+            .resync
+            .as_ref()
+            .is_some_and(|resync| resync.is_catching_up())
+        {
+            return LogHealth::CatchingUp;
         }
         // While the reserve is short, look again: appends may have stopped coming (clients wait
         // for readiness), so the writer would not notice the space freed.
