@@ -601,3 +601,103 @@ fn metrics_of_a_plan_that_does_not_exist_are_empty() {
     assert_eq!(metrics::agility_report(&plan, now).volatility, None);
     assert!(metrics::momentum(&plan, now).weeks.is_empty());
 }
+
+// Role history: who is credited when nobody, or only a responsible person, held the goal.
+
+#[test]
+fn a_responsible_person_answers_only_while_nobody_is_accountable() {
+    // alice responsible from 01-01; bob accountable from 01-12. Slot deadlines 01-10 (alice:
+    // nobody accountable then), 01-17, 01-24, 01-31 (bob). No check-ins: all missed.
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .role("2026-01-01", "alice", "responsible", "g")
+        .role("2026-01-12", "bob", "accountable", "g")
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    assert_eq!(report.slots_due, 4);
+    let slots = |name: &str| {
+        let p = report
+            .people
+            .iter()
+            .find(|p| p.person.as_str() == name)
+            .expect("row");
+        (p.slots_due, p.slots_on_time)
+    };
+    assert_eq!(slots("alice"), (1, 0));
+    assert_eq!(slots("bob"), (3, 0));
+}
+
+#[test]
+fn items_falling_due_while_nobody_held_the_goal_are_credited_to_nobody() {
+    // Slots 01-10 and 01-17 and step s (fell due 01-16 00:00) come before alice's role on
+    // 01-20: the plan counts 4 slots and 1 step, alice 2 slots (01-24, 01-31) and no step.
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .step("2026-01-01", "s", "g", "2026-01-15")
+        .role("2026-01-20", "alice", "accountable", "g")
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    assert_eq!(
+        (report.slots_due, report.steps_due, report.overdue_steps),
+        (4, 1, 1)
+    );
+    let alice = &report.people[0];
+    assert_eq!(alice.person.as_str(), "alice");
+    assert_eq!(
+        (alice.slots_due, alice.steps_due, alice.overdue_steps),
+        (2, 0, 0)
+    );
+    // Her staleness counts from when she took the goal (11 days), not from its definition (30).
+    close(report.staleness_days, 30.0);
+    close(alice.staleness_days, 11.0);
+}
+
+#[test]
+fn a_step_with_its_own_owner_goes_to_that_owner() {
+    // bob is accountable for g, carol responsible for step s2 (from 01-05); both steps are
+    // open and past due on 01-31: s1 is bob's, s2 carol's.
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .step("2026-01-01", "s1", "g", "2026-01-15")
+        .step("2026-01-01", "s2", "g", "2026-01-20")
+        .role("2026-01-01", "bob", "accountable", "g")
+        .with(
+            "2026-01-05",
+            json!({"type": "AssignRole", "data": {"person": "carol", "role": "responsible", "step_id": "s2"}}),
+        )
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    let steps = |name: &str| {
+        let p = report
+            .people
+            .iter()
+            .find(|p| p.person.as_str() == name)
+            .expect("row");
+        (p.steps_due, p.overdue_steps)
+    };
+    assert_eq!(steps("bob"), (1, 1));
+    assert_eq!(steps("carol"), (1, 1));
+}
+
+#[test]
+fn a_consulted_person_whose_role_ended_has_no_row() {
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .role("2026-01-01", "dave", "consulted", "g")
+        .role("2026-01-01", "erin", "accountable", "g")
+        .revoke("2026-01-02", "dave", "consulted", "g")
+        .revoke("2026-01-03", "erin", "accountable", "g")
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    let names: Vec<&str> = report.people.iter().map(|p| p.person.as_str()).collect();
+    assert_eq!(
+        names,
+        ["erin"],
+        "a past owner keeps a row; a past consultee does not"
+    );
+    let dave = planledger_domain::PersonId::new("dave").expect("id");
+    assert_eq!(
+        metrics::person_accountability(&plan, &dave, ts("2026-01-31")),
+        None
+    );
+}
