@@ -368,6 +368,111 @@ fn example_10_as_of_before_the_handover_alice_holds_everything() {
     assert_eq!((alice.steps_due, alice.steps_done_on_time), (1, 1));
 }
 
+/// docs/metrics.md, example 11: completion forecasts from a linear and a noisy series.
+fn example_11(values: [f64; 4], target: f64, due: &str) -> Scenario {
+    let mut s = Scenario::year_2026().kpi_goal("2026-01-01", "g", 0.0, target, due);
+    for (day, value) in ["2026-01-01", "2026-01-08", "2026-01-15", "2026-01-22"]
+        .into_iter()
+        .zip(values)
+    {
+        s = s.value(day, "g", value, 0.5);
+    }
+    s
+}
+
+fn forecast(s: &Scenario, now: &str) -> metrics::CompletionForecast {
+    metrics::completion_forecast(
+        &s.plan,
+        &gid("g"),
+        ts(now),
+        metrics::FORECAST_WINDOW,
+        metrics::FORECAST_MIN_POINTS,
+    )
+    .expect("an open KPI goal has a forecast")
+}
+
+fn trend(f: metrics::CompletionForecast) -> metrics::TrendForecast {
+    match f {
+        metrics::CompletionForecast::Trend(t) => t,
+        other => panic!("expected a trend, got {other:?}"),
+    }
+}
+
+#[test]
+fn example_11_a_linear_series_has_no_spread() {
+    let t = trend(forecast(
+        &example_11([10.0, 17.0, 24.0, 31.0], 100.0, "2026-03-01"),
+        "2026-01-22",
+    ));
+    assert_eq!(t.points, 4);
+    close(Some(t.slope_per_day), 1.0);
+    close(Some(t.residual_std), 0.0);
+    assert_eq!(t.p50, Some(day("2026-04-01")));
+    assert_eq!(t.p85, Some(day("2026-04-01")));
+    close(Some(t.probability_by_due), 0.0);
+    let later = trend(forecast(
+        &example_11([10.0, 17.0, 24.0, 31.0], 100.0, "2026-04-30"),
+        "2026-01-22",
+    ));
+    close(Some(later.probability_by_due), 1.0);
+}
+
+#[test]
+fn example_11_a_noisy_series_gets_an_interval_from_its_residuals() {
+    let t = trend(forecast(
+        &example_11([10.0, 20.0, 22.0, 32.0], 50.0, "2026-02-20"),
+        "2026-01-22",
+    ));
+    close(Some(t.slope_per_day), 34.0 / 35.0);
+    close(Some(t.residual_std), 6.4f64.sqrt());
+    assert_eq!(t.p50, Some(day("2026-02-11")));
+    assert_eq!(t.p85, Some(day("2026-02-18")));
+    let p = t.probability_by_due;
+    assert!((p - 0.9102).abs() < 1e-4, "probability by due {p}");
+}
+
+#[test]
+fn example_11_below_the_minimum_there_is_not_enough_data() {
+    let s = Scenario::year_2026()
+        .kpi_goal("2026-01-01", "g", 0.0, 100.0, "2026-03-01")
+        .value("2026-01-01", "g", 10.0, 0.5)
+        .value("2026-01-08", "g", 17.0, 0.5);
+    assert_eq!(
+        forecast(&s, "2026-01-22"),
+        metrics::CompletionForecast::NotEnoughData {
+            points: 2,
+            needed: 3
+        }
+    );
+    // Two reports about the same day count once.
+    let s = s.value("2026-01-09", "g", 18.0, 0.5).with(
+        "2026-01-10",
+        json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": 19.0, "confidence": 0.5, "effective_on": "2026-01-09"}}),
+    );
+    assert_eq!(trend(forecast(&s, "2026-01-22")).points, 3);
+}
+
+#[test]
+fn example_11_a_trend_away_from_the_target_never_reaches_it() {
+    let t = trend(forecast(
+        &example_11([31.0, 24.0, 17.0, 10.0], 100.0, "2026-03-01"),
+        "2026-01-22",
+    ));
+    assert_eq!((t.p50, t.p85), (None, None));
+    close(Some(t.probability_by_due), 0.0);
+}
+
+#[test]
+fn example_11_a_met_target_is_reached_not_forecast() {
+    let s = example_11([10.0, 17.0, 24.0, 31.0], 20.0, "2026-03-01");
+    assert_eq!(
+        forecast(&s, "2026-01-22"),
+        metrics::CompletionForecast::Reached {
+            on: day("2026-01-15")
+        }
+    );
+}
+
 /// docs/metrics.md, example 5: adjustments, volatility and course-correction latency.
 fn example_5() -> Scenario {
     Scenario::year_2026()
