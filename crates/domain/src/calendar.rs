@@ -52,6 +52,16 @@ pub fn utc_day_number(at: Timestamp) -> i64 {
     at.as_second().div_euclid(SECONDS_PER_DAY)
 }
 
+/// The first instant (00:00:00 UTC) of a UTC day number, clamped to jiff's range.
+pub fn start_of_day(day: i64) -> Timestamp {
+    let second = day.saturating_mul(SECONDS_PER_DAY);
+    Timestamp::from_second(second).unwrap_or(if second < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
 /// Whole days from `from` to `to` (negative when `to` is earlier).
 pub fn days_between(from: Date, to: Date) -> i64 {
     day_number(to) - day_number(from)

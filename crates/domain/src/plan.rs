@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{
     BaselineSet, CheckInRecorded, Event, GoalAdjusted, GoalClosed, GoalDefined, PlanArchived,
-    PlanCreated, RoleAssigned, StepAdded, StepCompleted, StepReopened,
+    PlanCreated, RoleAssigned, RoleRevoked, StepAdded, StepCompleted, StepReopened,
 };
 use crate::id::{GoalId, PersonId, PlanId, StepId};
 
@@ -340,6 +340,64 @@ impl RoleAssignment {
     }
 }
 
+/// A role a person held and no longer holds: from its `RoleAssigned` to its `RoleRevoked`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastRole {
+    /// Who.
+    pub person: PersonId,
+    /// Which role.
+    pub role: Role,
+    /// On this goal (if any).
+    pub goal_id: Option<GoalId>,
+    /// On this step (if any).
+    pub step_id: Option<StepId>,
+    /// Held from this instant (the `RoleAssigned` decision time) ...
+    pub assigned_at: Timestamp,
+    /// ... until this one, excluded (the `RoleRevoked` decision time).
+    pub revoked_at: Timestamp,
+}
+
+impl PastRole {
+    /// What the role applied to.
+    pub fn subject(&self) -> RoleSubject {
+        RoleSubject::from_ids(self.goal_id.as_ref(), self.step_id.as_ref())
+    }
+}
+
+/// One stretch of time during which a person held a role: a current assignment (open-ended)
+/// or a past one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tenure<'a> {
+    /// Who.
+    pub person: &'a PersonId,
+    /// Which role.
+    pub role: Role,
+    /// On this goal (if any).
+    pub goal_id: Option<&'a GoalId>,
+    /// On this step (if any).
+    pub step_id: Option<&'a StepId>,
+    /// From this instant (included).
+    pub from: Timestamp,
+    /// Until this instant (excluded); `None` while still held.
+    pub until: Option<Timestamp>,
+}
+
+impl Tenure<'_> {
+    /// Whether the role was held at instant `t`: `from <= t < until`.
+    pub fn covers(&self, t: Timestamp) -> bool {
+        self.from <= t && self.until.is_none_or(|until| t < until)
+    }
+
+    /// Whether the role applies to `subject`.
+    pub fn is_on(&self, subject: &RoleSubject) -> bool {
+        match subject {
+            RoleSubject::Plan => self.goal_id.is_none() && self.step_id.is_none(),
+            RoleSubject::Goal(goal) => self.goal_id == Some(goal),
+            RoleSubject::Step(step) => self.goal_id.is_none() && self.step_id == Some(step),
+        }
+    }
+}
+
 /// A goal as frozen in a baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BaselineGoal {
@@ -420,6 +478,10 @@ pub struct Plan {
     pub steps: BTreeMap<StepId, Step>,
     /// Current role assignments in assignment order.
     pub roles: Vec<RoleAssignment>,
+    /// Revoked role assignments, in revocation order: with `roles`, who held which role when.
+    /// (Empty in state stored before it was kept, until the plan is replayed from its events.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub past_roles: Vec<PastRole>,
     /// Baselines by label.
     pub baselines: BTreeMap<String, Baseline>,
     /// When it was archived; `Some` means no further commands are accepted.
@@ -539,6 +601,41 @@ impl Plan {
             .map(|r| &r.person)
     }
 
+    /// Every stretch of time a role was held on this plan: past ones in revocation order, then
+    /// current ones in assignment order.
+    pub fn tenures(&self) -> impl Iterator<Item = Tenure<'_>> + '_ {
+        let past = self.past_roles.iter().map(|r| Tenure {
+            person: &r.person,
+            role: r.role,
+            goal_id: r.goal_id.as_ref(),
+            step_id: r.step_id.as_ref(),
+            from: r.assigned_at,
+            until: Some(r.revoked_at),
+        });
+        let current = self.roles.iter().map(|r| Tenure {
+            person: &r.person,
+            role: r.role,
+            goal_id: r.goal_id.as_ref(),
+            step_id: r.step_id.as_ref(),
+            from: r.assigned_at,
+            until: None,
+        });
+        past.chain(current)
+    }
+
+    /// Holders of `role` on `subject` at instant `t` (each person once, in id order). With
+    /// `t` at or after the last event this is [`Plan::holders`].
+    pub fn holders_at(&self, role: Role, subject: &RoleSubject, t: Timestamp) -> Vec<&PersonId> {
+        let mut holders: Vec<&PersonId> = self
+            .tenures()
+            .filter(|r| r.role == role && r.is_on(subject) && r.covers(t))
+            .map(|r| r.person)
+            .collect();
+        holders.sort_unstable();
+        holders.dedup();
+        holders
+    }
+
     /// The check-in id `decide` derives when the client gives none: "c{n}", first free n.
     pub fn next_checkin_id(&self) -> String {
         let mut n = self.checkin_count + 1;
@@ -569,11 +666,7 @@ pub fn evolve(mut plan: Plan, event: &Event) -> Plan {
         Event::GoalDefined(e) => apply_goal_defined(&mut plan, e),
         Event::StepAdded(e) => apply_step_added(&mut plan, e),
         Event::RoleAssigned(e) => apply_role_assigned(&mut plan, e),
-        Event::RoleRevoked(e) => {
-            let subject = RoleSubject::from_ids(e.goal_id.as_ref(), e.step_id.as_ref());
-            plan.roles
-                .retain(|r| !(r.person == e.person && r.role == e.role && r.subject() == subject));
-        }
+        Event::RoleRevoked(e) => apply_role_revoked(&mut plan, e),
         Event::CheckInRecorded(e) => apply_check_in(&mut plan, e),
         Event::StepCompleted(e) => apply_step_completed(&mut plan, e),
         Event::StepReopened(e) => apply_step_reopened(&mut plan, e),
@@ -656,6 +749,22 @@ fn apply_role_assigned(plan: &mut Plan, e: &RoleAssigned) {
             assigned_at: e.at,
         });
     }
+}
+
+fn apply_role_revoked(plan: &mut Plan, e: &RoleRevoked) {
+    let subject = RoleSubject::from_ids(e.goal_id.as_ref(), e.step_id.as_ref());
+    let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.roles)
+        .into_iter()
+        .partition(|r| r.person == e.person && r.role == e.role && r.subject() == subject);
+    plan.roles = kept;
+    plan.past_roles.extend(ended.into_iter().map(|r| PastRole {
+        person: r.person,
+        role: r.role,
+        goal_id: r.goal_id,
+        step_id: r.step_id,
+        assigned_at: r.assigned_at,
+        revoked_at: e.at,
+    }));
 }
 
 fn apply_check_in(plan: &mut Plan, e: &CheckInRecorded) {

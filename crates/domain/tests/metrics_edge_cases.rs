@@ -601,3 +601,206 @@ fn metrics_of_a_plan_that_does_not_exist_are_empty() {
     assert_eq!(metrics::agility_report(&plan, now).volatility, None);
     assert!(metrics::momentum(&plan, now).weeks.is_empty());
 }
+
+// Earned schedule at the edges (docs/metrics.md, "Earned schedule").
+
+/// A plan over 2026 whose two goals are defined three weeks after its start (the demo plan's
+/// shape at its version 7): `checkout` (4 steps, due 02-21, 30 days) and `signups` (KPI 0 -> 10,
+/// weight 2, due 03-23, 60 days).
+fn late_goals() -> Scenario {
+    Scenario::year_2026()
+        .plain_goal("2026-01-22", "checkout", "2026-02-21")
+        .step("2026-01-22", "s1", "checkout", "2026-02-01")
+        .step("2026-01-22", "s2", "checkout", "2026-02-08")
+        .step("2026-01-22", "s3", "checkout", "2026-02-15")
+        .step("2026-01-22", "s4", "checkout", "2026-02-20")
+        .with(
+            "2026-01-22",
+            json!({"type": "DefineGoal", "data": {"goal_id": "signups", "title": "Signups", "weight": 2.0,
+                "kpi": {"unit": "u", "baseline": 0.0, "target": 10.0, "direction": "increase"},
+                "due": "2026-03-23"}}),
+        )
+}
+
+#[test]
+fn nothing_planned_and_nothing_earned_is_no_slip() {
+    // On 01-22: AT = 21, every goal starts today, so PV(d) = 0 for d <= 21 and EV = 0.
+    // C = 21 (the last day with PV <= EV), ES = 21 + 0 / PV(22) = 21: slip 0, SPI(t) = 1.
+    let report = metrics::progress_report(&late_goals().plan, ts("2026-01-22"), RollUp::Weighted);
+    close(report.expected_progress, 0.0);
+    close(report.progress, 0.0);
+    assert_eq!(report.pv, 0.0);
+    assert_eq!(
+        report.spi, None,
+        "SPI = EV / PV is undefined with nothing planned"
+    );
+    assert_eq!(report.actual_time_days, 21);
+    close(report.earned_schedule_days, 21.0);
+    close(report.spi_t, 1.0);
+    close(report.schedule_slip_days, 0.0);
+}
+
+#[test]
+fn nothing_earned_slips_only_the_days_since_value_was_planned() {
+    // On 01-25 (AT = 24) nothing is earned yet: PV(d) = 0 up to day 21, PV(22) > 0, so C = 21
+    // and ES = 21; slip 3 days (the goals' own three days), SPI(t) = 21 / 24.
+    // Expected progress follows the same curve: PV(24) = 1 * 3/30 + 2 * 3/60 = 0.2 of 3.
+    let report = metrics::progress_report(&late_goals().plan, ts("2026-01-25"), RollUp::Weighted);
+    close(Some(report.pv), 0.2);
+    close(report.expected_progress, 0.2 / 3.0);
+    close(report.earned_schedule_days, 21.0);
+    close(report.spi_t, 21.0 / 24.0);
+    close(report.schedule_slip_days, 3.0);
+}
+
+#[test]
+fn nothing_earned_on_a_plan_planned_from_its_start_slips_all_elapsed_days() {
+    // PV rises from day 0 (PV(1) = 1/100 > 0 = EV): C = 0, ES = 0, slip = AT = 10.
+    let plan = Scenario::year_2026()
+        .kpi_goal("2026-01-01", "g", 0.0, 10.0, "2026-04-11")
+        .plan;
+    let report = metrics::progress_report(&plan, ts("2026-01-11"), RollUp::Weighted);
+    close(Some(report.pv), 0.1);
+    close(report.earned_schedule_days, 0.0);
+    close(report.spi_t, 0.0);
+    close(report.schedule_slip_days, 10.0);
+}
+
+#[test]
+fn goals_defined_after_the_start_are_measured_from_their_own_start() {
+    // docs example: one goal defined 01-22, due 02-21 (30 days), value 3 of 10 on 01-31.
+    // PV(d) = (d - 21) / 30 from day 21; EV = 0.3 = PV(30), PV(31) = 10/30 > EV: ES = 30,
+    // AT = 30, slip 0; the goal's own e = 9/30 = 0.3, so SPI = 1 as well.
+    let plan = Scenario::year_2026()
+        .kpi_goal("2026-01-22", "g", 0.0, 10.0, "2026-02-21")
+        .value("2026-01-31", "g", 3.0, 0.5)
+        .plan;
+    let report = metrics::progress_report(&plan, ts("2026-01-31"), RollUp::Weighted);
+    close(report.expected_progress, 0.3);
+    close(report.spi, 1.0);
+    close(report.earned_schedule_days, 30.0);
+    close(report.schedule_slip_days, 0.0);
+    // One day later, nothing new: PV(31) = 1/3 > EV, ES stays 30, slip 1 day.
+    let report = metrics::progress_report(&plan, ts("2026-02-01"), RollUp::Weighted);
+    close(report.earned_schedule_days, 30.0);
+    close(report.schedule_slip_days, 1.0);
+}
+
+#[test]
+fn earned_value_at_the_curves_end_stops_at_the_last_due_date() {
+    // Everything done by 03-02 (AT = 60); the goals are due on days 51 (02-21) and 81 (03-23)
+    // of the plan: EV = 3 = PV(81), the curve's end, so ES = 81, slip = 60 - 81 = -21 (ahead).
+    let plan = late_goals()
+        .complete("2026-02-01", "s1")
+        .complete("2026-02-08", "s2")
+        .complete("2026-02-15", "s3")
+        .complete("2026-02-20", "s4")
+        .value("2026-03-02", "signups", 10.0, 0.9)
+        .plan;
+    let report = metrics::progress_report(&plan, ts("2026-03-02"), RollUp::Weighted);
+    close(Some(report.ev), 3.0);
+    assert_eq!(report.actual_time_days, 60);
+    close(report.earned_schedule_days, 81.0);
+    close(report.spi_t, 81.0 / 60.0);
+    close(report.schedule_slip_days, -21.0);
+}
+
+// Role history: who is credited when nobody, or only a responsible person, held the goal.
+
+#[test]
+fn a_responsible_person_answers_only_while_nobody_is_accountable() {
+    // alice responsible from 01-01; bob accountable from 01-12. Slot deadlines 01-10 (alice:
+    // nobody accountable then), 01-17, 01-24, 01-31 (bob). No check-ins: all missed.
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .role("2026-01-01", "alice", "responsible", "g")
+        .role("2026-01-12", "bob", "accountable", "g")
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    assert_eq!(report.slots_due, 4);
+    let slots = |name: &str| {
+        let p = report
+            .people
+            .iter()
+            .find(|p| p.person.as_str() == name)
+            .expect("row");
+        (p.slots_due, p.slots_on_time)
+    };
+    assert_eq!(slots("alice"), (1, 0));
+    assert_eq!(slots("bob"), (3, 0));
+}
+
+#[test]
+fn items_falling_due_while_nobody_held_the_goal_are_credited_to_nobody() {
+    // Slots 01-10 and 01-17 and step s (fell due 01-16 00:00) come before alice's role on
+    // 01-20: the plan counts 4 slots and 1 step, alice 2 slots (01-24, 01-31) and no step.
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .step("2026-01-01", "s", "g", "2026-01-15")
+        .role("2026-01-20", "alice", "accountable", "g")
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    assert_eq!(
+        (report.slots_due, report.steps_due, report.overdue_steps),
+        (4, 1, 1)
+    );
+    let alice = &report.people[0];
+    assert_eq!(alice.person.as_str(), "alice");
+    assert_eq!(
+        (alice.slots_due, alice.steps_due, alice.overdue_steps),
+        (2, 0, 0)
+    );
+    // Her staleness counts from when she took the goal (11 days), not from its definition (30).
+    close(report.staleness_days, 30.0);
+    close(alice.staleness_days, 11.0);
+}
+
+#[test]
+fn a_step_with_its_own_owner_goes_to_that_owner() {
+    // bob is accountable for g, carol responsible for step s2 (from 01-05); both steps are
+    // open and past due on 01-31: s1 is bob's, s2 carol's.
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .step("2026-01-01", "s1", "g", "2026-01-15")
+        .step("2026-01-01", "s2", "g", "2026-01-20")
+        .role("2026-01-01", "bob", "accountable", "g")
+        .with(
+            "2026-01-05",
+            json!({"type": "AssignRole", "data": {"person": "carol", "role": "responsible", "step_id": "s2"}}),
+        )
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    let steps = |name: &str| {
+        let p = report
+            .people
+            .iter()
+            .find(|p| p.person.as_str() == name)
+            .expect("row");
+        (p.steps_due, p.overdue_steps)
+    };
+    assert_eq!(steps("bob"), (1, 1));
+    assert_eq!(steps("carol"), (1, 1));
+}
+
+#[test]
+fn a_consulted_person_whose_role_ended_has_no_row() {
+    let plan = Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .role("2026-01-01", "dave", "consulted", "g")
+        .role("2026-01-01", "erin", "accountable", "g")
+        .revoke("2026-01-02", "dave", "consulted", "g")
+        .revoke("2026-01-03", "erin", "accountable", "g")
+        .plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    let names: Vec<&str> = report.people.iter().map(|p| p.person.as_str()).collect();
+    assert_eq!(
+        names,
+        ["erin"],
+        "a past owner keeps a row; a past consultee does not"
+    );
+    let dave = planledger_domain::PersonId::new("dave").expect("id");
+    assert_eq!(
+        metrics::person_accountability(&plan, &dave, ts("2026-01-31")),
+        None
+    );
+}

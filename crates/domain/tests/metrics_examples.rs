@@ -237,6 +237,242 @@ fn example_4_person_figures_cover_what_they_own() {
     assert_eq!(alice.brier_score, None);
 }
 
+/// docs/metrics.md, example 10: three goals handed from alice to bob on 2026-01-20 12:00.
+fn example_10() -> Scenario {
+    let handover = "2026-01-20T12:00:00Z";
+    Scenario::year_2026()
+        .plain_goal("2026-01-01", "g", "2026-06-30")
+        .plain_goal("2026-01-01", "h", "2026-06-30")
+        .plain_goal("2026-01-01", "k", "2026-06-30")
+        .role("2026-01-01", "alice", "accountable", "g")
+        .role("2026-01-01", "alice", "accountable", "h")
+        .role("2026-01-01", "alice", "accountable", "k")
+        .step("2026-01-01", "s1", "g", "2026-01-15")
+        .step("2026-01-01", "s2", "g", "2026-01-25")
+        .step("2026-01-01", "s3", "g", "2026-01-28")
+        .status("2026-01-05", "g", "on_track", 0.7)
+        .status("2026-01-06", "h", "on_track", 0.9)
+        .status("2026-01-06", "k", "on_track", 0.8)
+        .complete("2026-01-14", "s1")
+        .status("2026-01-16", "g", "on_track", 0.6)
+        .handover(handover, "alice", "bob", "g")
+        .handover(handover, "alice", "bob", "h")
+        .handover(handover, "alice", "bob", "k")
+        .status("2026-01-21", "k", "off_track", 0.3)
+        .close("2026-01-22", "h", "achieved")
+        .close("2026-01-22", "k", "missed")
+        .with(
+            "2026-01-24",
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "confidence": 0.5, "blockers": ["vendor"]}}),
+        )
+        .complete("2026-01-27", "s2")
+}
+
+fn person<'a>(
+    report: &'a metrics::AccountabilityReport,
+    name: &str,
+) -> &'a metrics::PersonAccountability {
+    report
+        .people
+        .iter()
+        .find(|p| p.person.as_str() == name)
+        .unwrap_or_else(|| panic!("{name} has a row"))
+}
+
+#[test]
+fn example_10_punctuality_is_split_at_the_handover() {
+    let report = metrics::accountability_report(&example_10().plan, ts("2026-01-31"));
+    let slots = |goal: &str| {
+        let row = report
+            .goals
+            .iter()
+            .find(|g| g.goal_id == gid(goal))
+            .expect("goal row");
+        (row.slots_due, row.slots_on_time)
+    };
+    assert_eq!(
+        [slots("g"), slots("h"), slots("k")],
+        [(4, 3), (3, 1), (3, 2)]
+    );
+    assert_eq!((report.slots_due, report.slots_on_time), (10, 6));
+    let alice = person(&report, "alice");
+    assert_eq!((alice.slots_due, alice.slots_on_time), (6, 4));
+    close(alice.punctuality, 4.0 / 6.0);
+    let bob = person(&report, "bob");
+    assert_eq!((bob.slots_due, bob.slots_on_time), (4, 2));
+    close(bob.punctuality, 0.5);
+}
+
+#[test]
+fn example_10_say_do_and_overdue_steps_go_to_the_holder_when_each_step_fell_due() {
+    let report = metrics::accountability_report(&example_10().plan, ts("2026-01-31"));
+    assert_eq!((report.steps_due, report.steps_done_on_time), (3, 1));
+    let alice = person(&report, "alice");
+    assert_eq!((alice.steps_due, alice.steps_done_on_time), (1, 1));
+    close(alice.say_do_ratio, 1.0);
+    assert_eq!(alice.overdue_steps, 0);
+    let bob = person(&report, "bob");
+    assert_eq!((bob.steps_due, bob.steps_done_on_time), (2, 0));
+    close(bob.say_do_ratio, 0.0);
+    assert_eq!(bob.overdue_steps, 1);
+}
+
+#[test]
+fn example_10_each_forecast_is_scored_against_whoever_reported_it() {
+    let report = metrics::accountability_report(&example_10().plan, ts("2026-01-31"));
+    close(report.brier_score, 0.05);
+    let alice = person(&report, "alice");
+    assert_eq!(alice.brier_goals, 1);
+    close(alice.brier_score, 0.01);
+    let bob = person(&report, "bob");
+    assert_eq!(bob.brier_goals, 1);
+    close(bob.brier_score, 0.09);
+}
+
+#[test]
+fn example_10_current_figures_belong_to_the_current_holder() {
+    let plan = example_10().plan;
+    let report = metrics::accountability_report(&plan, ts("2026-01-31"));
+    let names: Vec<&str> = report.people.iter().map(|p| p.person.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let bob = person(&report, "bob");
+    close(bob.staleness_days, 7.0);
+    assert_eq!(bob.open_blockers, 1);
+    close(bob.ownership_coverage, 1.0);
+    assert_eq!(bob.goals_owned, vec![gid("g"), gid("h"), gid("k")]);
+    let alice = person(&report, "alice");
+    assert!(alice.roles.is_empty() && alice.goals_owned.is_empty());
+    assert_eq!(alice.staleness_days, None);
+    assert_eq!(alice.ownership_coverage, None);
+    assert_eq!(alice.open_blockers, 0);
+    // The single-person entry point answers the same as the report's row.
+    let alone = metrics::person_accountability(
+        &plan,
+        &planledger_domain::PersonId::new("alice").expect("id"),
+        ts("2026-01-31"),
+    );
+    assert_eq!(alone.as_ref(), Some(alice));
+}
+
+#[test]
+fn example_10_as_of_before_the_handover_alice_holds_everything() {
+    let scenario = example_10();
+    let at = ts("2026-01-20T11:00:00Z");
+    let plan = as_of(&scenario.events, at);
+    let report = metrics::accountability_report(&plan, at);
+    let names: Vec<&str> = report.people.iter().map(|p| p.person.as_str()).collect();
+    assert_eq!(names, ["alice"]);
+    let alice = person(&report, "alice");
+    // Slots with deadlines 01-10 and 01-17 on g, h and k: g 2 of 2, h 1 of 2, k 1 of 2.
+    assert_eq!((alice.slots_due, alice.slots_on_time), (6, 4));
+    assert_eq!((alice.steps_due, alice.steps_done_on_time), (1, 1));
+}
+
+/// docs/metrics.md, example 11: completion forecasts from a linear and a noisy series.
+fn example_11(values: [f64; 4], target: f64, due: &str) -> Scenario {
+    let mut s = Scenario::year_2026().kpi_goal("2026-01-01", "g", 0.0, target, due);
+    for (day, value) in ["2026-01-01", "2026-01-08", "2026-01-15", "2026-01-22"]
+        .into_iter()
+        .zip(values)
+    {
+        s = s.value(day, "g", value, 0.5);
+    }
+    s
+}
+
+fn forecast(s: &Scenario, now: &str) -> metrics::CompletionForecast {
+    metrics::completion_forecast(
+        &s.plan,
+        &gid("g"),
+        ts(now),
+        metrics::FORECAST_WINDOW,
+        metrics::FORECAST_MIN_POINTS,
+    )
+    .expect("an open KPI goal has a forecast")
+}
+
+fn trend(f: metrics::CompletionForecast) -> metrics::TrendForecast {
+    match f {
+        metrics::CompletionForecast::Trend(t) => t,
+        other => panic!("expected a trend, got {other:?}"),
+    }
+}
+
+#[test]
+fn example_11_a_linear_series_has_no_spread() {
+    let t = trend(forecast(
+        &example_11([10.0, 17.0, 24.0, 31.0], 100.0, "2026-03-01"),
+        "2026-01-22",
+    ));
+    assert_eq!(t.points, 4);
+    close(Some(t.slope_per_day), 1.0);
+    close(Some(t.residual_std), 0.0);
+    assert_eq!(t.p50, Some(day("2026-04-01")));
+    assert_eq!(t.p85, Some(day("2026-04-01")));
+    close(Some(t.probability_by_due), 0.0);
+    let later = trend(forecast(
+        &example_11([10.0, 17.0, 24.0, 31.0], 100.0, "2026-04-30"),
+        "2026-01-22",
+    ));
+    close(Some(later.probability_by_due), 1.0);
+}
+
+#[test]
+fn example_11_a_noisy_series_gets_an_interval_from_its_residuals() {
+    let t = trend(forecast(
+        &example_11([10.0, 20.0, 22.0, 32.0], 50.0, "2026-02-20"),
+        "2026-01-22",
+    ));
+    close(Some(t.slope_per_day), 34.0 / 35.0);
+    close(Some(t.residual_std), 6.4f64.sqrt());
+    assert_eq!(t.p50, Some(day("2026-02-11")));
+    assert_eq!(t.p85, Some(day("2026-02-18")));
+    let p = t.probability_by_due;
+    assert!((p - 0.9102).abs() < 1e-4, "probability by due {p}");
+}
+
+#[test]
+fn example_11_below_the_minimum_there_is_not_enough_data() {
+    let s = Scenario::year_2026()
+        .kpi_goal("2026-01-01", "g", 0.0, 100.0, "2026-03-01")
+        .value("2026-01-01", "g", 10.0, 0.5)
+        .value("2026-01-08", "g", 17.0, 0.5);
+    assert_eq!(
+        forecast(&s, "2026-01-22"),
+        metrics::CompletionForecast::NotEnoughData {
+            points: 2,
+            needed: 3
+        }
+    );
+    // Two reports about the same day count once.
+    let s = s.value("2026-01-09", "g", 18.0, 0.5).with(
+        "2026-01-10",
+        json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": 19.0, "confidence": 0.5, "effective_on": "2026-01-09"}}),
+    );
+    assert_eq!(trend(forecast(&s, "2026-01-22")).points, 3);
+}
+
+#[test]
+fn example_11_a_trend_away_from_the_target_never_reaches_it() {
+    let t = trend(forecast(
+        &example_11([31.0, 24.0, 17.0, 10.0], 100.0, "2026-03-01"),
+        "2026-01-22",
+    ));
+    assert_eq!((t.p50, t.p85), (None, None));
+    close(Some(t.probability_by_due), 0.0);
+}
+
+#[test]
+fn example_11_a_met_target_is_reached_not_forecast() {
+    let s = example_11([10.0, 17.0, 24.0, 31.0], 20.0, "2026-03-01");
+    assert_eq!(
+        forecast(&s, "2026-01-22"),
+        metrics::CompletionForecast::Reached {
+            on: day("2026-01-15")
+        }
+    );
+}
+
 /// docs/metrics.md, example 5: adjustments, volatility and course-correction latency.
 fn example_5() -> Scenario {
     Scenario::year_2026()

@@ -322,3 +322,205 @@ proptest! {
         prop_assert!(unit(acc.punctuality) && unit(acc.say_do_ratio) && unit(acc.ownership_coverage) && unit(acc.brier_score));
     }
 }
+
+mod support;
+
+/// A goal's accountable role passed along a chain of people, with check-ins and maybe a
+/// responsible stand-in: each handover revokes the holder at `revoke` hours after the previous
+/// assignment and assigns the next person `gap` hours later (0: at the same instant).
+#[derive(Clone, Debug)]
+struct RoleStory {
+    first: usize,
+    handovers: Vec<(u32, u32, usize)>,
+    standin: Option<(u32, u32)>,
+    check_ins: Vec<u32>,
+    close_after: Option<(u32, bool)>,
+    look_after: u32,
+}
+
+const HOLDERS: [&str; 3] = ["ann", "ben", "cat"];
+const STANDIN: &str = "rita";
+
+fn role_story(gaps: bool) -> impl Strategy<Value = RoleStory> {
+    let gap = if gaps { 0u32..72 } else { 0u32..1 };
+    (
+        0usize..3,
+        prop::collection::vec((1u32..900, gap, 0usize..3), 0..6),
+        prop::option::of((0u32..2000, 1u32..2000)),
+        prop::collection::vec(0u32..5000, 0..30),
+        prop::option::of((0u32..900, any::<bool>())),
+        0u32..3000,
+    )
+        .prop_map(
+            |(first, handovers, standin, check_ins, close_after, look_after)| RoleStory {
+                first,
+                handovers,
+                standin,
+                check_ins,
+                close_after,
+                look_after,
+            },
+        )
+}
+
+struct Told {
+    scenario: support::Scenario,
+    /// (person, from, until) of every accountable tenure.
+    accountable: Vec<(&'static str, Timestamp, Option<Timestamp>)>,
+    /// The stand-in's responsible tenure.
+    standin: Option<(Timestamp, Option<Timestamp>)>,
+    now: Timestamp,
+}
+
+fn hours(from: Timestamp, n: u32) -> Timestamp {
+    from.checked_add(SignedDuration::from_hours(i64::from(n)))
+        .expect("in range")
+}
+
+/// Runs the story through decide/evolve, in time order, on a plan over 2026 (cadence 7, grace 2).
+fn tell(story: &RoleStory) -> Told {
+    use serde_json::json;
+    let t0: Timestamp = "2026-01-01T09:00:00Z".parse().expect("literal");
+    // (time, order, command); the order keeps a revoke before the assign at the same instant.
+    let mut script: Vec<(Timestamp, usize, serde_json::Value)> = Vec::new();
+    let role = |verb: &str, person: &str, role: &str| json!({"type": verb, "data": {"person": person, "role": role, "goal_id": "g"}});
+    let mut accountable = Vec::new();
+    let mut holder = HOLDERS[story.first];
+    let mut since = t0;
+    script.push((t0, 0, role("AssignRole", holder, "accountable")));
+    for (held, gap, next) in &story.handovers {
+        let revoke = hours(since, *held);
+        let assign = hours(revoke, *gap);
+        script.push((
+            revoke,
+            script.len(),
+            role("RevokeRole", holder, "accountable"),
+        ));
+        script.push((
+            assign,
+            script.len(),
+            role("AssignRole", HOLDERS[*next], "accountable"),
+        ));
+        accountable.push((holder, since, Some(revoke)));
+        holder = HOLDERS[*next];
+        since = assign;
+    }
+    let last_role_change = since;
+    let mut standin = None;
+    if let Some((from, length)) = story.standin {
+        let (from, until) = (hours(t0, from), hours(hours(t0, from), length));
+        script.push((
+            from,
+            script.len(),
+            role("AssignRole", STANDIN, "responsible"),
+        ));
+        script.push((
+            until,
+            script.len(),
+            role("RevokeRole", STANDIN, "responsible"),
+        ));
+        standin = Some((from, Some(until)));
+    }
+    for at in &story.check_ins {
+        script.push((
+            hours(t0, *at),
+            script.len(),
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "confidence": 0.5}}),
+        ));
+    }
+    let mut end = script.iter().map(|(t, _, _)| *t).max().unwrap_or(t0);
+    let mut closed_at = None;
+    if let Some((after, achieved)) = story.close_after {
+        // Roles cannot change on a closed goal, so it closes after the last change.
+        let at = hours(end.max(last_role_change), after);
+        let outcome = if achieved { "achieved" } else { "missed" };
+        script.push((
+            at,
+            script.len(),
+            json!({"type": "CloseGoal", "data": {"goal_id": "g", "outcome": outcome}}),
+        ));
+        closed_at = Some(at);
+        end = at;
+    }
+    accountable.push((holder, since, None));
+    script.sort_by_key(|(t, order, _)| (*t, *order));
+    let mut scenario = support::Scenario::year_2026().plain_goal("2026-01-01", "g", "2026-12-31");
+    for (at, _, command) in script {
+        // A check-in after the goal closed is refused; everything else must be accepted.
+        if closed_at.is_some_and(|c| at > c) {
+            continue;
+        }
+        scenario.run(&at.to_string(), command);
+    }
+    Told {
+        scenario,
+        accountable,
+        standin,
+        now: hours(end, story.look_after),
+    }
+}
+
+/// The instants at which the goal's due slots fell due: 00:00 UTC of `S + 7(k+1) + 2`.
+fn slot_moments(due: u32) -> Vec<Timestamp> {
+    (0..i64::from(due))
+        .map(|k| {
+            let start = planledger_domain::calendar::day_number(jiff::civil::date(2026, 1, 1));
+            planledger_domain::calendar::start_of_day(start + 7 * (k + 1) + 2)
+        })
+        .collect()
+}
+
+fn covers(from: Timestamp, until: Option<Timestamp>, t: Timestamp) -> bool {
+    from <= t && until.is_none_or(|u| t < u)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn slots_of_a_goal_are_split_between_its_accountable_holders_without_loss(story in role_story(false)) {
+        let told = tell(&story);
+        let report = metrics::accountability_report(&told.scenario.plan, told.now);
+        let goal = &report.goals[0];
+        let ever: Vec<&str> = told.accountable.iter().map(|(p, _, _)| *p).collect();
+        let (mut due, mut on_time) = (0, 0);
+        for person in &report.people {
+            if ever.contains(&person.person.as_str()) {
+                due += person.slots_due;
+                on_time += person.slots_on_time;
+            } else {
+                // With an accountable person at every moment, the stand-in is never credited.
+                prop_assert_eq!(person.slots_due, 0);
+            }
+        }
+        prop_assert_eq!((due, on_time), (goal.slots_due, goal.slots_on_time));
+        for holder in &ever {
+            prop_assert!(report.people.iter().any(|p| p.person.as_str() == *holder));
+        }
+    }
+
+    #[test]
+    fn slots_in_a_gap_go_to_the_stand_in_or_to_nobody(story in role_story(true)) {
+        let told = tell(&story);
+        let report = metrics::accountability_report(&told.scenario.plan, told.now);
+        let goal = &report.goals[0];
+        let moments = slot_moments(goal.slots_due);
+        let held = |t: Timestamp| told.accountable.iter().any(|(_, from, until)| covers(*from, *until, t));
+        let stood_in = |t: Timestamp| told.standin.is_some_and(|(from, until)| covers(from, until, t));
+        let with_accountable = moments.iter().filter(|t| held(**t)).count() as u32;
+        let standin_expected = moments.iter().filter(|t| !held(**t) && stood_in(**t)).count() as u32;
+        let nobody = moments.len() as u32 - with_accountable - standin_expected;
+        let slots_of = |name: &str| {
+            report.people.iter().find(|p| p.person.as_str() == name).map_or((0, 0), |p| (p.slots_due, p.slots_on_time))
+        };
+        let holders: Vec<&str> = HOLDERS.to_vec();
+        let (due, on_time) = holders.iter().map(|h| slots_of(h)).fold((0, 0), |(d, o), (pd, po)| (d + pd, o + po));
+        let standin = slots_of(STANDIN);
+        prop_assert_eq!(due, with_accountable);
+        prop_assert_eq!(standin.0, standin_expected);
+        prop_assert!(on_time + standin.1 <= goal.slots_on_time);
+        if nobody == 0 {
+            prop_assert_eq!(on_time + standin.1, goal.slots_on_time);
+        }
+    }
+}

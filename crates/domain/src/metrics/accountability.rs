@@ -1,7 +1,9 @@
 //! Accountability: check-in punctuality with grace, staleness, say/do ratio, overdue steps,
 //! ownership coverage, open blockers and confidence calibration (Brier score), per plan and person.
+//! Person figures follow the plan's role history: each item goes to whoever held the goal (or
+//! step) when it fell due or was reported.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{chronological, goal_start, ratio};
 use crate::calendar;
 use crate::id::{GoalId, PersonId, PlanId, StepId};
-use crate::plan::{Goal, Outcome, Plan, Role, RoleSubject, Step};
+use crate::plan::{CheckIn, Goal, Outcome, Plan, Role, RoleSubject, Step, Tenure};
 
 /// A role a person holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,36 +74,40 @@ pub struct GoalAccountability {
     pub open_blockers: u32,
 }
 
-/// Accountability figures of one person over what they own.
+/// Accountability figures of one person: each slot, step, blocker and forecast credited to
+/// whoever answered for it (accountable, else responsible) at the moment it fell due or was
+/// reported, so a handover splits a goal's history between the people who held it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PersonAccountability {
     /// The person.
     pub person: PersonId,
     /// Roles held now.
     pub roles: Vec<RoleHeld>,
-    /// Goals they own (accountable or responsible).
+    /// Goals they own now (accountable or responsible).
     pub goals_owned: Vec<GoalId>,
-    /// On-time slots / slots due over owned goals.
+    /// On-time slots / slots due, over the slots they answered for when each fell due.
     pub punctuality: Option<f64>,
-    /// Slots due over owned goals.
+    /// Slots that fell due while they answered for the goal.
     pub slots_due: u32,
-    /// On-time slots over owned goals.
+    /// Of those, slots with a check-in recorded in time.
     pub slots_on_time: u32,
-    /// The largest staleness among owned open goals.
+    /// The largest staleness among the open goals they answer for now, each counted from the
+    /// later of its last check-in and their taking it over.
     pub staleness_days: Option<f64>,
-    /// Say/do ratio over owned steps.
+    /// Say/do ratio over the steps they answered for when each fell due.
     pub say_do_ratio: Option<f64>,
-    /// Owned steps due.
+    /// Steps that fell due while they answered for them.
     pub steps_due: u32,
-    /// Owned steps completed by their due date.
+    /// Of those, steps completed by their due date.
     pub steps_done_on_time: u32,
-    /// Owned open steps past due.
+    /// Of those, open steps of open goals.
     pub overdue_steps: u32,
-    /// Of the open goals they hold any role on, the share with exactly one accountable.
+    /// Of the open goals they hold any role on now, the share with exactly one accountable.
     pub ownership_coverage: Option<f64>,
-    /// Blockers on owned open goals.
+    /// Blockers in the latest check-in of open goals, reported while they answered for the goal.
     pub open_blockers: u32,
-    /// Brier score over owned closed goals (achieved = 1, missed = 0).
+    /// Brier score over closed goals whose scored forecast was reported while they answered for
+    /// the goal (achieved = 1, missed = 0).
     pub brier_score: Option<f64>,
     /// Closed goals scored.
     pub brier_goals: u32,
@@ -170,7 +176,8 @@ pub fn accountability_report(plan: &Plan, now: Timestamp) -> AccountabilityRepor
         .iter()
         .map(|g| goal_row(plan, g, now, today))
         .collect();
-    let people: BTreeSet<&PersonId> = plan.roles.iter().map(|r| &r.person).collect();
+    let tallies = tallies(plan, now, today);
+    let none = Tally::default();
     AccountabilityReport {
         plan_id: plan.plan_id.clone(),
         as_of: now,
@@ -194,23 +201,30 @@ pub fn accountability_report(plan: &Plan, now: Timestamp) -> AccountabilityRepor
         brier_score: brier.0,
         brier_goals: brier.1,
         goals,
-        people: people
+        people: people(plan)
             .into_iter()
-            .map(|p| person_row(plan, p, now, today))
+            .map(|p| person_row(plan, p, tallies.get(p).unwrap_or(&none)))
             .collect(),
     }
 }
 
-/// Accountability of one person in this plan as of `now` (`None` if they hold no role here).
+/// Accountability of one person in this plan as of `now` (`None` if they hold no role here
+/// and never were accountable or responsible for anything here).
 pub fn person_accountability(
     plan: &Plan,
     person: &PersonId,
     now: Timestamp,
 ) -> Option<PersonAccountability> {
-    plan.roles
-        .iter()
-        .any(|r| &r.person == person)
-        .then(|| person_row(plan, person, now, calendar::utc_date(now)))
+    if !people(plan).contains(person) {
+        return None;
+    }
+    let tallies = tallies(plan, now, calendar::utc_date(now));
+    let none = Tally::default();
+    Some(person_row(
+        plan,
+        person,
+        tallies.get(person).unwrap_or(&none),
+    ))
 }
 
 fn count(n: usize) -> u32 {
@@ -223,16 +237,34 @@ fn accountable_count(plan: &Plan, goal: &Goal) -> usize {
 }
 
 /// Cadence slots of one goal: (due, on time).
+pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
+    due_slots(plan, goal, today)
+        .iter()
+        .fold((0, 0), |(due, on_time), slot| {
+            (due + 1, on_time + u32::from(slot.on_time))
+        })
+}
+
+/// A cadence slot that has fallen due.
+#[derive(Clone, Copy, Debug)]
+struct DueSlot {
+    /// UTC day number of its deadline `S + (k+1)*c + grace`: it fell due at that day's 00:00.
+    deadline: i64,
+    /// Whether a check-in filled it in time.
+    on_time: bool,
+}
+
+/// The due cadence slots of one goal, in order.
 ///
 /// Slot k covers days `[S + k*c, S + (k+1)*c)` from the goal's start S. It is due once it lies
 /// wholly before the goal stopped needing check-ins (plan end + 1 day, or the closing day) and
 /// its deadline `S + (k+1)*c + grace` has been reached. It is on time when a check-in on the goal
 /// was recorded (UTC day) in `[S + k*c, S + (k+1)*c + grace)`; each check-in counts for at most
 /// one slot (slots take the earliest unused check-in in their window, in order).
-pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
+fn due_slots(plan: &Plan, goal: &Goal, today: Date) -> Vec<DueSlot> {
     let cadence = i64::from(plan.checkin_cadence_days);
     if cadence <= 0 {
-        return (0, 0);
+        return Vec::new();
     }
     let grace = i64::from(plan.checkin_grace_days);
     let start = calendar::day_number(goal_start(plan, goal));
@@ -248,7 +280,7 @@ pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
         .collect();
     recorded.sort_unstable();
     let mut unused = recorded.into_iter().peekable();
-    let (mut due, mut on_time) = (0u32, 0u32);
+    let mut due = Vec::new();
     let mut k = 0i64;
     loop {
         let slot_start = start + k * cadence;
@@ -256,14 +288,14 @@ pub(crate) fn slots(plan: &Plan, goal: &Goal, today: Date) -> (u32, u32) {
         if slot_end > stop || slot_end + grace > today {
             break;
         }
-        due += 1;
         while unused.next_if(|d| *d < slot_start).is_some() {}
-        if unused.next_if(|d| *d < slot_end + grace).is_some() {
-            on_time += 1;
-        }
+        due.push(DueSlot {
+            deadline: slot_end + grace,
+            on_time: unused.next_if(|d| *d < slot_end + grace).is_some(),
+        });
         k += 1;
     }
-    (due, on_time)
+    due
 }
 
 fn slot_totals(plan: &Plan, goals: &[&Goal], today: Date) -> (u32, u32) {
@@ -341,30 +373,35 @@ fn open_blockers(open: &[&Goal]) -> Vec<OpenBlocker> {
         .collect()
 }
 
+/// The forecast a closed goal is scored on, with its outcome (achieved = 1, missed = 0): the
+/// latest check-in recorded before closing. `None` for open or dropped goals and goals closed
+/// without a check-in.
+fn scored_forecast(goal: &Goal) -> Option<(&CheckIn, f64)> {
+    let closure = goal.closed.as_ref()?;
+    let outcome = match closure.outcome {
+        Outcome::Achieved => 1.0,
+        Outcome::Missed => 0.0,
+        Outcome::Dropped => return None,
+    };
+    // Latest by effective day, then recording time (the last of equals, as `chronological`).
+    goal.check_ins
+        .iter()
+        .filter(|c| c.recorded_at <= closure.at)
+        .max_by(|a, b| {
+            a.effective_on
+                .cmp(&b.effective_on)
+                .then(a.recorded_at.cmp(&b.recorded_at))
+        })
+        .map(|c| (c, outcome))
+}
+
 /// Mean of `(f - o)^2` over closed goals with an outcome of achieved (o = 1) or missed (o = 0)
 /// and a check-in recorded before closing; f = confidence of the latest such check-in.
 pub(crate) fn brier(goals: &[&Goal]) -> (Option<f64>, u32) {
     let mut sum = 0.0;
     let mut n = 0u32;
-    for goal in goals {
-        let Some(closure) = &goal.closed else {
-            continue;
-        };
-        let o = match closure.outcome {
-            Outcome::Achieved => 1.0,
-            Outcome::Missed => 0.0,
-            Outcome::Dropped => continue,
-        };
-        let before: Vec<_> = goal
-            .check_ins
-            .iter()
-            .filter(|c| c.recorded_at <= closure.at)
-            .cloned()
-            .collect();
-        let Some(forecast) = chronological(&before).last().map(|c| c.confidence) else {
-            continue;
-        };
-        sum += (forecast - o) * (forecast - o);
+    for (forecast, o) in goals.iter().filter_map(|g| scored_forecast(g)) {
+        sum += (forecast.confidence - o) * (forecast.confidence - o);
         n += 1;
     }
     (ratio(sum, f64::from(n)), n)
@@ -398,7 +435,163 @@ fn goal_row(plan: &Plan, goal: &Goal, now: Timestamp, today: Date) -> GoalAccoun
     }
 }
 
-/// Whether `person` owns `goal` (accountable or responsible on it).
+/// Who held which role when, indexed by subject (built once per report).
+struct RoleHistory<'a> {
+    by_subject: HashMap<RoleSubject, Vec<Tenure<'a>>>,
+}
+
+impl<'a> RoleHistory<'a> {
+    fn of(plan: &'a Plan) -> Self {
+        let mut by_subject: HashMap<RoleSubject, Vec<Tenure<'a>>> = HashMap::new();
+        for tenure in plan.tenures() {
+            let subject = RoleSubject::from_ids(tenure.goal_id, tenure.step_id);
+            by_subject.entry(subject).or_default().push(tenure);
+        }
+        Self { by_subject }
+    }
+
+    /// Holders of `role` on `subject` at `t`, each with the start of the tenure that covers `t`.
+    fn held_at(&self, subject: &RoleSubject, role: Role, t: Timestamp) -> Vec<Owner<'a>> {
+        let mut held: Vec<Owner<'a>> = self
+            .by_subject
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.role == role && r.covers(t))
+            .map(|r| Owner {
+                person: r.person,
+                since: r.from,
+            })
+            .collect();
+        held.sort_by(|a, b| a.person.cmp(b.person).then(a.since.cmp(&b.since)));
+        held.dedup_by(|later, earlier| later.person == earlier.person);
+        held
+    }
+
+    /// Who answers for `subject` at `t`: its accountable holders then, else its responsible ones.
+    fn answerable_at(&self, subject: &RoleSubject, t: Timestamp) -> Vec<Owner<'a>> {
+        let accountable = self.held_at(subject, Role::Accountable, t);
+        if accountable.is_empty() {
+            self.held_at(subject, Role::Responsible, t)
+        } else {
+            accountable
+        }
+    }
+
+    /// Who answers for a goal at `t`.
+    fn goal_owners_at(&self, goal_id: &GoalId, t: Timestamp) -> Vec<Owner<'a>> {
+        self.answerable_at(&RoleSubject::Goal(goal_id.clone()), t)
+    }
+
+    /// Who answers for a step at `t`: the step's own accountable (else responsible) holders
+    /// then, or, when it had none, its goal's.
+    fn step_owners_at(&self, step: &Step, t: Timestamp) -> Vec<Owner<'a>> {
+        let own = self.answerable_at(&RoleSubject::Step(step.step_id.clone()), t);
+        if own.is_empty() {
+            self.goal_owners_at(&step.goal_id, t)
+        } else {
+            own
+        }
+    }
+}
+
+/// A person answering for something at an instant, and since when they held that role.
+#[derive(Clone, Copy, Debug)]
+struct Owner<'a> {
+    person: &'a PersonId,
+    since: Timestamp,
+}
+
+/// What one person is credited with.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    slots_due: u32,
+    slots_on_time: u32,
+    steps_due: u32,
+    steps_done_on_time: u32,
+    overdue_steps: u32,
+    open_blockers: u32,
+    staleness_days: Option<f64>,
+    brier_sum: f64,
+    brier_goals: u32,
+}
+
+/// The instant a step fell due: the start of the day after its due date (a step is due once
+/// `due < today`), or when it was added if that was later.
+fn step_due_moment(step: &Step) -> Timestamp {
+    calendar::start_of_day(calendar::day_number(step.due) + 1).max(step.added_at)
+}
+
+/// Every person's credited figures: each slot, step, blocker and forecast goes to whoever held
+/// the relevant role (accountable, else responsible) at the moment it fell due or was reported.
+fn tallies<'a>(plan: &'a Plan, now: Timestamp, today: Date) -> BTreeMap<&'a PersonId, Tally> {
+    let history = RoleHistory::of(plan);
+    let mut tally: BTreeMap<&'a PersonId, Tally> = BTreeMap::new();
+    for goal in plan.goals.values() {
+        // Punctuality: a slot belongs to whoever answered for the goal when its deadline came.
+        for slot in due_slots(plan, goal, today) {
+            let moment = calendar::start_of_day(slot.deadline);
+            for owner in history.goal_owners_at(&goal.goal_id, moment) {
+                let t = tally.entry(owner.person).or_default();
+                t.slots_due += 1;
+                t.slots_on_time += u32::from(slot.on_time);
+            }
+        }
+        if goal.is_open() {
+            // Staleness: the current owners, counted from the last check-in or from when they
+            // took the goal over, whichever is later.
+            let last = goal
+                .check_ins
+                .iter()
+                .map(|c| c.recorded_at)
+                .max()
+                .unwrap_or(goal.defined_at);
+            for owner in history.goal_owners_at(&goal.goal_id, now) {
+                let days = calendar::days_between_instants(last.max(owner.since), now);
+                let t = tally.entry(owner.person).or_default();
+                t.staleness_days = Some(t.staleness_days.map_or(days, |d| d.max(days)));
+            }
+            // Open blockers: to whoever answered for the goal when they were reported.
+            if let Some(latest) = chronological(&goal.check_ins).last()
+                && !latest.blockers.is_empty()
+            {
+                for owner in history.goal_owners_at(&goal.goal_id, latest.recorded_at) {
+                    tally.entry(owner.person).or_default().open_blockers +=
+                        count(latest.blockers.len());
+                }
+            }
+        }
+        // Brier score: the forecast scored belongs to whoever answered for the goal when it
+        // was reported.
+        if let Some((forecast, outcome)) = scored_forecast(goal) {
+            let error = (forecast.confidence - outcome) * (forecast.confidence - outcome);
+            for owner in history.goal_owners_at(&goal.goal_id, forecast.recorded_at) {
+                let t = tally.entry(owner.person).or_default();
+                t.brier_sum += error;
+                t.brier_goals += 1;
+            }
+        }
+    }
+    for step in plan.steps.values() {
+        let goal = plan.goals.get(&step.goal_id);
+        if goal.is_some_and(Goal::is_dropped) || step.due >= today {
+            continue;
+        }
+        let kept = step
+            .completed_at
+            .is_some_and(|at| calendar::utc_date(at) <= step.due);
+        let overdue = !step.is_completed() && goal.is_some_and(Goal::is_open);
+        for owner in history.step_owners_at(step, step_due_moment(step)) {
+            let t = tally.entry(owner.person).or_default();
+            t.steps_due += 1;
+            t.steps_done_on_time += u32::from(kept);
+            t.overdue_steps += u32::from(overdue);
+        }
+    }
+    tally
+}
+
+/// Whether `person` owns `goal` now (accountable or responsible on it).
 fn owns_goal(plan: &Plan, person: &PersonId, goal_id: &GoalId) -> bool {
     let subject = RoleSubject::Goal(goal_id.clone());
     plan.holders(Role::Accountable, &subject)
@@ -406,21 +599,22 @@ fn owns_goal(plan: &Plan, person: &PersonId, goal_id: &GoalId) -> bool {
         .any(|p| p == person)
 }
 
-/// Whether `person` owns `step`: accountable or responsible on the step, or, when nobody is,
-/// owner of its goal.
-fn owns_step(plan: &Plan, person: &PersonId, step: &Step) -> bool {
-    let subject = RoleSubject::Step(step.step_id.clone());
-    let mut owners = plan
-        .holders(Role::Accountable, &subject)
-        .chain(plan.holders(Role::Responsible, &subject))
-        .peekable();
-    if owners.peek().is_none() {
-        return owns_goal(plan, person, &step.goal_id);
-    }
-    owners.any(|p| p == person)
+/// People with a row: everyone holding a role now, and everyone who ever was accountable or
+/// responsible for something here (a handover does not erase their record).
+fn people(plan: &Plan) -> BTreeSet<&PersonId> {
+    plan.roles
+        .iter()
+        .map(|r| &r.person)
+        .chain(
+            plan.past_roles
+                .iter()
+                .filter(|r| matches!(r.role, Role::Accountable | Role::Responsible))
+                .map(|r| &r.person),
+        )
+        .collect()
 }
 
-fn person_row(plan: &Plan, person: &PersonId, now: Timestamp, today: Date) -> PersonAccountability {
+fn person_row(plan: &Plan, person: &PersonId, tally: &Tally) -> PersonAccountability {
     let roles: Vec<RoleHeld> = plan
         .roles
         .iter()
@@ -436,14 +630,6 @@ fn person_row(plan: &Plan, person: &PersonId, now: Timestamp, today: Date) -> Pe
         .values()
         .filter(|g| owns_goal(plan, person, &g.goal_id))
         .collect();
-    let owned_open: Vec<&Goal> = owned.iter().copied().filter(|g| g.is_open()).collect();
-    let steps: Vec<&Step> = plan
-        .steps
-        .values()
-        .filter(|s| owns_step(plan, person, s))
-        .collect();
-    let slots = slot_totals(plan, &owned, today);
-    let say_do = say_do(plan, &steps, today);
     let involved: Vec<&Goal> = plan
         .goals
         .values()
@@ -454,22 +640,24 @@ fn person_row(plan: &Plan, person: &PersonId, now: Timestamp, today: Date) -> Pe
         .iter()
         .filter(|g| accountable_count(plan, g) == 1)
         .count();
-    let brier = brier(&owned);
     PersonAccountability {
         person: person.clone(),
         roles,
         goals_owned: owned.iter().map(|g| g.goal_id.clone()).collect(),
-        punctuality: ratio(f64::from(slots.1), f64::from(slots.0)),
-        slots_due: slots.0,
-        slots_on_time: slots.1,
-        staleness_days: max_staleness(&owned_open, now),
-        say_do_ratio: ratio(f64::from(say_do.1), f64::from(say_do.0)),
-        steps_due: say_do.0,
-        steps_done_on_time: say_do.1,
-        overdue_steps: count(overdue(plan, &steps, today).len()),
+        punctuality: ratio(f64::from(tally.slots_on_time), f64::from(tally.slots_due)),
+        slots_due: tally.slots_due,
+        slots_on_time: tally.slots_on_time,
+        staleness_days: tally.staleness_days,
+        say_do_ratio: ratio(
+            f64::from(tally.steps_done_on_time),
+            f64::from(tally.steps_due),
+        ),
+        steps_due: tally.steps_due,
+        steps_done_on_time: tally.steps_done_on_time,
+        overdue_steps: tally.overdue_steps,
         ownership_coverage: ratio(covered as f64, involved.len() as f64),
-        open_blockers: count(open_blockers(&owned_open).len()),
-        brier_score: brier.0,
-        brier_goals: brier.1,
+        open_blockers: tally.open_blockers,
+        brier_score: ratio(tally.brier_sum, f64::from(tally.brier_goals)),
+        brier_goals: tally.brier_goals,
     }
 }

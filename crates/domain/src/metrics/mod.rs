@@ -8,6 +8,7 @@
 mod accountability;
 mod agility;
 mod drift;
+mod forecast;
 mod history;
 mod momentum;
 mod progress;
@@ -21,6 +22,10 @@ pub use agility::{
 };
 pub use drift::{
     DriftReport, EventRef, GapPoint, GoalDrift, ScopeChange, ScopeItems, drift_report, target_drift,
+};
+pub use forecast::{
+    CompletionForecast, FORECAST_HORIZON_DAYS, FORECAST_MIN_POINTS, FORECAST_WINDOW, TrendForecast,
+    completion_forecast, normal_cdf,
 };
 pub use history::{AdjustmentMark, GoalHistory, HistoryPoint, ProgressHistory, progress_history};
 pub use momentum::{Momentum, MomentumWeek, momentum};

@@ -310,8 +310,13 @@ fn mismatch(computed: TrackStatus, reported: TrackStatus) -> StatusMismatch {
     }
 }
 
-/// Earned schedule (days from the plan start): the time at which the planned-value curve
-/// `PV(d) = sum(w * e(d))` reaches the current EV, interpolated linearly between whole days.
+/// Earned schedule (days from the plan start) on the planned-value curve
+/// `PV(d) = sum(w * e(d))`, the curve expected progress is read from: `C` = the last whole day
+/// with `PV(C) <= EV` (every day up to it has earned at least what it planned), and
+/// `ES = C + (EV - PV(C)) / (PV(C+1) - PV(C))`. `PV` never falls, so the days with
+/// `PV <= EV` come first. Nothing planned yet and nothing earned is therefore no slip: `ES`
+/// runs to the end of the flat start. `ES` stops at the curve's end (the last due date) when
+/// `EV` reaches its last value, and is 0 when even day 0 planned more than was earned.
 fn earned_schedule(lens: Lens<'_>, ev: f64) -> f64 {
     let plan = lens.plan;
     let roots: Vec<(Date, Date, f64)> = lens
@@ -320,7 +325,7 @@ fn earned_schedule(lens: Lens<'_>, ev: f64) -> f64 {
         .filter(|(g, _)| lens.measure(g).progress.is_some())
         .map(|(g, w)| (goal_start(plan, g), lens.due(g), w))
         .collect();
-    if ev <= 0.0 || roots.is_empty() {
+    if roots.is_empty() {
         return 0.0;
     }
     let last_due = roots
@@ -337,19 +342,14 @@ fn earned_schedule(lens: Lens<'_>, ev: f64) -> f64 {
             .sum()
     };
     let mut previous = pv_on(0);
-    if previous >= ev {
+    if previous > ev {
         return 0.0;
     }
     for k in 1..=horizon {
         let pv = pv_on(k);
-        if pv >= ev {
-            let step = pv - previous;
-            let fraction = if step > 0.0 {
-                (ev - previous) / step
-            } else {
-                1.0
-            };
-            return (k - 1) as f64 + fraction;
+        if pv > ev {
+            // Day k - 1 is C: PV(C) <= EV < PV(C + 1).
+            return (k - 1) as f64 + (ev - previous) / (pv - previous);
         }
         previous = pv;
     }

@@ -134,4 +134,26 @@ impl Scenario {
     pub fn baseline(self, at: &str, label: &str) -> Self {
         self.with(at, json!({"type": "SetBaseline", "data": {"label": label}}))
     }
+
+    /// Revokes a role on a goal.
+    pub fn revoke(self, at: &str, person: &str, role: &str, goal: &str) -> Self {
+        self.with(
+            at,
+            json!({"type": "RevokeRole", "data": {"person": person, "role": role, "goal_id": goal}}),
+        )
+    }
+
+    /// Hands a goal's accountable role from one person to another at one instant.
+    pub fn handover(self, at: &str, from: &str, to: &str, goal: &str) -> Self {
+        self.revoke(at, from, "accountable", goal)
+            .role(at, to, "accountable", goal)
+    }
+
+    /// Closes a goal with an outcome.
+    pub fn close(self, at: &str, goal: &str, outcome: &str) -> Self {
+        self.with(
+            at,
+            json!({"type": "CloseGoal", "data": {"goal_id": goal, "outcome": outcome}}),
+        )
+    }
 }
