@@ -97,14 +97,22 @@ fn add_step(step: &str, goal: &str) -> Value {
 /// first rows build).
 fn table() -> Vec<Row> {
     vec![
-        row("create the plan, caused by an event", create_plan(), (200, "ok"))
-            .header("Idempotency-Key", "k-1")
-            .header("Planledger-Causation-Id", CAUSE)
-            .header("traceparent", TRACE)
-            .header("X-Correlation-Id", "corr-1"),
-        row("define a goal at the expected version", define_goal("g1"), (200, "ok"))
-            .header("Idempotency-Key", "k-2")
-            .header("If-Match", "\"1\""),
+        row(
+            "create the plan, caused by an event",
+            create_plan(),
+            (200, "ok"),
+        )
+        .header("Idempotency-Key", "k-1")
+        .header("Planledger-Causation-Id", CAUSE)
+        .header("traceparent", TRACE)
+        .header("X-Correlation-Id", "corr-1"),
+        row(
+            "define a goal at the expected version",
+            define_goal("g1"),
+            (200, "ok"),
+        )
+        .header("Idempotency-Key", "k-2")
+        .header("If-Match", "\"1\""),
         row(
             "unknown top-level field",
             json!({"type": "AddStep", "data": {"step_id": "s1", "goal_id": "g1", "title": "Spec",
@@ -121,26 +129,69 @@ fn table() -> Vec<Row> {
             json!({"type": "ArchivePlan", "data": {"because": "done"}}),
             (400, "invalid_body"),
         ),
-        row("unknown command type", json!({"type": "Nope", "data": {}}), (400, "invalid_body")),
-        row("bad Idempotency-Key", add_step("s1", "g1"), (400, "invalid_input"))
-            .header("Idempotency-Key", "two words"),
-        row("bad If-Match", add_step("s1", "g1"), (400, "invalid_header"))
-            .header("If-Match", "\"latest\""),
-        row("bad traceparent", add_step("s1", "g1"), (400, "invalid_header"))
-            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
-        row("bad causation id", add_step("s1", "g1"), (400, "invalid_header"))
-            .header("Planledger-Causation-Id", "caused by me"),
-        row("version conflict", add_step("s1", "g1"), (409, "version_conflict"))
-            .header("If-Match", "\"1\""),
-        row("key reused", define_goal("g2"), (422, "idempotency_key_reused"))
-            .header("Idempotency-Key", "k-1"),
+        row(
+            "unknown command type",
+            json!({"type": "Nope", "data": {}}),
+            (400, "invalid_body"),
+        ),
+        row(
+            "bad Idempotency-Key",
+            add_step("s1", "g1"),
+            (400, "invalid_input"),
+        )
+        .header("Idempotency-Key", "two words"),
+        row(
+            "bad If-Match",
+            add_step("s1", "g1"),
+            (400, "invalid_header"),
+        )
+        .header("If-Match", "\"latest\""),
+        row(
+            "bad traceparent",
+            add_step("s1", "g1"),
+            (400, "invalid_header"),
+        )
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ),
+        row(
+            "bad causation id",
+            add_step("s1", "g1"),
+            (400, "invalid_header"),
+        )
+        .header("Planledger-Causation-Id", "caused by me"),
+        row(
+            "version conflict",
+            add_step("s1", "g1"),
+            (409, "version_conflict"),
+        )
+        .header("If-Match", "\"1\""),
+        row(
+            "key reused",
+            define_goal("g2"),
+            (422, "idempotency_key_reused"),
+        )
+        .header("Idempotency-Key", "k-1"),
         row("domain rule", add_step("s2", "nope"), (422, "unknown_goal")),
-        row("forbidden role", json!({"type": "ArchivePlan", "data": {}}), (403, "forbidden"))
-            .by(Caller::Viewer),
-        row("missing token", json!({"type": "ArchivePlan", "data": {}}), (401, "missing_token"))
-            .by(Caller::Nobody),
-        row("a repeated key answers the first result", define_goal("g1"), (200, "ok"))
-            .header("Idempotency-Key", "k-2"),
+        row(
+            "forbidden role",
+            json!({"type": "ArchivePlan", "data": {}}),
+            (403, "forbidden"),
+        )
+        .by(Caller::Viewer),
+        row(
+            "missing token",
+            json!({"type": "ArchivePlan", "data": {}}),
+            (401, "missing_token"),
+        )
+        .by(Caller::Nobody),
+        row(
+            "a repeated key answers the first result",
+            define_goal("g1"),
+            (200, "ok"),
+        )
+        .header("Idempotency-Key", "k-2"),
     ]
 }
 
@@ -229,10 +280,8 @@ impl Doors {
             loop {
                 let reply = tokio::time::timeout(
                     Duration::from_millis(500),
-                    self.nats.request(
-                        command_subject(self.tenant, PLAN),
-                        Vec::new().into(),
-                    ),
+                    self.nats
+                        .request(command_subject(self.tenant, PLAN), Vec::new().into()),
                 )
                 .await;
                 if matches!(reply, Ok(Ok(_))) {
@@ -478,7 +527,11 @@ async fn a_full_disk_is_refused_alike_with_its_message_and_retry_hint() {
     };
     let doors = Doors::start(&nats, dir.path(), "acme", options).await;
     let answer = doors
-        .check(&row("create on a full disk", create_plan(), (503, "storage_full")))
+        .check(&row(
+            "create on a full disk",
+            create_plan(),
+            (503, "storage_full"),
+        ))
         .await;
     let refused = refusal(&answer);
     assert_eq!(
@@ -486,7 +539,8 @@ async fn a_full_disk_is_refused_alike_with_its_message_and_retry_hint() {
         Some(planledger_app::door::STORAGE_FULL_RETRY_AFTER_SECONDS)
     );
     assert!(
-        refused.detail.contains("log_min_free_bytes") && refused.detail.contains("nothing was appended"),
+        refused.detail.contains("log_min_free_bytes")
+            && refused.detail.contains("nothing was appended"),
         "{}",
         refused.detail
     );
@@ -502,7 +556,9 @@ async fn a_failed_fsync_is_refused_alike_with_what_to_do() {
         ..StoreOptions::default()
     };
     let doors = Doors::start(&nats, dir.path(), "acme", options).await;
-    doors.check(&row("create the plan", create_plan(), (200, "ok"))).await;
+    doors
+        .check(&row("create the plan", create_plan(), (200, "ok")))
+        .await;
     fault.trigger();
     let unknown = doors
         .check(&row(

@@ -431,9 +431,7 @@ pub fn valid_traceparent(value: &str) -> bool {
 /// Whether `id` is an acceptable causation id: 1 to [`MAX_CAUSATION_ID_LEN`] printable ASCII
 /// characters (an event id, a message id).
 pub fn valid_causation_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_CAUSATION_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_graphic())
+    !id.is_empty() && id.len() <= MAX_CAUSATION_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The top level of a JSON command body, read without copying `data`.
@@ -597,7 +595,10 @@ mod tests {
     fn an_unknown_top_level_field_is_refused_by_name() {
         let refusal = decode_json_command(br#"{"type":"ArchivePlan","data":{},"dta":{}}"#)
             .expect_err("unknown field");
-        assert_eq!((refusal.status, refusal.code.as_str()), (400, "invalid_body"));
+        assert_eq!(
+            (refusal.status, refusal.code.as_str()),
+            (400, "invalid_body")
+        );
         assert_eq!(refusal.errors[0].field, "dta");
     }
 
@@ -714,7 +715,9 @@ mod tests {
 
     #[test]
     fn store_refusals_keep_their_message_and_retry_hint() {
-        let full = Refusal::from(AppError::Store(StoreError::StorageFull("only 3 bytes".into())));
+        let full = Refusal::from(AppError::Store(StoreError::StorageFull(
+            "only 3 bytes".into(),
+        )));
         assert_eq!(
             (full.status, full.code.as_str(), full.retry_after),
             (503, "storage_full", Some(STORAGE_FULL_RETRY_AFTER_SECONDS))

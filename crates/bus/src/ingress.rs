@@ -106,7 +106,9 @@ pub fn refusal_from_proto(problem: Problem) -> Refusal {
 }
 
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
-    headers.and_then(|h| h.get(name)).map(|value| value.as_str())
+    headers
+        .and_then(|h| h.get(name))
+        .map(|value| value.as_str())
 }
 
 fn non_empty(text: &str) -> Option<&str> {
@@ -390,8 +392,8 @@ mod tests {
 
     #[test]
     fn metadata_sent_both_ways_is_refused() {
-        let refusal = one_way("command_id", Some("a"), "Idempotency-Key", Some("a"))
-            .expect_err("both ways");
+        let refusal =
+            one_way("command_id", Some("a"), "Idempotency-Key", Some("a")).expect_err("both ways");
         assert_eq!(refusal.errors[0].field, "command_id");
         assert_eq!(
             one_way("command_id", None, "Idempotency-Key", Some("a")),

@@ -143,7 +143,11 @@ async fn conflict_error_carries_the_current_version() {
             current,
             log_position,
         } => {
-            assert_eq!(log_position, Position(3), "the log's head when it was refused");
+            assert_eq!(
+                log_position,
+                Position(3),
+                "the log's head when it was refused"
+            );
             assert_eq!(stream.as_str(), "t/a");
             assert_eq!(expected, ExpectedVersion::Exact(Version(1)));
             assert_eq!(current, Version(3));
