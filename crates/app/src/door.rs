@@ -608,7 +608,7 @@ mod tests {
             .expect_err("unknown data field");
         let parts = decode_command_parts("ArchivePlan", br#"{"why":1}"#).expect_err("unknown");
         assert_eq!(json, parts);
-        assert_eq!(json.errors[0].field, "data");
+        assert_eq!(json.errors[0].field, "data.why");
         assert!(!json.detail.contains(" at line "), "{}", json.detail);
     }
 
