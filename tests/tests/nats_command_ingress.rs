@@ -224,6 +224,7 @@ async fn over_nats(client: &async_nats::Client, step: &Step, correlation: &str) 
         command_id: step.command_id.unwrap_or_default().to_string(),
         expected_version: step.expected_version,
         correlation_id: correlation.to_string(),
+        causation_id: String::new(),
     };
     let mut headers = async_nats::HeaderMap::new();
     if let Some(token) = &step.token {

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use planledger_app::{Authenticator, Principal};
 
 use crate::{Problem, SharedState};
-use planledger_app::RateLimiter;
+use planledger_app::{RateLimiter, Refusal};
 
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]
@@ -26,12 +26,7 @@ pub async fn authenticate(
     let principal = auth.authenticate(header).await?;
     if let Err(wait) = limiter.check_principal(&principal) {
         metrics::counter!("planledger_http_rate_limited_total").increment(1);
-        return Err(Problem::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            RateLimiter::refusal(&principal, wait),
-        )
-        .retry_after(wait));
+        return Err(Problem(Refusal::rate_limited(&principal, wait)));
     }
     Ok(principal)
 }

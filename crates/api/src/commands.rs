@@ -5,8 +5,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use planledger_app::{CommandRequest, CommandResult};
-use planledger_domain::{Command, PlanId};
+use planledger_app::door::{self, CommandBody, CommandInput, IfMatch};
+use planledger_app::{CommandResult, Refusal};
+use planledger_domain::PlanId;
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -41,79 +42,33 @@ impl From<CommandResult> for CommandResponse {
 
 /// Parses a path id, naming the field on failure.
 pub fn parse_plan_id(raw: &str) -> Result<PlanId, Problem> {
-    PlanId::new(raw).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid_id", e.to_string())
-            .with_field("plan_id", e.to_string())
-    })
+    door::parse_plan_id(raw).map_err(Problem)
 }
 
-/// Decodes a command body, reporting the JSON path of the first problem.
-pub fn decode_command(body: &[u8]) -> Result<Command, Problem> {
-    // Most bodies are valid: decode them directly, and walk a failing body a second time, with
-    // its path tracked, only to name the field in the error.
-    if let Ok(command) = serde_json::from_slice::<Command>(body) {
-        return Ok(command);
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let command: Command = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
-        Problem::bad_json(field, e.into_inner().to_string())
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| Problem::bad_json("body".into(), e.to_string()))?;
-    Ok(command)
-}
-
-fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, Problem> {
+/// A header's text: `None` when absent; refused when it is not visible ASCII.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
     match headers.get(name) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(|v| Some(v.trim().to_string()))
-            .map_err(|_| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_header",
-                    format!("header {name} must be visible ASCII"),
-                )
-                .with_field(name, "must be visible ASCII")
-            }),
+        Some(value) => value.to_str().map(Some).map_err(|_| {
+            Problem(Refusal::invalid_header(
+                name,
+                format!("header {name} must be visible ASCII"),
+                "must be visible ASCII",
+            ))
+        }),
     }
-}
-
-/// Parses `If-Match: "<version>"` (quotes and a weak prefix are tolerated).
-pub fn parse_if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
-    let Some(raw) = header_text(headers, "if-match")? else {
-        return Ok(None);
-    };
-    let trimmed = raw.trim_start_matches("W/").trim_matches('"');
-    trimmed.parse::<u64>().map(Some).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_header",
-            format!("If-Match {raw:?} is not a plan version; send the version you read, e.g. If-Match: \"3\""),
-        )
-        .with_field("If-Match", "expected a quoted version number such as \"3\"")
-    })
 }
 
 /// Correlation id: the `X-Correlation-Id` header, else the request id.
-pub fn correlation_id(headers: &HeaderMap) -> Option<String> {
+pub fn correlation_id(headers: &HeaderMap) -> Option<&str> {
     headers
-        .get("x-correlation-id")
+        .get(door::HEADER_CORRELATION_ID)
         .or_else(|| headers.get("x-request-id"))
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
 }
 
-/// Runs a command against a plan.
+/// Runs a command against a plan: the body and headers go through the one command door
+/// ([`planledger_app::door`]), as NATS requests do.
 pub async fn post_command(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -123,31 +78,21 @@ pub async fn post_command(
 ) -> Result<Response, Problem> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "the request body exceeds {} bytes; send a smaller command",
-                    state.config.body_limit_bytes
-                ),
-            )
+            Problem(Refusal::body_too_large(state.config.body_limit_bytes))
         } else {
             Problem::bad_json("body".into(), rejection.body_text())
         }
     })?;
-    let plan_id = parse_plan_id(&plan_id)?;
-    let command = decode_command(&body)?;
-    let traceparent = header_text(&headers, "traceparent")?.filter(|t| valid_traceparent(t));
-    let request = CommandRequest {
-        plan_id,
-        command,
-        command_id: header_text(&headers, "idempotency-key")?,
-        expected_version: parse_if_match(&headers)?,
+    let input = CommandInput {
+        plan_id: &plan_id,
+        body: CommandBody::Json(&body),
+        idempotency_key: header_text(&headers, door::HEADER_IDEMPOTENCY_KEY)?,
+        if_match: header_text(&headers, door::HEADER_IF_MATCH)?.map(IfMatch::Header),
+        traceparent: header_text(&headers, door::HEADER_TRACEPARENT)?,
+        causation_id: header_text(&headers, door::HEADER_CAUSATION_ID)?,
         correlation_id: correlation_id(&headers),
-        causation_id: None,
-        traceparent,
     };
-    let result = state.app.commands.execute(&principal, request).await?;
+    let result = door::execute(&state.app.commands, &principal, input).await?;
     let etag = format!("\"{}\"", result.version());
     let mut response = (
         [(
@@ -194,18 +139,6 @@ pub fn response_body(result: CommandResult) -> Vec<u8> {
     }
     out.extend_from_slice(b"]}");
     out
-}
-
-/// Whether a `traceparent` header has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
-/// Checked for every request that sends one (for its span, then for its events), without
-/// allocating.
-pub fn valid_traceparent(value: &str) -> bool {
-    let mut parts = value.split('-');
-    [2usize, 32, 16, 2].iter().all(|len| {
-        parts
-            .next()
-            .is_some_and(|part| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
-    }) && parts.next().is_none()
 }
 
 #[cfg(test)]
@@ -269,45 +202,5 @@ mod tests {
         let expected =
             serde_json::to_vec(&CommandResponse::from(result.clone())).expect("serialize");
         assert_eq!(response_body(result), expected);
-    }
-
-    #[test]
-    fn traceparent_shape_is_checked() {
-        assert!(valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent("00-xyz-00f067aa0ba902b7-01"));
-        assert!(!valid_traceparent(""));
-        assert!(!valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
-        ));
-        assert!(!valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-ff"
-        ));
-    }
-
-    #[test]
-    fn if_match_accepts_quoted_and_weak_versions() {
-        let mut headers = HeaderMap::new();
-        headers.insert("if-match", HeaderValue::from_static("\"7\""));
-        assert_eq!(parse_if_match(&headers).expect("parse"), Some(7));
-        headers.insert("if-match", HeaderValue::from_static("W/\"8\""));
-        assert_eq!(parse_if_match(&headers).expect("parse"), Some(8));
-        headers.insert("if-match", HeaderValue::from_static("*"));
-        assert!(parse_if_match(&headers).is_err());
-    }
-
-    #[test]
-    fn unknown_command_type_names_the_field() {
-        let problem = decode_command(br#"{"type":"Nope","data":{}}"#).expect_err("unknown");
-        assert_eq!(problem.status, 400);
-        assert!(problem.detail.contains("Nope"), "{}", problem.detail);
-    }
-
-    #[test]
-    fn trailing_garbage_is_rejected() {
-        let problem =
-            decode_command(br#"{"type":"ArchivePlan","data":{}} x"#).expect_err("trailing");
-        assert_eq!(problem.status, 400);
     }
 }

@@ -125,7 +125,7 @@ async fn refuse(mut stream: TcpStream, max: usize) {
             "the server already holds its most connections ({max}); retry shortly, and reuse a connection (keep-alive) instead of opening many"
         ),
     );
-    let body = serde_json::to_string(&problem).unwrap_or_default();
+    let body = String::from_utf8(problem.body()).unwrap_or_default();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use auth::Caller;
-pub use commands::{decode_command, parse_plan_id, valid_traceparent};
+pub use commands::parse_plan_id;
 pub use connections::{ConnectionLimits, serve};
 pub use ops::{OPENAPI_JSON, Readiness};
 pub use planledger_app::{RateLimit, RateLimiter};
@@ -143,7 +143,7 @@ pub fn router(state: ApiState) -> Router {
                         .headers()
                         .get("traceparent")
                         .and_then(|v| v.to_str().ok())
-                        .filter(|t| commands::valid_traceparent(t)),
+                        .filter(|t| planledger_app::door::valid_traceparent(t)),
                 )
             }),
         )

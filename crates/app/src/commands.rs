@@ -74,7 +74,7 @@ fn is_valid_command_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_COMMAND_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn validate_command_id(id: &str) -> Result<(), AppError> {
+pub(crate) fn validate_command_id(id: &str) -> Result<(), AppError> {
     if !is_valid_command_id(id) {
         return Err(AppError::Invalid {
             field: "Idempotency-Key".into(),

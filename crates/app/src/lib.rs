@@ -3,11 +3,13 @@
 //! It owns the command path (authorize, load the plan from cache or snapshot plus tail, decide,
 //! append with the expected version, retry once, remember), authentication (JWT: its own HS256
 //! tokens, and an OpenID Connect provider's, whose key set the binary fetches and hands in) and
-//! the role matrix, and the query services over the log. It never speaks HTTP or NATS itself.
+//! the role matrix, and the query services over the log. It never speaks HTTP or NATS itself,
+//! but [`door`] is what both doors call to decode a command and to refuse one.
 
 pub mod audit;
 pub mod auth;
 mod commands;
+pub mod door;
 mod error;
 mod key_file;
 pub mod keyset;
@@ -19,6 +21,7 @@ mod read_models;
 pub use audit::{AuditService, DigestKey};
 pub use auth::{AuthError, Authenticator, IdentityProvider, Permission, Principal, Role};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
+pub use door::{CommandBody, CommandInput, FieldError, IfMatch, Refusal};
 pub use error::AppError;
 pub use keyset::{KeyKind, KeySet, KeySetError, ParsedKeys};
 pub use limits::{RateLimit, RateLimiter};

@@ -1,10 +1,12 @@
 //! Command ingress over NATS request/reply: `planledger.cmd.<tenant>.<plan_id>`.
 //!
-//! A request is a protobuf `planledger.v1.CommandRequest` with the header
+//! A request is a protobuf `planledger.v1.CommandRequest` (or, with `Content-Type:
+//! application/json`, the HTTP body `{"type", "data"}`) with the header
 //! `Authorization: Bearer <jwt>`; the reply is a `planledger.v1.CommandReply`. This is a door,
-//! like the HTTP API: it parses and authenticates, then calls the same
-//! [`CommandService`] the HTTP API calls, and maps results and errors the same way (an HTTP
-//! status and problem code in [`Problem`]). It holds no rules of its own.
+//! like the HTTP API: it authenticates and extracts the body and metadata, and hands them to
+//! the one command door ([`planledger_app::door`]) the HTTP API calls too, which decodes,
+//! checks, runs and refuses; a [`Refusal`] becomes the reply's [`Problem`] field for field. It
+//! holds no rules of its own.
 
 use std::future::Future;
 use std::pin::pin;
@@ -13,10 +15,8 @@ use std::sync::Arc;
 use async_nats::{Client, HeaderMap, Subject};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use planledger_app::{
-    AppError, AuthError, Authenticator, CommandRequest, CommandService, RateLimit, RateLimiter,
-};
-use planledger_domain::{Command, PlanId};
+use planledger_app::door::{self, CommandBody, CommandInput, IfMatch};
+use planledger_app::{Authenticator, CommandService, RateLimit, RateLimiter, Refusal};
 use planledger_proto::subjects::{
     COMMAND_SUBJECT_PREFIX, HEADER_AUTHORIZATION, HEADER_CONTENT_TYPE, parse_command_subject,
 };
@@ -61,145 +61,80 @@ pub struct CommandIngress {
     limiter: Arc<RateLimiter>,
 }
 
-/// Reason phrases of the HTTP statuses a command can end with.
-fn title(status: u32) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    }
-}
-
-/// A problem with a status, a stable code and a detail, as the HTTP API builds them.
-pub fn problem(status: u32, code: &str, detail: impl Into<String>) -> Problem {
+/// The reply's problem for a refusal: every field of the refusal, so a node that forwards a
+/// command can relay the answer unchanged ([`refusal_from_proto`] reads it back).
+pub fn refusal_into_proto(refusal: Refusal) -> Problem {
     Problem {
-        status,
-        r#type: format!("/problems/{code}"),
-        title: title(status).to_string(),
-        detail: detail.into(),
-        errors: Vec::new(),
-        current_version: None,
-        retry_after_seconds: None,
-        code: code.to_string(),
+        status: u32::from(refusal.status),
+        r#type: refusal.kind(),
+        title: refusal.title,
+        detail: refusal.detail,
+        errors: refusal
+            .errors
+            .into_iter()
+            .map(|e| FieldError {
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+        current_version: refusal.current_version,
+        code: refusal.code,
+        retry_after_seconds: refusal.retry_after,
+        current_position: refusal.current_position,
     }
 }
 
-fn with_field(
-    mut problem: Problem,
-    field: impl Into<String>,
-    message: impl Into<String>,
-) -> Problem {
-    problem.errors.push(FieldError {
-        field: field.into(),
-        message: message.into(),
-    });
-    problem
-}
-
-fn bad_body(field: String, message: String) -> Problem {
-    with_field(
-        problem(
-            400,
-            "invalid_body",
-            format!("the request body is invalid at {field}: {message}"),
-        ),
-        field,
-        message,
-    )
-}
-
-/// The problem for an authentication failure (statuses and codes shared with HTTP via `app`).
-pub fn problem_from_auth(error: AuthError) -> Problem {
-    problem(u32::from(error.status()), error.code(), error.to_string())
-}
-
-/// The problem for an application error (statuses and codes shared with HTTP via `app`).
-pub fn problem_from_app(error: AppError) -> Problem {
-    let status = u32::from(error.status());
-    let code = error.code();
-    let detail = error.to_string();
-    match error {
-        AppError::Invalid { field, message } => {
-            with_field(problem(status, code, detail), field, message)
-        }
-        AppError::Domain(domain) => {
-            let out = problem(status, code, detail.clone());
-            match domain.field() {
-                Some(field) => with_field(out, field, detail),
-                None => out,
-            }
-        }
-        AppError::VersionConflict { current, .. } => {
-            let mut out = problem(status, code, detail);
-            out.current_version = Some(current);
-            out
-        }
-        AppError::Store(_) | AppError::Corrupt { .. } => {
-            tracing::error!(error = %detail, "internal error");
-            problem(
-                status,
-                code,
-                "the server failed to complete the request; it has been logged",
-            )
-        }
-        _ => problem(status, code, detail),
+/// The refusal a reply's problem carries (its `type` is derived from the code).
+pub fn refusal_from_proto(problem: Problem) -> Refusal {
+    Refusal {
+        status: u16::try_from(problem.status).unwrap_or(500),
+        code: problem.code,
+        title: problem.title,
+        detail: problem.detail,
+        errors: problem
+            .errors
+            .into_iter()
+            .map(|e| planledger_app::FieldError {
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+        current_version: problem.current_version,
+        current_position: problem.current_position,
+        retry_after: problem.retry_after_seconds,
     }
-}
-
-fn reply_problem(problem: Problem) -> CommandReply {
-    CommandReply {
-        outcome: Some(command_reply::Outcome::Problem(problem)),
-    }
-}
-
-/// Whether a `traceparent` header has the W3C shape `00-<32 hex>-<16 hex>-<2 hex>`.
-fn valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    parts.len() == 4
-        && [2usize, 32, 16, 2]
-            .iter()
-            .zip(&parts)
-            .all(|(len, part)| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     headers
         .and_then(|h| h.get(name))
-        .map(|value| value.as_str().trim())
+        .map(|value| value.as_str())
 }
 
-fn non_empty(text: String) -> Option<String> {
-    let trimmed = text.trim();
-    (!trimmed.is_empty()).then(|| trimmed.to_string())
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.trim().is_empty()).then_some(text)
 }
 
-/// Decodes `{"type": .., "data": ..}` into a command, naming the JSON path of the first problem
-/// as the HTTP API does.
-fn decode_command(command_type: &str, data_json: &[u8]) -> Result<Command, Box<Problem>> {
-    let data: serde_json::Value = if data_json.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Value::Object(serde_json::Map::new())
-    } else {
-        serde_json::from_slice(data_json)
-            .map_err(|e| bad_body("data_json".into(), e.to_string()))?
-    };
-    let body = serde_json::json!({ "type": command_type, "data": data });
-    let command = serde_path_to_error::deserialize::<_, Command>(body).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
-        bad_body(field, e.into_inner().to_string())
-    })?;
-    Ok(command)
+/// A piece of metadata sent as a request field or as a header, refused when sent both ways.
+fn one_way<'a>(
+    field_name: &str,
+    field: Option<&'a str>,
+    header_name: &str,
+    header: Option<&'a str>,
+) -> Result<Option<&'a str>, Refusal> {
+    match (field, header) {
+        (Some(_), Some(_)) => Err(sent_both_ways(field_name, header_name)),
+        (field, header) => Ok(field.or(header)),
+    }
+}
+
+fn sent_both_ways(field_name: &str, header_name: &str) -> Refusal {
+    Refusal::new(
+        400,
+        "invalid_input",
+        format!("{field_name}: sent both as the request field and as the header {header_name}; send it one way"),
+    )
+    .with_field(field_name, format!("leave it empty when sending the {header_name} header"))
 }
 
 impl CommandIngress {
@@ -305,7 +240,9 @@ impl CommandIngress {
             Ok(result) => CommandReply {
                 outcome: Some(command_reply::Outcome::Ok(result)),
             },
-            Err(problem) => reply_problem(*problem),
+            Err(refusal) => CommandReply {
+                outcome: Some(command_reply::Outcome::Problem(refusal_into_proto(refusal))),
+            },
         };
         let outcome = match &reply.outcome {
             Some(command_reply::Outcome::Ok(_)) => "ok".to_string(),
@@ -321,94 +258,98 @@ impl CommandIngress {
         subject: &str,
         headers: Option<&HeaderMap>,
         payload: &[u8],
-    ) -> Result<CommandResult, Box<Problem>> {
+    ) -> Result<CommandResult, Refusal> {
         let principal = self
             .auth
-            .authenticate(header(headers, HEADER_AUTHORIZATION))
-            .await
-            .map_err(problem_from_auth)?;
+            .authenticate(header(headers, HEADER_AUTHORIZATION).map(str::trim))
+            .await?;
         if let Err(wait) = self.limiter.check_principal(&principal) {
             metrics::counter!("planledger_nats_rate_limited_total").increment(1);
-            let mut refused = problem(429, "rate_limited", RateLimiter::refusal(&principal, wait));
-            refused.retry_after_seconds = Some(u32::try_from(wait).unwrap_or(u32::MAX));
-            return Err(Box::new(refused));
+            return Err(Refusal::rate_limited(&principal, wait));
         }
         if payload.len() > self.config.max_body_bytes {
-            return Err(Box::new(problem(
-                413,
-                "body_too_large",
-                format!(
-                    "the request body exceeds {} bytes; send a smaller command",
-                    self.config.max_body_bytes
-                ),
-            )));
+            return Err(Refusal::body_too_large(self.config.max_body_bytes));
         }
         let (tenant, subject_plan) = parse_command_subject(subject).ok_or_else(|| {
-            with_field(
-                problem(
-                    400,
-                    "invalid_subject",
-                    format!("{subject:?} is not a command subject; send to {COMMAND_SUBJECT_PREFIX}.<tenant>.<plan_id>"),
-                ),
-                "subject",
-                "expected planledger.cmd.<tenant>.<plan_id>",
+            Refusal::new(
+                400,
+                "invalid_subject",
+                format!("{subject:?} is not a command subject; send to {COMMAND_SUBJECT_PREFIX}.<tenant>.<plan_id>"),
             )
+            .with_field("subject", "expected planledger.cmd.<tenant>.<plan_id>")
         })?;
         // Tenants never see each other: another tenant's plan does not exist for this token.
         if tenant != principal.tenant {
-            return Err(Box::new(problem(
+            return Err(Refusal::new(
                 404,
                 "not_found",
                 format!("there is no plan {subject_plan:?} in tenant {tenant:?} for this token"),
-            )));
+            ));
         }
-        let request = v1::CommandRequest::decode(payload).map_err(|e| {
-            bad_body(
-                "body".into(),
-                format!("not a planledger.v1.CommandRequest: {e}"),
-            )
-        })?;
+        let json = header(headers, HEADER_CONTENT_TYPE)
+            .is_some_and(|t| t.trim_start().starts_with("application/json"));
+        // The HTTP body as is, or the protobuf request.
+        let request = if json {
+            v1::CommandRequest::default()
+        } else {
+            v1::CommandRequest::decode(payload).map_err(|e| {
+                Refusal::invalid_body("body", format!("not a planledger.v1.CommandRequest: {e}"))
+            })?
+        };
         if !request.plan_id.is_empty() && request.plan_id != subject_plan {
-            return Err(Box::new(with_field(
-                problem(
-                    400,
-                    "invalid_input",
-                    format!(
-                        "plan_id: the request names plan {:?} but was sent to plan {subject_plan:?}; leave plan_id empty or make them equal",
-                        request.plan_id
-                    ),
+            return Err(Refusal::new(
+                400,
+                "invalid_input",
+                format!(
+                    "plan_id: the request names plan {:?} but was sent to plan {subject_plan:?}; leave plan_id empty or make them equal",
+                    request.plan_id
                 ),
-                "plan_id",
-                "must equal the plan id of the subject",
-            )));
+            )
+            .with_field("plan_id", "must equal the plan id of the subject"));
         }
-        let plan_id = PlanId::new(subject_plan.as_str()).map_err(|e| {
-            with_field(
-                problem(400, "invalid_id", e.to_string()),
-                "plan_id",
-                e.to_string(),
-            )
-        })?;
-        let command = decode_command(&request.r#type, &request.data_json)?;
-        let traceparent = header(headers, "traceparent")
-            .filter(|t| valid_traceparent(t))
-            .map(str::to_string);
-        let result = self
-            .commands
-            .execute(
-                &principal,
-                CommandRequest {
-                    plan_id,
-                    command,
-                    command_id: non_empty(request.command_id),
-                    expected_version: request.expected_version,
-                    correlation_id: non_empty(request.correlation_id),
-                    causation_id: None,
-                    traceparent,
-                },
-            )
-            .await
-            .map_err(problem_from_app)?;
+        let body = if json {
+            CommandBody::Json(payload)
+        } else {
+            CommandBody::Parts {
+                command_type: &request.r#type,
+                data_json: &request.data_json,
+            }
+        };
+        let if_match = match (
+            request.expected_version,
+            header(headers, door::HEADER_IF_MATCH),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(sent_both_ways("expected_version", door::HEADER_IF_MATCH));
+            }
+            (Some(version), None) => Some(IfMatch::Version(version)),
+            (None, text) => text.map(IfMatch::Header),
+        };
+        let input = CommandInput {
+            plan_id: &subject_plan,
+            body,
+            idempotency_key: one_way(
+                "command_id",
+                non_empty(&request.command_id),
+                door::HEADER_IDEMPOTENCY_KEY,
+                header(headers, door::HEADER_IDEMPOTENCY_KEY),
+            )?,
+            if_match,
+            traceparent: header(headers, door::HEADER_TRACEPARENT),
+            causation_id: one_way(
+                "causation_id",
+                non_empty(&request.causation_id),
+                door::HEADER_CAUSATION_ID,
+                header(headers, door::HEADER_CAUSATION_ID),
+            )?,
+            correlation_id: one_way(
+                "correlation_id",
+                non_empty(&request.correlation_id),
+                door::HEADER_CORRELATION_ID,
+                header(headers, door::HEADER_CORRELATION_ID),
+            )?,
+        };
+        let result = door::execute(&self.commands, &principal, input).await?;
         Ok(CommandResult {
             plan_id: result.plan_id.to_string(),
             version: result.version(),
@@ -429,33 +370,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_command_type_names_the_field() {
-        let problem = decode_command("Nope", b"{}").expect_err("unknown type");
-        assert_eq!(problem.status, 400);
-        assert_eq!(problem.code, "invalid_body");
-        assert!(problem.detail.contains("Nope"), "{}", problem.detail);
+    fn a_refusal_round_trips_through_the_reply_losslessly() {
+        let mut refusal = Refusal::new(503, "storage_full", "the disk is full")
+            .with_field("data.note", "too long")
+            .retry_after(30);
+        refusal.current_version = Some(7);
+        refusal.current_position = Some(42);
+        let problem = refusal_into_proto(refusal.clone());
+        assert_eq!(problem.r#type, "/problems/storage_full");
+        let reply = CommandReply {
+            outcome: Some(command_reply::Outcome::Problem(problem)),
+        };
+        let decoded = CommandReply::decode(reply.encode_to_vec().as_slice()).expect("decodes");
+        match decoded.outcome {
+            Some(command_reply::Outcome::Problem(problem)) => {
+                assert_eq!(refusal_from_proto(problem), refusal);
+            }
+            other => panic!("expected a problem, got {other:?}"),
+        }
     }
 
     #[test]
-    fn data_that_is_not_json_is_reported_on_data_json() {
-        let problem = decode_command("ArchivePlan", b"{oops").expect_err("bad JSON");
-        assert_eq!(problem.errors[0].field, "data_json");
-    }
-
-    #[test]
-    fn empty_data_means_an_empty_object() {
-        assert!(matches!(
-            decode_command("ArchivePlan", b""),
-            Ok(Command::ArchivePlan(_))
-        ));
-    }
-
-    #[test]
-    fn titles_follow_the_status() {
-        assert_eq!(problem(409, "version_conflict", "x").title, "Conflict");
+    fn metadata_sent_both_ways_is_refused() {
+        let refusal =
+            one_way("command_id", Some("a"), "Idempotency-Key", Some("a")).expect_err("both ways");
+        assert_eq!(refusal.errors[0].field, "command_id");
         assert_eq!(
-            problem(409, "version_conflict", "x").r#type,
-            "/problems/version_conflict"
+            one_way("command_id", None, "Idempotency-Key", Some("a")),
+            Ok(Some("a"))
         );
     }
 }

@@ -31,7 +31,7 @@ pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
-pub use ingress::{CommandIngress, IngressConfig};
+pub use ingress::{CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto};
 pub use relay::{
     HaltReason, Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle, StreamReset,
     reset_stream,
