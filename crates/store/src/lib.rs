@@ -25,7 +25,7 @@ mod view;
 mod writer;
 
 pub use commit::{
-    Commit, CommandHeader, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS,
+    CommandHeader, Commit, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS,
 };
 pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
