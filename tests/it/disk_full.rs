@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use planledger_e2e::client::Client;
+use planledger_e2e::client::{Client, readyz};
 use planledger_e2e::load::{CommandLoad, LogContents};
 use planledger_e2e::server::Planledger;
 use reqwest::StatusCode;
@@ -144,11 +144,6 @@ fn start_on_small_disk(reserve: u64) -> Option<(SmallDisk, Planledger)> {
         ],
     );
     Some((disk, server))
-}
-
-/// `GET /readyz`: the status and body.
-async fn readyz(server: &Planledger) -> (StatusCode, Value) {
-    Client::new().get(&server.base_url, "", "/readyz").await
 }
 
 /// Waits (at most 60 s) until `/readyz` answers as `wanted` says; the last body.

@@ -1,16 +1,14 @@
 //! Commands over NATS request/reply behave exactly like commands over HTTP: same events, same
 //! results, same problems (status and code), same idempotency and auth.
 
-mod relay_support;
-
 use std::future::IntoFuture as _;
 
+use crate::relay_support::{open_store, within};
 use planledger_app::{App, Authenticator, Role};
 use planledger_bus::{CommandIngress, IngressConfig};
 use planledger_e2e::nats::NatsServer;
 use planledger_proto::Message as _;
 use planledger_proto::v1::{CommandReply, CommandRequest, command_reply};
-use relay_support::{open_store, within};
 use serde_json::{Value, json};
 
 const SECRET: [u8; 32] = [42; 32];

@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use planledger_e2e::client::{Client, metrics, seed_plan};
+use planledger_e2e::client::{Client, metrics, readyz, seed_plan};
 use planledger_e2e::server::{Planledger, binary};
 use planledger_store::{
     AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId,
@@ -103,12 +103,6 @@ fn quarantine_cli(data_dir: &std::path::Path, name: &str, position: u64) -> std:
         .args(["--reason", "written by a newer build", "--by", "ops-oncall"])
         .output()
         .expect("run planledger projector quarantine")
-}
-
-async fn readyz(server: &Planledger) -> (StatusCode, Value) {
-    let response = reqwest::get(server.url("/readyz")).await.expect("readyz");
-    let status = response.status();
-    (status, response.json().await.expect("readyz JSON"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,7 +165,7 @@ async fn another_tenant_never_sees_the_read_models() {
 #[tokio::test]
 async fn a_position_beyond_the_log_is_refused_at_once() {
     // (The 503 for a position the log has but a projector has not applied yet is provoked with
-    // a projector over JetStream, which cannot know the log's end: tests/tests/projector_nats.rs.)
+    // a projector over JetStream, which cannot know the log's end: tests/it/projector_nats.rs.)
     let server = Planledger::start(&[]);
     let client = Client::new();
     let token = server.token("acme", "pat", "planner");

@@ -1,14 +1,12 @@
 //! The relay benchmark runs end to end against a real nats-server. The numbers are printed,
-//! never asserted; `cargo test --release -p planledger-e2e --test relay_bench -- --ignored
+//! never asserted; `cargo test --release -p planledger-e2e --test it relay_bench -- --ignored
 //! --nocapture` runs the full-size measurement.
-
-mod relay_support;
 
 use std::time::Duration;
 
+use crate::relay_support::{init_logs, within};
 use planledger_bus::{RelayBenchConfig, bench_relay};
 use planledger_e2e::nats::NatsServer;
-use relay_support::{init_logs, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_bench_reports_throughput_next_to_the_raw_ceiling_and_lag() {

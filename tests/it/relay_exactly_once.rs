@@ -1,11 +1,9 @@
 //! Exactly once: every event in the log reaches the JetStream stream once, in position order,
 //! though the broker crashes mid-stream and the relay itself is killed and restarted.
 
-mod relay_support;
-
+use crate::relay_support::*;
 use planledger_bus::RelayState;
 use planledger_e2e::nats::NatsServer;
-use relay_support::*;
 
 const TOTAL: u64 = 10_000;
 

@@ -1,11 +1,9 @@
 //! The relay under NATS outages: commands never wait, lag is visible, nothing is lost.
 
-mod relay_support;
-
+use crate::relay_support::*;
 use planledger_bus::RelayState;
 use planledger_e2e::nats::NatsServer;
 use planledger_store::Position;
-use relay_support::*;
 
 // Regression: the relay once paired the stream's last sequence (from the stream info) with the
 // position of a message read a moment later, while publishes buffered by the client during the

@@ -1,15 +1,13 @@
 //! The wire contract works outside Rust: a consumer written in Python (nats-py, with protobuf
 //! code generated from proto/ by grpcio-tools) decodes every message the relay published.
 
-mod relay_support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use crate::relay_support::*;
 use planledger_e2e::nats::NatsServer;
 use planledger_e2e::workspace_root;
 use planledger_store::Position;
-use relay_support::*;
 
 const EVENTS: u64 = 600;
 

@@ -2,16 +2,14 @@
 //! and as `planledger_relay_halted{reason}`), commands keep working, and after
 //! `planledger relay reset` the stream mirrors the log exactly once again.
 
-mod relay_support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::relay_support::{assert_stream_mirrors_log, open_store, stream_counts};
 use async_nats::jetstream;
 use planledger_e2e::client::{Client, metrics, seed_plan};
 use planledger_e2e::nats::NatsServer;
 use planledger_e2e::server::{Planledger, binary};
-use relay_support::{assert_stream_mirrors_log, open_store, stream_counts};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

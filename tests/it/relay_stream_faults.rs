@@ -1,15 +1,13 @@
 //! The relay when the stream is not what it left: NATS down for longer than the duplicate
 //! window, the stream deleted or purged behind its back, and `reset_stream` afterwards.
 
-mod relay_support;
-
 use std::time::Duration;
 
+use crate::relay_support::*;
 use async_nats::jetstream;
 use planledger_bus::{HaltReason, RelayConfig, RelayState, RelayStatusHandle, reset_stream};
 use planledger_e2e::nats::NatsServer;
 use planledger_store::Position;
-use relay_support::*;
 
 /// Waits until the relay halts, and returns why.
 async fn wait_halted(status: &RelayStatusHandle) -> planledger_bus::RelayStatus {
