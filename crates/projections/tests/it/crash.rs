@@ -2,20 +2,18 @@
 //! again and again while it consumes; the read model it finally completes is byte-identical to
 //! a clean rebuild from position 0.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use planledger_projections::{
     AccountabilityProjector, Delivery, EventSource, LocalLogSource, ReadModelDb, RuntimeOptions,
     SourceError, SourceHead, rebuild_to, spawn,
 };
 use planledger_store::{EventStore, Position, StoreOptions};
 use rand::Rng;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "PLANLEDGER_PROJECTION_CRASH_CHILD_DIR";
@@ -51,6 +49,15 @@ impl EventSource for Slow {
             inner: self.inner.replay_from(after).await?,
         })
     }
+}
+
+/// The harness's name for this module's test `name` (`crash::name`): the test binary holds
+/// every module's tests, and `--exact` matches the whole path.
+fn test_path(name: &str) -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or(module_path!(), |(_crate, module)| module);
+    format!("{module}::{name}")
 }
 
 /// The child's body: runs only when the parent re-executes this test binary with `CHILD_ENV`.
@@ -136,13 +143,8 @@ fn read_model_survives_repeated_sigkill_byte_identical_to_a_clean_rebuild() {
     for round in 0..=KILLS {
         let mut child = KillOnDrop(
             Command::new(&exe)
-                .args([
-                    "crash_child",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
+                .arg(test_path("crash_child"))
+                .args(["--exact", "--nocapture", "--test-threads", "1"])
                 .env(CHILD_ENV, dir.path())
                 .stdout(Stdio::piped())
                 .stderr(

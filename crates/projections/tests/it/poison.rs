@@ -3,11 +3,10 @@
 //! never skipped silently; an operator's quarantine lets it pass over exactly that position,
 //! durably, in the live model and in rebuilds, with the same result as a log without the event.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use jiff::Timestamp;
 use planledger_projections::{
     LocalLogSource, ProgressProjector, ProjectionError, ProjectionHandle, ProjectorState,
@@ -16,7 +15,6 @@ use planledger_projections::{
 use planledger_store::{
     AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, StreamId,
 };
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 /// Appends one raw event below the domain (as a newer or foreign writer would).

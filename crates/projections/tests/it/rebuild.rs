@@ -2,17 +2,15 @@
 //! events keep arriving; readers keep seeing the old model until the new one has caught up,
 //! then the new one, which equals a clean rebuild.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use planledger_projections::{
     LocalLogSource, ProgressProjector, ReadModelDb, RuntimeOptions, rebuild_to, spawn,
 };
 use planledger_store::Position;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

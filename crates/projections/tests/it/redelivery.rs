@@ -1,15 +1,13 @@
 //! Redelivery: a source that delivers events again (as JetStream does after a missed ack or a
 //! consumer restart) changes nothing in the read model.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use planledger_projections::{
     AccountabilityProjector, Projector, ReadModelDb, RuntimeOptions, rebuild_to, spawn,
 };
 use planledger_store::Position;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 async fn history(dir: &std::path::Path) -> Vec<planledger_store::Envelope> {

@@ -8,10 +8,9 @@
 //! docs    no KPI, steps s1 (due D0+7), s2 (D0+14), s3 (D0+21), s4 (D0+28, added after the baseline)
 //! Evaluated at now = 2026-03-26T12:00Z, so today = D0+24.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::{self, *};
 use planledger_domain::metrics::RollUp;
 use planledger_domain::{PersonId, PlanId};
 use planledger_projections::accountability::{person_prefix, person_view};
@@ -22,7 +21,6 @@ use planledger_projections::{
     ReadModelDb, spawn,
 };
 use serde_json::{Value, json};
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 const NOW: &str = "2026-03-26T12:00:00Z";

@@ -1,14 +1,12 @@
 //! Plans whose events outgrow the snapshot threshold are stored as a snapshot plus the events
 //! after it, and read back exactly as the domain replays them.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use planledger_projections::{
     LocalLogSource, ProgressProjector, ReadModelDb, SNAPSHOT_MIN_TAIL_BYTES, spawn,
 };
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -1,11 +1,9 @@
 //! Behaviour of appends and reads on a real RocksDB.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use planledger_store::{EventStore, ExpectedVersion, Position, ReadDirection, StoreError, Version};
-use support::*;
 
 #[tokio::test]
 async fn first_append_starts_stream_and_log_at_one() {
@@ -143,7 +141,11 @@ async fn conflict_error_carries_the_current_version() {
             current,
             log_position,
         } => {
-            assert_eq!(log_position, Position(3), "the log's head when it was refused");
+            assert_eq!(
+                log_position,
+                Position(3),
+                "the log's head when it was refused"
+            );
             assert_eq!(stream.as_str(), "t/a");
             assert_eq!(expected, ExpectedVersion::Exact(Version(1)));
             assert_eq!(current, Version(3));

@@ -2,25 +2,33 @@
 //! test kills it with SIGKILL at a random moment, reopens the database and checks that every
 //! acknowledged event is there, positions are gap-free and the hash chain verifies.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use planledger_store::{EventStore, ExpectedVersion, Position, StoreOptions};
 use rand::Rng;
-use support::*;
 
 const CHILD_ENV: &str = "PLANLEDGER_CRASH_CHILD_DIR";
 const ROUNDS: usize = 5;
+
+/// The harness's name for this module's test `name` (`crash::name`): the test binary holds
+/// every module's tests, and `--exact` matches the whole path.
+fn test_path(name: &str) -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or(module_path!(), |(_crate, module)| module);
+    format!("{module}::{name}")
+}
 
 /// Re-executes this test binary to run only the test `name`, with `env` naming the database;
 /// its stdout is piped to the caller.
 fn spawn_child(name: &str, env: &str, db: &std::path::Path) -> std::process::Child {
     Command::new(std::env::current_exe().expect("test binary path"))
-        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .arg(test_path(name))
+        .args(["--exact", "--nocapture", "--test-threads", "1"])
         .env(env, db)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,14 +1,12 @@
 //! A failing disk: what callers are told when the write-ahead log cannot be synced, and what the
 //! log holds after a restart.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use planledger_store::{
     EventStore, ExpectedVersion, Position, StoreError, StoreOptions, SyncFault,
 };
-use support::*;
 
 fn open_with_fault(dir: &tempfile::TempDir) -> (EventStore, SyncFault) {
     let fault = SyncFault::default();

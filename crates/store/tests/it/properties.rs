@@ -1,13 +1,11 @@
 //! Property: any sequence of appends and reads keeps the log's invariants and agrees with a
 //! simple in-memory model of streams, versions and command ids.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::{self, *};
 use planledger_store::{ExpectedVersion, Position, ReadDirection, StoreError, Version};
 use proptest::prelude::*;
-use support::*;
 
 #[derive(Clone, Debug)]
 enum Expect {

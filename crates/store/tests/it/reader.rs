@@ -2,15 +2,13 @@
 //! the writer holds the lock, shows what the writer's reads show, and sees later appends once
 //! it catches up.
 
-mod support;
-
 use std::ops::ControlFlow;
 
+use crate::support::*;
 use planledger_store::{
     EventStore, ExpectedVersion, LogReader, Position, ReadDirection, StoreError, StoreOptions,
     Version,
 };
-use support::*;
 
 async fn append_round(store: &EventStore, round: u64) {
     for (index, name) in ["t/a", "t/b", "u/c"].iter().enumerate() {

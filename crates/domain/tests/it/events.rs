@@ -1,16 +1,14 @@
 //! Event formats: the stored form, upcasting of every version ever written, and JSON snapshots.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::{Scenario, day, ts};
 use planledger_domain::event::current_version;
 use planledger_domain::{Event, UpcastError};
 use serde_json::{Value, json};
-use support::{Scenario, day, ts};
 
 fn fixture() -> Vec<Value> {
-    let text = include_str!("fixtures/events.json");
+    let text = include_str!("../fixtures/events.json");
     serde_json::from_str(text).expect("the fixture is valid JSON")
 }
 

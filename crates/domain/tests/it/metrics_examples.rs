@@ -1,12 +1,10 @@
 //! The worked examples of docs/metrics.md, with the same numbers.
 
-mod support;
-
+use crate::support::{self, Scenario, day, ts};
 use planledger_domain::metrics::{self, RollUp, StatusMismatch};
 use planledger_domain::plan::TrackStatus;
 use planledger_domain::{GoalId, StepId, as_of};
 use serde_json::json;
-use support::{Scenario, day, ts};
 
 fn close(actual: Option<f64>, expected: f64) {
     let actual = actual.unwrap_or_else(|| panic!("expected {expected}, got None"));

@@ -1,15 +1,13 @@
 //! Edge cases of every formula: no KPI, target == baseline, zero-length horizon, no check-ins yet,
 //! nothing due, undefined ratios as null.
 
-mod support;
-
+use crate::support::{Scenario, day, ts};
 use planledger_domain::metrics::{
     self, MeasuredBy, RollUp, computed_status, expected_progress, kpi_progress,
 };
 use planledger_domain::plan::{Direction, TrackStatus};
 use planledger_domain::{ErrorKind, GoalId};
 use serde_json::json;
-use support::{Scenario, day, ts};
 
 fn close(actual: Option<f64>, expected: f64) {
     let actual = actual.unwrap_or_else(|| panic!("expected {expected}, got None"));

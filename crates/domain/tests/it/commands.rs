@@ -1,7 +1,5 @@
 //! Command JSON forms: tagged `{"type", "data"}`, unknown fields refused, ids validated on parse.
 
-mod support;
-
 use planledger_domain::Command;
 use serde_json::json;
 

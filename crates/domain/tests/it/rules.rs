@@ -1,12 +1,10 @@
 //! Table tests: every rule `decide` enforces, each with its code, kind and field.
 
-mod support;
-
+use crate::support::{Scenario, cmd, day, ts};
 use planledger_domain::command::{AdjustGoal, DefineGoal, KpiInput, RecordCheckIn};
 use planledger_domain::plan::Direction;
 use planledger_domain::{Command, ErrorKind, GoalId, decide};
 use serde_json::json;
-use support::{Scenario, cmd, day, ts};
 
 /// The time rejected commands are attempted at.
 const NOW: &str = "2026-02-01";
