@@ -81,7 +81,7 @@ lint: setup
 # same data directory, and print acknowledged, found, lost and restart time p50/p99.
 soak CYCLES="200": setup
     cargo build --release -p planledger --bins
-    PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release -p planledger-e2e --test crash_loop -- --nocapture
+    PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release -p planledger-e2e --test it crash_loop -- --nocapture
 
 # Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
 # `just bench history`.

@@ -57,6 +57,16 @@ pub async fn metrics(server: &Planledger) -> String {
         .expect("the metrics are text")
 }
 
+/// `GET /readyz` (no token needed): the status and the readiness body, which is JSON whatever
+/// the service's state.
+pub async fn readyz(server: &Planledger) -> (StatusCode, Value) {
+    let response = reqwest::get(server.url("/readyz"))
+        .await
+        .expect("the readiness request is sent");
+    let status = response.status();
+    (status, response.json().await.expect("/readyz answers JSON"))
+}
+
 /// Sends `request`: the status and the JSON body (null if none).
 async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("the request is sent");

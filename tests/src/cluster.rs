@@ -105,6 +105,14 @@ impl NatsCluster {
             .collect()
     }
 
+    /// Every member's monitoring URL (`http://127.0.0.1:<port>`), for `cluster init --monitor`.
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.monitor_port))
+            .collect()
+    }
+
     /// Kills one member abruptly (SIGKILL), as a crash would, and reaps it.
     pub fn kill(&mut self, member: &str) {
         let index = self.index(member);
@@ -120,6 +128,27 @@ impl NatsCluster {
         self.kill(member);
         self.spawn(index);
         self.wait_healthy(index);
+    }
+
+    /// Stops one member with SIGSTOP (a frozen VM, a long GC pause): it holds its sockets and
+    /// answers nothing until [`NatsCluster::resume`].
+    pub fn pause(&mut self, member: &str) {
+        self.signal(member, libc::SIGSTOP);
+    }
+
+    /// Lets a paused member run again (SIGCONT).
+    pub fn resume(&mut self, member: &str) {
+        self.signal(member, libc::SIGCONT);
+    }
+
+    fn signal(&mut self, member: &str, signal: libc::c_int) {
+        let index = self.index(member);
+        if let Some(child) = self.members[index].child.as_ref() {
+            // SAFETY: kill(2) on a child process this harness started and has not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
     }
 
     /// All members' logs, for failure messages.

@@ -62,6 +62,11 @@ struct WriterState {
 pub struct CommandLoad {
     base_url: String,
     token: String,
+    /// Prefix of every `Idempotency-Key` (several loads on the same plans keep apart).
+    key_prefix: String,
+    /// Whether a 409 (a version conflict another writer node caused) is a refusal to send
+    /// again rather than a failure.
+    conflicts_allowed: bool,
     states: Vec<WriterState>,
     running: Option<(Arc<AtomicBool>, Vec<tokio::task::JoinHandle<WriterState>>)>,
 }
@@ -83,7 +88,33 @@ impl CommandLoad {
         Self {
             base_url: server.base_url.clone(),
             token: token.to_string(),
+            key_prefix: String::new(),
+            conflicts_allowed: false,
             states,
+            running: None,
+        }
+    }
+
+    /// A load on plans that exist already (`load-0` .. `load-<writers - 1>`, seeded by another
+    /// load), through `server`, its keys prefixed with `key_prefix`; version conflicts caused
+    /// by another writer node are sent again instead of failing the test.
+    pub fn on_existing_plans(
+        server: &Planledger,
+        token: &str,
+        writers: usize,
+        key_prefix: &str,
+    ) -> Self {
+        Self {
+            base_url: server.base_url.clone(),
+            token: token.to_string(),
+            key_prefix: key_prefix.to_string(),
+            conflicts_allowed: true,
+            states: (0..writers)
+                .map(|writer| WriterState {
+                    plan: format!("load-{writer}"),
+                    ..WriterState::default()
+                })
+                .collect(),
             running: None,
         }
     }
@@ -103,8 +134,12 @@ impl CommandLoad {
                 tokio::spawn(write_until_stopped(
                     state,
                     http.clone(),
-                    self.base_url.clone(),
-                    self.token.clone(),
+                    Target {
+                        base_url: self.base_url.clone(),
+                        token: self.token.clone(),
+                        key_prefix: self.key_prefix.clone(),
+                        conflicts_allowed: self.conflicts_allowed,
+                    },
                     stop.clone(),
                 ))
             })
@@ -151,20 +186,34 @@ impl CommandLoad {
     }
 }
 
+/// Where a writer sends its commands, and how.
+#[derive(Clone)]
+struct Target {
+    base_url: String,
+    token: String,
+    key_prefix: String,
+    conflicts_allowed: bool,
+}
+
 /// One writer: sends its plan's next command (or the unanswered one again) until `stop`.
 async fn write_until_stopped(
     mut state: WriterState,
     http: reqwest::Client,
-    base_url: String,
-    token: String,
+    target: Target,
     stop: Arc<AtomicBool>,
 ) -> WriterState {
+    let Target {
+        base_url,
+        token,
+        key_prefix,
+        conflicts_allowed,
+    } = target;
     while !stop.load(Ordering::SeqCst) {
         let (key, body, attempts) = match state.pending.take() {
             Some(pending) => pending,
             None => {
                 state.next += 1;
-                let key = format!("{}-cmd-{}", state.plan, state.next);
+                let key = format!("{key_prefix}{}-cmd-{}", state.plan, state.next);
                 let body = json!({"type": "RecordCheckIn", "data": {
                     "goal_id": "signups", "value": 100.0 + state.next as f64,
                     "confidence": 0.5}});
@@ -222,10 +271,10 @@ async fn write_until_stopped(
             });
             continue;
         }
-        assert_eq!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "only 200 and 503 are expected under this load; got {status}: {answer}"
+        assert!(
+            status == StatusCode::SERVICE_UNAVAILABLE
+                || (conflicts_allowed && status == StatusCode::CONFLICT),
+            "only 200 and 503 (and 409 with several writer nodes) are expected under this load; got {status}: {answer}"
         );
         let refusal = Refusal {
             status: status.as_u16(),

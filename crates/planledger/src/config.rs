@@ -338,6 +338,11 @@ fn load_file(path: &Path) -> Result<Config> {
 }
 
 impl Config {
+    /// Cluster mode: how long a commit may take before its outcome is unknown.
+    pub fn commit_timeout(&self) -> Result<Duration> {
+        parse_duration(&self.commit_timeout)
+    }
+
     /// Checks ranges so a bad value fails at start with a clear message.
     pub fn validate(&self) -> Result<()> {
         if self.body_limit_bytes < 1024 || self.body_limit_bytes > 16 * 1024 * 1024 {

@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use planledger_api::{ApiConfig, ApiState, ConnectionLimits, RateLimit, Readiness};
 use planledger_app::App;
 use planledger_bus::{CommandIngress, IngressConfig, Relay, RelayConfig, RelayStatusHandle};
-use planledger_store::{EventStore, StoreOptions};
+use planledger_store::{Commit, EventStore, LogHealth, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, LogCommit, ServeArgs};
 
 /// Something to do once the app is open and before the listener starts (the demo seeds here).
 pub type Prelude = Box<dyn FnOnce(App, Config) -> futures_like::BoxFuture + Send>;
@@ -21,13 +21,25 @@ pub mod futures_like {
         std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
 }
 
-/// Opens the event log in `<data_dir>/log`.
+/// Opens the event log in `<data_dir>/log` (one node: fsynced locally).
 pub fn open_store(config: &Config) -> Result<EventStore> {
+    open_store_with(config, Commit::LocalFsync, None)
+}
+
+/// Opens the log with `commit`; `log_id` names the log's identity when it is created (cluster
+/// mode: the partition's, so every cache of it carries the same one).
+fn open_store_with(
+    config: &Config,
+    commit: Commit,
+    log_id: Option<String>,
+) -> Result<EventStore> {
     let path = config.data_dir.join("log");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let options = StoreOptions {
         min_free_bytes: config.log_min_free_bytes,
+        commit,
+        log_id,
         ..StoreOptions::default()
     };
     EventStore::open(&path, options).with_context(|| {
@@ -36,6 +48,78 @@ pub fn open_store(config: &Config) -> Result<EventStore> {
             path.display()
         )
     })
+}
+
+/// Cluster mode: opens the node's cache of its partition's log, committing appends to the
+/// partition's JetStream stream (`planledger cluster init` must have created it). The cache
+/// catches up with the stream before it takes commands (`/readyz` says `catching_up`).
+async fn open_cluster_store(config: &Config) -> Result<EventStore> {
+    let url = config
+        .nats_url
+        .clone()
+        .context("cluster mode needs --nats")?;
+    let partition = config
+        .partition
+        .context("cluster mode needs --partition")?;
+    let client = planledger_bus::connect(&url, "planledger-partition-log")
+        .await
+        .with_context(|| format!("connecting to the NATS cluster at {url}"))?;
+    let cluster = planledger_bus::cluster::read_cluster_config(&client)
+        .await
+        .context("reading the cluster's configuration (bucket planledger_cluster)")?
+        .with_context(|| {
+            format!("the NATS cluster at {url} has no Planledger cluster yet: run `planledger cluster init --nats {url}` first")
+        })?;
+    let entry = cluster
+        .partitions
+        .iter()
+        .find(|entry| entry.index == partition)
+        .with_context(|| {
+            format!(
+                "--partition {partition} is not a partition of this cluster, which has {} (0 to {})",
+                cluster.partition_count,
+                cluster.partition_count.saturating_sub(1)
+            )
+        })?;
+    let committer = planledger_bus::JetStreamCommitter::open(
+        client,
+        planledger_bus::PartitionLogConfig {
+            partition,
+            timeout: config.commit_timeout()?,
+        },
+    )
+    .await
+    .with_context(|| format!("opening partition {partition}'s stream"))?;
+    tracing::info!(partition, stream = %committer.stream_name(), "cluster mode: the partition's stream is the log; this node's log is its cache");
+    let commit = Commit::External(Arc::new(committer));
+    let log_id = entry.log_id.to_string();
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || open_store_with(&config, commit, Some(log_id)))
+        .await
+        .context("opening the event log")?
+}
+
+/// Keeps the partition's state in `/metrics` (cluster mode): catching up, serving or halted.
+async fn export_partition_state(store: EventStore, partition: u32, shutdown: CancellationToken) {
+    let label = partition.to_string();
+    loop {
+        let health = store.health();
+        for state in ["catching_up", "serving", "halted"] {
+            let now = match &health {
+                LogHealth::CatchingUp => "catching_up",
+                LogHealth::Stopped(_) => "halted",
+                _ => "serving",
+            };
+            metrics::gauge!("planledger_partition_state", "partition" => label.clone(), "state" => state)
+                .set(if now == state { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("planledger_partition_position", "partition" => label.clone())
+            .set(store.last_position().get() as f64);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Runs the service until SIGINT or SIGTERM, then finishes in-flight requests and closes the log.
@@ -48,7 +132,10 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     crate::init_tracing(config.log_format);
     let prometheus = crate::install_metrics()?;
 
-    let store = open_store(&config)?;
+    let store = match config.log_commit {
+        LogCommit::Local => open_store(&config)?,
+        LogCommit::Jetstream => open_cluster_store(&config).await?,
+    };
     let mut auth =
         crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
     let provider = crate::identity::provider(&config).await?;
@@ -92,7 +179,19 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
             shutdown.clone(),
         )));
     }
-    if let Some(url) = &config.nats_url {
+    if let (LogCommit::Jetstream, Some(partition)) = (config.log_commit, config.partition) {
+        background.push(tokio::spawn(export_partition_state(
+            store.clone(),
+            partition,
+            shutdown.clone(),
+        )));
+    }
+    // In cluster mode the partition's stream is the event stream: no relay.
+    if let Some(url) = config
+        .nats_url
+        .as_ref()
+        .filter(|_| config.log_commit == LogCommit::Local)
+    {
         let relay = Relay::new(
             store.clone(),
             RelayConfig {
@@ -113,6 +212,8 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
                 tracing::error!(%error, "relay stopped");
             }
         }));
+    }
+    if let Some(url) = &config.nats_url {
         let ingress = CommandIngress::new(
             app.commands.clone(),
             app.auth.clone(),

@@ -65,6 +65,10 @@ pub struct StoreOptions {
     /// or an external committer whose log is the truth and of which this log is a cache
     /// (cluster mode).
     pub commit: Commit,
+    /// The identity a new log is created with (cluster mode: the partition's, so every cache of
+    /// it carries the same one); an existing log with another identity is refused. `None`: a
+    /// new log chooses a fresh UUIDv7.
+    pub log_id: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -74,6 +78,7 @@ impl Default for StoreOptions {
             sync_fault: None,
             min_free_bytes: 0,
             commit: Commit::LocalFsync,
+            log_id: None,
         }
     }
 }
@@ -320,7 +325,7 @@ impl EventStore {
             }
         }
 
-        let log_id = Self::log_id_of(&db)?;
+        let log_id = Self::log_id_of(&db, options.log_id.as_deref())?;
         let head = recover_head(&db)?;
         tracing::info!(path = %path.display(), %log_id, last_position = head.position.0, "event log opened");
         let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
@@ -443,11 +448,25 @@ impl EventStore {
 
     /// The log's identity from `meta/log_id`, chosen (a UUIDv7) and synced the first time a
     /// log is opened by a build that knows it (a new log, or one created before it existed).
-    fn log_id_of(db: &DB) -> Result<String, StoreError> {
+    fn log_id_of(db: &DB, wanted: Option<&str>) -> Result<String, StoreError> {
         if let Some(found) = db.get_cf(cf(db, CF_META), META_LOG_ID)? {
-            return String::from_utf8(found).map_err(|e| corrupt("meta/log_id", e));
+            let found = String::from_utf8(found).map_err(|e| corrupt("meta/log_id", e))?;
+            if let Some(wanted) = wanted
+                && wanted != found
+            {
+                return Err(StoreError::PartitionHalted {
+                    reason: "cache_diverged",
+                    detail: format!(
+                        "this log is log {found}, not {wanted} (the partition's): it is the cache of another log; delete it and it is rebuilt from the partition's stream"
+                    ),
+                });
+            }
+            return Ok(found);
         }
-        let id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let id = wanted.map_or_else(
+            || uuid::Uuid::now_v7().hyphenated().to_string(),
+            str::to_owned,
+        );
         let mut write = rocksdb::WriteOptions::default();
         write.set_sync(true);
         db.put_cf_opt(cf(db, CF_META), META_LOG_ID, id.as_bytes(), &write)?;
