@@ -105,6 +105,14 @@ impl NatsCluster {
             .collect()
     }
 
+    /// Every member's monitoring URL (`http://127.0.0.1:<port>`, serving `/varz`, `/jsz`, ...).
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.monitor_port))
+            .collect()
+    }
+
     /// Kills one member abruptly (SIGKILL), as a crash would, and reaps it.
     pub fn kill(&mut self, member: &str) {
         let index = self.index(member);
