@@ -95,7 +95,11 @@ fn assert_read_back(committer: &JetStreamCommitter, committed: &[CommitEvent]) {
             "position {}",
             expected.position
         );
-        assert_eq!(event.command, expected.command, "position {}", expected.position);
+        assert_eq!(
+            event.command, expected.command,
+            "position {}",
+            expected.position
+        );
     }
 }
 
@@ -118,15 +122,24 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
     let cluster = NatsCluster::start();
     let rt = runtime();
     let client = rt
-        .block_on(planledger_bus::connect(&cluster.url("n1"), "partition-log-test"))
+        .block_on(planledger_bus::connect(
+            &cluster.url("n1"),
+            "partition-log-test",
+        ))
         .expect("connects");
 
     // Before `cluster init`: the committer refuses, naming the command that creates streams.
     let missing = rt
-        .block_on(JetStreamCommitter::open(client.clone(), PartitionLogConfig::new(0)))
+        .block_on(JetStreamCommitter::open(
+            client.clone(),
+            PartitionLogConfig::new(0),
+        ))
         .expect_err("no stream yet");
     assert!(matches!(missing, BusError::PartitionStreamMissing { .. }));
-    assert!(missing.to_string().contains("planledger cluster init"), "{missing}");
+    assert!(
+        missing.to_string().contains("planledger cluster init"),
+        "{missing}"
+    );
 
     // Provisioning: every server is checked; the streams are R3; a re-run is a no-op.
     let servers = rt.block_on(durability(&cluster));
@@ -139,7 +152,12 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
     assert_eq!(first.replicas, 3);
     assert_eq!(
         first.created_streams,
-        ["PLANLEDGER_P00", "PLANLEDGER_P01", "PLANLEDGER_P02", "PLANLEDGER_P03"]
+        [
+            "PLANLEDGER_P00",
+            "PLANLEDGER_P01",
+            "PLANLEDGER_P02",
+            "PLANLEDGER_P03"
+        ]
     );
     let again = rt
         .block_on(cluster::provision(&client, four, &servers))
@@ -155,7 +173,13 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
         ))
         .expect_err("another count is refused");
     assert!(
-        matches!(other, BusError::ClusterMismatch { existing: 4, asked: 16 }),
+        matches!(
+            other,
+            BusError::ClusterMismatch {
+                existing: 4,
+                asked: 16
+            }
+        ),
         "{other}"
     );
     assert!(other.to_string().contains('4') && other.to_string().contains("16"));
@@ -178,7 +202,10 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
     let writer = open(1);
     // Another writer of the same partition, on its own connection: only the fence stops it.
     let other_client = rt
-        .block_on(planledger_bus::connect(&cluster.url("n2"), "partition-log-rival"))
+        .block_on(planledger_bus::connect(
+            &cluster.url("n2"),
+            "partition-log-rival",
+        ))
         .expect("connects");
     let rival = {
         let mut config = PartitionLogConfig::new(1);
@@ -187,7 +214,12 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
             .expect("opens")
     };
     assert_eq!(writer.last_position().expect("stream info"), Position(0));
-    assert!(writer.read_after(Position(0), 10).expect("reads").is_empty());
+    assert!(
+        writer
+            .read_after(Position(0), 10)
+            .expect("reads")
+            .is_empty()
+    );
 
     // A batch of one, then a batch of three: appended at exactly the positions named.
     let mut committed = events(0, 1, GENESIS_HASH);
@@ -216,7 +248,9 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
     ));
     // A writer that caught up (knows 4) appends.
     let caught_up = events(4, 2, &last_hash(&committed));
-    rival.commit(Position(4), &caught_up).expect("commits after catching up");
+    rival
+        .commit(Position(4), &caught_up)
+        .expect("commits after catching up");
     committed.extend(caught_up);
     // And now the first writer is the stale one.
     let behind = events(4, 1, &last_hash(&committed[..4]));
@@ -227,7 +261,9 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
 
     // A full atomic batch of 1000 events.
     let big = events(6, 1000, &last_hash(&committed));
-    writer.commit(Position(6), &big).expect("a batch of 1000 commits");
+    writer
+        .commit(Position(6), &big)
+        .expect("a batch of 1000 commits");
     committed.extend(big);
     assert_eq!(writer.last_position().expect("stream info"), Position(1006));
 
@@ -242,5 +278,8 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
 
     // Partitions are separate logs.
     let other_partition = open(2);
-    assert_eq!(other_partition.last_position().expect("stream info"), Position(0));
+    assert_eq!(
+        other_partition.last_position().expect("stream info"),
+        Position(0)
+    );
 }

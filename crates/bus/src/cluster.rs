@@ -356,8 +356,15 @@ mod tests {
     fn a_fresh_configuration_names_every_partition() {
         let count = PartitionCount::new(3).expect("valid count");
         let config = ClusterConfig::new(count, Timestamp::UNIX_EPOCH);
-        let streams: Vec<&str> = config.partitions.iter().map(|p| p.stream.as_str()).collect();
-        assert_eq!(streams, ["PLANLEDGER_P00", "PLANLEDGER_P01", "PLANLEDGER_P02"]);
+        let streams: Vec<&str> = config
+            .partitions
+            .iter()
+            .map(|p| p.stream.as_str())
+            .collect();
+        assert_eq!(
+            streams,
+            ["PLANLEDGER_P00", "PLANLEDGER_P01", "PLANLEDGER_P02"]
+        );
         let json = serde_json::to_value(&config).expect("serializes");
         assert_eq!(json["partition_count"], 3);
         assert_eq!(json["partitions"][1]["index"], 1);

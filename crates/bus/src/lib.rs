@@ -31,16 +31,16 @@ pub mod relay;
 pub mod source;
 
 pub use bench::{RelayBenchConfig, RelayBenchReport, bench_relay};
+pub use cluster::{
+    ClusterConfig, PartitionEntry, Provisioned, ServerDurability, provision, read_cluster_config,
+};
 pub use connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
 pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
-pub use cluster::{
-    ClusterConfig, PartitionEntry, Provisioned, ServerDurability, provision, read_cluster_config,
-};
-pub use partition_log::{JetStreamCommitter, PartitionLogConfig};
 pub use ingress::{CommandIngress, IngressConfig};
+pub use partition_log::{JetStreamCommitter, PartitionLogConfig};
 pub use relay::{
     HaltReason, Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle, StreamReset,
     reset_stream,
@@ -108,7 +108,9 @@ pub enum BusError {
         asked: u32,
     },
     /// The cluster's configuration in `planledger_cluster` cannot be read.
-    #[error("the cluster configuration (bucket planledger_cluster, key config) is invalid: {detail}")]
+    #[error(
+        "the cluster configuration (bucket planledger_cluster, key config) is invalid: {detail}"
+    )]
     ClusterConfigInvalid {
         /// What is wrong with it.
         detail: String,

@@ -30,8 +30,8 @@ use async_nats::{Client, HeaderMap, StatusCode, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use planledger_proto::subjects::{
-    self, HEADER_COMMAND_FINGERPRINT, HEADER_COMMAND_ID, HEADER_COMMAND_SCOPE,
-    HEADER_CONTENT_TYPE, HEADER_MSG_ID, HEADER_PARTITION, HEADER_POSITION,
+    self, HEADER_COMMAND_FINGERPRINT, HEADER_COMMAND_ID, HEADER_COMMAND_SCOPE, HEADER_CONTENT_TYPE,
+    HEADER_MSG_ID, HEADER_PARTITION, HEADER_POSITION,
 };
 use planledger_proto::v1::EventEnvelope;
 use planledger_proto::{EVENT_ENVELOPE_CONTENT_TYPE, Message as _};
@@ -181,7 +181,9 @@ pub fn committed_event(
     if let Some(position) = header(HEADER_POSITION)
         && position != sequence.to_string()
     {
-        return Err(invalid(format!("its {HEADER_POSITION} header is {position}")));
+        return Err(invalid(format!(
+            "its {HEADER_POSITION} header is {position}"
+        )));
     }
     let command = match (header(HEADER_COMMAND_SCOPE), header(HEADER_COMMAND_ID)) {
         (Some(scope), Some(id)) => Some(CommandHeader {
@@ -308,9 +310,7 @@ impl JetStreamCommitter {
             // A message the client did not take was never sent, and without its commit message
             // the batch is abandoned by the server: nothing of it can be stored.
             sent.map_err(|e| {
-                CommitError::Unavailable(format!(
-                    "message {sequence} of {count} was not sent: {e}"
-                ))
+                CommitError::Unavailable(format!("message {sequence} of {count} was not sent: {e}"))
             })?;
         }
         let prefix = format!("{}.{batch_id}.", replies.inbox);
@@ -475,10 +475,16 @@ pub(crate) fn check_partition_stream(
     config: &stream::Config,
     partition: u32,
 ) -> Result<(), BusError> {
-    let subjects = vec![format!("{}.>", subjects::partition_subject_prefix(partition))];
+    let subjects = vec![format!(
+        "{}.>",
+        subjects::partition_subject_prefix(partition)
+    )];
     let mut problems = Vec::new();
     if config.subjects != subjects {
-        problems.push(format!("subjects {:?} instead of {subjects:?}", config.subjects));
+        problems.push(format!(
+            "subjects {:?} instead of {subjects:?}",
+            config.subjects
+        ));
     }
     if !config.allow_atomic_publish {
         problems.push("atomic batches are not allowed (allow_atomic)".into());

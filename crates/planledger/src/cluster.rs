@@ -38,7 +38,9 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
 fn default_monitor(nats: &str) -> Option<String> {
     let first = nats.split(',').next()?.trim();
     let without_scheme = first.split_once("://").map_or(first, |(_, rest)| rest);
-    let host_port = without_scheme.rsplit_once('@').map_or(without_scheme, |(_, hp)| hp);
+    let host_port = without_scheme
+        .rsplit_once('@')
+        .map_or(without_scheme, |(_, hp)| hp);
     let host = match host_port.rsplit_once(':') {
         Some((host, _)) => host,
         None => host_port,
@@ -51,7 +53,10 @@ async fn init(args: InitArgs) -> Result<()> {
     let monitors = if args.monitor.is_empty() {
         match default_monitor(&args.nats) {
             Some(url) => vec![url],
-            None => bail!("cannot derive a monitoring URL from {}; pass --monitor", args.nats),
+            None => bail!(
+                "cannot derive a monitoring URL from {}; pass --monitor",
+                args.nats
+            ),
         }
     } else {
         args.monitor.clone()
@@ -127,6 +132,9 @@ mod tests {
             default_monitor("nats://user:pw@nats.example:4222,nats://b:4222").as_deref(),
             Some("http://nats.example:8222")
         );
-        assert_eq!(default_monitor("localhost").as_deref(), Some("http://localhost:8222"));
+        assert_eq!(
+            default_monitor("localhost").as_deref(),
+            Some("http://localhost:8222")
+        );
     }
 }

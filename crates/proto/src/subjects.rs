@@ -169,7 +169,12 @@ mod tests {
         assert_eq!(partition_stream_name(7), "PLANLEDGER_P07");
         assert_eq!(partition_stream_name(123), "PLANLEDGER_P123");
         assert_eq!(
-            event_subject(&partition_subject_prefix(7), "acme", "q3.plan", "GoalDefined"),
+            event_subject(
+                &partition_subject_prefix(7),
+                "acme",
+                "q3.plan",
+                "GoalDefined"
+            ),
             "planledger.evt.p7.acme.q3%2Eplan.GoalDefined"
         );
     }

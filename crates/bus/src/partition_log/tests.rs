@@ -46,7 +46,10 @@ fn timestamp() -> impl Strategy<Value = Timestamp> {
     prop_oneof![
         (min..=max).prop_map(|n| Timestamp::from_nanosecond(n).unwrap_or(Timestamp::UNIX_EPOCH)),
         // Around now, with whole, milli- and nanosecond fractions.
-        (1_600_000_000i64..2_000_000_000, prop_oneof![Just(0i32), Just(500_000_000), 0..1_000_000_000])
+        (
+            1_600_000_000i64..2_000_000_000,
+            prop_oneof![Just(0i32), Just(500_000_000), 0..1_000_000_000]
+        )
             .prop_map(|(s, n)| Timestamp::new(s, n).unwrap_or(Timestamp::UNIX_EPOCH)),
     ]
 }
@@ -62,7 +65,14 @@ fn stream_id() -> impl Strategy<Value = StreamId> {
 
 fn envelope() -> impl Strategy<Value = Envelope> {
     (
-        (1..u64::MAX / 2, stream_id(), 1..u64::MAX / 2, any::<u128>(), ".*", any::<u32>()),
+        (
+            1..u64::MAX / 2,
+            stream_id(),
+            1..u64::MAX / 2,
+            any::<u128>(),
+            ".*",
+            any::<u32>(),
+        ),
         (timestamp(), timestamp(), ".*"),
         (
             proptest::option::of(".*"),
@@ -163,7 +173,9 @@ fn sample() -> Envelope {
         event_id: Uuid::now_v7(),
         event_type: "GoalDefined".into(),
         schema_version: 1,
-        occurred_at: "2024-05-01T10:00:00.000000001Z".parse().expect("valid time"),
+        occurred_at: "2024-05-01T10:00:00.000000001Z"
+            .parse()
+            .expect("valid time"),
         recorded_at: "2024-05-01T10:00:00.1Z".parse().expect("valid time"),
         actor: "alice".into(),
         command_id: None,
@@ -194,10 +206,7 @@ fn the_message_carries_the_headers_of_the_partition_log() {
     assert_eq!(header(HEADER_PARTITION).as_deref(), Some("7"));
     assert_eq!(header(HEADER_COMMAND_SCOPE).as_deref(), Some("acme"));
     assert_eq!(header(HEADER_COMMAND_ID).as_deref(), Some("cmd-1"));
-    assert_eq!(
-        header(HEADER_COMMAND_FINGERPRINT),
-        Some("ab".repeat(32))
-    );
+    assert_eq!(header(HEADER_COMMAND_FINGERPRINT), Some("ab".repeat(32)));
     let wire = EventEnvelope::decode(payload.as_ref()).expect("a protobuf envelope");
     assert_eq!(wire.partition, 7);
     assert_eq!(wire.position, 5);
