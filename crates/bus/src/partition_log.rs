@@ -6,7 +6,8 @@
 //! its `partition`, headers `Nats-Msg-Id` (the event id), `Planledger-Position` (== the stream
 //! sequence), `Planledger-Partition`, `Content-Type`, and on the first event of an append that
 //! remembers its command id `Planledger-Command-Scope`, `Planledger-Command-Id` and (when the
-//! command has one) `Planledger-Command-Fingerprint`.
+//! command has one) `Planledger-Command-Fingerprint`, each encoded as a subject token is
+//! ([`subjects::encode_token`]: a command id may hold any character, a header value may not).
 //!
 //! A commit is one JetStream atomic batch (ADR-50) on one connection, in order: the first
 //! message carries a reply subject and `Nats-Expected-Last-Sequence` (the position before the
@@ -137,10 +138,21 @@ pub fn partition_message(
     headers.insert(HEADER_PARTITION, partition.to_string().as_str());
     headers.insert(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE);
     if let Some(command) = &event.command {
-        headers.insert(HEADER_COMMAND_SCOPE, command.scope.as_str());
-        headers.insert(HEADER_COMMAND_ID, command.id.as_str());
+        // Encoded as subject tokens are: a client's command id may hold any character, and a
+        // line break in a header value would end the header.
+        headers.insert(
+            HEADER_COMMAND_SCOPE,
+            subjects::encode_token(&command.scope).as_str(),
+        );
+        headers.insert(
+            HEADER_COMMAND_ID,
+            subjects::encode_token(&command.id).as_str(),
+        );
         if let Some(fingerprint) = &command.fingerprint {
-            headers.insert(HEADER_COMMAND_FINGERPRINT, fingerprint.as_str());
+            headers.insert(
+                HEADER_COMMAND_FINGERPRINT,
+                subjects::encode_token(fingerprint).as_str(),
+            );
         }
     }
     Ok((subject, headers, Bytes::from(wire.encode_to_vec())))
@@ -178,6 +190,14 @@ pub fn committed_event(
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_string())
     };
+    let decoded = |name: &str| -> Result<Option<String>, BusError> {
+        header(name)
+            .map(|value| {
+                subjects::decode_token(&value)
+                    .ok_or_else(|| invalid(format!("its {name} header {value:?} is not encoded")))
+            })
+            .transpose()
+    };
     if let Some(position) = header(HEADER_POSITION)
         && position != sequence.to_string()
     {
@@ -185,11 +205,11 @@ pub fn committed_event(
             "its {HEADER_POSITION} header is {position}"
         )));
     }
-    let command = match (header(HEADER_COMMAND_SCOPE), header(HEADER_COMMAND_ID)) {
+    let command = match (decoded(HEADER_COMMAND_SCOPE)?, decoded(HEADER_COMMAND_ID)?) {
         (Some(scope), Some(id)) => Some(CommandHeader {
             scope,
             id,
-            fingerprint: header(HEADER_COMMAND_FINGERPRINT),
+            fingerprint: decoded(HEADER_COMMAND_FINGERPRINT)?,
         }),
         (None, None) => None,
         _ => {

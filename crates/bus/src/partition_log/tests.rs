@@ -112,19 +112,14 @@ fn envelope() -> impl Strategy<Value = Envelope> {
 }
 
 fn command() -> impl Strategy<Value = Option<CommandHeader>> {
-    // Header values are visible ASCII (what the store puts there: scopes, client ids, hex).
-    proptest::option::of(
-        (
-            "[ -~]{1,20}",
-            "[ -~]{1,40}",
-            proptest::option::of("[0-9a-f]{64}"),
-        )
-            .prop_map(|(scope, id, fingerprint)| CommandHeader {
-                scope: scope.trim().to_string().replace(' ', "_") + "s",
-                id: id.trim().to_string().replace(' ', "_") + "i",
-                fingerprint,
-            }),
-    )
+    // Any text: a client's command id may hold line breaks, quotes or Unicode.
+    proptest::option::of((".+", ".+", proptest::option::of("[0-9a-f]{64}")).prop_map(
+        |(scope, id, fingerprint)| CommandHeader {
+            scope,
+            id,
+            fingerprint,
+        },
+    ))
 }
 
 fn commit_event(envelope: &Envelope, command: Option<CommandHeader>) -> CommitEvent {
@@ -206,6 +201,23 @@ fn the_message_carries_the_headers_of_the_partition_log() {
     assert_eq!(header(HEADER_PARTITION).as_deref(), Some("7"));
     assert_eq!(header(HEADER_COMMAND_SCOPE).as_deref(), Some("acme"));
     assert_eq!(header(HEADER_COMMAND_ID).as_deref(), Some("cmd-1"));
+    let mut injected = commit_event(&envelope, None);
+    injected.command = Some(CommandHeader {
+        scope: "acme".into(),
+        id: "a\r\nNats-Expected-Last-Sequence: 0".into(),
+        fingerprint: None,
+    });
+    let (_, headers_injected, payload_injected) =
+        partition_message(7, &injected).expect("a message");
+    assert_eq!(
+        headers_injected
+            .get(HEADER_COMMAND_ID)
+            .map(|v| v.as_str().to_string())
+            .as_deref(),
+        Some("a%0D%0ANats-Expected-Last-Sequence%3A%200")
+    );
+    let back = committed_event(7, 5, Some(&headers_injected), &payload_injected).expect("decodes");
+    assert_eq!(back.command, injected.command);
     assert_eq!(header(HEADER_COMMAND_FINGERPRINT), Some("ab".repeat(32)));
     let wire = EventEnvelope::decode(payload.as_ref()).expect("a protobuf envelope");
     assert_eq!(wire.partition, 7);
