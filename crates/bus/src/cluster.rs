@@ -194,10 +194,19 @@ pub struct Provisioned {
 /// The cluster's configuration, or `None` before `cluster init`.
 pub async fn read_cluster_config(client: &Client) -> Result<Option<ClusterConfig>, BusError> {
     let context = jetstream::new(client.clone());
-    let Ok(bucket) = context.get_key_value(CLUSTER_BUCKET).await else {
+    if find_stream(&context, &bucket_stream()).await?.is_none() {
         return Ok(None);
-    };
+    }
+    let bucket = context
+        .get_key_value(CLUSTER_BUCKET)
+        .await
+        .map_err(|e| BusError::nats("open the cluster bucket", e))?;
     read_config(&bucket).await
+}
+
+/// The stream behind the bucket.
+fn bucket_stream() -> String {
+    format!("KV_{CLUSTER_BUCKET}")
 }
 
 async fn read_config(bucket: &kv::Store) -> Result<Option<ClusterConfig>, BusError> {
@@ -238,9 +247,12 @@ pub async fn provision(
     let cluster_size = check_durability(servers)?;
     let replicas = if cluster_size >= 3 { 3 } else { 1 };
     let context = jetstream::new(client.clone());
-    let bucket = match context.get_key_value(CLUSTER_BUCKET).await {
-        Ok(bucket) => bucket,
-        Err(_) => context
+    let bucket = match find_stream(&context, &bucket_stream()).await? {
+        Some(_) => context
+            .get_key_value(CLUSTER_BUCKET)
+            .await
+            .map_err(|e| BusError::nats("open the cluster bucket", e))?,
+        None => context
             .create_key_value(kv::Config {
                 bucket: CLUSTER_BUCKET.to_string(),
                 description: "Planledger cluster identity (partition count, log ids)".into(),
