@@ -128,7 +128,10 @@ async fn jetstream_log_survives_sigkill_under_load() {
         server.kill();
         load.stop().await;
         let (verified, printed) = server.verify();
-        assert!(verified, "cycle {cycle}: verify of the cache failed: {printed}");
+        assert!(
+            verified,
+            "cycle {cycle}: verify of the cache failed: {printed}"
+        );
         tokio::task::block_in_place(|| server.restart());
         ready(&server).await;
         let acked = load.acked();

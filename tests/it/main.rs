@@ -24,6 +24,7 @@ mod history_replay;
 mod identity;
 mod nats_command_ingress;
 mod nats_harness;
+mod partition_log;
 mod plans_list;
 mod poison_events;
 mod projections_http;

@@ -56,6 +56,9 @@ pub fn timestamp_from_proto(
 }
 
 /// The wire form of a stored envelope, with `tenant` and `plan_id` split from the stream id.
+///
+/// `partition` is left 0 (the single-node log, which the relay publishes, is not partitioned);
+/// the partition log ([`crate::partition_log`]) sets it to its partition.
 pub fn envelope_to_proto(envelope: &Envelope) -> EventEnvelope {
     envelope_into_proto(envelope.clone())
 }
@@ -84,12 +87,15 @@ pub fn envelope_into_proto(envelope: Envelope) -> EventEnvelope {
         data: Box::<str>::from(envelope.data).into_string().into_bytes(),
         prev_hash: envelope.prev_hash,
         hash: envelope.hash,
+        // The single-node log is not partitioned; a partition log sets its index itself.
+        partition: 0,
     }
 }
 
 /// The stored envelope a wire envelope describes; fails if a field is missing or malformed.
 ///
-/// `tenant` and `plan_id` are redundant with `stream` and must agree with it.
+/// `tenant` and `plan_id` are redundant with `stream` and must agree with it. `partition` is
+/// not part of the stored envelope and is ignored here (the partition log checks it itself).
 pub fn envelope_from_proto(wire: EventEnvelope) -> Result<Envelope, EnvelopeDecodeError> {
     let (tenant, plan_id) = split_stream(&wire.stream);
     if tenant != wire.tenant || plan_id != wire.plan_id {
@@ -178,6 +184,7 @@ pub fn stored_json_to_proto(
         data: stored.data.get().as_bytes().to_vec(),
         prev_hash: stored.prev_hash,
         hash: stored.hash,
+        partition: 0,
     };
     Ok((wire, stored.recorded_at))
 }

@@ -9,6 +9,9 @@
 //!   handed to the application's command service.
 //! - [`source`]: the JetStream projection source (a durable pull consumer positioned from the
 //!   read model's checkpoint) behind `planledger projector --nats`.
+//! - [`partition_log`]: cluster mode's log: [`JetStreamCommitter`], the store's committer over
+//!   one partition's JetStream stream `PLANLEDGER_P<nn>` (atomic batches, the fence).
+//! - [`cluster`]: `planledger cluster init`: the cluster's configuration and partition streams.
 //! - [`bench`]: the relay benchmark behind `planledger bench relay`.
 //!
 //! What this crate must never do: make a command wait for NATS (the relay only reads the
@@ -18,20 +21,26 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cluster;
 pub mod connection;
 pub mod envelope;
 pub mod ingress;
+pub mod partition_log;
 mod reader;
 pub mod relay;
 pub mod source;
 
 pub use bench::{RelayBenchConfig, RelayBenchReport, bench_relay};
+pub use cluster::{
+    ClusterConfig, PartitionEntry, Provisioned, ServerDurability, provision, read_cluster_config,
+};
 pub use connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
 pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
 pub use ingress::{CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto};
+pub use partition_log::{JetStreamCommitter, PartitionLogConfig};
 pub use relay::{
     HaltReason, Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle, StreamReset,
     reset_stream,
@@ -70,6 +79,56 @@ pub enum BusError {
     /// The event log failed.
     #[error("event log: {0}")]
     Store(#[from] planledger_store::StoreError),
+    /// A partition's stream does not exist; nothing but `planledger cluster init` creates it.
+    #[error(
+        "the partition stream {stream} does not exist; create the cluster's streams with \
+         `planledger cluster init`"
+    )]
+    PartitionStreamMissing {
+        /// The stream's name.
+        stream: String,
+    },
+    /// A partition's stream exists but is not fit to be a partition log.
+    #[error("the partition stream {stream} is not configured as a partition log: {detail}")]
+    PartitionStreamMisconfigured {
+        /// The stream's name.
+        stream: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The cluster was created with another partition count.
+    #[error(
+        "the cluster was created with {existing} partitions, not {asked}; the count is fixed \
+         for the life of a cluster"
+    )]
+    ClusterMismatch {
+        /// The count in `planledger_cluster`.
+        existing: u32,
+        /// The count asked for.
+        asked: u32,
+    },
+    /// The cluster's configuration in `planledger_cluster` cannot be read.
+    #[error(
+        "the cluster configuration (bucket planledger_cluster, key config) is invalid: {detail}"
+    )]
+    ClusterConfigInvalid {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The NATS servers do not make every JetStream write durable before acknowledging it.
+    #[error("refusing to put partition logs on these NATS servers: {detail}")]
+    NotDurable {
+        /// Which servers, and why.
+        detail: String,
+    },
+    /// An event cannot be turned into a partition log message, or a message into an event.
+    #[error("event at position {position}: {detail}")]
+    InvalidEvent {
+        /// Its position (the stream sequence).
+        position: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// The relay stopped, so a wait for its progress cannot end.
     #[error("the relay has stopped")]
     RelayGone,

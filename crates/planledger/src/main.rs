@@ -2,12 +2,14 @@
 //!
 //! `serve` runs the API, the writer, the relay and the projectors; `token` mints JWTs; `verify`
 //! walks the hash chain; `export` writes the log to NDJSON or Parquet; `replay` rebuilds a read
-//! model or prints a plan as it stood; `bench` measures; `demo` seeds a sample plan and serves it.
+//! model or prints a plan as it stood; `bench` measures; `demo` seeds a sample plan and serves it;
+//! `cluster init` creates cluster mode's partition streams.
 
 mod bench;
 mod bench_history;
 mod bench_http;
 mod bench_projections;
+mod cluster;
 mod config;
 mod demo;
 mod export;
@@ -76,6 +78,12 @@ enum Commands {
         #[command(subcommand)]
         command: relay::RelayCommand,
     },
+    /// Cluster mode: `cluster init` creates the partition streams and the cluster's
+    /// configuration on a JetStream cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
 }
 
 fn main() -> Result<()> {
@@ -95,6 +103,7 @@ fn main() -> Result<()> {
             Commands::Replay(args) => replay::run(args).await,
             Commands::Export(args) => export::run(args),
             Commands::Relay { command } => relay::run(command).await,
+            Commands::Cluster { command } => cluster::run(command).await,
         }
     })
 }

@@ -28,11 +28,7 @@ pub fn open_store(config: &Config) -> Result<EventStore> {
 
 /// Opens the log with `commit`; `log_id` names the log's identity when it is created (cluster
 /// mode: the partition's, so every cache of it carries the same one).
-fn open_store_with(
-    config: &Config,
-    commit: Commit,
-    log_id: Option<String>,
-) -> Result<EventStore> {
+fn open_store_with(config: &Config, commit: Commit, log_id: Option<String>) -> Result<EventStore> {
     let path = config.data_dir.join("log");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -58,9 +54,7 @@ async fn open_cluster_store(config: &Config) -> Result<EventStore> {
         .nats_url
         .clone()
         .context("cluster mode needs --nats")?;
-    let partition = config
-        .partition
-        .context("cluster mode needs --partition")?;
+    let partition = config.partition.context("cluster mode needs --partition")?;
     let client = planledger_bus::connect(&url, "planledger-partition-log")
         .await
         .with_context(|| format!("connecting to the NATS cluster at {url}"))?;

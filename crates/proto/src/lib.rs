@@ -79,6 +79,7 @@ mod tests {
             data: br#"{"goal_id":"g1"}"#.to_vec(),
             prev_hash: "0".repeat(64),
             hash: "f".repeat(64),
+            partition: 3,
         };
         let bytes = envelope.encode_to_vec();
         assert_eq!(EventEnvelope::decode(bytes.as_slice()), Ok(envelope));

@@ -21,6 +21,16 @@ pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
 /// Header carrying the bearer token of a command.
 pub const HEADER_AUTHORIZATION: &str = "Authorization";
 
+/// Header carrying the partition whose log holds the event (cluster mode; decimal).
+pub const HEADER_PARTITION: &str = "Planledger-Partition";
+/// Header carrying the idempotency scope of the append an event starts (cluster mode).
+pub const HEADER_COMMAND_SCOPE: &str = "Planledger-Command-Scope";
+/// Header carrying the client's command id of the append an event starts (cluster mode).
+pub const HEADER_COMMAND_ID: &str = "Planledger-Command-Id";
+/// Header carrying the digest of the command's content of the append an event starts
+/// (cluster mode), so a repeated command id can be told from a different command.
+pub const HEADER_COMMAND_FINGERPRINT: &str = "Planledger-Command-Fingerprint";
+
 /// Token standing for an empty id (a stream id without a tenant).
 const EMPTY_TOKEN: &str = "_";
 
@@ -98,6 +108,16 @@ pub fn event_subject(prefix: &str, tenant: &str, plan_id: &str, event_type: &str
     )
 }
 
+/// The subject prefix of one partition's log stream: `planledger.evt.p<partition>`.
+pub fn partition_subject_prefix(partition: u32) -> String {
+    format!("{EVENT_SUBJECT_PREFIX}.p{partition}")
+}
+
+/// The JetStream stream holding one partition's log: `PLANLEDGER_P<nn>` (at least two digits).
+pub fn partition_stream_name(partition: u32) -> String {
+    format!("PLANLEDGER_P{partition:02}")
+}
+
 /// The subject commands for one plan are sent to: `planledger.cmd.<tenant>.<plan_id>`.
 pub fn command_subject(tenant: &str, plan_id: &str) -> String {
     format!(
@@ -140,6 +160,22 @@ mod tests {
         assert_eq!(
             command_subject("acme", "v1.2"),
             "planledger.cmd.acme.v1%2E2"
+        );
+    }
+
+    #[test]
+    fn partition_names_and_subjects() {
+        assert_eq!(partition_stream_name(0), "PLANLEDGER_P00");
+        assert_eq!(partition_stream_name(7), "PLANLEDGER_P07");
+        assert_eq!(partition_stream_name(123), "PLANLEDGER_P123");
+        assert_eq!(
+            event_subject(
+                &partition_subject_prefix(7),
+                "acme",
+                "q3.plan",
+                "GoalDefined"
+            ),
+            "planledger.evt.p7.acme.q3%2Eplan.GoalDefined"
         );
     }
 
