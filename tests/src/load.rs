@@ -119,6 +119,12 @@ impl CommandLoad {
         }
     }
 
+    /// Sends version conflicts again instead of failing (several writer nodes on one plan).
+    pub fn allowing_conflicts(mut self) -> Self {
+        self.conflicts_allowed = true;
+        self
+    }
+
     /// Starts the writer tasks (each resumes with the command it had not had answered).
     pub fn start(&mut self) {
         assert!(self.running.is_none(), "the load is already running");

@@ -7,12 +7,19 @@ use async_nats::{Client, ConnectOptions, Event};
 
 use crate::BusError;
 
-/// Opens a NATS connection that reconnects on its own, forever, with a capped backoff.
+/// Opens a NATS connection that reconnects on its own, forever, with a capped backoff. `url`
+/// may list several servers of a cluster, comma-separated (`nats://n1:4222,nats://n2:4222`).
 ///
 /// Fails only when the first connection attempt fails; callers retry that themselves.
 #[tracing::instrument(skip_all, fields(url = %url, name = %name))]
 pub async fn connect(url: &str, name: &str) -> Result<Client, BusError> {
-    let client = ConnectOptions::new()
+    // A list the client parses whole; a malformed one is passed on as given, so that the error
+    // names it.
+    let servers: Option<Vec<async_nats::ServerAddr>> = url
+        .split(',')
+        .map(|server| server.trim().parse().ok())
+        .collect();
+    let options = ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
@@ -23,13 +30,15 @@ pub async fn connect(url: &str, name: &str) -> Result<Client, BusError> {
                 Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
                 other => tracing::debug!(event = %other, "nats event"),
             }
-        })
-        .connect(url)
-        .await
-        .map_err(|source| BusError::Connect {
-            url: url.to_string(),
-            source,
-        })?;
+        });
+    let connected = match servers {
+        Some(servers) if !servers.is_empty() => options.connect(servers).await,
+        _ => options.connect(url).await,
+    };
+    let client = connected.map_err(|source| BusError::Connect {
+        url: url.to_string(),
+        source,
+    })?;
     Ok(client)
 }
 

@@ -23,12 +23,17 @@ pub mod futures_like {
 
 /// Opens the event log in `<data_dir>/log` (one node: fsynced locally).
 pub fn open_store(config: &Config) -> Result<EventStore> {
-    open_store_with(config, Commit::LocalFsync, None)
+    open_store_with(config, Commit::LocalFsync, None, None)
 }
 
 /// Opens the log with `commit`; `log_id` names the log's identity when it is created (cluster
 /// mode: the partition's, so every cache of it carries the same one).
-fn open_store_with(config: &Config, commit: Commit, log_id: Option<String>) -> Result<EventStore> {
+fn open_store_with(
+    config: &Config,
+    commit: Commit,
+    log_id: Option<String>,
+    partition: Option<(planledger_store::PartitionCount, u32)>,
+) -> Result<EventStore> {
     let path = config.data_dir.join("log");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -36,6 +41,7 @@ fn open_store_with(config: &Config, commit: Commit, log_id: Option<String>) -> R
         min_free_bytes: config.log_min_free_bytes,
         commit,
         log_id,
+        partition,
         ..StoreOptions::default()
     };
     EventStore::open(&path, options).with_context(|| {
@@ -87,10 +93,14 @@ async fn open_cluster_store(config: &Config) -> Result<EventStore> {
     tracing::info!(partition, stream = %committer.stream_name(), "cluster mode: the partition's stream is the log; this node's log is its cache");
     let commit = Commit::External(Arc::new(committer));
     let log_id = entry.log_id.to_string();
+    let count = planledger_store::PartitionCount::new(cluster.partition_count)
+        .context("the cluster's partition count")?;
     let config = config.clone();
-    tokio::task::spawn_blocking(move || open_store_with(&config, commit, Some(log_id)))
-        .await
-        .context("opening the event log")?
+    tokio::task::spawn_blocking(move || {
+        open_store_with(&config, commit, Some(log_id), Some((count, partition)))
+    })
+    .await
+    .context("opening the event log")?
 }
 
 /// Keeps the partition's state in `/metrics` (cluster mode): catching up, serving or halted.

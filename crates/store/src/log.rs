@@ -69,6 +69,9 @@ pub struct StoreOptions {
     /// it carries the same one); an existing log with another identity is refused. `None`: a
     /// new log chooses a fresh UUIDv7.
     pub log_id: Option<String>,
+    /// Cluster mode: the partition this log holds (of how many): an append to a stream of
+    /// another partition is refused before anything is prepared.
+    pub partition: Option<(crate::PartitionCount, u32)>,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +82,7 @@ impl Default for StoreOptions {
             min_free_bytes: 0,
             commit: Commit::LocalFsync,
             log_id: None,
+            partition: None,
         }
     }
 }
@@ -426,6 +430,7 @@ impl EventStore {
             spare_lists: Default::default(),
             batch_commands: Default::default(),
             cluster,
+            partition: options.partition,
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())

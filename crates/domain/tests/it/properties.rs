@@ -323,7 +323,7 @@ proptest! {
     }
 }
 
-mod support;
+use crate::support;
 
 /// A goal's accountable role passed along a chain of people, with check-ins and maybe a
 /// responsible stand-in: each handover revokes the holder at `revoke` hours after the previous

@@ -70,6 +70,8 @@ pub(crate) struct Writer {
     pub batch_commands: HashMap<Vec<u8>, FirstInBatch>,
     /// Cluster mode's state; `None` in local mode.
     pub cluster: Option<Cluster>,
+    /// Cluster mode: the partition this log holds, of how many.
+    pub partition: Option<(crate::PartitionCount, u32)>,
 }
 
 /// What the writer keeps in cluster mode, where a batch is applied to RocksDB only once the
@@ -389,6 +391,15 @@ impl Writer {
     ) -> Answer {
         if request.events.is_empty() {
             return Answer::Done(Err(StoreError::EmptyAppend));
+        }
+        if let Some((count, index)) = self.partition {
+            let belongs = count.partition_of(&request.stream).index();
+            if belongs != index {
+                return Answer::Done(Err(StoreError::PartitionUnavailable(format!(
+                    "{} belongs to partition {belongs}, and this node serves partition {index}; send it to a node of partition {belongs}",
+                    request.stream
+                ))));
+            }
         }
         if self.cluster.is_some() && request.events.len() > MAX_COMMIT_EVENTS {
             return Answer::Done(Err(StoreError::AppendTooLarge {

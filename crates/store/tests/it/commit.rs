@@ -466,3 +466,49 @@ async fn a_log_whose_events_do_not_chain_halts_the_catch_up() {
         "applied up to the bad event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_to_a_plan_of_another_partition_is_refused() {
+    let truth = Arc::new(MemoryLog::default());
+    let dir = tempfile::tempdir().expect("dir");
+    let count = planledger_store::PartitionCount::new(4).expect("count");
+    let store = EventStore::open(
+        dir.path(),
+        StoreOptions {
+            commit: Commit::External(truth.clone()),
+            partition: Some((count, 0)),
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open");
+    caught_up(&store).await;
+    let (mine, other) = {
+        let names: Vec<String> = (0..64).map(|n| format!("t/p{n}")).collect();
+        let of = |name: &String| count.partition_of(&support::stream(name)).index();
+        (
+            names
+                .iter()
+                .find(|n| of(n) == 0)
+                .expect("a plan of p0")
+                .clone(),
+            names
+                .iter()
+                .find(|n| of(n) != 0)
+                .expect("a plan elsewhere")
+                .clone(),
+        )
+    };
+    store
+        .append(request(&mine, ExpectedVersion::Any, vec![event(1)]))
+        .await
+        .expect("its own partition's plan");
+    let refused = store
+        .append(request(&other, ExpectedVersion::Any, vec![event(2)]))
+        .await
+        .expect_err("another partition's plan");
+    assert!(
+        matches!(&refused, StoreError::PartitionUnavailable(m) if m.contains("partition")),
+        "{refused}"
+    );
+    assert_eq!(truth.stored().len(), 1, "nothing of it was committed");
+}
