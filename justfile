@@ -59,9 +59,11 @@ setup:
         "{{tools}}/bin/pip" install -q --disable-pip-version-check 'duckdb>=1.1,<2'
     fi
 
-# Build the binary (optimised; the one profile tests and benchmarks share).
+# Build the binary (optimised; the one profile tests and benchmarks share). Always the whole
+# workspace: a subset of its packages resolves other features for bindgen's build
+# dependencies, which compiles RocksDB's C++ a second time (about half an hour on 2 cores).
 build: setup
-    cargo build --release -p planledger
+    cargo build --release --workspace --bins
 
 # Start the service on the embedded default: data in ./data, HTTP on 127.0.0.1:8080, no NATS.
 run *ARGS: build
@@ -69,7 +71,7 @@ run *ARGS: build
 
 # Run the whole test suite (unit, property, crash, end-to-end with a real nats-server).
 test *ARGS: setup
-    cargo build --release -p planledger --bins
+    cargo build --release --workspace --bins
     cargo test --release --workspace {{ARGS}}
 
 # Formatting and lints, as CI runs them.
@@ -80,8 +82,8 @@ lint: setup
 # Crash loop: SIGKILL the service CYCLES times under concurrent HTTP load, restarting it on the
 # same data directory, and print acknowledged, found, lost and restart time p50/p99.
 soak CYCLES="200": setup
-    cargo build --release -p planledger --bins
-    PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release -p planledger-e2e --test it crash_loop -- --nocapture
+    cargo build --release --workspace --bins
+    PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release --workspace --test it crash_loop -- --nocapture
 
 # Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
 # `just bench history`.

@@ -116,6 +116,8 @@ fn non_empty(text: &str) -> Option<&str> {
 }
 
 /// A piece of metadata sent as a request field or as a header, refused when sent both ways.
+// A refusal is the cold path, and the door's plain serde type (see `app::door`).
+#[allow(clippy::result_large_err)]
 fn one_way<'a>(
     field_name: &str,
     field: Option<&'a str>,

@@ -68,6 +68,14 @@ pub(crate) type HexHash = [u8; 64];
 /// [`GENESIS_HASH`] as a [`HexHash`].
 pub(crate) const GENESIS: HexHash = [b'0'; 64];
 
+/// A stored hash's text as a [`HexHash`], if it is 64 hex digits.
+pub(crate) fn parse_hex_hash(text: &str) -> Option<HexHash> {
+    text.as_bytes()
+        .try_into()
+        .ok()
+        .filter(|hash: &HexHash| hash.iter().all(u8::is_ascii_hexdigit))
+}
+
 /// A [`HexHash`] as text.
 pub(crate) fn hex_text(hash: &HexHash) -> &str {
     std::str::from_utf8(hash).expect("hex digits are ASCII")

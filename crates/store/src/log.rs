@@ -10,7 +10,7 @@ use rocksdb::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::envelope::{Envelope, GENESIS_HASH, HexHash};
+use crate::envelope::{Envelope, GENESIS_HASH};
 use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
@@ -240,18 +240,12 @@ pub(crate) fn recover_head(db: &DB) -> Result<Head, StoreError> {
             let envelope = decode_envelope(position, &value)?;
             Ok(Head {
                 position: envelope.position,
-                hash: envelope
-                    .hash
-                    .as_bytes()
-                    .try_into()
-                    .ok()
-                    .filter(|hash: &HexHash| hash.iter().all(u8::is_ascii_hexdigit))
-                    .ok_or_else(|| {
-                        corrupt(
-                            format!("hash at position {}", envelope.position),
-                            "not 64 hex digits",
-                        )
-                    })?,
+                hash: crate::envelope::parse_hex_hash(&envelope.hash).ok_or_else(|| {
+                    corrupt(
+                        format!("hash at position {}", envelope.position),
+                        "not 64 hex digits",
+                    )
+                })?,
                 recorded_at: envelope.recorded_at,
             })
         }

@@ -336,21 +336,15 @@ fn track_command(state: &mut ApplyState, event: &CommittedEvent) {
 
 /// An envelope's hash as the writer keeps it.
 fn hash_of(envelope: &Envelope) -> Result<HexHash, StoreError> {
-    envelope
-        .hash
-        .as_bytes()
-        .try_into()
-        .ok()
-        .filter(|hash: &HexHash| hash.iter().all(u8::is_ascii_hexdigit))
-        .ok_or_else(|| {
-            halted(
-                "cache_diverged",
-                format!(
-                    "the hash at position {} is not 64 hex digits",
-                    envelope.position
-                ),
-            )
-        })
+    crate::envelope::parse_hex_hash(&envelope.hash).ok_or_else(|| {
+        halted(
+            "cache_diverged",
+            format!(
+                "the hash at position {} is not 64 hex digits",
+                envelope.position
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
