@@ -1,4 +1,4 @@
-//! Metric formulas (DESIGN section 7; stated with edge cases and worked examples in docs/metrics.md).
+//! Metric formulas (stated with edge cases and worked examples in docs/metrics.md).
 //!
 //! Every function here is pure over `(&Plan, now)`. Days are UTC calendar days: `today` is the UTC
 //! date of `now`. "As of a past time T" means: build the plan from the events decided at or before
@@ -51,7 +51,7 @@ pub enum RollUp {
     Equal,
 }
 
-/// Computed-status thresholds on `p / e` (DESIGN section 7).
+/// Computed-status thresholds on `p / e` (docs/metrics.md).
 pub const ON_TRACK_AT: f64 = 0.95;
 /// Below [`ON_TRACK_AT`] and at or above this: at risk; below: off track.
 pub const AT_RISK_AT: f64 = 0.75;
