@@ -40,7 +40,9 @@ pub use envelope::{
     header_position,
 };
 pub use ingress::{CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto};
-pub use partition_log::{JetStreamCommitter, PartitionLogConfig};
+pub use partition_log::{
+    AtomicBatchError, BatchReplies, JetStreamCommitter, PartitionLogConfig, publish_atomic_batch,
+};
 pub use relay::{
     HaltReason, Relay, RelayConfig, RelayState, RelayStatus, RelayStatusHandle, StreamReset,
     reset_stream,

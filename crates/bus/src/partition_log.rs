@@ -79,12 +79,6 @@ impl PartitionLogConfig {
     }
 }
 
-/// The reply subscription, held by the one commit in flight.
-struct Replies {
-    inbox: String,
-    subscription: Subscriber,
-}
-
 /// The store's [`Committer`] over one partition's JetStream stream.
 pub struct JetStreamCommitter {
     runtime: Handle,
@@ -94,7 +88,7 @@ pub struct JetStreamCommitter {
     stream: String,
     subject_prefix: String,
     timeout: Duration,
-    replies: tokio::sync::Mutex<Replies>,
+    replies: tokio::sync::Mutex<BatchReplies>,
     /// Held for a whole commit, so one batch at most is in flight.
     in_flight: Mutex<()>,
 }
@@ -245,6 +239,138 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// The reply subscription of one connection's atomic batches ([`publish_atomic_batch`]): one
+/// batch in flight on it at a time (hence `&mut`).
+pub struct BatchReplies {
+    inbox: String,
+    subscription: Subscriber,
+}
+
+impl BatchReplies {
+    /// Subscribes to a fresh inbox of `client` for the replies of its batches.
+    pub async fn subscribe(client: &Client) -> Result<Self, BusError> {
+        let inbox = client.new_inbox();
+        let subscription = client
+            .subscribe(format!("{inbox}.>"))
+            .await
+            .map_err(|e| BusError::nats("subscribe to commit replies", e))?;
+        Ok(Self {
+            inbox,
+            subscription,
+        })
+    }
+}
+
+/// Why [`publish_atomic_batch`] did not store a batch.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AtomicBatchError {
+    /// A message was not taken by the client: the batch was never committed, nothing stored.
+    #[error("{0}")]
+    NotSent(String),
+    /// The stream rejected the batch whole (e.g. a wrong last sequence): nothing stored.
+    #[error("{0}")]
+    Refused(String),
+    /// Whether the batch was stored cannot be told (connection closed, unexpected answer).
+    #[error("{0}")]
+    Unknown(String),
+    /// Nobody answered on the batch's subjects (no stream, or no leader right now).
+    #[error("no responders")]
+    NoResponders,
+}
+
+/// Publishes `messages` (as [`partition_message`] makes them) to `stream` as one JetStream
+/// atomic batch whose first message expects the stream's last sequence to be `expected_last`,
+/// and waits for its acknowledgement: stored at exactly `expected_last + 1 ..`, or not at all.
+/// No timeout of its own (the caller bounds it). What [`JetStreamCommitter`] commits with, and
+/// what `planledger bench append --log-commit jetstream` measures as the raw ceiling.
+pub async fn publish_atomic_batch(
+    client: &Client,
+    replies: &mut BatchReplies,
+    stream: &str,
+    expected_last: u64,
+    messages: Vec<(String, HeaderMap, Bytes)>,
+) -> Result<(), AtomicBatchError> {
+    let count = messages.len();
+    if count == 0 {
+        return Ok(());
+    }
+    let last_position = expected_last + count as u64;
+    let batch_id = uuid::Uuid::now_v7().simple().to_string();
+    let start_reply = format!("{}.{batch_id}.start", replies.inbox);
+    let commit_reply = format!("{}.{batch_id}.commit", replies.inbox);
+    for (index, (subject, mut headers, payload)) in messages.into_iter().enumerate() {
+        let sequence = index + 1;
+        headers.insert(HEADER_BATCH_ID, batch_id.as_str());
+        headers.insert(HEADER_BATCH_SEQUENCE, sequence.to_string().as_str());
+        if sequence == 1 {
+            headers.insert(
+                HEADER_EXPECTED_LAST_SEQUENCE,
+                expected_last.to_string().as_str(),
+            );
+        }
+        let sent = if sequence == count {
+            headers.insert(HEADER_BATCH_COMMIT, "1");
+            client
+                .publish_with_reply_and_headers(subject, commit_reply.clone(), headers, payload)
+                .await
+        } else if sequence == 1 {
+            client
+                .publish_with_reply_and_headers(subject, start_reply.clone(), headers, payload)
+                .await
+        } else {
+            client.publish_with_headers(subject, headers, payload).await
+        };
+        // A message the client did not take was never sent, and without its commit message
+        // the batch is abandoned by the server: nothing of it can be stored.
+        sent.map_err(|e| {
+            AtomicBatchError::NotSent(format!("message {sequence} of {count} was not sent: {e}"))
+        })?;
+    }
+    let prefix = format!("{}.{batch_id}.", replies.inbox);
+    loop {
+        let Some(reply) = replies.subscription.next().await else {
+            return Err(AtomicBatchError::Unknown(
+                "the reply subscription ended (connection closed)".into(),
+            ));
+        };
+        let Some(kind) = reply.subject.as_str().strip_prefix(&prefix) else {
+            // A late answer to an earlier batch whose outcome was reported unknown.
+            continue;
+        };
+        if reply.status == Some(StatusCode::NO_RESPONDERS) {
+            return Err(AtomicBatchError::NoResponders);
+        }
+        if kind == "start" && reply.payload.is_empty() {
+            // The batch's first message was accepted and staged.
+            continue;
+        }
+        let answer: PubAckReply = serde_json::from_slice(&reply.payload).map_err(|e| {
+            AtomicBatchError::Unknown(format!("the {kind} reply does not parse: {e}"))
+        })?;
+        if let Some(error) = answer.error {
+            // An API error on the batch: it was rejected whole, nothing of it is stored.
+            return Err(AtomicBatchError::Refused(format!("{stream}: {error}")));
+        }
+        if kind != "commit" {
+            continue;
+        }
+        let (answered, sequence, batch, stored) =
+            (answer.stream, answer.seq, answer.batch, answer.count);
+        if answered.as_deref() == Some(stream)
+            && sequence == Some(last_position)
+            && batch.as_deref() == Some(batch_id.as_str())
+            && stored == Some(count as u64)
+        {
+            return Ok(());
+        }
+        return Err(AtomicBatchError::Unknown(format!(
+            "the acknowledgement does not match the batch: stream {answered:?}, sequence \
+             {sequence:?}, batch {batch:?}, count {stored:?}; expected {stream}, {last_position}, \
+             {batch_id}, {count}"
+        )));
+    }
+}
+
 impl JetStreamCommitter {
     /// A committer for `config.partition` over `client`, on the runtime this is called in.
     ///
@@ -261,11 +387,7 @@ impl JetStreamCommitter {
             .await
             .map_err(|e| BusError::nats("read stream info", e))?;
         check_partition_stream(&info.config, config.partition)?;
-        let inbox = client.new_inbox();
-        let subscription = client
-            .subscribe(format!("{inbox}.>"))
-            .await
-            .map_err(|e| BusError::nats("subscribe to commit replies", e))?;
+        let replies = BatchReplies::subscribe(&client).await?;
         Ok(Self {
             runtime: Handle::current(),
             client,
@@ -274,10 +396,7 @@ impl JetStreamCommitter {
             stream: name,
             subject_prefix: subjects::partition_subject_prefix(config.partition),
             timeout: config.timeout,
-            replies: tokio::sync::Mutex::new(Replies {
-                inbox,
-                subscription,
-            }),
+            replies: tokio::sync::Mutex::new(replies),
             in_flight: Mutex::new(()),
         })
     }
@@ -298,84 +417,20 @@ impl JetStreamCommitter {
         messages: Vec<(String, HeaderMap, Bytes)>,
     ) -> Result<(), CommitError> {
         let mut replies = self.replies.lock().await;
-        let count = messages.len();
-        let last_position = expected_last.get() + count as u64;
-        let batch_id = uuid::Uuid::now_v7().simple().to_string();
-        let start_reply = format!("{}.{batch_id}.start", replies.inbox);
-        let commit_reply = format!("{}.{batch_id}.commit", replies.inbox);
-        for (index, (subject, mut headers, payload)) in messages.into_iter().enumerate() {
-            let sequence = index + 1;
-            headers.insert(HEADER_BATCH_ID, batch_id.as_str());
-            headers.insert(HEADER_BATCH_SEQUENCE, sequence.to_string().as_str());
-            if sequence == 1 {
-                headers.insert(
-                    HEADER_EXPECTED_LAST_SEQUENCE,
-                    expected_last.get().to_string().as_str(),
-                );
-            }
-            let sent = if sequence == count {
-                headers.insert(HEADER_BATCH_COMMIT, "1");
-                self.client
-                    .publish_with_reply_and_headers(subject, commit_reply.clone(), headers, payload)
-                    .await
-            } else if sequence == 1 {
-                self.client
-                    .publish_with_reply_and_headers(subject, start_reply.clone(), headers, payload)
-                    .await
-            } else {
-                self.client
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-            };
-            // A message the client did not take was never sent, and without its commit message
-            // the batch is abandoned by the server: nothing of it can be stored.
-            sent.map_err(|e| {
-                CommitError::Unavailable(format!("message {sequence} of {count} was not sent: {e}"))
-            })?;
-        }
-        let prefix = format!("{}.{batch_id}.", replies.inbox);
-        loop {
-            let Some(reply) = replies.subscription.next().await else {
-                return Err(CommitError::Unknown(
-                    "the reply subscription ended (connection closed)".into(),
-                ));
-            };
-            let Some(kind) = reply.subject.as_str().strip_prefix(&prefix) else {
-                // A late answer to an earlier batch whose outcome was reported unknown.
-                continue;
-            };
-            if reply.status == Some(StatusCode::NO_RESPONDERS) {
-                return Err(self.no_responders().await);
-            }
-            if kind == "start" && reply.payload.is_empty() {
-                // The batch's first message was accepted and staged.
-                continue;
-            }
-            let answer: PubAckReply = serde_json::from_slice(&reply.payload).map_err(|e| {
-                CommitError::Unknown(format!("the {kind} reply does not parse: {e}"))
-            })?;
-            if let Some(error) = answer.error {
-                // An API error on the batch: it was rejected whole, nothing of it is stored.
-                return Err(CommitError::Refused(format!("{}: {error}", self.stream)));
-            }
-            if kind != "commit" {
-                continue;
-            }
-            let (stream, sequence, batch, stored) =
-                (answer.stream, answer.seq, answer.batch, answer.count);
-            if stream.as_deref() == Some(self.stream.as_str())
-                && sequence == Some(last_position)
-                && batch.as_deref() == Some(batch_id.as_str())
-                && stored == Some(count as u64)
-            {
-                return Ok(());
-            }
-            return Err(CommitError::Unknown(format!(
-                "the acknowledgement does not match the batch: stream {stream:?}, sequence \
-                 {sequence:?}, batch {batch:?}, count {stored:?}; expected {}, {last_position}, \
-                 {batch_id}, {count}",
-                self.stream
-            )));
+        match publish_atomic_batch(
+            &self.client,
+            &mut replies,
+            &self.stream,
+            expected_last.get(),
+            messages,
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(AtomicBatchError::NotSent(detail)) => Err(CommitError::Unavailable(detail)),
+            Err(AtomicBatchError::Refused(detail)) => Err(CommitError::Refused(detail)),
+            Err(AtomicBatchError::Unknown(detail)) => Err(CommitError::Unknown(detail)),
+            Err(AtomicBatchError::NoResponders) => Err(self.no_responders().await),
         }
     }
 

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use planledger_store::{
-    AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, StoreOptions,
-    StreamId, Version,
+    AppendMeta, AppendRequest, Commit, CommitEvent, EventStore, ExpectedVersion, LogHealth,
+    NewEvent, Position, StoreOptions, StreamId, Version,
 };
+
+use crate::config::LogCommit;
 
 /// What to measure.
 #[derive(clap::Subcommand, Debug)]
@@ -81,6 +83,12 @@ pub struct AppendArgs {
     /// the median ratio is printed, with the range of all rounds' ratios.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// How appends become durable: `local` (the write-ahead log's fsync, vs raw synced RocksDB
+    /// batches) or `jetstream` (cluster mode on a private 3-server JetStream cluster started
+    /// on loopback, vs raw atomic batches of the same sizes on that cluster, with the local
+    /// figure beside it).
+    #[arg(long, value_enum, default_value_t = LogCommit::Local)]
+    pub log_commit: LogCommit,
 }
 
 /// Runs a benchmark. Ctrl-C stops it: the benchmark is dropped, which removes its scratch
@@ -242,6 +250,9 @@ struct AppendRun {
     /// CPU time the whole process used while appending (all threads: appenders, writer,
     /// syncer, RocksDB's own).
     cpu: Duration,
+    /// Cluster mode: the events the log committed, as its committer was handed them (for the
+    /// raw ceiling's messages). Empty in local mode.
+    committed: Vec<CommitEvent>,
 }
 
 async fn run_appends(
@@ -249,8 +260,34 @@ async fn run_appends(
     concurrency: usize,
     total: u64,
     payload_bytes: usize,
+    commit: Commit,
 ) -> Result<AppendRun> {
-    let store = EventStore::open(dir, StoreOptions::default())?;
+    let external = commit.is_external();
+    let store = if external {
+        // The committer blocks on the runtime: the log is opened (and catches up) off it.
+        let dir = dir.to_path_buf();
+        let store = tokio::task::spawn_blocking(move || {
+            EventStore::open(
+                dir,
+                StoreOptions {
+                    commit,
+                    ..StoreOptions::default()
+                },
+            )
+        })
+        .await??;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(store.health(), LogHealth::CatchingUp) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the cluster-mode log did not catch up with its stream"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store
+    } else {
+        EventStore::open(dir, StoreOptions::default())?
+    };
     // Payloads are rendered before the clock starts (the raw ceiling reuses one prepared value
     // too): the bench measures the log, not serde_json building test data.
     let payloads: Arc<Vec<Box<serde_json::value::RawValue>>> = Arc::new(
@@ -313,6 +350,14 @@ async fn run_appends(
         .read_raw(planledger_store::Position(1))?
         .map(|b| b.len())
         .unwrap_or(payload_bytes);
+    let committed = if external {
+        let events = crate::bench_cluster::committed_events(&store)?;
+        // Closing the log joins its threads, whose committer blocks on this runtime.
+        tokio::task::spawn_blocking(move || drop(store)).await?;
+        events
+    } else {
+        Vec::new()
+    };
     Ok(AppendRun {
         events: total,
         elapsed,
@@ -322,6 +367,7 @@ async fn run_appends(
         stored_bytes,
         writer_busy: stats.busy,
         cpu,
+        committed,
     })
 }
 
@@ -416,6 +462,9 @@ fn raw_log_layout(
 }
 
 async fn append(args: AppendArgs) -> Result<()> {
+    if args.log_commit == LogCommit::Jetstream {
+        return append_cluster(args).await;
+    }
     let base = ScratchDir::new(args.dir.as_deref())?;
     println!(
         "bench append: payload ~{} B, {} CPU cores",
@@ -457,6 +506,7 @@ async fn append(args: AppendArgs) -> Result<()> {
                 concurrency.max(1),
                 total,
                 args.payload_bytes,
+                Commit::LocalFsync,
             )
             .await?;
             let base_dir = base.join(format!("raw-{index}-{round}"));
@@ -522,6 +572,161 @@ async fn append(args: AppendArgs) -> Result<()> {
             ours.as_secs_f64() / raw.as_secs_f64().max(1e-9)
         );
     }
+    Ok(())
+}
+
+/// The median of a commit-size distribution (events per commit -> how many commits).
+fn median_size(sizes: &[(usize, u64)]) -> usize {
+    let total: u64 = sizes.iter().map(|(_, c)| c).sum();
+    let mut seen = 0;
+    for (size, count) in sizes {
+        seen += count;
+        if seen * 2 >= total {
+            return *size;
+        }
+    }
+    0
+}
+
+/// One round of `bench append --log-commit jetstream` at one concurrency.
+struct ClusterRound {
+    ratio: f64,
+    rate: f64,
+    raw_rate: f64,
+    raw_latency: Latency,
+    raw_batch: usize,
+    median_commit: usize,
+    run: AppendRun,
+    local_rate: f64,
+    local: AppendRun,
+}
+
+/// `bench append --log-commit jetstream`: per concurrency, the log in cluster mode on a private
+/// 3-server JetStream cluster, the raw ceiling of atomic batches of the commits' mean size on
+/// the same cluster, and the log in local mode, each on a fresh stream and database.
+async fn append_cluster(args: AppendArgs) -> Result<()> {
+    let base = ScratchDir::new(args.dir.as_deref())?;
+    let rounds = args.rounds.max(1);
+    println!(
+        "bench append --log-commit jetstream: payload ~{} B, {} CPU cores; a private 3-server \
+         JetStream cluster on loopback (R3, sync_interval: always)",
+        args.payload_bytes,
+        cores()
+    );
+    let cluster = crate::bench_cluster::PrivateCluster::start().await?;
+    let streams = u32::try_from(args.concurrency.len() * rounds * 2)
+        .context("too many concurrency levels and rounds")?;
+    let (client, names) = crate::bench_cluster::provision(&cluster, streams).await?;
+    println!(
+        "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>9} {:>9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>8}",
+        "concurrency",
+        "events",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "ev/commit",
+        "median",
+        "raw events/s",
+        "raw p50",
+        "raw p99",
+        "ratio",
+        "ratio range",
+        "local ev/s",
+        "local p50",
+        "local p99",
+        "vs local"
+    );
+    for (index, &concurrency) in args.concurrency.iter().enumerate() {
+        let total = if concurrency <= 1 {
+            args.events_serial
+        } else {
+            args.events
+        };
+        let mut rounds_done = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let local = run_appends(
+                &base.join(format!("local-{index}-{round}")),
+                concurrency.max(1),
+                total,
+                args.payload_bytes,
+                Commit::LocalFsync,
+            )
+            .await?;
+            let log_index = 2 * (index * rounds + round);
+            let partition = u32::try_from(log_index)?;
+            let committer = planledger_bus::JetStreamCommitter::open(
+                client.clone(),
+                planledger_bus::PartitionLogConfig::new(partition),
+            )
+            .await
+            .with_context(|| format!("opening partition {partition}'s stream"))?;
+            let run = run_appends(
+                &base.join(format!("cluster-{index}-{round}")),
+                concurrency.max(1),
+                total,
+                args.payload_bytes,
+                Commit::External(Arc::new(committer)),
+            )
+            .await?;
+            let commits: u64 = run.sync_sizes.iter().map(|(_, c)| c).sum();
+            let raw_batch = ((run.events as f64 / commits.max(1) as f64).round() as usize).max(1);
+            let (raw_events, raw_elapsed, mut raw_latencies) = crate::bench_cluster::raw_batches(
+                &client,
+                partition + 1,
+                &names[log_index + 1],
+                &run.committed,
+                raw_batch,
+            )
+            .await?;
+            let rate = run.events as f64 / run.elapsed.as_secs_f64();
+            let raw_rate = raw_events as f64 / raw_elapsed.as_secs_f64();
+            rounds_done.push(ClusterRound {
+                ratio: rate / raw_rate,
+                rate,
+                raw_rate,
+                raw_latency: summarize(&mut raw_latencies),
+                raw_batch,
+                median_commit: median_size(&run.sync_sizes),
+                run,
+                local_rate: local.events as f64 / local.elapsed.as_secs_f64(),
+                local,
+            });
+        }
+        rounds_done.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+        let lowest = rounds_done.first().map_or(0.0, |r| r.ratio);
+        let highest = rounds_done.last().map_or(0.0, |r| r.ratio);
+        let r = rounds_done.swap_remove(rounds_done.len() / 2);
+        println!(
+            "{:>11} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12.0} {:>9} {:>9} {:>6.2} {:>11} {:>10.0} {:>9} {:>9} {:>8.2}",
+            concurrency,
+            r.run.events,
+            r.rate,
+            ms(r.run.latency.p50),
+            ms(r.run.latency.p99),
+            ms(r.run.latency.max),
+            r.raw_batch,
+            r.median_commit,
+            r.raw_rate,
+            ms(r.raw_latency.p50),
+            ms(r.raw_latency.p99),
+            r.ratio,
+            format!("{lowest:.2}-{highest:.2}"),
+            r.local_rate,
+            ms(r.local.latency.p50),
+            ms(r.local.latency.p99),
+            r.rate / r.local_rate
+        );
+    }
+    println!(
+        "events/s, p50/p99/max: appends in cluster mode (each commit one atomic batch on an R3 \
+         stream); ev/commit (mean, the raw batch size) and median: events per commit; raw: \
+         atomic batches of that size, one in flight, same messages, straight to a fresh stream \
+         (ms per batch); ratio: cluster / raw; local: the same appends in local mode (fsync); \
+         vs local: cluster events/s / local events/s"
+    );
+    drop(client);
+    drop(cluster);
     Ok(())
 }
 

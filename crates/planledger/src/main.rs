@@ -6,6 +6,7 @@
 //! `cluster init` creates cluster mode's partition streams.
 
 mod bench;
+mod bench_cluster;
 mod bench_history;
 mod bench_http;
 mod bench_projections;
