@@ -96,13 +96,9 @@ impl PrivateCluster {
         Ok(cluster)
     }
 
-    /// `nats://127.0.0.1:<port>` of every member, comma-separated (a seed list).
+    /// `nats://127.0.0.1:<port>` of the first member (clients learn the others from it).
     pub fn url(&self) -> String {
-        self.client_ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        format!("nats://127.0.0.1:{}", self.client_ports[0])
     }
 
     /// What every member's `/varz` says about its durability, for `provision`.
