@@ -21,21 +21,30 @@ use serde_json::Value;
 
 const WRITERS: usize = 6;
 
-/// `planledger cluster init` with one partition on `cluster`.
+/// `planledger cluster init` with one partition on `cluster`. A cluster that has just started
+/// may not have elected its JetStream leaders yet (no responders), and init is idempotent, so
+/// it is run again for a while until it succeeds.
 fn cluster_init(cluster: &NatsCluster) {
-    let output = Command::new(binary())
-        .args(["cluster", "init", "--partitions", "1", "--nats"])
-        .arg(cluster.urls().join(","))
-        .arg("--monitor")
-        .arg(cluster.monitor_urls().join(","))
-        .output()
-        .expect("run planledger cluster init");
-    assert!(
-        output.status.success(),
-        "cluster init failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut last = String::new();
+    for _ in 0..20 {
+        let output = Command::new(binary())
+            .args(["cluster", "init", "--partitions", "1", "--nats"])
+            .arg(cluster.urls().join(","))
+            .arg("--monitor")
+            .arg(cluster.monitor_urls().join(","))
+            .output()
+            .expect("run planledger cluster init");
+        if output.status.success() {
+            return;
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("cluster init kept failing: {last}");
 }
 
 /// The JWT signing key file in a data directory.
@@ -283,7 +292,8 @@ async fn two_writers_on_one_partition_never_fork() {
     );
 }
 
-/// The name of the member leading the partition stream.
+/// The name of the member leading the partition stream (asked again while the cluster is busy
+/// electing one).
 async fn stream_leader(cluster: &NatsCluster) -> String {
     let servers: Vec<async_nats::ServerAddr> = cluster
         .urls()
@@ -292,12 +302,19 @@ async fn stream_leader(cluster: &NatsCluster) -> String {
         .collect();
     let client = async_nats::connect(servers).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("PLANLEDGER_P00").await.expect("the stream");
-    let info = stream.info().await.expect("stream info");
-    info.cluster
-        .as_ref()
-        .and_then(|c| c.leader.clone())
-        .expect("an R3 stream has a leader")
+    for _ in 0..60 {
+        if let Ok(mut stream) = js.get_stream("PLANLEDGER_P00").await
+            && let Ok(info) = stream.info().await
+            && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+        {
+            return leader;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "the partition stream has no leader; logs:\n{}",
+        cluster.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
