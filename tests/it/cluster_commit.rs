@@ -125,6 +125,7 @@ async fn fresh_copy(cluster: &NatsCluster, keys: &Path) -> (tempfile::TempDir, P
 async fn jetstream_log_survives_sigkill_under_load() {
     let cluster = NatsCluster::start();
     cluster_init(&cluster);
+    stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     let mut server = node(&cluster, &dir.path().join("node"), None);
     ready(&server).await;
@@ -173,6 +174,7 @@ async fn jetstream_log_survives_sigkill_under_load() {
 async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() {
     let cluster = NatsCluster::start();
     cluster_init(&cluster);
+    stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     let mut server = node(&cluster, &dir.path().join("node"), None);
     ready(&server).await;
@@ -234,6 +236,7 @@ async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() 
 async fn two_writers_on_one_partition_never_fork() {
     let cluster = NatsCluster::start();
     cluster_init(&cluster);
+    stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     // Nothing but the stream's compare-and-append stops either node (no ownership yet).
     let a = node(&cluster, &dir.path().join("a"), None);
@@ -321,6 +324,7 @@ async fn stream_leader(cluster: &NatsCluster) -> String {
 async fn losing_or_pausing_the_stream_leader_under_load_loses_nothing_acknowledged() {
     let mut cluster = NatsCluster::start();
     cluster_init(&cluster);
+    stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     let server = node(&cluster, &dir.path().join("node"), None);
     ready(&server).await;
