@@ -121,16 +121,43 @@ async fn fresh_copy(cluster: &NatsCluster, keys: &Path) -> (tempfile::TempDir, P
     (dir, copy)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn jetstream_log_survives_sigkill_under_load() {
+/// A one-partition cluster with one writer node under a seeded load (not started yet): the
+/// cluster, the node's parent directory, the node, an admin token and the load.
+struct Scenario {
+    cluster: NatsCluster,
+    _dir: tempfile::TempDir,
+    server: Planledger,
+    token: String,
+    load: CommandLoad,
+}
+
+async fn one_node_under_load() -> Scenario {
     let cluster = NatsCluster::start();
     cluster_init(&cluster);
     stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut server = node(&cluster, &dir.path().join("node"), None);
+    let server = node(&cluster, &dir.path().join("node"), None);
     ready(&server).await;
-    let token = server.token("acme", "soaker", "admin");
-    let mut load = CommandLoad::seed(&server, &token, WRITERS).await;
+    let token = server.token("acme", "writer", "admin");
+    let load = CommandLoad::seed(&server, &token, WRITERS).await;
+    Scenario {
+        cluster,
+        _dir: dir,
+        server,
+        token,
+        load,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jetstream_log_survives_sigkill_under_load() {
+    let Scenario {
+        cluster,
+        _dir,
+        mut server,
+        token,
+        mut load,
+    } = one_node_under_load().await;
     let mut rng = rand::rng();
     for cycle in 1..=10 {
         load.start();
@@ -172,14 +199,13 @@ async fn jetstream_log_survives_sigkill_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() {
-    let cluster = NatsCluster::start();
-    cluster_init(&cluster);
-    stream_leader(&cluster).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let mut server = node(&cluster, &dir.path().join("node"), None);
-    ready(&server).await;
-    let token = server.token("acme", "planner", "admin");
-    let mut load = CommandLoad::seed(&server, &token, WRITERS).await;
+    let Scenario {
+        cluster,
+        _dir,
+        mut server,
+        token,
+        mut load,
+    } = one_node_under_load().await;
     load.start();
     tokio::time::sleep(Duration::from_millis(800)).await;
     load.stop().await;
@@ -322,14 +348,13 @@ async fn stream_leader(cluster: &NatsCluster) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn losing_or_pausing_the_stream_leader_under_load_loses_nothing_acknowledged() {
-    let mut cluster = NatsCluster::start();
-    cluster_init(&cluster);
-    stream_leader(&cluster).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let server = node(&cluster, &dir.path().join("node"), None);
-    ready(&server).await;
-    let token = server.token("acme", "writer", "admin");
-    let mut load = CommandLoad::seed(&server, &token, WRITERS).await;
+    let Scenario {
+        mut cluster,
+        _dir,
+        server,
+        token,
+        mut load,
+    } = one_node_under_load().await;
 
     load.start();
     tokio::time::sleep(Duration::from_millis(500)).await;
