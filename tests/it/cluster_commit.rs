@@ -200,7 +200,7 @@ async fn jetstream_log_survives_sigkill_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() {
     let Scenario {
-        cluster,
+        cluster: _cluster,
         _dir,
         mut server,
         token,
