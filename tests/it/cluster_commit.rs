@@ -224,6 +224,24 @@ async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() 
         before,
         "rebuilt byte for byte from the stream"
     );
+    // `/metrics` tells the partition's state once the metrics task has run (every second).
+    let mut serving = None;
+    for _ in 0..50 {
+        serving = server
+            .metric("planledger_partition_state", "state=\"serving\"")
+            .await;
+        if serving == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(serving, Some(1.0), "the partition is reported serving");
+    assert_eq!(
+        server
+            .metric("planledger_partition_state", "state=\"catching_up\"")
+            .await,
+        Some(0.0)
+    );
     let (verified, printed) = {
         server.terminate();
         let result = server.verify();

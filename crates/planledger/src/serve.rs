@@ -107,13 +107,12 @@ async fn open_cluster_store(config: &Config) -> Result<EventStore> {
 async fn export_partition_state(store: EventStore, partition: u32, shutdown: CancellationToken) {
     let label = partition.to_string();
     loop {
-        let health = store.health();
+        let now = match store.health() {
+            LogHealth::CatchingUp => "catching_up",
+            LogHealth::Stopped(_) => "halted",
+            _ => "serving",
+        };
         for state in ["catching_up", "serving", "halted"] {
-            let now = match &health {
-                LogHealth::CatchingUp => "catching_up",
-                LogHealth::Stopped(_) => "halted",
-                _ => "serving",
-            };
             metrics::gauge!("planledger_partition_state", "partition" => label.clone(), "state" => state)
                 .set(if now == state { 1.0 } else { 0.0 });
         }
