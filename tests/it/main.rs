@@ -13,6 +13,7 @@ mod audit;
 mod bench_smoke;
 mod cluster_commit;
 mod cluster_loopback;
+mod cluster_nodes;
 mod command_doors;
 mod connections;
 mod crash_loop;

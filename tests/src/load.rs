@@ -75,10 +75,21 @@ impl CommandLoad {
     /// Seeds one plan per writer (`load-0`, `load-1`, ...) on `server` and returns the load,
     /// not started yet. `token` needs the planner role.
     pub async fn seed(server: &Planledger, token: &str, writers: usize) -> Self {
+        Self::seed_prefixed(server, token, writers, "").await
+    }
+
+    /// As [`CommandLoad::seed`], with the plans named `<prefix>load-0`, `<prefix>load-1`, ...
+    /// (several loads through several nodes keep to their own plans).
+    pub async fn seed_prefixed(
+        server: &Planledger,
+        token: &str,
+        writers: usize,
+        prefix: &str,
+    ) -> Self {
         let client = Client::new();
         let mut states = Vec::with_capacity(writers);
         for writer in 0..writers {
-            let plan = format!("load-{writer}");
+            let plan = format!("{prefix}load-{writer}");
             seed_plan(server, &client, token, &plan, "owner").await;
             states.push(WriterState {
                 plan,

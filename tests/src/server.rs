@@ -279,6 +279,26 @@ impl Planledger {
         child.wait().ok()
     }
 
+    /// Stops the process with SIGSTOP (a long pause: it keeps its sockets and does nothing).
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) with a pid we own; no memory is touched.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGSTOP);
+            }
+        }
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) with a pid we own; no memory is touched.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGCONT);
+            }
+        }
+    }
+
     /// Starts the process again with the same data directory, port and flags.
     pub fn restart(&mut self) {
         self.kill();

@@ -187,6 +187,8 @@ pub struct Provisioned {
     pub created_config: bool,
     /// Streams this run created (empty on a re-run).
     pub created_streams: Vec<String>,
+    /// Whether the partition lease bucket (`planledger_owners`) was created by this run.
+    pub created_owners: bool,
     /// Replicas of each stream created (3 on a cluster of 3 or more servers, else 1).
     pub replicas: usize,
 }
@@ -290,6 +292,7 @@ pub async fn provision(
             asked: count.get(),
         });
     }
+    let created_owners = crate::leases::ensure_owners_bucket(client, replicas).await?;
     let mut created_streams = Vec::new();
     for entry in &config.partitions {
         match find_stream(&context, &entry.stream).await? {
@@ -313,6 +316,7 @@ pub async fn provision(
         config,
         created_config,
         created_streams,
+        created_owners,
         replicas,
     })
 }

@@ -105,6 +105,20 @@ pub fn refusal_from_proto(problem: Problem) -> Refusal {
     }
 }
 
+/// The headers and body of a reply message carrying `reply`.
+pub fn reply_message(reply: &CommandReply) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_CONTENT_TYPE, COMMAND_REPLY_CONTENT_TYPE);
+    (headers, Bytes::from(reply.encode_to_vec()))
+}
+
+/// A reply that refuses the command with `refusal`.
+pub fn refusal_reply(refusal: Refusal) -> CommandReply {
+    CommandReply {
+        outcome: Some(command_reply::Outcome::Problem(refusal_into_proto(refusal))),
+    }
+}
+
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     headers
         .and_then(|h| h.get(name))
@@ -221,9 +235,7 @@ impl CommandIngress {
     }
 
     async fn send_reply(&self, client: &Client, reply_to: Subject, reply: CommandReply) {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_CONTENT_TYPE, COMMAND_REPLY_CONTENT_TYPE);
-        let body = Bytes::from(reply.encode_to_vec());
+        let (headers, body) = reply_message(&reply);
         if let Err(error) = client.publish_with_headers(reply_to, headers, body).await {
             tracing::warn!(%error, "could not send a command reply");
         }

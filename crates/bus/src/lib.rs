@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod connection;
 pub mod envelope;
 pub mod ingress;
+pub mod leases;
 pub mod partition_log;
 mod reader;
 pub mod relay;
@@ -39,7 +40,10 @@ pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
-pub use ingress::{CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto};
+pub use ingress::{
+    CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto, refusal_reply,
+    reply_message,
+};
 pub use partition_log::{
     AtomicBatchError, BatchReplies, JetStreamCommitter, PartitionLogConfig, publish_atomic_batch,
 };

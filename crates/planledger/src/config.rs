@@ -89,6 +89,14 @@ pub struct Config {
     /// Cluster mode: how long a commit to the partition stream may take before its outcome is
     /// unknown, e.g. `5s`.
     pub commit_timeout: String,
+    /// Cluster mode: this node's id. A node with an id serves every partition whose lease it
+    /// holds (instead of the one `partition`), taking over partitions whose owner is gone.
+    pub node_id: Option<String>,
+    /// Cluster mode: how long a partition lease lasts without a renewal, e.g. `10s`.
+    pub lease_ttl: String,
+    /// Cluster mode: the partition count this node expects; it refuses to start when the
+    /// cluster has another (unset: take the cluster's).
+    pub partitions: Option<u32>,
 }
 
 impl Default for Config {
@@ -118,6 +126,9 @@ impl Default for Config {
             log_commit: LogCommit::Local,
             partition: None,
             commit_timeout: "5s".into(),
+            node_id: None,
+            lease_ttl: "10s".into(),
+            partitions: None,
         }
     }
 }
@@ -211,6 +222,18 @@ pub struct ServeArgs {
     /// Cluster mode: how long a commit may take before its outcome is unknown (e.g. 5s).
     #[arg(long, env = "PLANLEDGER_COMMIT_TIMEOUT")]
     pub commit_timeout: Option<String>,
+    /// Cluster mode: this node's id (e.g. its host name). The node serves every partition whose
+    /// lease it holds and forwards other partitions' commands to their owners.
+    #[arg(long, env = "PLANLEDGER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode: how long a partition lease lasts without a renewal (e.g. 10s; at least
+    /// 1s, in whole seconds). A dead owner's partitions move after about this long.
+    #[arg(long, env = "PLANLEDGER_LEASE_TTL")]
+    pub lease_ttl: Option<String>,
+    /// Cluster mode: the partition count this node expects; it refuses to start when the
+    /// cluster was created with another.
+    #[arg(long, env = "PLANLEDGER_PARTITIONS")]
+    pub partitions: Option<u32>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -304,6 +327,15 @@ impl ServeArgs {
         if let Some(v) = &self.commit_timeout {
             config.commit_timeout = v.clone();
         }
+        if let Some(v) = &self.node_id {
+            config.node_id = Some(v.clone());
+        }
+        if let Some(v) = &self.lease_ttl {
+            config.lease_ttl = v.clone();
+        }
+        if let Some(v) = self.partitions {
+            config.partitions = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -338,6 +370,11 @@ fn load_file(path: &Path) -> Result<Config> {
 }
 
 impl Config {
+    /// Cluster mode: how long a partition lease lasts without a renewal.
+    pub fn lease_ttl(&self) -> Result<Duration> {
+        parse_duration(&self.lease_ttl).context("lease_ttl")
+    }
+
     /// Cluster mode: how long a commit may take before its outcome is unknown.
     pub fn commit_timeout(&self) -> Result<Duration> {
         parse_duration(&self.commit_timeout)
@@ -366,16 +403,41 @@ impl Config {
                     "log_commit = jetstream needs the NATS cluster's URL (--nats): the partition's stream is the log"
                 );
             }
-            if self.partition.is_none() {
-                bail!(
-                    "log_commit = jetstream needs the partition this node serves (--partition P)"
-                );
+            match (&self.node_id, self.partition) {
+                (None, None) => bail!(
+                    "log_commit = jetstream needs --node-id ID (serve the partitions this node's leases give it) or --partition P (serve one partition, without leases)"
+                ),
+                (Some(_), Some(_)) => bail!(
+                    "--node-id and --partition exclude each other: a node with an id serves the partitions it holds leases for"
+                ),
+                (Some(id), None) => {
+                    if id.is_empty()
+                        || id.len() > 64
+                        || !id.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+                        })
+                    {
+                        bail!(
+                            "--node-id {id:?}: use 1 to 64 letters, digits, '-', '_' or '.' (e.g. the host name)"
+                        );
+                    }
+                    let ttl = self.lease_ttl()?;
+                    if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+                        bail!(
+                            "lease_ttl = {:?}: use whole seconds, at least 1s (e.g. 10s)",
+                            self.lease_ttl
+                        );
+                    }
+                }
+                (None, Some(_)) => {}
             }
             if parse_duration(&self.commit_timeout)? < Duration::from_millis(100) {
                 bail!("commit_timeout must be at least 100ms");
             }
-        } else if self.partition.is_some() {
-            bail!("--partition is for cluster mode only: add --log-commit jetstream");
+        } else if self.partition.is_some() || self.node_id.is_some() {
+            bail!(
+                "--partition and --node-id are for cluster mode only: add --log-commit jetstream"
+            );
         }
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("nats_replicas must be 1 to 5");

@@ -15,6 +15,7 @@ mod config;
 mod demo;
 mod export;
 mod identity;
+mod node;
 mod projector;
 mod quarantine;
 mod relay;

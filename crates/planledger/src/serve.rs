@@ -134,6 +134,9 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     }
     crate::init_tracing(config.log_format);
     let prometheus = crate::install_metrics()?;
+    if config.node_id.is_some() {
+        return crate::node::run(config, prometheus).await;
+    }
 
     let store = match config.log_commit {
         LogCommit::Local => open_store(&config)?,

@@ -31,8 +31,8 @@ pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
 pub use log::{
-    CommandLookup, EventStore, LogHealth, PlainLog, RawEntry, ReadDirection, StoreOptions,
-    VerifyReport,
+    CommandLookup, EventStore, LogHealth, PlainLog, RawEntry, ReadDirection, SharedMemory,
+    StoreOptions, VerifyReport,
 };
 pub use partition::{MAX_PARTITIONS, Partition, PartitionCount};
 pub use reader::LogReader;

@@ -72,6 +72,41 @@ pub struct StoreOptions {
     /// Cluster mode: the partition this log holds (of how many): an append to a stream of
     /// another partition is refused before anything is prepared.
     pub partition: Option<(crate::PartitionCount, u32)>,
+    /// Memory shared with the other logs of this process (cluster mode: one cache per
+    /// partition a node serves): one block cache and one write-buffer budget for all of them
+    /// instead of `block_cache_bytes` each. `None`: this log has its own block cache.
+    pub shared_memory: Option<SharedMemory>,
+}
+
+/// A block cache and a write-buffer budget shared by several logs in one process.
+#[derive(Clone)]
+pub struct SharedMemory {
+    cache: Cache,
+    write_buffers: rocksdb::WriteBufferManager,
+}
+
+impl std::fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemory").finish_non_exhaustive()
+    }
+}
+
+impl SharedMemory {
+    /// A block cache of `cache_bytes` and memtables of at most `write_buffer_bytes` in all
+    /// (their memory is charged to the cache too, so the two together stay near
+    /// `cache_bytes`); writes stall rather than exceed the budget.
+    pub fn new(cache_bytes: usize, write_buffer_bytes: usize) -> Self {
+        let cache = Cache::new_lru_cache(cache_bytes);
+        let write_buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+            write_buffer_bytes,
+            true,
+            cache.clone(),
+        );
+        Self {
+            cache,
+            write_buffers,
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -83,6 +118,7 @@ impl Default for StoreOptions {
             commit: Commit::LocalFsync,
             log_id: None,
             partition: None,
+            shared_memory: None,
         }
     }
 }
@@ -925,7 +961,10 @@ fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> 
 /// opens with, and what a [`LogReader`](crate::LogReader) must open with too (a secondary
 /// instance replays the writer's write-ahead log into memtables of the same kinds).
 pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFamilyDescriptor>) {
-    let cache = Cache::new_lru_cache(options.block_cache_bytes);
+    let cache = match &options.shared_memory {
+        Some(shared) => shared.cache.clone(),
+        None => Cache::new_lru_cache(options.block_cache_bytes),
+    };
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
@@ -974,6 +1013,9 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
     db_options.create_missing_column_families(true);
     db_options.increase_parallelism(2);
     db_options.set_max_background_jobs(2);
+    if let Some(shared) = &options.shared_memory {
+        db_options.set_write_buffer_manager(&shared.write_buffers);
+    }
     // One writer thread: concurrent memtable inserts buy nothing, and neither insert hints
     // nor hash memtables work with them.
     db_options.set_allow_concurrent_memtable_write(false);

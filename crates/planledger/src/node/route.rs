@@ -1,0 +1,639 @@
+//! Routing in cluster mode: both doors take any command and any plan read, and send it to the
+//! partition's owner.
+//!
+//! - HTTP: the plan routes (`/v1/plans/{plan_id}`, `.../events`, `.../commands`) authenticate
+//!   the caller (to learn the tenant), compute the partition, and run the request through the
+//!   partition's single-node router when it is served here; otherwise the whole request
+//!   (method, path, headers including `Authorization`, body) goes to
+//!   `planledger.node.<owner instance>.http` and the owner's answer comes back unchanged.
+//! - NATS: `planledger.cmd.<tenant>.<plan>` is served by every node in one queue group; a
+//!   command for a partition served elsewhere goes to `planledger.node.<owner>.cmd.<tenant>.<plan>`
+//!   with its headers and body, and the owner's reply is passed back unchanged.
+//!
+//! The owner runs a forwarded request only for a partition it serves (`not_owner` otherwise,
+//! never forwarded again). The forwarding node retries only answers that prove nothing ran (no
+//! responders, `not_owner`); a forwarded command that gets no answer in time may have been
+//! appended, so it is answered `log_outcome_unknown` (resend it with the same
+//! `Idempotency-Key`).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{HeaderMap, RequestErrorKind};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures::StreamExt;
+use planledger_api::Problem;
+use planledger_app::Refusal;
+use planledger_bus::refusal_reply;
+use planledger_proto::v1::{CommandReply, command_reply};
+use planledger_proto::{Message as _, subjects};
+use serde_json::json;
+use tower::ServiceExt as _;
+
+use super::{Located, Node, not_owner, unavailable};
+
+/// Marks a request forwarded by another node: it is run only if the partition is served here.
+const HEADER_FORWARDED: &str = "Planledger-Forwarded";
+/// The HTTP method of a forwarded request.
+const HEADER_METHOD: &str = "Planledger-Http-Method";
+/// The path and query of a forwarded request.
+const HEADER_URI: &str = "Planledger-Http-Uri";
+/// The status of a forwarded request's answer.
+const HEADER_STATUS: &str = "Planledger-Http-Status";
+/// The NATS queue group every node serves public commands in.
+const COMMAND_QUEUE_GROUP: &str = "planledger-nodes";
+/// How many times a request is sent again after an answer that proves nothing ran.
+const FORWARD_ATTEMPTS: usize = 4;
+
+/// The node's HTTP router.
+pub(super) fn http_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/plans/{plan_id}/commands", post(plan_request))
+        .route("/v1/plans/{plan_id}", get(plan_request))
+        .route("/v1/plans/{plan_id}/events", get(plan_request))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_served)
+        .with_state(node)
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        planledger_api::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.prometheus.render(),
+    )
+        .into_response()
+}
+
+/// Ready when connected to NATS and every partition this node holds is serving.
+async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let connected = node.client.connection_state() == async_nats::connection::State::Connected;
+    let states = node.partition_states();
+    let ready = connected
+        && !node.shutdown.is_cancelled()
+        && states.values().all(|state| *state == "serving");
+    let partitions: serde_json::Map<String, serde_json::Value> = states
+        .iter()
+        .map(|(p, state)| (p.to_string(), json!(state)))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({
+            "ready": ready,
+            "node_id": node.node_id,
+            "instance_id": node.instance_id,
+            "nats_connected": connected,
+            "partition_count": node.count.get(),
+            "partitions": partitions,
+        })),
+    )
+        .into_response()
+}
+
+/// Routes the node does not serve in cluster mode (read models, the global log, audit).
+async fn not_served(request: Request) -> Problem {
+    if request.uri().path().starts_with("/v1/") {
+        Problem(Refusal::new(
+            501,
+            "not_in_cluster_mode",
+            format!(
+                "{} is not served by cluster nodes yet: read models, the global event log, audit and the dashboard need one node's log; a cluster node serves commands and a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events)",
+                request.uri().path()
+            ),
+        ))
+    } else {
+        Problem(Refusal::new(
+            404,
+            "no_route",
+            "no such endpoint; see /openapi.json for the API",
+        ))
+    }
+}
+
+/// A plan route: run here when the partition is served here, else forward to its owner.
+async fn plan_request(
+    State(node): State<Arc<Node>>,
+    Path(plan_id): Path<String>,
+    request: Request,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match node.auth.authenticate(authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return Problem(Refusal::from(error)).into_response(),
+    };
+    let plan = match planledger_app::door::parse_plan_id(&plan_id) {
+        Ok(plan) => plan,
+        Err(refusal) => return Problem(refusal).into_response(),
+    };
+    let partition = match node.partition_of(&principal.tenant, plan.as_str()) {
+        Ok(partition) => partition,
+        Err(refusal) => return Problem(refusal).into_response(),
+    };
+    let forwarded = request.headers().contains_key(HEADER_FORWARDED);
+    let is_command = request.method() == Method::POST;
+    let (mut parts, body) = request.into_parts();
+    // The outer router's path parameters must not reach the partition's router.
+    parts.extensions = axum::http::Extensions::new();
+    let body = match axum::body::to_bytes(body, node.api.body_limit_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return Problem(Refusal::body_too_large(node.api.body_limit_bytes)).into_response();
+        }
+    };
+    let mut last = unavailable(format!("partition {partition} has no owner right now"));
+    for attempt in 0..FORWARD_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(150 * attempt as u64)).await;
+        }
+        match node.locate(partition) {
+            Located::Local(served) => {
+                let request = Request::from_parts(parts.clone(), Body::from(body.clone()));
+                let response = match served.router.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                if response.status() == StatusCode::NOT_FOUND
+                    && served.is_behind(&node.client).await
+                {
+                    return Problem(behind(&node, served).await).into_response();
+                }
+                return response;
+            }
+            Located::Remote { .. } if forwarded => {
+                return Problem(not_owner(partition)).into_response();
+            }
+            Located::Remote { route, .. } => {
+                match forward_http(&node, &route, &parts, body.clone(), is_command).await {
+                    Forwarded::Answer(response) => return response,
+                    Forwarded::NothingRan(refusal) => last = refusal,
+                    Forwarded::Unknown(refusal) => return Problem(refusal).into_response(),
+                }
+            }
+            Located::Unavailable { .. } if forwarded => {
+                return Problem(not_owner(partition)).into_response();
+            }
+            Located::Unavailable { why, .. } => last = unavailable(why),
+        }
+    }
+    metrics::counter!("planledger_route_unavailable_total", "door" => "http").increment(1);
+    Problem(last).into_response()
+}
+
+/// A "does not exist" answered from a cache that is behind its stream is not an answer: the
+/// cache is opened again (catching up) and the caller asked to retry.
+async fn behind(node: &Arc<Node>, served: Arc<super::partition::Served>) -> Refusal {
+    let partition = served.partition;
+    drop(served);
+    let node = node.clone();
+    tokio::spawn(async move { super::leases::reopen(&node, partition).await });
+    unavailable(format!(
+        "partition {partition}'s cache on this node is behind its stream (a previous owner's last commit landed after the takeover); it is catching up"
+    ))
+}
+
+/// What a forward came to.
+enum Forwarded<T> {
+    /// The owner's answer.
+    Answer(T),
+    /// Nothing ran (no responders, `not_owner`): look the owner up again.
+    NothingRan(Refusal),
+    /// No answer in time: a command may have run.
+    Unknown(Refusal),
+}
+
+/// The refusal for a forward that got no answer in time.
+fn no_answer(partition_route: &str, is_command: bool, timeout: Duration) -> Refusal {
+    if is_command {
+        Refusal::new(
+            503,
+            "log_outcome_unknown",
+            format!(
+                "the partition's owner did not answer within {} ms, so the command may or may not have been stored; send it again with the same Idempotency-Key",
+                timeout.as_millis()
+            ),
+        )
+        .retry_after(1)
+    } else {
+        tracing::debug!(route = partition_route, "a forwarded read got no answer");
+        unavailable(format!(
+            "the partition's owner did not answer within {} ms",
+            timeout.as_millis()
+        ))
+    }
+}
+
+/// How long a forwarded request may take: a commit's own bound plus a second.
+fn forward_timeout(node: &Node) -> Duration {
+    node.commit_timeout + Duration::from_secs(1)
+}
+
+async fn forward_http(
+    node: &Arc<Node>,
+    route: &str,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+    is_command: bool,
+) -> Forwarded<Response> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::CONNECTION {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            async_nats::HeaderName::from_str(name.as_str()),
+            value.to_str(),
+        ) else {
+            continue;
+        };
+        if value.contains(['\r', '\n']) {
+            continue;
+        }
+        headers.append(name, value);
+    }
+    headers.insert(HEADER_METHOD, parts.method.as_str());
+    headers.insert(
+        HEADER_URI,
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    );
+    headers.insert(HEADER_FORWARDED, node.instance_id.as_str());
+    let timeout = forward_timeout(node);
+    let started = std::time::Instant::now();
+    let answer = node
+        .client
+        .send_request(
+            format!("{route}.http"),
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(body)
+                .timeout(Some(timeout)),
+        )
+        .await;
+    metrics::histogram!("planledger_route_forward_seconds", "door" => "http")
+        .record(started.elapsed().as_secs_f64());
+    let message = match answer {
+        Ok(message) => message,
+        Err(error) if error.kind() == RequestErrorKind::NoResponders => {
+            return Forwarded::NothingRan(unavailable(
+                "the partition's owner is not reachable (no responders)",
+            ));
+        }
+        Err(error) if error.kind() == RequestErrorKind::TimedOut => {
+            return Forwarded::Unknown(no_answer(route, is_command, timeout));
+        }
+        Err(error) => {
+            // The request may or may not have been sent.
+            tracing::warn!(%error, "forwarding a request failed");
+            return Forwarded::Unknown(no_answer(route, is_command, timeout));
+        }
+    };
+    let mut response = Response::new(Body::from(message.payload));
+    let mut refused_not_owner = false;
+    if let Some(headers) = &message.headers {
+        for (name, values) in headers.iter() {
+            let name: &str = name.as_ref();
+            if name.eq_ignore_ascii_case(HEADER_STATUS) {
+                if let Some(status) = values
+                    .first()
+                    .and_then(|v| v.as_str().parse::<u16>().ok())
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                {
+                    *response.status_mut() = status;
+                }
+                continue;
+            }
+            if name.eq_ignore_ascii_case("Planledger-Not-Owner") {
+                refused_not_owner = true;
+                continue;
+            }
+            let Ok(name) = axum::http::HeaderName::from_str(name) else {
+                continue;
+            };
+            for value in values {
+                if let Ok(value) = HeaderValue::from_str(value.as_str()) {
+                    response.headers_mut().append(name.clone(), value);
+                }
+            }
+        }
+    }
+    if refused_not_owner {
+        return Forwarded::NothingRan(unavailable(
+            "the partition moved while the request was forwarded",
+        ));
+    }
+    Forwarded::Answer(response)
+}
+
+/// Serves requests other nodes forward to this one (`planledger.node.<instance>.>`).
+pub(super) async fn serve_forwarded(node: Arc<Node>) {
+    let subject = format!("{}.>", node.route);
+    let mut subscriber = match node.client.subscribe(subject.clone()).await {
+        Ok(subscriber) => subscriber,
+        Err(error) => {
+            tracing::error!(%error, subject, "cannot serve forwarded requests");
+            return;
+        }
+    };
+    let http_subject = format!("{}.http", node.route);
+    let cmd_prefix = format!("{}.cmd.", node.route);
+    loop {
+        let message = tokio::select! {
+            () = node.shutdown.cancelled() => break,
+            message = subscriber.next() => message,
+        };
+        let Some(message) = message else { break };
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        let node = node.clone();
+        let http_subject = http_subject.clone();
+        let cmd_prefix = cmd_prefix.clone();
+        tokio::spawn(async move {
+            let subject = message.subject.as_str();
+            let (headers, payload) = if subject == http_subject {
+                run_forwarded_http(&node, message.headers.as_ref(), message.payload).await
+            } else if let Some(rest) = subject.strip_prefix(cmd_prefix.as_str()) {
+                let public = format!("{}.{rest}", subjects::COMMAND_SUBJECT_PREFIX);
+                run_command_here(
+                    &node,
+                    &public,
+                    message.headers.as_ref(),
+                    &message.payload,
+                    true,
+                )
+                .await
+            } else {
+                return;
+            };
+            if let Err(error) = node
+                .client
+                .publish_with_headers(reply_to, headers, payload)
+                .await
+            {
+                tracing::warn!(%error, "could not answer a forwarded request");
+            }
+        });
+    }
+    let _ = subscriber.unsubscribe().await;
+}
+
+/// Runs a forwarded HTTP request through this node's router (marked forwarded, so it is run
+/// only for a partition served here) and encodes the answer as a reply message.
+async fn run_forwarded_http(
+    node: &Arc<Node>,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+) -> (HeaderMap, Bytes) {
+    let mut builder = Request::builder();
+    let mut method = Method::GET;
+    let mut uri = "/".to_string();
+    if let Some(headers) = headers {
+        for (name, values) in headers.iter() {
+            let name: &str = name.as_ref();
+            if name.eq_ignore_ascii_case(HEADER_METHOD) {
+                if let Some(m) = values
+                    .first()
+                    .and_then(|v| Method::from_str(v.as_str()).ok())
+                {
+                    method = m;
+                }
+                continue;
+            }
+            if name.eq_ignore_ascii_case(HEADER_URI) {
+                if let Some(u) = values.first() {
+                    uri = u.as_str().to_string();
+                }
+                continue;
+            }
+            for value in values {
+                builder = builder.header(name, value.as_str());
+            }
+        }
+    }
+    builder = builder.header(HEADER_FORWARDED, "1");
+    let response = match builder.method(method).uri(uri).body(Body::from(payload)) {
+        Ok(request) => match node.router.get() {
+            Some(router) => match router.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            None => Problem(unavailable("the node is starting")).into_response(),
+        },
+        Err(error) => Problem(Refusal::new(
+            400,
+            "invalid_input",
+            format!("a forwarded request could not be rebuilt: {error}"),
+        ))
+        .into_response(),
+    };
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut out = HeaderMap::new();
+    out.insert(HEADER_STATUS, parts.status.as_u16().to_string().as_str());
+    let refused_not_owner = parts.status == StatusCode::SERVICE_UNAVAILABLE
+        && body.windows(b"not_owner".len()).any(|w| w == b"not_owner");
+    if refused_not_owner {
+        out.insert("Planledger-Not-Owner", "1");
+    }
+    for (name, value) in &parts.headers {
+        if let (Ok(name), Ok(value)) = (
+            async_nats::HeaderName::from_str(name.as_str()),
+            value.to_str(),
+        ) {
+            out.append(name, value);
+        }
+    }
+    (out, body)
+}
+
+/// A command on the public NATS subject, or forwarded to this node (`forwarded`): run it here
+/// when its partition is served here; otherwise forward it (public) or refuse `not_owner`.
+async fn run_command_here(
+    node: &Arc<Node>,
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: &Bytes,
+    forwarded: bool,
+) -> (HeaderMap, Bytes) {
+    let Some((tenant, plan)) = subjects::parse_command_subject(subject) else {
+        return planledger_bus::reply_message(&refusal_reply(
+            Refusal::new(
+                400,
+                "invalid_subject",
+                format!(
+                    "{subject:?} is not a command subject; send to {}.<tenant>.<plan_id>",
+                    subjects::COMMAND_SUBJECT_PREFIX
+                ),
+            )
+            .with_field("subject", "expected planledger.cmd.<tenant>.<plan_id>"),
+        ));
+    };
+    let partition = match node.partition_of(&tenant, &plan) {
+        Ok(partition) => partition,
+        Err(refusal) => return planledger_bus::reply_message(&refusal_reply(refusal)),
+    };
+    let mut last = unavailable(format!("partition {partition} has no owner right now"));
+    for attempt in 0..FORWARD_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(150 * attempt as u64)).await;
+        }
+        match node.locate(partition) {
+            Located::Local(served) => {
+                let reply = served.ingress.handle(subject, headers, payload).await;
+                let not_found = matches!(&reply.outcome, Some(command_reply::Outcome::Problem(p)) if p.status == 404);
+                if not_found && served.is_behind(&node.client).await {
+                    return planledger_bus::reply_message(&refusal_reply(
+                        behind(node, served).await,
+                    ));
+                }
+                return planledger_bus::reply_message(&reply);
+            }
+            Located::Remote { .. } | Located::Unavailable { .. } if forwarded => {
+                return planledger_bus::reply_message(&refusal_reply(not_owner(partition)));
+            }
+            Located::Remote { route, .. } => {
+                match forward_command(node, &route, subject, headers, payload.clone()).await {
+                    Forwarded::Answer(answer) => return answer,
+                    Forwarded::NothingRan(refusal) => last = refusal,
+                    Forwarded::Unknown(refusal) => {
+                        return planledger_bus::reply_message(&refusal_reply(refusal));
+                    }
+                }
+            }
+            Located::Unavailable { why, .. } => last = unavailable(why),
+        }
+    }
+    metrics::counter!("planledger_route_unavailable_total", "door" => "nats").increment(1);
+    planledger_bus::reply_message(&refusal_reply(last))
+}
+
+async fn forward_command(
+    node: &Arc<Node>,
+    route: &str,
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+) -> Forwarded<(HeaderMap, Bytes)> {
+    let rest = subject
+        .strip_prefix(subjects::COMMAND_SUBJECT_PREFIX)
+        .unwrap_or(subject);
+    let mut forwarded = headers.cloned().unwrap_or_default();
+    forwarded.insert(HEADER_FORWARDED, node.instance_id.as_str());
+    let timeout = forward_timeout(node);
+    let started = std::time::Instant::now();
+    let answer = node
+        .client
+        .send_request(
+            format!("{route}.cmd{rest}"),
+            async_nats::Request::new()
+                .headers(forwarded)
+                .payload(payload)
+                .timeout(Some(timeout)),
+        )
+        .await;
+    metrics::histogram!("planledger_route_forward_seconds", "door" => "nats")
+        .record(started.elapsed().as_secs_f64());
+    match answer {
+        Ok(message) => {
+            let not_owner = CommandReply::decode(message.payload.as_ref()).is_ok_and(|reply| {
+                matches!(reply.outcome, Some(command_reply::Outcome::Problem(ref p)) if p.r#type.ends_with("/not_owner"))
+            });
+            if not_owner {
+                return Forwarded::NothingRan(unavailable(
+                    "the partition moved while the command was forwarded",
+                ));
+            }
+            Forwarded::Answer((message.headers.unwrap_or_default(), message.payload))
+        }
+        Err(error) if error.kind() == RequestErrorKind::NoResponders => Forwarded::NothingRan(
+            unavailable("the partition's owner is not reachable (no responders)"),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "forwarding a command failed");
+            Forwarded::Unknown(no_answer(route, true, timeout))
+        }
+    }
+}
+
+/// Serves the public NATS command subject in the nodes' queue group, reconnecting until
+/// shutdown.
+pub(super) async fn serve_public_commands(node: Arc<Node>) {
+    let subject = format!("{}.>", subjects::COMMAND_SUBJECT_PREFIX);
+    let mut subscriber = match node
+        .client
+        .queue_subscribe(subject.clone(), COMMAND_QUEUE_GROUP.to_string())
+        .await
+    {
+        Ok(subscriber) => subscriber,
+        Err(error) => {
+            tracing::error!(%error, subject, "cannot serve commands over NATS");
+            return;
+        }
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(1024));
+    loop {
+        let message = tokio::select! {
+            () = node.shutdown.cancelled() => break,
+            message = subscriber.next() => message,
+        };
+        let Some(message) = message else { break };
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let (headers, payload) = run_command_here(
+                &node,
+                message.subject.as_str(),
+                message.headers.as_ref(),
+                &message.payload,
+                false,
+            )
+            .await;
+            if let Err(error) = node
+                .client
+                .publish_with_headers(reply_to, headers, payload)
+                .await
+            {
+                tracing::warn!(%error, "could not send a command reply");
+            }
+            drop(permit);
+        });
+    }
+    let _ = subscriber.unsubscribe().await;
+    // Wait for the commands in flight to be answered.
+    let _ = permits.acquire_many(1024).await;
+}

@@ -1,0 +1,600 @@
+//! Cluster mode with ownership: three writer nodes (`serve --log-commit jetstream --node-id`)
+//! on the shipped 3-server JetStream cluster, 4 partitions, 2 s leases. Every test starts its
+//! own cluster and processes and kills them at the end.
+//!
+//! The checker, run at the end of every test: for each partition, a node that serves only that
+//! partition (`--partition p`) is started on an empty directory, so it rebuilds the partition's
+//! log from its stream checking every position, `prev_hash`, hash and version; every command a
+//! node acknowledged must be in its plan's partition once, at the answered positions with the
+//! answered event ids. Then every writer node's cache of every partition is opened the same way:
+//! it must verify and be a prefix of the stream (a cache that is not is refused as diverged).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use planledger_e2e::cluster::NatsCluster;
+use planledger_e2e::load::{Acked, CommandLoad, LogContents};
+use planledger_e2e::server::{Planledger, binary};
+use planledger_store::{PartitionCount, StreamId};
+use serde_json::Value;
+
+const PARTITIONS: u32 = 4;
+const JWT_KEY: &str = "jwt-signing.key";
+const TENANT: &str = "acme";
+
+/// `planledger cluster init --partitions 4`, again until the new cluster has its leaders.
+fn cluster_init(cluster: &NatsCluster) {
+    let mut last = String::new();
+    for _ in 0..30 {
+        let output = Command::new(binary())
+            .args([
+                "cluster",
+                "init",
+                "--partitions",
+                &PARTITIONS.to_string(),
+                "--nats",
+            ])
+            .arg(cluster.urls().join(","))
+            .arg("--monitor")
+            .arg(cluster.monitor_urls().join(","))
+            .output()
+            .expect("run planledger cluster init");
+        if output.status.success() {
+            return;
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("cluster init kept failing: {last}");
+}
+
+/// `planledger cluster status --json`.
+fn cluster_status(cluster: &NatsCluster) -> Value {
+    let output = Command::new(binary())
+        .args(["cluster", "status", "--json", "--nats"])
+        .arg(cluster.urls().join(","))
+        .output()
+        .expect("run planledger cluster status");
+    assert!(
+        output.status.success(),
+        "cluster status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("cluster status prints JSON")
+}
+
+/// Owner node id of each partition, per `cluster status` (only partitions with an owner whose
+/// cache is open).
+fn owners(cluster: &NatsCluster) -> BTreeMap<u32, String> {
+    let status = cluster_status(cluster);
+    status["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| !p["owner"].is_null() && !p["owner"]["cache_position"].is_null())
+        .map(|p| {
+            (
+                p["partition"].as_u64().expect("partition") as u32,
+                p["owner"]["node_id"].as_str().expect("node id").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The partition of one of the tenant's plans.
+fn partition_of(plan: &str) -> u32 {
+    PartitionCount::new(PARTITIONS)
+        .expect("count")
+        .partition_of(&StreamId::new(format!("{TENANT}/{plan}")).expect("stream id"))
+        .index()
+}
+
+/// A writer node `id` in `data_dir`, with the JWT key of `keys` when given.
+fn writer(cluster: &NatsCluster, data_dir: &Path, id: &str, keys: Option<&Path>) -> Planledger {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    if let Some(keys) = keys {
+        std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+    }
+    Planledger::start_in(
+        data_dir,
+        &[
+            "--log-commit",
+            "jetstream",
+            "--nats",
+            &cluster.urls().join(","),
+            "--node-id",
+            id,
+            "--lease-ttl",
+            "2s",
+            "--rate-limit-per-second",
+            "0",
+        ],
+    )
+}
+
+/// A node serving one partition from `data_dir` (no leases): the checker's reader.
+fn reader(cluster: &NatsCluster, data_dir: &Path, partition: u32, keys: &Path) -> Planledger {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+    Planledger::start_in(
+        data_dir,
+        &[
+            "--log-commit",
+            "jetstream",
+            "--nats",
+            &cluster.urls().join(","),
+            "--partition",
+            &partition.to_string(),
+        ],
+    )
+}
+
+async fn ready(server: &Planledger) -> bool {
+    for _ in 0..600 {
+        if let Ok(response) = reqwest::get(server.url("/readyz")).await
+            && response.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Three writer nodes on a fresh 3-server cluster, every partition owned and every node holding
+/// at least one (the leases spread).
+struct Cluster3 {
+    nats: NatsCluster,
+    dir: tempfile::TempDir,
+    nodes: Vec<Planledger>,
+    token: String,
+}
+
+impl Cluster3 {
+    async fn start() -> Self {
+        let nats = NatsCluster::start();
+        cluster_init(&nats);
+        let dir = tempfile::tempdir().expect("dir");
+        let first = writer(&nats, &dir.path().join("n1"), "n1", None);
+        let keys = first.data_dir.clone();
+        let mut nodes = vec![first];
+        for id in ["n2", "n3"] {
+            nodes.push(writer(&nats, &dir.path().join(id), id, Some(&keys)));
+        }
+        let token = nodes[0].token(TENANT, "writer", "admin");
+        let this = Self {
+            nats,
+            dir,
+            nodes,
+            token,
+        };
+        this.wait_spread(&["n1", "n2", "n3"]).await;
+        this
+    }
+
+    /// Waits until every partition is owned and served, by the given nodes only, each of them
+    /// holding at least one.
+    async fn wait_spread(&self, ids: &[&str]) -> BTreeMap<u32, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let owned = tokio::task::block_in_place(|| owners(&self.nats));
+            let every = owned.len() == PARTITIONS as usize;
+            let only = owned.values().all(|o| ids.contains(&o.as_str()));
+            let each = ids.iter().all(|id| owned.values().any(|o| o == id));
+            if every && only && each {
+                return owned;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the partitions never spread over {ids:?}: {owned:?}; status {}",
+                tokio::task::block_in_place(|| cluster_status(&self.nats))
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn node(&self, id: &str) -> &Planledger {
+        let index: usize = id[1..].parse::<usize>().expect("n<k>") - 1;
+        &self.nodes[index]
+    }
+
+    /// The checker (see the module's text). Stops the writer nodes first.
+    async fn check(mut self, acked: &[Acked]) {
+        for node in &mut self.nodes {
+            node.terminate();
+        }
+        let keys = self.nodes[0].data_dir.clone();
+        let mut per_partition: BTreeMap<u32, Vec<Acked>> = BTreeMap::new();
+        for ack in acked {
+            per_partition
+                .entry(partition_of(&ack.plan))
+                .or_default()
+                .push(ack.clone());
+        }
+        let mut copies = BTreeMap::new();
+        for partition in 0..PARTITIONS {
+            let dir = self.dir.path().join(format!("check-{partition}"));
+            let copy = reader(&self.nats, &dir, partition, &keys);
+            assert!(
+                ready(&copy).await,
+                "partition {partition}'s stream does not verify: {}",
+                copy.log()
+            );
+            let log = LogContents::read(&copy, &self.token).await;
+            log.assert_holds(
+                per_partition.get(&partition).map_or(&[][..], Vec::as_slice),
+                &format!("partition {partition}"),
+            );
+            copies.insert(partition, (copy, log.events.len()));
+        }
+        // Every writer's cache of every partition: verifies, and is a prefix of the stream (it
+        // is opened as a reader, whose start checks the cache's head against the stream).
+        for node in &self.nodes {
+            for partition in 0..PARTITIONS {
+                let cache = node
+                    .data_dir
+                    .join("partitions")
+                    .join(partition.to_string())
+                    .join("log");
+                if !cache.exists() {
+                    continue;
+                }
+                let view = self.dir.path().join(format!(
+                    "cache-{}-{partition}",
+                    node.data_dir.display().to_string().replace('/', "_")
+                ));
+                std::fs::create_dir_all(&view).expect("view dir");
+                symlink(&cache, &view.join("log"));
+                let output = Command::new(binary())
+                    .args(["verify", "--data-dir"])
+                    .arg(&view)
+                    .output()
+                    .expect("run verify");
+                assert!(
+                    output.status.success(),
+                    "the cache {} does not verify: {}{}",
+                    cache.display(),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let opened = reader(&self.nats, &view, partition, &keys);
+                assert!(
+                    ready(&opened).await,
+                    "the cache {} is not a prefix of its stream: {}",
+                    cache.display(),
+                    opened.log()
+                );
+                let count = LogContents::read(&opened, &self.token).await.events.len();
+                assert_eq!(
+                    count, copies[&partition].1,
+                    "the cache caught up to the stream"
+                );
+            }
+        }
+    }
+}
+
+fn symlink(target: &PathBuf, link: &Path) {
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+/// A command over NATS request/reply (the JSON body), answered by whichever node gets it.
+async fn nats_command(
+    url: &str,
+    token: &str,
+    plan: &str,
+    key: &str,
+) -> planledger_proto::v1::CommandReply {
+    use planledger_proto::Message as _;
+    let client = async_nats::connect(url).await.expect("connect");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {token}").as_str());
+    headers.insert("Content-Type", "application/json");
+    headers.insert("Idempotency-Key", key);
+    let body = serde_json::json!({"type": "RecordCheckIn", "data": {
+        "goal_id": "signups", "value": 7.0, "confidence": 0.5}});
+    let reply = client
+        .send_request(
+            format!("planledger.cmd.{TENANT}.{plan}"),
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(serde_json::to_vec(&body).expect("json").into())
+                .timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("a reply");
+    planledger_proto::v1::CommandReply::decode(reply.payload.as_ref()).expect("a CommandReply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_takes_commands_for_every_partition() {
+    let mut cluster = Cluster3::start().await;
+    // A fourth process started with an existing node id (its own data directory) is another
+    // instance: it takes its share of the leases, and a lease is never held twice.
+    let keys = cluster.nodes[0].data_dir.clone();
+    let twin = writer(
+        &cluster.nats,
+        &cluster.dir.path().join("n1-twin"),
+        "n1",
+        Some(&keys),
+    );
+    cluster.nodes.push(twin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = tokio::task::block_in_place(|| cluster_status(&cluster.nats));
+        let instances: std::collections::BTreeSet<String> = status["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .filter_map(|p| p["owner"]["instance_id"].as_str().map(str::to_string))
+            .collect();
+        if instances.len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the twin never got a partition: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Each node's load on its own plans, all sent to that node: most go to other owners.
+    let mut loads = Vec::new();
+    for node in &cluster.nodes {
+        let id = node
+            .data_dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        let mut load = CommandLoad::seed_prefixed(node, &cluster.token, 6, &format!("{id}-")).await;
+        load.start();
+        loads.push(load);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut acked = Vec::new();
+    for load in &mut loads {
+        load.stop().await;
+        assert!(!load.acked().is_empty(), "every node's load was answered");
+        acked.extend(load.acked());
+    }
+    let partitions: std::collections::BTreeSet<u32> =
+        acked.iter().map(|a| partition_of(&a.plan)).collect();
+    assert_eq!(
+        partitions.len(),
+        PARTITIONS as usize,
+        "the plans cover every partition"
+    );
+
+    // A plan's state reads the same through every node.
+    let client = reqwest::Client::new();
+    for plan in ["n1-load-0", "n2-load-3", "n3-load-5"] {
+        let mut seen = Vec::new();
+        for node in &cluster.nodes {
+            let state: Value = client
+                .get(node.url(&format!("/v1/plans/{plan}")))
+                .bearer_auth(&cluster.token)
+                .send()
+                .await
+                .expect("read")
+                .json()
+                .await
+                .expect("json");
+            seen.push(state["version"].clone());
+        }
+        assert!(seen[0].is_u64(), "a version: {seen:?}");
+        assert!(seen.iter().all(|v| *v == seen[0]), "{plan}: {seen:?}");
+    }
+
+    // The NATS door: any node takes a command for any partition.
+    for plan in ["n1-load-0", "n2-load-1", "n3-load-2", "n1-load-4"] {
+        let reply = nats_command(
+            &cluster.nats.urls()[0],
+            &cluster.token,
+            plan,
+            &format!("nats-{plan}"),
+        )
+        .await;
+        match reply.outcome {
+            Some(planledger_proto::v1::command_reply::Outcome::Ok(result)) => {
+                assert_eq!(result.plan_id, plan);
+                acked.push(Acked {
+                    key: format!("nats-{plan}"),
+                    plan: plan.to_string(),
+                    events: result
+                        .events
+                        .iter()
+                        .map(|e| (e.position, e.event_id.clone()))
+                        .collect(),
+                    attempts: 1,
+                    deduplicated: result.deduplicated,
+                });
+            }
+            other => panic!("the NATS command for {plan} was refused: {other:?}"),
+        }
+    }
+
+    // Read models are not served by cluster nodes yet: a clear 501, never a partial figure.
+    let answer = client
+        .get(cluster.nodes[1].url("/v1/plans"))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status().as_u16(), 501);
+    let problem: Value = answer.json().await.expect("problem");
+    assert_eq!(problem["code"], "not_in_cluster_mode", "{problem}");
+
+    // A second process on a node's data directory exits, naming the locked directory.
+    let output = Command::new(binary())
+        .args([
+            "serve",
+            "--log-commit",
+            "jetstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n9",
+            "--data-dir",
+        ])
+        .arg(&cluster.nodes[0].data_dir)
+        .arg("--nats")
+        .arg(cluster.nats.urls().join(","))
+        .output()
+        .expect("run a second process");
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a second process on a data directory must not start"
+    );
+    assert!(
+        printed.contains(&cluster.nodes[0].data_dir.display().to_string())
+            && printed.contains("in use"),
+        "{printed}"
+    );
+    // A node expecting another partition count refuses to start, naming both.
+    let other = cluster.dir.path().join("n8");
+    let output = Command::new(binary())
+        .args([
+            "serve",
+            "--log-commit",
+            "jetstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n8",
+            "--partitions",
+            "5",
+            "--data-dir",
+        ])
+        .arg(&other)
+        .arg("--nats")
+        .arg(cluster.nats.urls().join(","))
+        .output()
+        .expect("run a node with another count");
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        printed.contains("--partitions 5") && printed.contains("has 4 partitions"),
+        "{printed}"
+    );
+
+    println!(
+        "3 nodes, {PARTITIONS} partitions: {} commands acknowledged; refusals {:?}",
+        acked.len(),
+        loads.iter().map(CommandLoad::refusals).collect::<Vec<_>>()
+    );
+    cluster.check(&acked).await;
+}
+
+/// The first answer 200 to a command for `plan` through `node` after `since`.
+async fn first_success(node: &Planledger, token: &str, plan: &str, since: Instant) -> Duration {
+    let client = reqwest::Client::new();
+    let deadline = since + Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let answer = client
+            .post(node.url(&format!("/v1/plans/{plan}/commands")))
+            .bearer_auth(token)
+            .header("Idempotency-Key", format!("failover-{plan}-{n}"))
+            .json(&serde_json::json!({"type": "RecordCheckIn", "data": {
+                "goal_id": "signups", "value": 1.0, "confidence": 0.5}}))
+            .send()
+            .await;
+        if let Ok(answer) = answer
+            && answer.status().is_success()
+        {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{plan}'s partition never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fault a failover test injects into the owner `n3`.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL.
+    Kill,
+    /// SIGSTOP for 3 x TTL, then SIGCONT.
+    Pause,
+}
+
+async fn owner_fault_under_load(fault: Fault) {
+    let mut cluster = Cluster3::start().await;
+    let owned = cluster.wait_spread(&["n1", "n2", "n3"]).await;
+    let victim_partitions: Vec<u32> = owned
+        .iter()
+        .filter(|(_, o)| o.as_str() == "n3")
+        .map(|(p, _)| *p)
+        .collect();
+    // Loads through n1 and n2 (their plans spread over every partition), and through the
+    // victim itself (its callers must never get a false 200).
+    let mut loads = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let mut load =
+            CommandLoad::seed_prefixed(cluster.node(id), &cluster.token, 6, &format!("{id}-"))
+                .await;
+        load.start();
+        loads.push(load);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A plan of one of the victim's partitions, to time the failover with.
+    let probe = ["n1", "n2", "n3"]
+        .iter()
+        .flat_map(|id| (0..6).map(move |n| format!("{id}-load-{n}")))
+        .find(|plan| victim_partitions.contains(&partition_of(plan)))
+        .expect("a load plan in the victim's partitions");
+    let started = Instant::now();
+    match fault {
+        Fault::Kill => cluster.nodes[2].kill(),
+        Fault::Pause => cluster.nodes[2].pause(),
+    }
+    let failover = first_success(cluster.node("n1"), &cluster.token, &probe, started).await;
+    let moved = cluster.wait_spread(&["n1", "n2"]).await;
+    for partition in &victim_partitions {
+        assert_ne!(moved[partition], "n3", "partition {partition} moved");
+    }
+    if let Fault::Pause = fault {
+        let pause = Duration::from_secs(6);
+        if let Some(rest) = pause.checked_sub(started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        cluster.nodes[2].resume();
+        // The resumed node gives its partitions up and rejoins: the leases spread again.
+        cluster.wait_spread(&["n1", "n2", "n3"]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut acked = Vec::new();
+    let mut refusals = Vec::new();
+    for load in &mut loads {
+        load.stop().await;
+        acked.extend(load.acked());
+        refusals.push(load.refusals());
+    }
+    println!(
+        "{fault:?} of the owner of partitions {victim_partitions:?}: first 200 for its partition after {} ms (lease TTL 2 s); {} commands acknowledged; refusals per load {refusals:?}",
+        failover.as_millis(),
+        acked.len()
+    );
+    cluster.check(&acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_owner_fails_over_under_load() {
+    owner_fault_under_load(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_owner_is_fenced_and_rejoins() {
+    owner_fault_under_load(Fault::Pause).await;
+}
