@@ -86,7 +86,7 @@ soak CYCLES="200": setup
     PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release --workspace --test it crash_loop -- --nocapture
 
 # Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
-# `just bench history`.
+# `just bench history`, `just bench cluster`.
 bench WHAT="append" *ARGS: build
     "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}
 

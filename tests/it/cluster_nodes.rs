@@ -97,6 +97,11 @@ fn partition_of(plan: &str) -> u32 {
 
 /// A writer node `id` in `data_dir`, with the JWT key of `keys` when given.
 fn writer(cluster: &NatsCluster, data_dir: &Path, id: &str, keys: Option<&Path>) -> Planledger {
+    writer_via(&cluster.urls().join(","), data_dir, id, keys)
+}
+
+/// As [`writer`], connecting to NATS at `nats` (e.g. through a proxy).
+fn writer_via(nats: &str, data_dir: &Path, id: &str, keys: Option<&Path>) -> Planledger {
     std::fs::create_dir_all(data_dir).expect("data dir");
     if let Some(keys) = keys {
         std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
@@ -107,7 +112,7 @@ fn writer(cluster: &NatsCluster, data_dir: &Path, id: &str, keys: Option<&Path>)
             "--log-commit",
             "jetstream",
             "--nats",
-            &cluster.urls().join(","),
+            nats,
             "--node-id",
             id,
             "--lease-ttl",
@@ -158,15 +163,19 @@ struct Cluster3 {
 
 impl Cluster3 {
     async fn start() -> Self {
-        let nats = NatsCluster::start();
+        Self::start_with(NatsCluster::start(), None).await
+    }
+
+    /// Three nodes on `nats`; `n3` connects through `n3_nats` when given.
+    async fn start_with(nats: NatsCluster, n3_nats: Option<String>) -> Self {
         cluster_init(&nats);
         let dir = tempfile::tempdir().expect("dir");
         let first = writer(&nats, &dir.path().join("n1"), "n1", None);
         let keys = first.data_dir.clone();
         let mut nodes = vec![first];
-        for id in ["n2", "n3"] {
-            nodes.push(writer(&nats, &dir.path().join(id), id, Some(&keys)));
-        }
+        nodes.push(writer(&nats, &dir.path().join("n2"), "n2", Some(&keys)));
+        let n3 = n3_nats.unwrap_or_else(|| nats.urls().join(","));
+        nodes.push(writer_via(&n3, &dir.path().join("n3"), "n3", Some(&keys)));
         let token = nodes[0].token(TENANT, "writer", "admin");
         let this = Self {
             nats,
@@ -597,4 +606,56 @@ async fn a_killed_owner_fails_over_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_owner_is_fenced_and_rejoins() {
     owner_fault_under_load(Fault::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_cut_off_from_nats_never_acks_and_rejoins() {
+    let nats = NatsCluster::start();
+    let target: std::net::SocketAddr = nats.url("n1")["nats://".len()..]
+        .parse()
+        .expect("a loopback address");
+    let proxy = planledger_e2e::proxy::Proxy::start(target).await;
+    let cluster = Cluster3::start_with(nats, Some(proxy.nats_url())).await;
+    let owned = cluster.wait_spread(&["n1", "n2", "n3"]).await;
+    let cut_partitions: Vec<u32> = owned
+        .iter()
+        .filter(|(_, o)| o.as_str() == "n3")
+        .map(|(p, _)| *p)
+        .collect();
+    // Loads through every node, the cut-off one included: its callers keep calling its HTTP
+    // port and must get 503 (or `log_outcome_unknown`), never a 200 for something not stored.
+    let mut loads = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let mut load =
+            CommandLoad::seed_prefixed(cluster.node(id), &cluster.token, 6, &format!("{id}-"))
+                .await;
+        load.start();
+        loads.push(load);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cut_at = Instant::now();
+    proxy.cut();
+    let moved = cluster.wait_spread(&["n1", "n2"]).await;
+    for partition in &cut_partitions {
+        assert_ne!(moved[partition], "n3", "partition {partition} moved");
+    }
+    let moved_after = cut_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.heal();
+    // Healed, it gives up what it no longer holds and rejoins: the leases spread again.
+    cluster.wait_spread(&["n1", "n2", "n3"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut acked = Vec::new();
+    let mut refusals = Vec::new();
+    for load in &mut loads {
+        load.stop().await;
+        acked.extend(load.acked());
+        refusals.push(load.refusals());
+    }
+    println!(
+        "owner of partitions {cut_partitions:?} cut off from NATS: its partitions moved after {} ms (lease TTL 2 s); {} commands acknowledged; refusals per load {refusals:?}",
+        moved_after.as_millis(),
+        acked.len()
+    );
+    cluster.check(&acked).await;
 }

@@ -13,6 +13,7 @@ pub mod history;
 pub mod identity;
 pub mod load;
 pub mod nats;
+pub mod proxy;
 pub mod server;
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the child to take).

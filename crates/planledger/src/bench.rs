@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// As-of query latency on a plan of 100,000 events in a log of 1,000,000, and export
     /// throughput (NDJSON, Parquet) vs the raw read rate of the log column family.
     History(crate::bench_history::HistoryArgs),
+    /// Cluster mode: commands/s through the HTTP door of 1, 2 and 3 writer nodes (with each
+    /// process's CPU), the routing overhead of a forwarded command, and the failover time.
+    Cluster(crate::bench_nodes::NodesArgs),
 }
 
 /// Flags of `bench relay`.
@@ -101,6 +104,7 @@ pub async fn run(what: BenchCommand) -> Result<()> {
             BenchCommand::Relay(args) => relay(args).await,
             BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
             BenchCommand::History(args) => crate::bench_history::run(args).await,
+            BenchCommand::Cluster(args) => crate::bench_nodes::run(args).await,
         }
     };
     // Ctrl-C is polled first, so its handler is in place before the benchmark makes anything.

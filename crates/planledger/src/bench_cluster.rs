@@ -96,6 +96,20 @@ impl PrivateCluster {
         Ok(cluster)
     }
 
+    /// Every member's process id (for CPU figures).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(std::process::Child::id).collect()
+    }
+
+    /// Every member's client URL, comma-separated (a seed list).
+    pub fn urls(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `nats://127.0.0.1:<port>` of the first member (clients learn the others from it).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.client_ports[0])

@@ -9,6 +9,7 @@ mod bench;
 mod bench_cluster;
 mod bench_history;
 mod bench_http;
+mod bench_nodes;
 mod bench_projections;
 mod cluster;
 mod config;

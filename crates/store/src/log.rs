@@ -92,14 +92,15 @@ impl std::fmt::Debug for SharedMemory {
 }
 
 impl SharedMemory {
-    /// A block cache of `cache_bytes` and memtables of at most `write_buffer_bytes` in all
+    /// A block cache of `cache_bytes` and memtables of about `write_buffer_bytes` in all
     /// (their memory is charged to the cache too, so the two together stay near
-    /// `cache_bytes`); writes stall rather than exceed the budget.
+    /// `cache_bytes`): past the budget the largest memtable is flushed early.
     pub fn new(cache_bytes: usize, write_buffer_bytes: usize) -> Self {
         let cache = Cache::new_lru_cache(cache_bytes);
         let write_buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
             write_buffer_bytes,
-            true,
+            // Over the budget, the largest memtable is flushed; writes never stall on it.
+            false,
             cache.clone(),
         );
         Self {
@@ -973,7 +974,12 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options
     };
-    let cf_options = with_tables(Options::default());
+    let mut cf_options = with_tables(Options::default());
+    if options.shared_memory.is_some() {
+        // Many logs share one memtable budget: small arena blocks, so that a column family
+        // with few writes does not hold a large block of it.
+        cf_options.set_arena_block_size(1024 * 1024);
+    }
 
     // `heads` is written once per append, for streams all over the key space. A
     // hash-of-skiplists memtable keyed by the whole key (RocksDB's no-op prefix) puts a

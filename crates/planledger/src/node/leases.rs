@@ -33,9 +33,11 @@ pub(super) async fn watch_loop(node: Arc<Node>) {
                             match holder {
                                 Some(held) => {
                                     table.holders.insert(partition, held);
+                                    table.free_since.remove(&partition);
                                 }
                                 None => {
                                     table.holders.remove(&partition);
+                                    table.free_since.insert(partition, Instant::now());
                                 }
                             }
                         }
@@ -223,7 +225,7 @@ pub(super) async fn release_all(node: &Arc<Node>) {
 /// live node is under its floor.
 async fn rebalance(node: &Arc<Node>) {
     let count = node.count.get();
-    let (mine, free, owned_by, live) = {
+    let (mine, free, long_free, owned_by, live) = {
         let mut table = node.table();
         let now = Instant::now();
         table.cooldown.retain(|_, until| *until > now);
@@ -235,6 +237,18 @@ async fn rebalance(node: &Arc<Node>) {
             })
             .collect();
         free.shuffle(&mut rand::rng());
+        // Partitions nobody has taken for half a TTL are taken whatever the shares say
+        // (availability first; hand-backs even the load out afterwards).
+        let long_free: Vec<u32> = free
+            .iter()
+            .copied()
+            .filter(|p| {
+                table
+                    .free_since
+                    .get(p)
+                    .is_some_and(|since| since.elapsed() >= node.ttl / 2)
+            })
+            .collect();
         let mut owned_by: std::collections::BTreeMap<String, u32> =
             table.live.iter().map(|id| (id.clone(), 0)).collect();
         for held in table.holders.values() {
@@ -242,12 +256,21 @@ async fn rebalance(node: &Arc<Node>) {
         }
         owned_by.insert(node.instance_id.clone(), table.sessions.len() as u32);
         let live = table.live.len().max(1);
-        (table.sessions.len() as u32, free, owned_by, live)
+        (table.sessions.len() as u32, free, long_free, owned_by, live)
     };
     let high = fair_share(count, live);
     let low = count / live as u32;
-    if mine < high {
-        for partition in free.into_iter().take((high - mine) as usize) {
+    if mine < high || !long_free.is_empty() {
+        let mut wanted: Vec<u32> = free
+            .into_iter()
+            .take(high.saturating_sub(mine) as usize)
+            .collect();
+        for partition in long_free {
+            if !wanted.contains(&partition) {
+                wanted.push(partition);
+            }
+        }
+        for partition in wanted {
             acquire(node, partition).await;
         }
         return;

@@ -59,6 +59,8 @@ struct Table {
     /// Partitions this node will not try to take before the instant (it just gave them back,
     /// or could not open them).
     cooldown: BTreeMap<u32, Instant>,
+    /// Since when each partition has had no holder, as this node saw it.
+    free_since: BTreeMap<u32, Instant>,
 }
 
 /// Where a plan's requests go.
