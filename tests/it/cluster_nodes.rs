@@ -219,6 +219,25 @@ impl Cluster3 {
             node.terminate();
         }
         let keys = self.nodes[0].data_dir.clone();
+        // The operator's check: every stream from position 1, and every cache against it.
+        let mut verify = Command::new(binary());
+        verify
+            .args(["cluster", "verify", "--nats"])
+            .arg(self.nats.urls().join(","));
+        for node in &self.nodes {
+            verify.arg("--cache").arg(&node.data_dir);
+        }
+        let output = verify.output().expect("run cluster verify");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && printed.contains(&format!("ok: {PARTITIONS} partitions")),
+            "cluster verify failed: {printed}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            printed.contains("a prefix of the stream"),
+            "caches were checked: {printed}"
+        );
         let mut per_partition: BTreeMap<u32, Vec<Acked>> = BTreeMap::new();
         for ack in acked {
             per_partition
@@ -426,6 +445,58 @@ async fn every_node_takes_commands_for_every_partition() {
             }
             other => panic!("the NATS command for {plan} was refused: {other:?}"),
         }
+    }
+
+    // A partition's log through any node: the same events, all of that partition's plans.
+    for partition in 0..PARTITIONS {
+        let mut pages = Vec::new();
+        for node in &cluster.nodes[1..3] {
+            let page: Value = client
+                .get(node.url(&format!("/v1/events?partition={partition}&limit=200")))
+                .bearer_auth(&cluster.token)
+                .send()
+                .await
+                .expect("read a partition's log")
+                .json()
+                .await
+                .expect("json");
+            pages.push(page["events"].clone());
+        }
+        let events = pages[0].as_array().expect("events");
+        assert!(!events.is_empty(), "partition {partition} has events");
+        assert_eq!(
+            pages[0], pages[1],
+            "partition {partition} reads the same through every node"
+        );
+        for event in events {
+            let plan = event["stream"]
+                .as_str()
+                .expect("stream")
+                .rsplit('/')
+                .next()
+                .expect("plan");
+            assert_eq!(partition_of(plan), partition, "{event}");
+        }
+        let verified = client
+            .get(cluster.nodes[0].url(&format!("/v1/audit/verify?partition={partition}")))
+            .bearer_auth(&cluster.token)
+            .send()
+            .await
+            .expect("verify");
+        assert_eq!(
+            verified.status().as_u16(),
+            200,
+            "partition {partition}'s chain verifies"
+        );
+    }
+    for (query, status) in [("", 501), ("?partition=9", 400)] {
+        let answer = client
+            .get(cluster.nodes[0].url(&format!("/v1/events{query}")))
+            .bearer_auth(&cluster.token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status().as_u16(), status, "/v1/events{query}");
     }
 
     // Read models are not served by cluster nodes yet: a clear 501, never a partial figure.

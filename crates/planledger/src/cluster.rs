@@ -13,6 +13,23 @@ pub enum ClusterCommand {
     /// Print every partition: its owner (node id, instance, HTTP address), the lease's age, the
     /// owner's cache position at its last renewal and the stream's last position.
     Status(StatusArgs),
+    /// Check every partition stream from position 1 (positions gap-free and equal to the
+    /// stream's sequence, each `prev_hash` the previous event's hash, each hash recomputed,
+    /// each plan's versions gap-free, event ids unique) and, with `--cache`, that every node's
+    /// cache of every partition is a prefix of its stream, event by event.
+    Verify(VerifyArgs),
+}
+
+/// Flags of `cluster verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// NATS URL of the JetStream cluster.
+    #[arg(long, env = "PLANLEDGER_NATS")]
+    pub nats: String,
+    /// A writer node's data directory whose partition caches (`partitions/<p>/log`) are checked
+    /// against the streams; repeat for several nodes. Running nodes may keep running.
+    #[arg(long = "cache")]
+    pub caches: Vec<std::path::PathBuf>,
 }
 
 /// Flags of `cluster status`.
@@ -46,6 +63,7 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
     match command {
         ClusterCommand::Init(args) => init(args).await,
         ClusterCommand::Status(args) => status(args).await,
+        ClusterCommand::Verify(args) => verify(args).await,
     }
 }
 
@@ -163,6 +181,204 @@ async fn status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
+/// Events read from a stream per request.
+const VERIFY_PAGE: usize = 1000;
+
+/// What one partition's stream holds, as `cluster verify` checked it: each position's hash.
+struct VerifiedStream {
+    hashes: Vec<String>,
+}
+
+/// Reads and checks partition `partition`'s stream from position 1 (blocking).
+fn verify_stream(
+    committer: &planledger_bus::JetStreamCommitter,
+    partition: u32,
+    bar: &indicatif::ProgressBar,
+) -> Result<VerifiedStream> {
+    use planledger_store::{Committer, GENESIS_HASH, Position};
+    let last = committer
+        .last_position()
+        .with_context(|| format!("reading partition {partition}'s stream"))?;
+    let mut hashes: Vec<String> = Vec::with_capacity(last.get() as usize);
+    let mut versions: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    while (hashes.len() as u64) < last.get() {
+        let after = Position(hashes.len() as u64);
+        let page = committer
+            .read_after(after, VERIFY_PAGE)
+            .with_context(|| format!("reading partition {partition}'s stream after {after}"))?;
+        if page.is_empty() {
+            bail!(
+                "partition {partition}: the stream ends at {} but said its last position is {last}",
+                hashes.len()
+            );
+        }
+        for committed in page {
+            let event = committed.envelope;
+            let expected = hashes.len() as u64 + 1;
+            if event.position.get() != expected {
+                bail!(
+                    "partition {partition}: stream message {expected} holds position {}",
+                    event.position
+                );
+            }
+            let previous = hashes.last().map_or(GENESIS_HASH, String::as_str);
+            if event.prev_hash != previous {
+                bail!(
+                    "partition {partition}: position {expected}'s prev_hash does not name the previous event's hash"
+                );
+            }
+            if event.compute_hash() != event.hash {
+                bail!(
+                    "partition {partition}: position {expected}'s hash does not match its contents"
+                );
+            }
+            let version = versions.entry(event.stream.to_string()).or_default();
+            if event.version.get() != *version + 1 {
+                bail!(
+                    "partition {partition}: plan stream {} jumps from version {version} to {} at position {expected}",
+                    event.stream,
+                    event.version
+                );
+            }
+            *version += 1;
+            if !ids.insert(event.event_id) {
+                bail!(
+                    "partition {partition}: event id {} appears twice",
+                    event.event_id
+                );
+            }
+            hashes.push(event.hash);
+            bar.inc(1);
+        }
+    }
+    Ok(VerifiedStream { hashes })
+}
+
+/// Checks that the cache in `path` is a prefix of `stream`, event by event (blocking).
+fn verify_cache(path: &std::path::Path, stream: &VerifiedStream) -> Result<u64> {
+    use planledger_store::{LogReader, Position, StoreOptions};
+    let reader = LogReader::open(path, &StoreOptions::default())
+        .with_context(|| format!("opening the cache {}", path.display()))?;
+    let last = reader.last_position().get();
+    if last > stream.hashes.len() as u64 {
+        bail!(
+            "the cache {} ends at position {last}, past its stream's end at {}: the stream lost events the cache has (stream_behind)",
+            path.display(),
+            stream.hashes.len()
+        );
+    }
+    let mut from = 1u64;
+    while from <= last {
+        let page = reader.view().read_all(Position(from), VERIFY_PAGE)?;
+        if page.is_empty() {
+            bail!("the cache {} has a gap at position {from}", path.display());
+        }
+        for event in page {
+            let at = event.position.get();
+            if at != from || stream.hashes[(at - 1) as usize] != event.hash {
+                bail!(
+                    "the cache {} differs from its stream at position {at} (cache_diverged)",
+                    path.display()
+                );
+            }
+            from += 1;
+        }
+    }
+    Ok(last)
+}
+
+async fn verify(args: VerifyArgs) -> Result<()> {
+    let client = planledger_bus::connect(&args.nats, "planledger-cluster-verify").await?;
+    let config = planledger_bus::cluster::read_cluster_config(&client)
+        .await?
+        .with_context(|| {
+            format!(
+                "the NATS cluster at {} has no Planledger cluster: run `planledger cluster init` first",
+                args.nats
+            )
+        })?;
+    let mut failures = 0usize;
+    let mut total_events = 0u64;
+    for entry in &config.partitions {
+        let committer = planledger_bus::JetStreamCommitter::open(
+            client.clone(),
+            planledger_bus::PartitionLogConfig::new(entry.index),
+        )
+        .await
+        .with_context(|| format!("opening partition {}'s stream", entry.index))?;
+        let partition = entry.index;
+        let caches: Vec<std::path::PathBuf> = args
+            .caches
+            .iter()
+            .map(|dir| {
+                dir.join("partitions")
+                    .join(partition.to_string())
+                    .join("log")
+            })
+            .filter(|path| path.join("CURRENT").is_file())
+            .collect();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<(u64, Vec<String>)> {
+            let last = planledger_store::Committer::last_position(&committer)
+                .map(|p| p.get())
+                .unwrap_or(0);
+            let bar = indicatif::ProgressBar::new(last);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg:>14} {bar:30} {pos}/{len} {per_sec}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("partition {partition}"));
+            let stream = verify_stream(&committer, partition, &bar);
+            bar.finish_and_clear();
+            let stream = stream?;
+            let mut lines = Vec::new();
+            for cache in &caches {
+                let line = match verify_cache(cache, &stream) {
+                    Ok(position) => format!(
+                        "  cache {}: a prefix of the stream (to position {position})",
+                        cache.display()
+                    ),
+                    Err(error) => format!("  FAILED cache: {error:#}"),
+                };
+                lines.push(line);
+            }
+            Ok((stream.hashes.len() as u64, lines))
+        })
+        .await
+        .context("verifying a partition")?;
+        match outcome {
+            Ok((events, lines)) => {
+                total_events += events;
+                println!(
+                    "partition {:>3}  {}  {events} events: positions gap-free, chain and hashes verified, versions gap-free",
+                    partition, entry.stream
+                );
+                for line in lines {
+                    if line.contains("FAILED") {
+                        failures += 1;
+                    }
+                    println!("{line}");
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                println!(
+                    "partition {partition:>3}  {}  FAILED: {error:#}",
+                    entry.stream
+                );
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} check(s) failed; see above");
+    }
+    println!(
+        "ok: {} partitions, {total_events} events verified",
+        config.partitions.len()
+    );
+    Ok(())
+}
+
 /// `http://<host of the NATS URL>:8222`.
 fn default_monitor(nats: &str) -> Option<String> {
     let first = nats.split(',').next()?.trim();
@@ -268,5 +484,67 @@ mod tests {
             default_monitor("localhost").as_deref(),
             Some("http://localhost:8222")
         );
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+    use planledger_store::{
+        AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId,
+    };
+
+    /// A local log with three events; their hashes in order.
+    async fn log_with_three(dir: &std::path::Path) -> Vec<String> {
+        let store = EventStore::open(dir, StoreOptions::default()).expect("open");
+        let mut hashes = Vec::new();
+        for n in 0..3 {
+            let outcome = store
+                .append(AppendRequest {
+                    stream: StreamId::new("acme/q3").expect("stream"),
+                    expected: ExpectedVersion::Any,
+                    events: vec![NewEvent::from_json(
+                        "Synthetic",
+                        1,
+                        jiff::Timestamp::UNIX_EPOCH,
+                        &serde_json::json!({ "n": n }),
+                    )],
+                    meta: AppendMeta {
+                        actor: "tester".into(),
+                        ..AppendMeta::default()
+                    },
+                })
+                .await
+                .expect("append");
+            hashes.extend(outcome.into_envelopes().into_iter().map(|e| e.hash));
+        }
+        store.flush().expect("flush");
+        hashes
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cache_is_checked_event_by_event_against_its_stream() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("log");
+        let hashes = log_with_three(&path).await;
+        // The stream holds the cache and one event more: a prefix.
+        let mut longer = hashes.clone();
+        longer.push("f".repeat(64));
+        let at = verify_cache(&path, &VerifiedStream { hashes: longer }).expect("a prefix");
+        assert_eq!(at, 3);
+        // Another history at position 2: diverged.
+        let mut other = hashes.clone();
+        other[1] = "0".repeat(64);
+        let error = verify_cache(&path, &VerifiedStream { hashes: other }).expect_err("diverged");
+        assert!(error.to_string().contains("position 2"), "{error}");
+        // A stream shorter than the cache lost events: stream_behind.
+        let error = verify_cache(
+            &path,
+            &VerifiedStream {
+                hashes: hashes[..2].to_vec(),
+            },
+        )
+        .expect_err("behind");
+        assert!(error.to_string().contains("stream_behind"), "{error}");
     }
 }

@@ -125,7 +125,9 @@ pub(crate) async fn open(node: &Arc<Node>, partition: u32) -> Result<Served> {
             _ => break,
         }
     }
-    let app = App::new(store.clone(), node.auth.clone());
+    let digest_key = planledger_app::DigestKey::load_or_create(&node.data_dir)
+        .context("loading the digest signing key")?;
+    let app = App::new(store.clone(), node.auth.clone()).with_digest_key(digest_key);
     let mut state = ApiState::new(app.clone(), node.api.clone());
     state.limiter = node.limiter.clone();
     state.shutdown = Arc::new(node.shutdown.clone());

@@ -58,6 +58,9 @@ pub(super) fn http_router(node: Arc<Node>) -> Router {
         .route("/v1/plans/{plan_id}/commands", post(plan_request))
         .route("/v1/plans/{plan_id}", get(plan_request))
         .route("/v1/plans/{plan_id}/events", get(plan_request))
+        .route("/v1/events", get(partition_request))
+        .route("/v1/audit/verify", get(partition_request))
+        .route("/v1/audit/digest", get(partition_request))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -158,6 +161,70 @@ async fn plan_request(
         Ok(partition) => partition,
         Err(refusal) => return Problem(refusal).into_response(),
     };
+    dispatch(&node, partition, request, None).await
+}
+
+/// A partition route (`/v1/events`, `/v1/audit/verify`, `/v1/audit/digest`) with
+/// `?partition=P`: the single-node endpoint of that partition's log, run by its owner. Without
+/// the parameter there is no one log to answer from.
+async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("");
+    let mut partition = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("partition", value)) => partition = Some(value.to_string()),
+            _ => rest.push(pair),
+        }
+    }
+    let count = node.count.get();
+    let Some(raw) = partition else {
+        return Problem(Refusal::new(
+            501,
+            "not_in_cluster_mode",
+            format!(
+                "{} needs one partition's log on a cluster node: add ?partition=P (0 to {}); the tenant-wide feed across partitions is not served yet",
+                request.uri().path(),
+                count - 1
+            ),
+        ))
+        .into_response();
+    };
+    let partition = match raw.parse::<u32>() {
+        Ok(p) if p < count => p,
+        _ => {
+            return Problem(
+                Refusal::new(
+                    400,
+                    "invalid_query",
+                    format!(
+                        "partition={raw:?} is not a partition of this cluster: use 0 to {}",
+                        count - 1
+                    ),
+                )
+                .with_field("partition", format!("0 to {}", count - 1)),
+            )
+            .into_response();
+        }
+    };
+    // The partition's own router does not know the parameter.
+    let path = request.uri().path().to_string();
+    let local_uri = if rest.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    dispatch(&node, partition, request, Some(local_uri)).await
+}
+
+/// Runs `request` for `partition`: through the partition's router when it is served here
+/// (with `local_uri` instead of the request's URI when given), else forwarded to its owner.
+async fn dispatch(
+    node: &Arc<Node>,
+    partition: u32,
+    request: Request,
+    local_uri: Option<String>,
+) -> Response {
     let forwarded = request.headers().contains_key(HEADER_FORWARDED);
     let is_command = request.method() == Method::POST;
     let (mut parts, body) = request.into_parts();
@@ -176,7 +243,11 @@ async fn plan_request(
         }
         match node.locate(partition) {
             Located::Local(served) => {
-                let request = Request::from_parts(parts.clone(), Body::from(body.clone()));
+                let mut local = parts.clone();
+                if let Some(uri) = local_uri.as_deref().and_then(|u| u.parse().ok()) {
+                    local.uri = uri;
+                }
+                let request = Request::from_parts(local, Body::from(body.clone()));
                 let response = match served.router.clone().oneshot(request).await {
                     Ok(response) => response,
                     Err(never) => match never {},
@@ -184,7 +255,7 @@ async fn plan_request(
                 if response.status() == StatusCode::NOT_FOUND
                     && served.is_behind(&node.client).await
                 {
-                    return Problem(behind(&node, served).await).into_response();
+                    return Problem(behind(node, served).await).into_response();
                 }
                 return response;
             }
@@ -192,7 +263,7 @@ async fn plan_request(
                 return Problem(not_owner(partition)).into_response();
             }
             Located::Remote { route, .. } => {
-                match forward_http(&node, &route, &parts, body.clone(), is_command).await {
+                match forward_http(node, &route, &parts, body.clone(), is_command).await {
                     Forwarded::Answer(response) => return response,
                     Forwarded::NothingRan(refusal) => last = refusal,
                     Forwarded::Unknown(refusal) => return Problem(refusal).into_response(),
