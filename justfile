@@ -59,9 +59,10 @@ setup:
         "{{tools}}/bin/pip" install -q --disable-pip-version-check 'duckdb>=1.1,<2'
     fi
 
-# Build the binary (optimised; the one profile tests and benchmarks share). Always the whole
-# workspace: a subset of its packages resolves other features for bindgen's build
-# dependencies, which compiles RocksDB's C++ a second time (about half an hour on 2 cores).
+# Build the binaries, planledger and planledger-bench (optimised; the one profile tests and
+# benchmarks share). Always the whole workspace: a subset of its packages resolves other
+# features for bindgen's build dependencies, which compiles RocksDB's C++ a second time (about
+# half an hour on 2 cores).
 build: setup
     cargo build --release --workspace --bins
 
@@ -85,10 +86,11 @@ soak CYCLES="200": setup
     cargo build --release --workspace --bins
     PLANLEDGER_SOAK_CYCLES={{CYCLES}} cargo test --release --workspace --test it crash_loop -- --nocapture
 
-# Benchmarks: `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
+# Benchmarks, the `planledger-bench` binary (crates/bench; the product binary has none):
+# `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
 # `just bench history`, `just bench cluster`.
 bench WHAT="append" *ARGS: build
-    "$CARGO_TARGET_DIR/release/planledger" bench {{WHAT}} {{ARGS}}
+    "$CARGO_TARGET_DIR/release/planledger-bench" {{WHAT}} {{ARGS}}
 
 # Fuzz command JSON decoding (needs `cargo install cargo-fuzz`); runs for SECONDS.
 fuzz SECONDS="60":

@@ -8,16 +8,15 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use planledger_e2e::server::binary;
+use planledger_e2e::server::bench_binary;
 
 /// Longest a tiny bench may take before the test gives up on it.
 const BENCH_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Starts `planledger bench <args> --dir <scratch>` (`args` separated by spaces) with its
+/// Starts `planledger-bench <args> --dir <scratch>` (`args` separated by spaces) with its
 /// output going to `stdout` and `stderr`.
 fn spawn_bench(args: &str, scratch: &Path, stdout: Stdio, stderr: Stdio) -> Child {
-    Command::new(binary())
-        .arg("bench")
+    Command::new(bench_binary())
         .args(args.split_whitespace())
         .arg("--dir")
         .arg(scratch)
@@ -25,7 +24,7 @@ fn spawn_bench(args: &str, scratch: &Path, stdout: Stdio, stderr: Stdio) -> Chil
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
-        .expect("the planledger binary starts")
+        .expect("the planledger-bench binary starts")
 }
 
 /// Waits for `child` until [`BENCH_DEADLINE`] after `started`, then kills it and fails.
@@ -52,7 +51,7 @@ fn assert_left_nothing(scratch: &Path, what: &str) {
     assert!(left.is_empty(), "{what} left {left:?} behind");
 }
 
-/// Runs `planledger bench <args>` with `--dir` a fresh scratch directory and returns its
+/// Runs `planledger-bench <args>` with `--dir` a fresh scratch directory and returns its
 /// standard output, after checking it succeeded within [`BENCH_DEADLINE`] and removed
 /// everything it made under the scratch directory.
 fn bench(args: &str) -> String {

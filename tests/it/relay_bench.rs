@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::relay_support::{init_logs, within};
-use planledger_bus::{RelayBenchConfig, bench_relay};
+use planledger_bench::relay::{RelayBenchConfig, bench_relay};
 use planledger_e2e::nats::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,16 +12,32 @@ pub fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("PLANLEDGER_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("planledger")
+}
+
+/// Path of the `planledger-bench` binary (the benchmarks): `$PLANLEDGER_BENCH_BIN`, else next
+/// to the test's own target directory (`just test` builds it first). It starts `planledger`
+/// itself for `cluster` from next to it, or from `$PLANLEDGER_BIN`.
+pub fn bench_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("PLANLEDGER_BENCH_BIN") {
+        return PathBuf::from(path);
+    }
+    built_binary("planledger-bench")
+}
+
+/// The binary `name` of this workspace in the test's own target directory.
+fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // <target>/<profile>/deps/<test> -> <target>/<profile>/planledger
+    // <target>/<profile>/deps/<test> -> <target>/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in <target>/<profile>/deps");
-    let candidate = profile_dir.join("planledger");
+    let candidate = profile_dir.join(name);
     assert!(
         candidate.exists(),
-        "{} is missing: build it first with `cargo build --release -p planledger` (just test does)",
+        "{} is missing: build it first with `cargo build --release --workspace --bins` (just \
+         test does)",
         candidate.display()
     );
     candidate

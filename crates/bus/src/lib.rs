@@ -12,7 +12,8 @@
 //! - [`partition_log`]: cluster mode's log: [`JetStreamCommitter`], the store's committer over
 //!   one partition's JetStream stream `PLANLEDGER_P<nn>` (atomic batches, the fence).
 //! - [`cluster`]: `planledger cluster init`: the cluster's configuration and partition streams.
-//! - [`bench`]: the relay benchmark behind `planledger bench relay`.
+//! - `bench` (only with the `bench` feature, which only the `planledger-bench` crate enables):
+//!   what the relay benchmark needs of the relay's internals.
 //!
 //! What this crate must never do: make a command wait for NATS (the relay only reads the
 //! log, and commands only write it), write to the event log, or hold business rules: commands
@@ -20,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cluster;
 pub mod connection;
@@ -31,7 +33,6 @@ mod reader;
 pub mod relay;
 pub mod source;
 
-pub use bench::{RelayBenchConfig, RelayBenchReport, bench_relay};
 pub use cluster::{
     ClusterConfig, PartitionEntry, Provisioned, ServerDurability, provision, read_cluster_config,
 };

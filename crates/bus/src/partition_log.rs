@@ -282,7 +282,7 @@ pub enum AtomicBatchError {
 /// atomic batch whose first message expects the stream's last sequence to be `expected_last`,
 /// and waits for its acknowledgement: stored at exactly `expected_last + 1 ..`, or not at all.
 /// No timeout of its own (the caller bounds it). What [`JetStreamCommitter`] commits with, and
-/// what `planledger bench append --log-commit jetstream` measures as the raw ceiling.
+/// what `planledger-bench append --log-commit jetstream` measures as the raw ceiling.
 pub async fn publish_atomic_batch(
     client: &Client,
     replies: &mut BatchReplies,

@@ -37,13 +37,13 @@ use planledger_proto::subjects::{
 };
 use planledger_proto::v1::EventEnvelope;
 use planledger_proto::{EVENT_ENVELOPE_CONTENT_TYPE, Message as _};
-use planledger_store::{Envelope, EventStore, Position, StoreError};
+use planledger_store::{EventStore, Position, StoreError};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::BusError;
 use crate::connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
-use crate::envelope::{envelope_to_proto, header_position};
+use crate::envelope::header_position;
 use crate::reader::{LogReader, Prepared};
 
 /// Settings of the relay.
@@ -620,11 +620,6 @@ impl Backoff {
     fn reset(&mut self) {
         self.next = self.initial;
     }
-}
-
-/// The protobuf body and the subject/headers one envelope is published with.
-pub(crate) fn publish_for(envelope: &Envelope, subject_prefix: &str) -> (String, Publish) {
-    message_for(&envelope_to_proto(envelope), subject_prefix)
 }
 
 /// The subject and message (body and headers) of one wire envelope.

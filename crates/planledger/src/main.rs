@@ -2,15 +2,10 @@
 //!
 //! `serve` runs the API, the writer, the relay and the projectors; `token` mints JWTs; `verify`
 //! walks the hash chain; `export` writes the log to NDJSON or Parquet; `replay` rebuilds a read
-//! model or prints a plan as it stood; `bench` measures; `demo` seeds a sample plan and serves it;
-//! `cluster init` creates cluster mode's partition streams.
+//! model or prints a plan as it stood; `demo` seeds a sample plan and serves it; `cluster init`
+//! creates cluster mode's partition streams. The benchmarks are not here: they are the
+//! `planledger-bench` binary (crates/bench).
 
-mod bench;
-mod bench_cluster;
-mod bench_history;
-mod bench_http;
-mod bench_nodes;
-mod bench_projections;
 mod cluster;
 mod config;
 mod demo;
@@ -31,7 +26,7 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: the writer thread allocates envelopes that the
 /// request tasks free on other threads, which glibc's per-arena locks serialise (measured with
-/// `planledger bench append` and `bench http`, see docs/performance.md).
+/// `planledger-bench append` and `planledger-bench http`, see docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -61,11 +56,6 @@ enum Commands {
     Audit {
         #[command(subcommand)]
         command: verify::AuditCommand,
-    },
-    /// Measure throughput and latency (prints figures; never asserts them).
-    Bench {
-        #[command(subcommand)]
-        what: bench::BenchCommand,
     },
     /// Run one read model (progress, accountability, agility) as its own process, or
     /// quarantine an event it is stopped at (`projector quarantine`).
@@ -101,7 +91,6 @@ fn main() -> Result<()> {
             Commands::Token { command } => token::run(command),
             Commands::Verify(args) => verify::run(args),
             Commands::Audit { command } => verify::run_audit(command),
-            Commands::Bench { what } => bench::run(what).await,
             Commands::Projector(command) => projector::command(command).await,
             Commands::Replay(args) => replay::run(args).await,
             Commands::Export(args) => export::run(args),

@@ -124,7 +124,8 @@ impl<'a> AppendCfs<'a> {
 }
 
 /// Adds an event's `log` entry and its `streams` index entry to `batch`: what an append writes
-/// per event (the writer, and the bench's `PlainLog`, both write through here).
+/// per event (the writer, and the benchmarks' `PlainLog` through `bench::AppendKeys`, both write
+/// through here).
 pub(crate) fn put_event(
     cfs: &AppendCfs<'_>,
     batch: &mut WriteBatch,

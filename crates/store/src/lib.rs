@@ -13,6 +13,8 @@
 //! - a repeated command id appends nothing and returns the first result;
 //! - `hash = sha256(prev_hash || canonical envelope)`, so changing any stored byte is detected.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod commit;
 mod envelope;
 mod error;
@@ -31,8 +33,8 @@ pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
 pub use log::{
-    CommandLookup, EventStore, LogHealth, PlainLog, RawEntry, ReadDirection, SharedMemory,
-    StoreOptions, VerifyReport,
+    CommandLookup, EventStore, LogHealth, RawEntry, ReadDirection, SharedMemory, StoreOptions,
+    VerifyReport,
 };
 pub use partition::{MAX_PARTITIONS, Partition, PartitionCount};
 pub use reader::LogReader;

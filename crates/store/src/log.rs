@@ -953,7 +953,7 @@ impl EventStore {
 }
 
 /// Opens the log's RocksDB with its column families and their tuning (see ARCHITECTURE.md).
-fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> {
+pub(crate) fn open_database(path: &Path, options: &StoreOptions) -> Result<DB, StoreError> {
     let (db_options, descriptors) = database_options(options);
     Ok(DB::open_cf_descriptors(&db_options, path, descriptors)?)
 }
@@ -1031,7 +1031,7 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
     // A write only appends to the write-ahead log's buffer; the syncer's `FlushWAL(sync)` writes
     // the buffer to the file and then syncs it, so the write(2) of a batch happens on the syncer
     // thread while the writer renders the next batch (the writer writes it itself only when it
-    // fills or the file rotates). Synced writes (a lone append, `PlainLog`) still write and sync
+    // fills or the file rotates). Synced writes (a lone append, the bench's `PlainLog`) still write and sync
     // their own. Checkpoints flush the buffer themselves (no sync, as before); snapshots skip the
     // write-ahead log altogether (`put_snapshot`).
     db_options.set_manual_wal_flush(true);
@@ -1049,70 +1049,4 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
         })
         .collect();
     (db_options, descriptors)
-}
-
-/// The log's RocksDB, configured exactly as [`EventStore::open`] configures it, with none of the
-/// log's logic (no writer thread, checks, envelopes or hash chain). It exists to measure what
-/// RocksDB itself costs for the log's keys: `planledger bench append` compares against it.
-pub struct PlainLog {
-    db: DB,
-}
-
-impl PlainLog {
-    /// Opens (or creates) a database at `path`.
-    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
-        Ok(Self {
-            db: open_database(path.as_ref(), &options)?,
-        })
-    }
-
-    /// Writes one batch with `sync = true`: for each event its `log`, `streams` and `heads`
-    /// entries, the keys an append of one event writes.
-    pub fn write_synced(
-        &self,
-        events: &[(Position, &StreamId, Version, &[u8])],
-    ) -> Result<(), StoreError> {
-        let cfs = keys::AppendCfs::of(&self.db);
-        let mut batch = WriteBatch::default();
-        for (position, stream, version, bytes) in events {
-            keys::put_event(&cfs, &mut batch, *position, stream, *version, bytes);
-            keys::put_head(&cfs, &mut batch, stream, *version);
-        }
-        let mut write = rocksdb::WriteOptions::default();
-        write.set_sync(true);
-        Ok(self.db.write_opt(batch, &write)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_log_writes_the_keys_an_append_writes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let plain = PlainLog::open(dir.path(), StoreOptions::default()).expect("open");
-        let (a, b) = (
-            StreamId::new("t/a").expect("id"),
-            StreamId::new("t/b").expect("id"),
-        );
-        plain
-            .write_synced(&[
-                (Position(1), &a, Version(1), b"one".as_slice()),
-                (Position(2), &b, Version(1), b"two".as_slice()),
-                (Position(3), &a, Version(2), b"three".as_slice()),
-            ])
-            .expect("write");
-        let db = &plain.db;
-        let get = |family: &str, key: &[u8]| {
-            db.get_cf(cf(db, family), key)
-                .expect("read")
-                .expect("present")
-        };
-        assert_eq!(get(CF_LOG, &keys::log_key(Position(3))), b"three");
-        let indexed = get(CF_STREAMS, &keys::stream_version_key(&a, Version(2)));
-        assert_eq!(keys::decode_u64(&indexed), Some(3));
-        assert_eq!(keys::decode_u64(&get(CF_HEADS, b"t/a")), Some(2));
-        assert_eq!(keys::decode_u64(&get(CF_HEADS, b"t/b")), Some(1));
-    }
 }

@@ -1,4 +1,4 @@
-//! `planledger bench history`: as-of query latency on one large plan in a large log, and export
+//! `planledger-bench history`: as-of query latency on one large plan in a large log, and export
 //! throughput (NDJSON and Parquet) next to the raw read rate of the `log` column family,
 //! measured in the same run.
 //!
@@ -24,10 +24,10 @@ use planledger_store::{
     EventStore, LogReader, Position, StoreError, StoreOptions, StreamId, Version,
 };
 
-use crate::bench::{ScratchDir, ms, summarize};
-use crate::bench_projections::{
+use crate::projections::{
     GOALS, SETUP, append_interleaved, bar, day, event, goal, instant, new_event, request, step,
 };
+use crate::{ScratchDir, ms, summarize};
 
 /// Flags of `bench history`.
 #[derive(clap::Args, Debug)]
@@ -152,7 +152,7 @@ pub async fn run(args: HistoryArgs) -> Result<()> {
     let total = plan_events + small_plans * SMALL_PLAN_EVENTS;
     println!(
         "bench history: a log of {total} events, one plan of {plan_events} and {small_plans} of {SMALL_PLAN_EVENTS}, {} CPU cores",
-        crate::bench::cores()
+        crate::cores()
     );
     let log_dir = base.join("log");
     let store = EventStore::open(&log_dir, StoreOptions::default())

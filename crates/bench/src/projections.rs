@@ -1,4 +1,4 @@
-//! `planledger bench projections`: how fast a read model is rebuilt from a log of a million
+//! `planledger-bench projections`: how fast a read model is rebuilt from a log of a million
 //! events, and how far the embedded projectors trail the log while commands keep arriving.
 //!
 //! The log is generated with well-formed domain events (plans with goals, KPIs, steps, roles, a
@@ -30,7 +30,7 @@ use planledger_store::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{ScratchDir, ms, summarize};
+use crate::{ScratchDir, ms, summarize};
 
 /// Flags of `bench projections`.
 #[derive(clap::Args, Debug)]
@@ -429,7 +429,7 @@ pub async fn run(args: ProjectionsArgs) -> Result<()> {
     let base = ScratchDir::new(args.dir.as_deref())?;
     let plans = args.plans.max(1);
     let per_plan = args.events.div_ceil(plans).max(SETUP + 1);
-    let cores = crate::bench::cores();
+    let cores = crate::cores();
     println!(
         "bench projections: {} events over {plans} plans ({per_plan} per plan), {cores} CPU cores",
         plans * per_plan

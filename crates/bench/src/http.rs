@@ -1,4 +1,4 @@
-//! `planledger bench http`: RecordCheckIn commands/s and latency through the real router,
+//! `planledger-bench http`: RecordCheckIn commands/s and latency through the real router,
 //! next to a trivial axum JSON handler and a durable echo (the trivial handler plus one append
 //! to the log) measured with the same client in the same run.
 
@@ -17,7 +17,7 @@ use serde_json::json;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{HttpArgs, Latency, ScratchDir, ms, summarize};
+use crate::{HttpArgs, Latency, ScratchDir, ms, summarize};
 
 struct Measured {
     requests: u64,
@@ -122,8 +122,8 @@ where
     let make = Arc::new(make);
     let issued = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let progress = crate::bench::CountedProgress::start(total, label);
-    let cpu_before = crate::bench::process_cpu();
+    let progress = crate::CountedProgress::start(total, label);
+    let cpu_before = crate::process_cpu();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
@@ -164,7 +164,7 @@ where
         latencies.extend(task.await.context("load task")?);
     }
     let elapsed = started.elapsed();
-    let cpu = crate::bench::process_cpu().saturating_sub(cpu_before);
+    let cpu = crate::process_cpu().saturating_sub(cpu_before);
     progress.finish();
     Ok(Measured {
         requests: total,
@@ -200,7 +200,7 @@ pub async fn run(args: HttpArgs) -> Result<()> {
     // (its default filter, or `RUST_LOG`) writing plain text, and its Prometheus recorder. Both
     // are installed in every `serve`, and every command's spans and metrics cost their share.
     // (`serve`'s embedded projectors are not: they are a choice of deployment.)
-    crate::init_tracing_with(crate::config::LogFormat::Pretty, false);
+    crate::init_tracing();
     let _ = crate::install_metrics();
     let dir = ScratchDir::new(args.dir.as_deref())?;
     let mut servers = Servers::default();
@@ -308,7 +308,7 @@ async fn measure(args: &HttpArgs, dir: &ScratchDir, servers: &mut Servers) -> Re
     .await?;
     let api_log = LogShare::between(&before, &app.store.writer_stats());
 
-    let cores = crate::bench::cores();
+    let cores = crate::cores();
     println!(
         "bench http: concurrency {}, {} requests each, {} CPU cores",
         args.concurrency, args.requests, cores

@@ -1,4 +1,4 @@
-//! `planledger bench cluster`: commands through the HTTP door of 1, 2 and 3 writer nodes
+//! `planledger-bench cluster`: commands through the HTTP door of 1, 2 and 3 writer nodes
 //! (`serve --log-commit jetstream --node-id`) on a private 3-server JetStream cluster on
 //! loopback, with each process's CPU use; the routing overhead (a command sent to a node that
 //! does not own the plan's partition vs one sent to its owner); and the failover time (SIGKILL
@@ -6,6 +6,9 @@
 //!
 //! Everything runs on this machine: the NATS servers, the nodes and the load generator share
 //! its cores, which is why the CPU figures are printed beside the throughput.
+//!
+//! The nodes are the `planledger` binary: `$PLANLEDGER_BIN` if set, else the `planledger` next
+//! to this binary (`cargo build --release --workspace --bins` builds both).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,8 +21,8 @@ use planledger_app::{Authenticator, Role};
 use planledger_store::{PartitionCount, StreamId};
 use serde_json::json;
 
-use crate::bench::{ScratchDir, progress_bar};
-use crate::bench_cluster::PrivateCluster;
+use crate::cluster::PrivateCluster;
+use crate::{ScratchDir, progress_bar};
 
 /// Flags of `bench cluster`.
 #[derive(clap::Args, Debug)]
@@ -88,11 +91,28 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// The `planledger` binary the nodes run: `$PLANLEDGER_BIN`, else the one next to this binary.
+fn planledger_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PLANLEDGER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let binary = std::env::current_exe()
+        .context("locating the bench binary")?
+        .with_file_name("planledger");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --release --workspace --bins`, or set \
+         PLANLEDGER_BIN to the planledger binary",
+        binary.display()
+    );
+    Ok(binary)
+}
+
 fn start_node(nats: &str, key: &Path, dir: &Path, id: &str) -> Result<Node> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let log = std::fs::File::create(dir.join("serve.log"))?;
-    let child = Command::new(std::env::current_exe().context("locating the binary")?)
+    let child = Command::new(planledger_binary()?)
         .args([
             "serve",
             "--log-commit",

@@ -1,5 +1,27 @@
-//! `planledger bench`: throughput and latency figures, printed next to a ceiling measured in
+//! `planledger-bench`: throughput and latency figures, printed next to a ceiling measured in
 //! the same run. Benchmarks print; they never assert times.
+//!
+//! The benchmarks live here, outside the product crates: the `planledger` binary and the
+//! library crates carry no benchmark code. What a benchmark needs of the event log's internals
+//! (the log's RocksDB options and key encoding, for [`plain_log::PlainLog`]) and of the relay
+//! (the publish a relay would make, for the relay benchmark's raw ceiling) is exposed by
+//! `planledger-store` and `planledger-bus` behind their `bench` feature, which only this crate
+//! enables.
+//!
+//! - this module: the commands, `append` (group commit vs raw synced RocksDB batches) and the
+//!   helpers the benchmarks share (scratch directories, progress bars, latency summaries);
+//! - [`cluster`]: `append --log-commit jetstream` and a private 3-server nats cluster;
+//! - [`http`], [`projections`], [`history`], [`nodes`] (`cluster`): one benchmark each;
+//! - [`relay`]: the relay benchmark behind `relay`;
+//! - [`plain_log`]: the log's RocksDB with none of the log's logic, the append bench's ceiling.
+
+pub mod cluster;
+pub mod history;
+pub mod http;
+pub mod nodes;
+pub mod plain_log;
+pub mod projections;
+pub mod relay;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +34,16 @@ use planledger_store::{
     NewEvent, Position, StoreOptions, StreamId, Version,
 };
 
-use crate::config::LogCommit;
+/// How an append becomes durable (the values of `serve --log-commit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogCommit {
+    /// One node: the local write-ahead log is fsynced before an answer (the default).
+    #[default]
+    Local,
+    /// Cluster mode: each append is committed to the partition's JetStream stream (the truth)
+    /// before it is applied to the local log (a cache) and answered.
+    Jetstream,
+}
 
 /// What to measure.
 #[derive(clap::Subcommand, Debug)]
@@ -25,13 +56,13 @@ pub enum BenchCommand {
     /// Relay throughput vs raw JetStream async publishes, and relay lag at a steady rate.
     Relay(RelayArgs),
     /// Read-model rebuild events/s from a log of 1,000,000+ events, and live lag under load.
-    Projections(crate::bench_projections::ProjectionsArgs),
+    Projections(crate::projections::ProjectionsArgs),
     /// As-of query latency on a plan of 100,000 events in a log of 1,000,000, and export
     /// throughput (NDJSON, Parquet) vs the raw read rate of the log column family.
-    History(crate::bench_history::HistoryArgs),
+    History(crate::history::HistoryArgs),
     /// Cluster mode: commands/s through the HTTP door of 1, 2 and 3 writer nodes (with each
     /// process's CPU), the routing overhead of a forwarded command, and the failover time.
-    Cluster(crate::bench_nodes::NodesArgs),
+    Cluster(crate::nodes::NodesArgs),
 }
 
 /// Flags of `bench relay`.
@@ -100,11 +131,11 @@ pub async fn run(what: BenchCommand) -> Result<()> {
     let bench = async move {
         match what {
             BenchCommand::Append(args) => append(args).await,
-            BenchCommand::Http(args) => crate::bench_http::run(args).await,
-            BenchCommand::Relay(args) => relay(args).await,
-            BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
-            BenchCommand::History(args) => crate::bench_history::run(args).await,
-            BenchCommand::Cluster(args) => crate::bench_nodes::run(args).await,
+            BenchCommand::Http(args) => crate::http::run(args).await,
+            BenchCommand::Relay(args) => run_relay(args).await,
+            BenchCommand::Projections(args) => crate::projections::run(args).await,
+            BenchCommand::History(args) => crate::history::run(args).await,
+            BenchCommand::Cluster(args) => crate::nodes::run(args).await,
         }
     };
     // Ctrl-C is polled first, so its handler is in place before the benchmark makes anything.
@@ -355,7 +386,7 @@ async fn run_appends(
         .map(|b| b.len())
         .unwrap_or(payload_bytes);
     let committed = if external {
-        let events = crate::bench_cluster::committed_events(&store)?;
+        let events = crate::cluster::committed_events(&store)?;
         // Closing the log joins its threads, whose committer blocks on this runtime.
         tokio::task::spawn_blocking(move || drop(store)).await?;
         events
@@ -440,7 +471,7 @@ fn raw_log_layout(
     value_bytes: usize,
     streams: usize,
 ) -> Result<f64> {
-    let db = planledger_store::PlainLog::open(dir, StoreOptions::default())?;
+    let db = plain_log::PlainLog::open(dir, StoreOptions::default())?;
     let ids = (0..streams.max(1))
         .map(|task| StreamId::new(format!("bench/plan-{task}")))
         .collect::<Result<Vec<_>, _>>()?;
@@ -617,10 +648,10 @@ async fn append_cluster(args: AppendArgs) -> Result<()> {
         args.payload_bytes,
         cores()
     );
-    let cluster = crate::bench_cluster::PrivateCluster::start().await?;
+    let cluster = crate::cluster::PrivateCluster::start().await?;
     let streams = u32::try_from(args.concurrency.len() * rounds * 2)
         .context("too many concurrency levels and rounds")?;
-    let (client, names) = crate::bench_cluster::provision(&cluster, streams).await?;
+    let (client, names) = crate::cluster::provision(&cluster, streams).await?;
     println!(
         "{:>11} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>9} {:>9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>8}",
         "concurrency",
@@ -675,7 +706,7 @@ async fn append_cluster(args: AppendArgs) -> Result<()> {
             .await?;
             let commits: u64 = run.sync_sizes.iter().map(|(_, c)| c).sum();
             let raw_batch = ((run.events as f64 / commits.max(1) as f64).round() as usize).max(1);
-            let (raw_events, raw_elapsed, mut raw_latencies) = crate::bench_cluster::raw_batches(
+            let (raw_events, raw_elapsed, mut raw_latencies) = crate::cluster::raw_batches(
                 &client,
                 partition + 1,
                 &names[log_index + 1],
@@ -809,7 +840,7 @@ fn start_private_nats() -> Result<(String, PrivateNats)> {
     Ok((format!("nats://127.0.0.1:{port}"), guard))
 }
 
-async fn relay(args: RelayArgs) -> Result<()> {
+async fn run_relay(args: RelayArgs) -> Result<()> {
     let (url, _guard) = match args.nats {
         Some(url) => (url, None),
         None => {
@@ -822,14 +853,49 @@ async fn relay(args: RelayArgs) -> Result<()> {
         "bench relay: {} events, steady rate {}/s, NATS at {url}",
         args.events, args.steady_rate
     );
-    let report = planledger_bus::bench_relay(planledger_bus::RelayBenchConfig {
+    let report = relay::bench_relay(relay::RelayBenchConfig {
         nats_url: url,
         data_dir: dir.join("logs"),
         events: args.events,
         steady_rate: args.steady_rate,
-        ..planledger_bus::RelayBenchConfig::default()
+        ..relay::RelayBenchConfig::default()
     })
     .await;
     println!("{}", report?);
     Ok(())
+}
+
+/// How often the metrics recorder's histogram samples are drained when nobody scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Installs a Prometheus recorder as `serve` installs it, drained every 5 s as there (the
+/// samples would pile up otherwise): the HTTP bench's commands pay for their metrics as the
+/// service's do. Call it from inside the runtime.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Sets up `tracing` output as `serve`'s pretty format does, without colour: filtered by
+/// `RUST_LOG` (default `info,tower_http=info`), to standard error.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,4 +1,4 @@
-//! `planledger bench append --log-commit jetstream`: appends in cluster mode (each commit an
+//! `planledger-bench append --log-commit jetstream`: appends in cluster mode (each commit an
 //! atomic batch on an R3 partition stream) vs the raw ceiling of the same batches published
 //! straight to a stream of the same configuration, with the local-mode figure beside them.
 //!
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use async_nats::Client;
 use planledger_store::{CommitEvent, Envelope, PartitionCount};
 
-use crate::bench::{ScratchDir, progress_bar};
+use crate::{ScratchDir, progress_bar};
 
 /// The shipped member configurations, as they are checked in.
 const SHIPPED: [(&str, &str); 3] = [
