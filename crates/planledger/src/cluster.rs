@@ -256,11 +256,21 @@ fn verify_stream(
 }
 
 /// Checks that the cache in `path` is a prefix of `stream`, event by event (blocking).
-fn verify_cache(path: &std::path::Path, stream: &VerifiedStream) -> Result<u64> {
+/// A running node's cache may have grown past what was read of the stream: `stream_last` asks
+/// the stream's last position again before calling the cache ahead of it.
+fn verify_cache(
+    path: &std::path::Path,
+    stream: &VerifiedStream,
+    stream_last: impl Fn() -> u64,
+) -> Result<u64> {
     use planledger_store::{LogReader, Position, StoreOptions};
     let reader = LogReader::open(path, &StoreOptions::default())
         .with_context(|| format!("opening the cache {}", path.display()))?;
-    let last = reader.last_position().get();
+    let mut last = reader.last_position().get();
+    if last > stream.hashes.len() as u64 && stream_last() >= last {
+        // Appended since the stream was read: check what was read.
+        last = stream.hashes.len() as u64;
+    }
     if last > stream.hashes.len() as u64 {
         bail!(
             "the cache {} ends at position {last}, past its stream's end at {}: the stream lost events the cache has (stream_behind)",
@@ -274,7 +284,7 @@ fn verify_cache(path: &std::path::Path, stream: &VerifiedStream) -> Result<u64> 
         if page.is_empty() {
             bail!("the cache {} has a gap at position {from}", path.display());
         }
-        for event in page {
+        for event in page.into_iter().take_while(|e| e.position.get() <= last) {
             let at = event.position.get();
             if at != from || stream.hashes[(at - 1) as usize] != event.hash {
                 bail!(
@@ -333,7 +343,11 @@ async fn verify(args: VerifyArgs) -> Result<()> {
             let stream = stream?;
             let mut lines = Vec::new();
             for cache in &caches {
-                let line = match verify_cache(cache, &stream) {
+                let stream_last = || {
+                    planledger_store::Committer::last_position(&committer)
+                        .map_or(u64::MAX, |p| p.get())
+                };
+                let line = match verify_cache(cache, &stream, stream_last) {
                     Ok(position) => format!(
                         "  cache {}: a prefix of the stream (to position {position})",
                         cache.display()
@@ -530,12 +544,13 @@ mod verify_tests {
         // The stream holds the cache and one event more: a prefix.
         let mut longer = hashes.clone();
         longer.push("f".repeat(64));
-        let at = verify_cache(&path, &VerifiedStream { hashes: longer }).expect("a prefix");
+        let at = verify_cache(&path, &VerifiedStream { hashes: longer }, || 4).expect("a prefix");
         assert_eq!(at, 3);
         // Another history at position 2: diverged.
         let mut other = hashes.clone();
         other[1] = "0".repeat(64);
-        let error = verify_cache(&path, &VerifiedStream { hashes: other }).expect_err("diverged");
+        let error =
+            verify_cache(&path, &VerifiedStream { hashes: other }, || 3).expect_err("diverged");
         assert!(error.to_string().contains("position 2"), "{error}");
         // A stream shorter than the cache lost events: stream_behind.
         let error = verify_cache(
@@ -543,8 +558,19 @@ mod verify_tests {
             &VerifiedStream {
                 hashes: hashes[..2].to_vec(),
             },
+            || 2,
         )
         .expect_err("behind");
+        // A cache that grew after the stream was read (the stream has it now): checked to there.
+        let at = verify_cache(
+            &path,
+            &VerifiedStream {
+                hashes: hashes[..2].to_vec(),
+            },
+            || 3,
+        )
+        .expect("grown since");
+        assert_eq!(at, 2);
         assert!(error.to_string().contains("stream_behind"), "{error}");
     }
 }

@@ -21,6 +21,14 @@ pub(super) async fn watch_loop(node: Arc<Node>) {
     loop {
         match node.owners.watch().await {
             Ok(changes) => {
+                // The watch starts with every current value: forget what an earlier watch left
+                // (an expiry marker missed while it was down would leave a dead holder forever).
+                {
+                    let mut table = node.table();
+                    table.holders.clear();
+                    table.live.clear();
+                    table.live.insert(node.instance_id.clone());
+                }
                 let mut changes = std::pin::pin!(changes);
                 loop {
                     let change = tokio::select! {
@@ -124,13 +132,19 @@ async fn renew_all(node: &Arc<Node>) {
             })
             .collect()
     };
-    for (partition, lease, revision, acked_at) in held {
-        let sent = Instant::now();
-        let renewed = tokio::time::timeout(
-            node.ttl / 3,
-            node.owners.renew(partition, &lease, revision, node.ttl),
-        )
-        .await;
+    // All at once: one slow or refused renewal must not delay the others.
+    let renewals = held
+        .into_iter()
+        .map(|(partition, lease, revision, acked_at)| async move {
+            let sent = Instant::now();
+            let renewed = tokio::time::timeout(
+                node.ttl / 3,
+                node.owners.renew(partition, &lease, revision, node.ttl),
+            )
+            .await;
+            (partition, acked_at, sent, renewed)
+        });
+    for (partition, acked_at, sent, renewed) in futures::future::join_all(renewals).await {
         match renewed {
             Ok(Ok(Renewal::Renewed(revision))) => {
                 let mut table = node.table();
@@ -181,7 +195,9 @@ async fn give_up(node: &Arc<Node>, partition: u32, reason: &'static str, detail:
         metrics::counter!("planledger_partition_ownership_changes_total", "change" => reason)
             .increment(1);
         if let Some(served) = session.served {
-            partition::close(served, node.drain_wait()).await;
+            // In the background: the lease loop must keep renewing the other partitions.
+            let wait = node.drain_wait();
+            tokio::spawn(partition::close(served, wait));
         }
     }
 }
@@ -210,12 +226,10 @@ async fn hand_back(node: &Arc<Node>, partition: u32) {
     }
 }
 
-/// At shutdown: every partition is drained and its lease given back.
+/// At shutdown: every partition is drained and its lease given back (all at once).
 pub(super) async fn release_all(node: &Arc<Node>) {
     let partitions: Vec<u32> = node.table().sessions.keys().copied().collect();
-    for partition in partitions {
-        hand_back(node, partition).await;
-    }
+    futures::future::join_all(partitions.into_iter().map(|p| hand_back(node, p))).await;
     if let Err(error) = node.owners.withdraw(&node.instance_id).await {
         tracing::debug!(%error, "withdrawing the node's announcement");
     }
@@ -224,6 +238,9 @@ pub(super) async fn release_all(node: &Arc<Node>) {
 /// Takes free partitions while under the fair share; hands one back when over it while another
 /// live node is under its floor.
 async fn rebalance(node: &Arc<Node>) {
+    if node.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let count = node.count.get();
     let (mine, free, long_free, owned_by, live) = {
         let mut table = node.table();
@@ -285,7 +302,8 @@ async fn rebalance(node: &Arc<Node>) {
     if mine > low && starving && most_loaded.as_deref() == Some(node.instance_id.as_str()) {
         let last = node.table().sessions.keys().next_back().copied();
         if let Some(partition) = last {
-            hand_back(node, partition).await;
+            let node = node.clone();
+            tokio::spawn(async move { hand_back(&node, partition).await });
         }
     }
 }

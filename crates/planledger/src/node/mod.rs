@@ -96,6 +96,8 @@ pub(crate) struct Node {
     shutdown: CancellationToken,
     /// The node's HTTP router, which forwarded HTTP requests are run through.
     router: OnceLock<Router>,
+    /// Set once the node is stopping: it takes no partitions any more.
+    draining: std::sync::atomic::AtomicBool,
     prometheus: PrometheusHandle,
 }
 
@@ -305,6 +307,7 @@ pub async fn run(config: Config, prometheus: PrometheusHandle) -> Result<()> {
         table: Mutex::new(Table::default()),
         shutdown: shutdown.clone(),
         router: OnceLock::new(),
+        draining: std::sync::atomic::AtomicBool::new(false),
         prometheus,
     });
     let router = route::http_router(node.clone());
@@ -331,9 +334,16 @@ pub async fn run(config: Config, prometheus: PrometheusHandle) -> Result<()> {
         max_connections: config.http_max_connections,
     };
     let signal = shutdown.clone();
+    let stopping = node.clone();
     planledger_api::serve(listener, router, limits, async move {
         crate::serve::wait_for_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests, then giving the leases back");
+        // Hand the partitions over first, while renewals and forwarding still run, so other
+        // nodes take them at once; then stop the listeners.
+        tracing::info!("shutting down: draining and giving the leases back");
+        stopping
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        leases::release_all(&stopping).await;
         signal.cancel();
     })
     .await;

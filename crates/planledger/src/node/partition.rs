@@ -25,18 +25,30 @@ pub(crate) struct Served {
 }
 
 impl Served {
-    /// Whether the cache is behind its partition stream (the stream's last position is past
-    /// the cache's): only asked when the cache answered that something does not exist.
-    pub(crate) async fn is_behind(&self, client: &async_nats::Client) -> bool {
+    /// Whether the cache is behind its partition stream: only asked when the cache answered
+    /// that something does not exist. The stream runs ahead of the cache by the commits this
+    /// node has had acknowledged and not applied yet, so the cache is given a moment to reach
+    /// the stream's last position first. `Err` when the stream cannot be asked (then nobody can
+    /// tell, and "does not exist" must not be answered).
+    pub(crate) async fn is_behind(&self, client: &async_nats::Client) -> Result<bool, String> {
         let context = async_nats::jetstream::new(client.clone());
         let name = planledger_proto::subjects::partition_stream_name(self.partition);
-        match context.get_stream(&name).await {
+        let last = match context.get_stream(&name).await {
             Ok(mut stream) => match stream.info().await {
-                Ok(info) => info.state.last_sequence > self.store.last_position().get(),
-                Err(_) => false,
+                Ok(info) => info.state.last_sequence,
+                Err(error) => return Err(error.to_string()),
             },
-            Err(_) => false,
+            Err(error) => return Err(error.to_string()),
+        };
+        if last <= self.store.last_position().get() {
+            return Ok(false);
         }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.store.wait_applied(planledger_store::Position(last)),
+        )
+        .await;
+        Ok(last > self.store.last_position().get())
     }
 
     /// The partition's state for `/readyz` and metrics.

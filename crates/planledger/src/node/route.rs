@@ -52,6 +52,10 @@ const COMMAND_QUEUE_GROUP: &str = "planledger-nodes";
 /// How many times a request is sent again after an answer that proves nothing ran.
 const FORWARD_ATTEMPTS: usize = 4;
 
+/// Marks an HTTP request another node forwarded here.
+#[derive(Clone, Copy, Debug)]
+struct ForwardedMark;
+
 /// The node's HTTP router.
 pub(super) fn http_router(node: Arc<Node>) -> Router {
     Router::new()
@@ -178,6 +182,19 @@ async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> R
         }
     }
     let count = node.count.get();
+    let live = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if live {
+        return Problem(Refusal::new(
+            501,
+            "not_in_cluster_mode",
+            "the live feed (text/event-stream) is not served by cluster nodes yet: page through /v1/events?partition=P&from_position=N instead",
+        ))
+        .into_response();
+    }
     let Some(raw) = partition else {
         return Problem(Refusal::new(
             501,
@@ -225,7 +242,8 @@ async fn dispatch(
     request: Request,
     local_uri: Option<String>,
 ) -> Response {
-    let forwarded = request.headers().contains_key(HEADER_FORWARDED);
+    // Set only by `run_forwarded_http` (a request extension, which a client cannot send).
+    let forwarded = request.extensions().get::<ForwardedMark>().is_some();
     let is_command = request.method() == Method::POST;
     let (mut parts, body) = request.into_parts();
     // The outer router's path parameters must not reach the partition's router.
@@ -252,10 +270,17 @@ async fn dispatch(
                     Ok(response) => response,
                     Err(never) => match never {},
                 };
-                if response.status() == StatusCode::NOT_FOUND
-                    && served.is_behind(&node.client).await
-                {
-                    return Problem(behind(node, served).await).into_response();
+                if response.status() == StatusCode::NOT_FOUND {
+                    match served.is_behind(&node.client).await {
+                        Ok(false) => {}
+                        Ok(true) => return Problem(behind(node, served).await).into_response(),
+                        Err(error) => {
+                            return Problem(unavailable(format!(
+                                "partition {partition}'s stream cannot be asked whether this node's cache is current ({error}); retry"
+                            )))
+                            .into_response();
+                        }
+                    }
                 }
                 return response;
             }
@@ -324,7 +349,7 @@ fn no_answer(partition_route: &str, is_command: bool, timeout: Duration) -> Refu
 
 /// How long a forwarded request may take: a commit's own bound plus a second.
 fn forward_timeout(node: &Node) -> Duration {
-    node.commit_timeout + Duration::from_secs(1)
+    (node.commit_timeout + Duration::from_secs(1)).max(node.api.request_timeout)
 }
 
 async fn forward_http(
@@ -336,7 +361,16 @@ async fn forward_http(
 ) -> Forwarded<Response> {
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
-        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::CONNECTION {
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::TE
+            || name == header::UPGRADE
+            || name.as_str().starts_with("planledger-http-")
+            || name.as_str() == "planledger-forwarded"
+            || name.as_str() == "planledger-not-owner"
+        {
             continue;
         }
         let (Ok(name), Ok(value)) = (
@@ -387,6 +421,8 @@ async fn forward_http(
         }
     };
     let mut response = Response::new(Body::from(message.payload));
+    // An answer without a status is not an owner's answer.
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
     let mut refused_not_owner = false;
     if let Some(headers) = &message.headers {
         for (name, values) in headers.iter() {
@@ -509,7 +545,7 @@ async fn run_forwarded_http(
             }
         }
     }
-    builder = builder.header(HEADER_FORWARDED, "1");
+    builder = builder.extension(ForwardedMark);
     let response = match builder.method(method).uri(uri).body(Body::from(payload)) {
         Ok(request) => match node.router.get() {
             Some(router) => match router.clone().oneshot(request).await {
@@ -532,7 +568,9 @@ async fn run_forwarded_http(
     let mut out = HeaderMap::new();
     out.insert(HEADER_STATUS, parts.status.as_u16().to_string().as_str());
     let refused_not_owner = parts.status == StatusCode::SERVICE_UNAVAILABLE
-        && body.windows(b"not_owner".len()).any(|w| w == b"not_owner");
+        && body
+            .windows(b"\"code\":\"not_owner\"".len())
+            .any(|w| w == b"\"code\":\"not_owner\"");
     if refused_not_owner {
         out.insert("Planledger-Not-Owner", "1");
     }
@@ -582,10 +620,22 @@ async fn run_command_here(
             Located::Local(served) => {
                 let reply = served.ingress.handle(subject, headers, payload).await;
                 let not_found = matches!(&reply.outcome, Some(command_reply::Outcome::Problem(p)) if p.status == 404);
-                if not_found && served.is_behind(&node.client).await {
-                    return planledger_bus::reply_message(&refusal_reply(
-                        behind(node, served).await,
-                    ));
+                if not_found {
+                    match served.is_behind(&node.client).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            return planledger_bus::reply_message(&refusal_reply(
+                                behind(node, served).await,
+                            ));
+                        }
+                        Err(error) => {
+                            return planledger_bus::reply_message(&refusal_reply(unavailable(
+                                format!(
+                                    "partition {partition}'s stream cannot be asked whether this node's cache is current ({error}); retry"
+                                ),
+                            )));
+                        }
+                    }
                 }
                 return planledger_bus::reply_message(&reply);
             }
