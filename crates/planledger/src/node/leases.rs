@@ -81,6 +81,7 @@ pub(super) async fn lease_loop(node: Arc<Node>) {
         announce(&node).await;
         renew_all(&node).await;
         rebalance(&node).await;
+        catch_up_stale(&node).await;
         export_metrics(&node);
         // A little jitter so that nodes started together do not race for the same partitions.
         let jitter = Duration::from_millis(rand::random_range(0..=tick.as_millis() as u64 / 4));
@@ -170,6 +171,30 @@ async fn renew_all(node: &Arc<Node>) {
                 tracing::warn!(partition, "renewing a lease timed out");
                 expire_if_late(node, partition, acked_at).await;
             }
+        }
+    }
+}
+
+/// Reopens every served partition whose cache has fallen behind its stream without a refused
+/// commit to say so: a deposed owner's last commit that landed after this node caught up at
+/// takeover. Checked every tick, so such a cache serves reads that lag by those events for at
+/// most about a third of the TTL (plus the second the check gives the cache to apply its own
+/// acknowledged commits).
+async fn catch_up_stale(node: &Arc<Node>) {
+    let served: Vec<Arc<Served>> = node
+        .table()
+        .sessions
+        .values()
+        .filter_map(|session| session.served.clone())
+        .collect();
+    let checks = served.into_iter().map(|served| async move {
+        let behind = matches!(served.is_behind(&node.client).await, Ok(true));
+        (served.partition, behind)
+    });
+    for (partition, behind) in futures::future::join_all(checks).await {
+        if behind {
+            metrics::counter!("planledger_partition_stale_caught_total").increment(1);
+            reopen(node, partition).await;
         }
     }
 }
@@ -389,9 +414,10 @@ pub(super) async fn reopen(node: &Arc<Node>, partition: u32) {
         "the partition's cache is behind its stream; opening it again"
     );
     metrics::counter!("planledger_partition_reopened_total").increment(1);
-    partition::close(served, node.drain_wait()).await;
     let node = node.clone();
+    // In the background: the lease loop must keep renewing while the cache closes and reopens.
     tokio::spawn(async move {
+        partition::close(served, node.drain_wait()).await;
         match partition::open(&node, partition).await {
             Ok(served) => install(&node, partition, revision, served).await,
             Err(error) => {
