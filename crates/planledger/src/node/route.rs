@@ -49,6 +49,8 @@ const HEADER_URI: &str = "Planledger-Http-Uri";
 const HEADER_STATUS: &str = "Planledger-Http-Status";
 /// The NATS queue group every node serves public commands in.
 const COMMAND_QUEUE_GROUP: &str = "planledger-nodes";
+/// Room left in a NATS message for the headers of a forwarded request or answer.
+const NATS_HEADROOM: usize = 16 * 1024;
 /// How many times a request is sent again after an answer that proves nothing ran.
 const FORWARD_ATTEMPTS: usize = 4;
 
@@ -390,6 +392,21 @@ async fn forward_http(
         parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
     );
     headers.insert(HEADER_FORWARDED, node.instance_id.as_str());
+    let max_payload = node.client.server_info().max_payload;
+    if body.len() + NATS_HEADROOM > max_payload {
+        // Refused before anything is sent: nothing ran.
+        return Forwarded::Answer(
+            Problem(Refusal::new(
+                413,
+                "body_too_large",
+                format!(
+                    "the body ({} bytes) is larger than a forwarded request can carry (the NATS server's max_payload is {max_payload} bytes); send it to the node that owns the plan's partition (`planledger cluster status`), or raise max_payload",
+                    body.len()
+                ),
+            ))
+            .into_response(),
+        );
+    }
     let timeout = forward_timeout(node);
     let started = std::time::Instant::now();
     let answer = node
@@ -565,6 +582,26 @@ async fn run_forwarded_http(
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
+    let max_payload = node.client.server_info().max_payload;
+    let (parts, body) = if body.len() + NATS_HEADROOM > max_payload {
+        // The answer cannot travel back over NATS: say so rather than leave the caller to time
+        // out.
+        let refusal = Refusal::new(
+            413,
+            "answer_too_large",
+            format!(
+                "the answer ({} bytes) is larger than a forwarded answer can carry (the NATS server's max_payload is {max_payload} bytes); ask for less (a smaller limit), or send the request to the node that owns the plan's partition",
+                body.len()
+            ),
+        );
+        let (parts, body) = Problem(refusal).into_response().into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        (parts, body)
+    } else {
+        (parts, body)
+    };
     let mut out = HeaderMap::new();
     out.insert(HEADER_STATUS, parts.status.as_u16().to_string().as_str());
     let refused_not_owner = parts.status == StatusCode::SERVICE_UNAVAILABLE
