@@ -368,6 +368,10 @@ async fn acquire(node: &Arc<Node>, partition: u32) {
     );
     metrics::counter!("planledger_partition_ownership_changes_total", "change" => "acquired")
         .increment(1);
+    let generation = node
+        .generations
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
     node.table().sessions.insert(
         partition,
         Session {
@@ -375,22 +379,34 @@ async fn acquire(node: &Arc<Node>, partition: u32) {
             revision,
             acked_at: sent,
             served: None,
+            generation,
         },
     );
     let node = node.clone();
-    tokio::spawn(async move {
-        match partition::open(&node, partition).await {
-            Ok(served) => install(&node, partition, revision, served).await,
-            Err(error) => {
-                tracing::error!(
-                    partition,
-                    error = format!("{error:#}"),
-                    "cannot open a partition; giving it back"
-                );
+    tokio::spawn(open_and_install(node, partition, generation));
+}
+
+/// Opens `partition`'s cache for the session of `generation` and puts it in service; gives the
+/// partition back if it cannot be opened (unless the session has changed meanwhile).
+async fn open_and_install(node: Arc<Node>, partition: u32, generation: u64) {
+    match partition::open(&node, partition).await {
+        Ok(served) => install(&node, partition, generation, served).await,
+        Err(error) => {
+            tracing::error!(
+                partition,
+                error = format!("{error:#}"),
+                "cannot open a partition; giving it back"
+            );
+            let current = node
+                .table()
+                .sessions
+                .get(&partition)
+                .is_some_and(|session| session.generation == generation);
+            if current {
                 hand_back(&node, partition).await;
             }
         }
-    });
+    }
 }
 
 /// Takes a served partition out of service and opens it again (its cache catches up with the
@@ -403,10 +419,10 @@ pub(super) async fn reopen(node: &Arc<Node>, partition: u32) {
             session
                 .served
                 .take()
-                .map(|served| (served, session.revision))
+                .map(|served| (served, session.generation))
         })
     };
-    let Some((served, revision)) = taken else {
+    let Some((served, generation)) = taken else {
         return;
     };
     tracing::warn!(
@@ -418,27 +434,17 @@ pub(super) async fn reopen(node: &Arc<Node>, partition: u32) {
     // In the background: the lease loop must keep renewing while the cache closes and reopens.
     tokio::spawn(async move {
         partition::close(served, node.drain_wait()).await;
-        match partition::open(&node, partition).await {
-            Ok(served) => install(&node, partition, revision, served).await,
-            Err(error) => {
-                tracing::error!(
-                    partition,
-                    error = format!("{error:#}"),
-                    "cannot open a partition again; giving it back"
-                );
-                hand_back(&node, partition).await;
-            }
-        }
+        open_and_install(node, partition, generation).await;
     });
 }
 
 /// Puts an opened partition in service, unless the node gave it up while it opened.
-async fn install(node: &Arc<Node>, partition: u32, revision: u64, served: Served) {
+async fn install(node: &Arc<Node>, partition: u32, generation: u64, served: Served) {
     let served = Arc::new(served);
     let installed = {
         let mut table = node.table();
         match table.sessions.get_mut(&partition) {
-            Some(session) if session.revision >= revision => {
+            Some(session) if session.generation == generation && session.served.is_none() => {
                 session.served = Some(served.clone());
                 true
             }

@@ -48,6 +48,9 @@ struct Session {
     acked_at: Instant,
     /// The open cache and its services; `None` while it opens and catches up.
     served: Option<Arc<Served>>,
+    /// Which taking of the lease this is (node-wide counter): an open started for an earlier
+    /// one is never installed into a later one.
+    generation: u64,
 }
 
 /// What the node knows: every lease in the bucket, the live nodes, and its own partitions.
@@ -98,6 +101,8 @@ pub(crate) struct Node {
     router: OnceLock<Router>,
     /// Set once the node is stopping: it takes no partitions any more.
     draining: std::sync::atomic::AtomicBool,
+    /// The last [`Session::generation`] given out.
+    generations: std::sync::atomic::AtomicU64,
     prometheus: PrometheusHandle,
 }
 
@@ -308,6 +313,7 @@ pub async fn run(config: Config, prometheus: PrometheusHandle) -> Result<()> {
         shutdown: shutdown.clone(),
         router: OnceLock::new(),
         draining: std::sync::atomic::AtomicBool::new(false),
+        generations: std::sync::atomic::AtomicU64::new(0),
         prometheus,
     });
     let router = route::http_router(node.clone());
