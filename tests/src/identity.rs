@@ -133,9 +133,7 @@ impl JwksServer {
                     }
                     if let Ok(stream) = stream {
                         let body = document.lock().map(|d| d.clone()).unwrap_or_default();
-                        if answer(stream, &body) {
-                            fetches.fetch_add(1, Ordering::SeqCst);
-                        }
+                        answer(stream, &body, &fetches);
                     }
                 }
             })
@@ -162,13 +160,16 @@ impl JwksServer {
 }
 
 /// Reads one request's head and answers it with `body`; `true` if it was answered.
-fn answer(stream: TcpStream, body: &str) -> bool {
+/// Answers one request with `body`, counting it in `fetches` once the request has been read and
+/// before the answer is written: the service may act on the answer (and the test look at the
+/// count) before this thread runs again.
+fn answer(stream: TcpStream, body: &str, fetches: &AtomicUsize) {
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();
     loop {
         line.clear();
         match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return,
             Ok(_) if line == "\r\n" || line == "\n" => break,
             Ok(_) => {}
         }
@@ -177,7 +178,8 @@ fn answer(stream: TcpStream, body: &str) -> bool {
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    (&stream).write_all(response.as_bytes()).is_ok()
+    fetches.fetch_add(1, Ordering::SeqCst);
+    let _ = (&stream).write_all(response.as_bytes());
 }
 
 impl Drop for JwksServer {
