@@ -10,42 +10,15 @@
 //! copy of the stream); and each node's cache is a prefix of the stream.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use planledger_e2e::cluster::NatsCluster;
 use planledger_e2e::load::{CommandLoad, LogContents};
-use planledger_e2e::server::{Planledger, binary};
+use planledger_e2e::server::Planledger;
 use rand::Rng;
 use serde_json::Value;
 
 const WRITERS: usize = 6;
-
-/// `planledger cluster init` with one partition on `cluster`. A cluster that has just started
-/// may not have elected its JetStream leaders yet (no responders), and init is idempotent, so
-/// it is run again for a while until it succeeds.
-fn cluster_init(cluster: &NatsCluster) {
-    let mut last = String::new();
-    for _ in 0..20 {
-        let output = Command::new(binary())
-            .args(["cluster", "init", "--partitions", "1", "--nats"])
-            .arg(cluster.urls().join(","))
-            .arg("--monitor")
-            .arg(cluster.monitor_urls().join(","))
-            .output()
-            .expect("run planledger cluster init");
-        if output.status.success() {
-            return;
-        }
-        last = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    panic!("cluster init kept failing: {last}");
-}
 
 /// The JWT signing key file in a data directory.
 const JWT_KEY: &str = "jwt-signing.key";
@@ -102,15 +75,11 @@ async fn events(server: &Planledger, token: &str) -> Vec<Value> {
 
 /// Waits until the node answers `/readyz` with 200 (its cache caught up).
 async fn ready(server: &Planledger) {
-    for _ in 0..600 {
-        if let Ok(response) = reqwest::get(server.url("/readyz")).await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the node never became ready; log:\n{}", server.log());
+    assert!(
+        server.wait_ready().await,
+        "the node never became ready; log:\n{}",
+        server.log()
+    );
 }
 
 /// A node on a fresh data directory: it rebuilds the whole log from the stream, verifying it.
@@ -133,7 +102,7 @@ struct Scenario {
 
 async fn one_node_under_load() -> Scenario {
     let cluster = NatsCluster::start();
-    cluster_init(&cluster);
+    cluster.init_planledger(1);
     stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     let server = node(&cluster, &dir.path().join("node"), None);
@@ -279,7 +248,7 @@ async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_writers_on_one_partition_never_fork() {
     let cluster = NatsCluster::start();
-    cluster_init(&cluster);
+    cluster.init_planledger(1);
     stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     // Nothing but the stream's compare-and-append stops either node (no ownership yet).

@@ -24,36 +24,6 @@ const PARTITIONS: u32 = 4;
 const JWT_KEY: &str = "jwt-signing.key";
 const TENANT: &str = "acme";
 
-/// `planledger cluster init --partitions 4`, again until the new cluster has its leaders.
-fn cluster_init(cluster: &NatsCluster) {
-    let mut last = String::new();
-    for _ in 0..30 {
-        let output = Command::new(binary())
-            .args([
-                "cluster",
-                "init",
-                "--partitions",
-                &PARTITIONS.to_string(),
-                "--nats",
-            ])
-            .arg(cluster.urls().join(","))
-            .arg("--monitor")
-            .arg(cluster.monitor_urls().join(","))
-            .output()
-            .expect("run planledger cluster init");
-        if output.status.success() {
-            return;
-        }
-        last = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    panic!("cluster init kept failing: {last}");
-}
-
 /// `planledger cluster status --json`.
 fn cluster_status(cluster: &NatsCluster) -> Value {
     let output = Command::new(binary())
@@ -140,18 +110,6 @@ fn reader(cluster: &NatsCluster, data_dir: &Path, partition: u32, keys: &Path) -
     )
 }
 
-async fn ready(server: &Planledger) -> bool {
-    for _ in 0..600 {
-        if let Ok(response) = reqwest::get(server.url("/readyz")).await
-            && response.status().is_success()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 /// Three writer nodes on a fresh 3-server cluster, every partition owned and every node holding
 /// at least one (the leases spread).
 struct Cluster3 {
@@ -168,7 +126,7 @@ impl Cluster3 {
 
     /// Three nodes on `nats`; `n3` connects through `n3_nats` when given.
     async fn start_with(nats: NatsCluster, n3_nats: Option<String>) -> Self {
-        cluster_init(&nats);
+        nats.init_planledger(PARTITIONS);
         let dir = tempfile::tempdir().expect("dir");
         let first = writer(&nats, &dir.path().join("n1"), "n1", None);
         let keys = first.data_dir.clone();
@@ -250,7 +208,7 @@ impl Cluster3 {
             let dir = self.dir.path().join(format!("check-{partition}"));
             let copy = reader(&self.nats, &dir, partition, &keys);
             assert!(
-                ready(&copy).await,
+                copy.wait_ready().await,
                 "partition {partition}'s stream does not verify: {}",
                 copy.log()
             );
@@ -293,7 +251,7 @@ impl Cluster3 {
                 );
                 let opened = reader(&self.nats, &view, partition, &keys);
                 assert!(
-                    ready(&opened).await,
+                    opened.wait_ready().await,
                     "the cache {} is not a prefix of its stream: {}",
                     cache.display(),
                     opened.log()
@@ -607,18 +565,36 @@ enum Fault {
     Kill,
     /// SIGSTOP for 3 x TTL, then SIGCONT.
     Pause,
+    /// Its NATS traffic black-holed (through a proxy) while its HTTP port stays reachable; healed
+    /// after the partitions moved.
+    CutOff,
 }
 
+/// Three nodes under load through every node, the victim `n3` included (its callers must never
+/// get a false 200); `fault` hits `n3`; its partitions must move to the others, it must rejoin
+/// unless killed, and the checker must pass.
 async fn owner_fault_under_load(fault: Fault) {
-    let mut cluster = Cluster3::start().await;
+    let nats = NatsCluster::start();
+    let proxy = match fault {
+        Fault::CutOff => {
+            let target: std::net::SocketAddr = nats.url("n1")["nats://".len()..]
+                .parse()
+                .expect("a loopback address");
+            Some(planledger_e2e::proxy::Proxy::start(target).await)
+        }
+        Fault::Kill | Fault::Pause => None,
+    };
+    let mut cluster = Cluster3::start_with(
+        nats,
+        proxy.as_ref().map(planledger_e2e::proxy::Proxy::nats_url),
+    )
+    .await;
     let owned = cluster.wait_spread(&["n1", "n2", "n3"]).await;
     let victim_partitions: Vec<u32> = owned
         .iter()
         .filter(|(_, o)| o.as_str() == "n3")
         .map(|(p, _)| *p)
         .collect();
-    // Loads through n1 and n2 (their plans spread over every partition), and through the
-    // victim itself (its callers must never get a false 200).
     let mut loads = Vec::new();
     for id in ["n1", "n2", "n3"] {
         let mut load =
@@ -638,19 +614,28 @@ async fn owner_fault_under_load(fault: Fault) {
     match fault {
         Fault::Kill => cluster.nodes[2].kill(),
         Fault::Pause => cluster.nodes[2].pause(),
+        Fault::CutOff => proxy.as_ref().expect("a cut-off test has a proxy").cut(),
     }
     let failover = first_success(cluster.node("n1"), &cluster.token, &probe, started).await;
     let moved = cluster.wait_spread(&["n1", "n2"]).await;
     for partition in &victim_partitions {
         assert_ne!(moved[partition], "n3", "partition {partition} moved");
     }
-    if let Fault::Pause = fault {
-        let pause = Duration::from_secs(6);
-        if let Some(rest) = pause.checked_sub(started.elapsed()) {
-            tokio::time::sleep(rest).await;
+    match fault {
+        Fault::Kill => {}
+        Fault::Pause => {
+            if let Some(rest) = Duration::from_secs(6).checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            cluster.nodes[2].resume();
         }
-        cluster.nodes[2].resume();
-        // The resumed node gives its partitions up and rejoins: the leases spread again.
+        Fault::CutOff => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            proxy.as_ref().expect("a proxy").heal();
+        }
+    }
+    if !matches!(fault, Fault::Kill) {
+        // Back, it gives up what it no longer holds and rejoins: the leases spread again.
         cluster.wait_spread(&["n1", "n2", "n3"]).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -681,52 +666,5 @@ async fn a_paused_owner_is_fenced_and_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_owner_cut_off_from_nats_never_acks_and_rejoins() {
-    let nats = NatsCluster::start();
-    let target: std::net::SocketAddr = nats.url("n1")["nats://".len()..]
-        .parse()
-        .expect("a loopback address");
-    let proxy = planledger_e2e::proxy::Proxy::start(target).await;
-    let cluster = Cluster3::start_with(nats, Some(proxy.nats_url())).await;
-    let owned = cluster.wait_spread(&["n1", "n2", "n3"]).await;
-    let cut_partitions: Vec<u32> = owned
-        .iter()
-        .filter(|(_, o)| o.as_str() == "n3")
-        .map(|(p, _)| *p)
-        .collect();
-    // Loads through every node, the cut-off one included: its callers keep calling its HTTP
-    // port and must get 503 (or `log_outcome_unknown`), never a 200 for something not stored.
-    let mut loads = Vec::new();
-    for id in ["n1", "n2", "n3"] {
-        let mut load =
-            CommandLoad::seed_prefixed(cluster.node(id), &cluster.token, 6, &format!("{id}-"))
-                .await;
-        load.start();
-        loads.push(load);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let cut_at = Instant::now();
-    proxy.cut();
-    let moved = cluster.wait_spread(&["n1", "n2"]).await;
-    for partition in &cut_partitions {
-        assert_ne!(moved[partition], "n3", "partition {partition} moved");
-    }
-    let moved_after = cut_at.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    proxy.heal();
-    // Healed, it gives up what it no longer holds and rejoins: the leases spread again.
-    cluster.wait_spread(&["n1", "n2", "n3"]).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut acked = Vec::new();
-    let mut refusals = Vec::new();
-    for load in &mut loads {
-        load.stop().await;
-        acked.extend(load.acked());
-        refusals.push(load.refusals());
-    }
-    println!(
-        "owner of partitions {cut_partitions:?} cut off from NATS: its partitions moved after {} ms (lease TTL 2 s); {} commands acknowledged; refusals per load {refusals:?}",
-        moved_after.as_millis(),
-        acked.len()
-    );
-    cluster.check(&acked).await;
+    owner_fault_under_load(Fault::CutOff).await;
 }

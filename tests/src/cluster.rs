@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use planledger_bench::cluster::localize;
 use tempfile::TempDir;
 
 /// How long a starting member may take before the test gives up.
@@ -17,9 +18,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Member names, as `server_name` in the configurations.
 pub const MEMBERS: [&str; 3] = ["n1", "n2", "n3"];
-
-/// The ports the checked-in configurations use: client, route and monitoring, per member.
-const SHIPPED_PORTS: [[u16; 3]; 3] = [[4222, 6222, 8222], [4223, 6223, 8223], [4224, 6224, 8224]];
 
 #[derive(Debug)]
 struct Member {
@@ -111,6 +109,38 @@ impl NatsCluster {
             .iter()
             .map(|m| format!("http://127.0.0.1:{}", m.monitor_port))
             .collect()
+    }
+
+    /// `planledger cluster init --partitions <partitions>` on this cluster, run again for a while
+    /// until it succeeds: a cluster that has just started may not have elected its JetStream
+    /// leaders yet (no responders), and init is idempotent.
+    pub fn init_planledger(&self, partitions: u32) {
+        let mut last = String::new();
+        for _ in 0..30 {
+            let output = std::process::Command::new(crate::server::binary())
+                .args([
+                    "cluster",
+                    "init",
+                    "--partitions",
+                    &partitions.to_string(),
+                    "--nats",
+                ])
+                .arg(self.urls().join(","))
+                .arg("--monitor")
+                .arg(self.monitor_urls().join(","))
+                .output()
+                .expect("run planledger cluster init");
+            if output.status.success() {
+                return;
+            }
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("cluster init kept failing: {last}");
     }
 
     /// Kills one member abruptly (SIGKILL), as a crash would, and reaps it.
@@ -230,34 +260,6 @@ impl Drop for NatsCluster {
     }
 }
 
-/// The shipped configuration with `ports[member] = [client, route, monitoring]` in place of the
-/// shipped ports and `store` as the JetStream store directory.
-fn localize(text: &str, ports: &[[u16; 3]], store: &Path) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('#') {
-            continue;
-        }
-        if trimmed.starts_with("store_dir:") {
-            out.push_str(&format!("  store_dir: {:?}\n", store.display().to_string()));
-            continue;
-        }
-        let mut line = line.to_string();
-        for (shipped, local) in SHIPPED_PORTS.iter().zip(ports) {
-            for (from, to) in shipped.iter().zip(local) {
-                line = line.replace(&format!(":{from}\""), &format!(":{to}\""));
-                if trimmed.starts_with("port:") && trimmed.ends_with(&from.to_string()) {
-                    line = format!("port: {to}");
-                }
-            }
-        }
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
-}
-
 /// Whether `GET /healthz` on the monitoring port answers 200 (plain HTTP/1.0 over a socket, so
 /// the harness needs no HTTP client of its own).
 fn healthz_ok(port: u16) -> bool {
@@ -281,24 +283,4 @@ fn healthz_ok(port: u16) -> bool {
 
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("<no log: {e}>"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_ports_and_store_are_replaced() {
-        let text = "# n1\nport: 4222\nhttp: \"127.0.0.1:8222\"\njetstream {\n  store_dir: \"./data/n1\"\n}\ncluster {\n  listen: \"127.0.0.1:6222\"\n  routes: [\n    \"nats-route://127.0.0.1:6222\"\n    \"nats-route://127.0.0.1:6223\"\n  ]\n}\n";
-        let ports = [[1001, 2001, 3001], [1002, 2002, 3002], [1003, 2003, 3003]];
-        let out = localize(text, &ports, Path::new("/tmp/x"));
-        assert!(out.contains("port: 1001\n"), "{out}");
-        assert!(out.contains("http: \"127.0.0.1:3001\""), "{out}");
-        assert!(out.contains("listen: \"127.0.0.1:2001\""), "{out}");
-        assert!(out.contains("nats-route://127.0.0.1:2002"), "{out}");
-        assert!(out.contains("store_dir: \"/tmp/x\""), "{out}");
-        for shipped in ["4222", "6222", "6223", "8222", "./data"] {
-            assert!(!out.contains(shipped), "{shipped} left in {out}");
-        }
-    }
 }

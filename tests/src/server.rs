@@ -295,6 +295,19 @@ impl Planledger {
         child.wait().ok()
     }
 
+    /// Waits up to 30 s for `/readyz` to answer 200; whether it did.
+    pub async fn wait_ready(&self) -> bool {
+        for _ in 0..600 {
+            if let Ok(response) = reqwest::get(self.url("/readyz")).await
+                && response.status().is_success()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Stops the process with SIGSTOP (a long pause: it keeps its sockets and does nothing).
     pub fn pause(&self) {
         if let Some(pid) = self.pid() {

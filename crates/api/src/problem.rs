@@ -126,6 +126,9 @@ mod tests {
     fn the_body_keeps_the_problem_shape_and_the_retry_hint_is_a_header() {
         let mut refusal = Refusal::new(409, "version_conflict", "stale").retry_after(3);
         refusal.current_version = Some(4);
+        let with_version: serde_json::Value =
+            serde_json::from_slice(&Problem(refusal.clone()).body()).expect("JSON");
+        assert_eq!(with_version["current_version"], 4, "{with_version}");
         let response = Problem(refusal).into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");

@@ -24,7 +24,8 @@ const SHIPPED: [(&str, &str); 3] = [
 ];
 
 /// The ports the shipped configurations use: client, route and monitoring, per member.
-const SHIPPED_PORTS: [[u16; 3]; 3] = [[4222, 6222, 8222], [4223, 6223, 8223], [4224, 6224, 8224]];
+pub const SHIPPED_PORTS: [[u16; 3]; 3] =
+    [[4222, 6222, 8222], [4223, 6223, 8223], [4224, 6224, 8224]];
 
 /// How long the cluster may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -186,7 +187,7 @@ fn http_client() -> Result<reqwest::Client> {
 
 /// The shipped configuration with `ports[member] = [client, route, monitoring]` in place of the
 /// shipped ports and `store` as the JetStream store directory (comments dropped).
-fn localize(text: &str, ports: &[[u16; 3]], store: &std::path::Path) -> String {
+pub fn localize(text: &str, ports: &[[u16; 3]], store: &std::path::Path) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let trimmed = line.trim_start();
@@ -306,6 +307,21 @@ pub async fn raw_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shipped_ports_and_store_are_replaced() {
+        let text = "# n1\nport: 4222\nhttp: \"127.0.0.1:8222\"\njetstream {\n  store_dir: \"./data/n1\"\n}\ncluster {\n  listen: \"127.0.0.1:6222\"\n  routes: [\n    \"nats-route://127.0.0.1:6222\"\n    \"nats-route://127.0.0.1:6223\"\n  ]\n}\n";
+        let ports = [[1001, 2001, 3001], [1002, 2002, 3002], [1003, 2003, 3003]];
+        let out = localize(text, &ports, std::path::Path::new("/tmp/x"));
+        assert!(out.contains("port: 1001\n"), "{out}");
+        assert!(out.contains("http: \"127.0.0.1:3001\""), "{out}");
+        assert!(out.contains("listen: \"127.0.0.1:2001\""), "{out}");
+        assert!(out.contains("nats-route://127.0.0.1:2002"), "{out}");
+        assert!(out.contains("store_dir: \"/tmp/x\""), "{out}");
+        for shipped in ["4222", "6222", "6223", "8222", "./data"] {
+            assert!(!out.contains(shipped), "{shipped} left in {out}");
+        }
+    }
 
     #[test]
     fn the_shipped_configs_are_localized() {

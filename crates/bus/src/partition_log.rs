@@ -37,21 +37,17 @@ use planledger_proto::subjects::{
 use planledger_proto::v1::EventEnvelope;
 use planledger_proto::{EVENT_ENVELOPE_CONTENT_TYPE, Message as _};
 use planledger_store::{
-    CommandHeader, CommitError, CommitEvent, CommittedEvent, Committer, Envelope,
-    MAX_COMMIT_EVENTS, Position,
+    CommandHeader, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS, Position,
 };
 use tokio::runtime::Handle;
 
 use crate::BusError;
 use crate::connection::find_stream;
-use crate::envelope::{envelope_from_proto, envelope_into_proto};
+use crate::envelope::{envelope_from_proto, stored_json_to_proto};
 
 /// Default bound on one commit (sending the batch and waiting for its acknowledgement) and on
 /// one read.
 pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// JetStream's error code for "wrong last sequence": another writer appended first.
-pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 
 const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
 const HEADER_BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
@@ -107,18 +103,18 @@ pub fn partition_message(
     partition: u32,
     event: &CommitEvent,
 ) -> Result<(String, HeaderMap, Bytes), BusError> {
-    let envelope: Envelope =
-        serde_json::from_slice(&event.stored).map_err(|e| BusError::InvalidEvent {
+    // Straight from the stored JSON to the wire form, as the relay does (no full `Envelope`).
+    let (mut wire, _) =
+        stored_json_to_proto(&event.stored).map_err(|e| BusError::InvalidEvent {
             position: event.position.get(),
-            detail: format!("its stored JSON does not parse: {e}"),
+            detail: format!("its stored JSON does not decode: {e}"),
         })?;
-    if envelope.position != event.position {
+    if wire.position != event.position.get() {
         return Err(BusError::InvalidEvent {
             position: event.position.get(),
-            detail: format!("its stored JSON says position {}", envelope.position),
+            detail: format!("its stored JSON says position {}", wire.position),
         });
     }
-    let mut wire = envelope_into_proto(envelope);
     wire.partition = partition;
     let subject = subjects::event_subject(
         &subjects::partition_subject_prefix(partition),
@@ -406,11 +402,6 @@ impl JetStreamCommitter {
         &self.stream
     }
 
-    /// The partition.
-    pub fn partition(&self) -> u32 {
-        self.partition
-    }
-
     async fn send_and_confirm(
         &self,
         expected_last: Position,
@@ -450,11 +441,8 @@ impl JetStreamCommitter {
 
     async fn last_sequence(&self) -> Result<u64, CommitError> {
         match find_stream(&self.context, &self.stream).await {
-            Ok(Some(stream)) => stream
-                .get_info()
-                .await
-                .map(|info| info.state.last_sequence)
-                .map_err(|e| CommitError::Unavailable(format!("stream info: {e}"))),
+            // Looking the stream up fetched its info: one request, not two.
+            Ok(Some(stream)) => Ok(stream.cached_info().state.last_sequence),
             Ok(None) => Err(CommitError::Unavailable(
                 BusError::PartitionStreamMissing {
                     stream: self.stream.clone(),

@@ -349,6 +349,31 @@ fn no_answer(partition_route: &str, is_command: bool, timeout: Duration) -> Refu
     }
 }
 
+/// Sends a forwarded request to an owner and waits (bounded) for its answer, timing it in
+/// `planledger_route_forward_seconds{door}`.
+async fn send_forward(
+    node: &Node,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    door: &'static str,
+) -> Result<async_nats::Message, async_nats::RequestError> {
+    let started = std::time::Instant::now();
+    let answer = node
+        .client
+        .send_request(
+            subject,
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(payload)
+                .timeout(Some(forward_timeout(node))),
+        )
+        .await;
+    metrics::histogram!("planledger_route_forward_seconds", "door" => door)
+        .record(started.elapsed().as_secs_f64());
+    answer
+}
+
 /// How long a forwarded request may take: a commit's own bound plus a second.
 fn forward_timeout(node: &Node) -> Duration {
     (node.commit_timeout + Duration::from_secs(1)).max(node.api.request_timeout)
@@ -408,19 +433,7 @@ async fn forward_http(
         );
     }
     let timeout = forward_timeout(node);
-    let started = std::time::Instant::now();
-    let answer = node
-        .client
-        .send_request(
-            format!("{route}.http"),
-            async_nats::Request::new()
-                .headers(headers)
-                .payload(body)
-                .timeout(Some(timeout)),
-        )
-        .await;
-    metrics::histogram!("planledger_route_forward_seconds", "door" => "http")
-        .record(started.elapsed().as_secs_f64());
+    let answer = send_forward(node, format!("{route}.http"), headers, body, "http").await;
     let message = match answer {
         Ok(message) => message,
         Err(error) if error.kind() == RequestErrorKind::NoResponders => {
@@ -708,19 +721,14 @@ async fn forward_command(
     let mut forwarded = headers.cloned().unwrap_or_default();
     forwarded.insert(HEADER_FORWARDED, node.instance_id.as_str());
     let timeout = forward_timeout(node);
-    let started = std::time::Instant::now();
-    let answer = node
-        .client
-        .send_request(
-            format!("{route}.cmd{rest}"),
-            async_nats::Request::new()
-                .headers(forwarded)
-                .payload(payload)
-                .timeout(Some(timeout)),
-        )
-        .await;
-    metrics::histogram!("planledger_route_forward_seconds", "door" => "nats")
-        .record(started.elapsed().as_secs_f64());
+    let answer = send_forward(
+        node,
+        format!("{route}.cmd{rest}"),
+        forwarded,
+        payload,
+        "nats",
+    )
+    .await;
     match answer {
         Ok(message) => {
             let not_owner = CommandReply::decode(message.payload.as_ref()).is_ok_and(|reply| {

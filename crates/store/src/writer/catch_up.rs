@@ -189,8 +189,9 @@ impl CatchUp {
     }
 }
 
-/// Moves the applied position forward.
-fn advance(published: &watch::Sender<Position>, position: Position) {
+/// Moves the applied (durable) position forward to `position`, never back; watchers are woken
+/// only when it moved.
+pub(super) fn advance(published: &watch::Sender<Position>, position: Position) {
     published.send_if_modified(|applied| {
         let advanced = position > *applied;
         if advanced {

@@ -216,13 +216,7 @@ impl CommitterThread {
             && !self.failed.is_stopped()
         {
             // Here, not only by the answerer: the next commit names this position.
-            self.published.send_if_modified(|applied| {
-                let advanced = last > *applied;
-                if advanced {
-                    *applied = last;
-                }
-                advanced
-            });
+            super::catch_up::advance(&self.published, last);
         }
         if self.failed.is_stopped() {
             // The cache was not written: answer, but never show readers what it lacks.

@@ -410,13 +410,7 @@ impl Written {
     /// Advances the durable position to this batch and answers its callers.
     pub(super) fn confirm(self, published: &watch::Sender<Position>) {
         let last = self.position;
-        published.send_if_modified(|durable| {
-            let advanced = last > *durable;
-            if advanced {
-                *durable = last;
-            }
-            advanced
-        });
+        super::catch_up::advance(published, last);
         let mut answers = self.answers;
         for (reply, answer) in answers.drain(..) {
             let _ = reply.send(answer);
