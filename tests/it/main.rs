@@ -11,6 +11,7 @@ mod api;
 mod api_spans;
 mod audit;
 mod bench_smoke;
+mod checkpoints;
 mod cluster_commit;
 mod cluster_loopback;
 mod cluster_nodes;

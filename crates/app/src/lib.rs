@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod checkpoint;
 mod commands;
 pub mod door;
 mod error;
