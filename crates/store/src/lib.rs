@@ -14,6 +14,7 @@
 //! - `hash = sha256(prev_hash || canonical envelope)`, so changing any stored byte is detected.
 
 #[cfg(feature = "bench")]
+mod backup;
 pub mod bench;
 mod commit;
 mod envelope;
@@ -26,6 +27,7 @@ mod reader;
 mod view;
 mod writer;
 
+pub use backup::{LogCopy, LogSummary, checkpoint_closed};
 pub use commit::{
     CommandHeader, Commit, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS,
 };
