@@ -314,7 +314,7 @@ pub fn check_copy(dir: &Path, entry: &LogEntry) -> Result<()> {
     let progress = bar(entry.last_position, "events");
     progress.set_message(format!("verify {}", entry.path));
     let report = copy.verify(|p: Position| {
-        if p.get() % 1024 == 0 {
+        if p.get().is_multiple_of(1024) {
             progress.set_position(p.get());
         }
     })?;

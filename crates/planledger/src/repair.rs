@@ -159,7 +159,7 @@ async fn verify_cache(cache: &Arc<LogCopy>, last: u64) -> Result<()> {
     let shown = bar.clone();
     let report = tokio::task::spawn_blocking(move || {
         cache.verify(|p: Position| {
-            if p.get() % 1024 == 0 {
+            if p.get().is_multiple_of(1024) {
                 shown.set_position(p.get());
             }
         })
