@@ -14,6 +14,7 @@ mod bench_smoke;
 mod cluster_commit;
 mod cluster_loopback;
 mod cluster_nodes;
+mod cluster_projections;
 mod command_doors;
 mod connections;
 mod crash_loop;

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bookmark;
 mod commands;
 pub mod door;
 mod error;
@@ -33,9 +34,10 @@ pub use queries::{
     EventFilter, EventsPage, LogPage, MAX_PAGE, PlanState, QueryService, StateAt, plan_state_in,
 };
 pub use read_models::{
-    DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery,
+    DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery, ReadAfter,
     ReadModelResponse, ReadModels,
 };
+pub use bookmark::{Bookmark, LogRef};
 
 use std::sync::Arc;
 
