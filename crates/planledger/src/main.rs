@@ -49,8 +49,9 @@ enum Commands {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
-    /// Walk the event log's hash chain and report the first broken position, or check a
-    /// signed digest (`--digest FILE`) against it.
+    /// Walk the event log's hash chain and report the first broken position, then rebuild its
+    /// Merkle tree and report the first stored node that differs; or check a signed digest
+    /// (`--digest FILE`) against the log.
     Verify(verify::VerifyArgs),
     /// Auditing helpers: the public key digests are signed with.
     Audit {

@@ -1,5 +1,6 @@
-//! `planledger verify`: walks the hash chain with a progress bar, or checks a signed digest
-//! against the log; `planledger audit public-key` prints the digest key.
+//! `planledger verify`: walks the hash chain and rebuilds the Merkle tree with a progress bar
+//! (naming the first bad position, or the first stored tree node that differs), or checks a
+//! signed digest against the log; `planledger audit public-key` prints the digest key.
 
 use std::path::{Path, PathBuf};
 
@@ -101,18 +102,28 @@ fn run_chain(data_dir: &Path) -> Result<()> {
     let bar = progress_bar(store.last_position().get());
     let report = store.verify(tick(&bar))?;
     bar.finish_and_clear();
-    match report.first_broken {
-        None => {
-            println!("ok: {} events verified, chain intact", report.checked);
-            Ok(())
-        }
-        Some((position, why)) => {
-            bail!(
-                "chain broken at position {position}: {why} ({} events before it verified)",
-                report.checked
-            )
-        }
+    if let Some((position, why)) = report.first_broken {
+        bail!(
+            "chain broken at position {position}: {why} ({} events before it verified)",
+            report.checked
+        );
     }
+    let bar = progress_bar(store.last_position().get());
+    let tree = store.verify_tree(tick(&bar))?;
+    bar.finish_and_clear();
+    if let Some(mismatch) = tree.first_mismatch {
+        bail!(
+            "Merkle tree broken: {mismatch} (the tree was rebuilt from the {} events of the log, whose chain is intact)",
+            tree.leaves
+        );
+    }
+    println!(
+        "ok: {} events verified, chain intact; Merkle tree of {} leaves matches the log (root {})",
+        report.checked,
+        tree.leaves,
+        planledger_store::merkle::proof::base64_hash(&tree.root)
+    );
+    Ok(())
 }
 
 fn run_digest(args: &VerifyArgs, file: &Path) -> Result<()> {

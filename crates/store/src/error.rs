@@ -115,6 +115,16 @@ pub enum StoreError {
         /// What was found, and what to do.
         detail: String,
     },
+    /// A tree size or position outside the log's Merkle tree (or out of order).
+    #[error("{field} {value} is out of range: it must be {rule}")]
+    TreeRange {
+        /// The parameter (`position`, `tree_size`, `from`, `to`).
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// What it must be.
+        rule: String,
+    },
     /// A directory opened for reading holds no event log.
     #[error(
         "{path} holds no event log (no RocksDB CURRENT file); give the data directory of a service that has run"

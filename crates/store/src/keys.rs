@@ -18,9 +18,11 @@ pub const CF_SNAPSHOTS: &str = "snapshots";
 pub const CF_CHECKPOINTS: &str = "checkpoints";
 /// Format marker and other single values.
 pub const CF_META: &str = "meta";
+/// Merkle tree: level (u8), index (u64 BE) -> the 32-byte hash of that perfect subtree.
+pub const CF_MERKLE: &str = "merkle";
 
 /// Every column family the log opens.
-pub const ALL_CFS: [&str; 7] = [
+pub const ALL_CFS: [&str; 8] = [
     CF_LOG,
     CF_STREAMS,
     CF_HEADS,
@@ -28,6 +30,7 @@ pub const ALL_CFS: [&str; 7] = [
     CF_SNAPSHOTS,
     CF_CHECKPOINTS,
     CF_META,
+    CF_MERKLE,
 ];
 
 /// Key of a stream's version in `streams` or `snapshots`: the stream id, a NUL and the version
@@ -102,6 +105,15 @@ pub fn log_key(position: Position) -> [u8; 8] {
     position.to_be_bytes()
 }
 
+/// Key of a Merkle tree node: its level, then its index (u64 BE), so a level's nodes sort in
+/// order.
+pub fn merkle_key(level: u8, index: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = level;
+    key[1..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
 /// The column families an append writes, looked up once per batch rather than once per key
 /// (a lookup is a search of the database's map of names).
 pub(crate) struct AppendCfs<'a> {
@@ -110,6 +122,7 @@ pub(crate) struct AppendCfs<'a> {
     heads: &'a ColumnFamily,
     /// Idempotency records (written by the writer only).
     pub(crate) commands: &'a ColumnFamily,
+    merkle: &'a ColumnFamily,
 }
 
 impl<'a> AppendCfs<'a> {
@@ -119,6 +132,7 @@ impl<'a> AppendCfs<'a> {
             streams: crate::log::cf(db, CF_STREAMS),
             heads: crate::log::cf(db, CF_HEADS),
             commands: crate::log::cf(db, CF_COMMANDS),
+            merkle: crate::log::cf(db, CF_MERKLE),
         }
     }
 }
@@ -151,4 +165,15 @@ pub(crate) fn put_head(
     version: Version,
 ) {
     batch.put_cf(cfs.heads, stream.as_str(), version.to_be_bytes());
+}
+
+/// Adds a Merkle tree node to `batch` (the nodes an event completes go in its batch).
+pub(crate) fn put_node(
+    cfs: &AppendCfs<'_>,
+    batch: &mut WriteBatch,
+    level: u8,
+    index: u64,
+    hash: &[u8; 32],
+) {
+    batch.put_cf(cfs.merkle, merkle_key(level, index), hash);
 }

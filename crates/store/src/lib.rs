@@ -11,7 +11,9 @@
 //! - global positions are gap-free and strictly increasing, `recorded_at` is non-decreasing;
 //! - each stream's versions are 1..n with no gaps;
 //! - a repeated command id appends nothing and returns the first result;
-//! - `hash = sha256(prev_hash || canonical envelope)`, so changing any stored byte is detected.
+//! - `hash = sha256(prev_hash || canonical envelope)`, so changing any stored byte is detected;
+//! - the Merkle tree ([`merkle`]) covers exactly the log's positions: its nodes are written in
+//!   the batch of the event that completes them.
 
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -21,6 +23,7 @@ mod error;
 mod ids;
 mod keys;
 mod log;
+pub mod merkle;
 mod partition;
 mod reader;
 mod view;
@@ -36,6 +39,7 @@ pub use log::{
     CommandLookup, EventStore, LogHealth, RawEntry, ReadDirection, SharedMemory, StoreOptions,
     VerifyReport,
 };
+pub use merkle::stored::{TreeMismatch, TreeReport};
 pub use partition::{MAX_PARTITIONS, Partition, PartitionCount};
 pub use reader::LogReader;
 pub use view::LogView;

@@ -14,6 +14,7 @@ use crate::envelope::{Envelope, GENESIS_HASH};
 use crate::keys::{
     self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
 };
+use crate::merkle::stored::TreeReport;
 use crate::view::LogView;
 use crate::writer::{
     AppendOutcome, AppendRequest, CatchUp, CommandRecord, CommitterThread, Halt, Head, Pending,
@@ -364,6 +365,8 @@ impl EventStore {
 
         let log_id = Self::log_id_of(&db, options.log_id.as_deref())?;
         let head = recover_head(&db)?;
+        // Before the writer starts: a log written before the tree existed gets it now.
+        let tree = crate::merkle::stored::build_missing(&db, head.position)?;
         tracing::info!(path = %path.display(), %log_id, last_position = head.position.0, "event log opened");
         let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
         let (published_tx, published_rx) = watch::channel(head.position);
@@ -450,6 +453,7 @@ impl EventStore {
             db: db.clone(),
             inbox: receiver,
             head,
+            tree,
             stats: stats.clone(),
             head_cache: Default::default(),
             syncer: sync_tx,
@@ -915,8 +919,17 @@ impl EventStore {
         })
     }
 
-    /// Deletes every log entry after `position`, bypassing every check (the stream index and
-    /// heads are left as they were): only for tests of a truncated log.
+    /// Rebuilds the Merkle tree of the durable log from its entries and compares every node
+    /// with the stored one (the first that differs is named).
+    ///
+    /// `progress` is called with each position rebuilt (for progress bars).
+    pub fn verify_tree(&self, progress: impl FnMut(Position)) -> Result<TreeReport, StoreError> {
+        crate::merkle::stored::check(&self.inner.db, self.last_position(), progress)
+    }
+
+    /// Deletes every log entry after `position` and the Merkle tree nodes covering them,
+    /// bypassing every check (the stream index and heads are left as they were): only for
+    /// tests of a truncated log.
     #[doc(hidden)]
     pub fn truncate_for_tests(&self, position: Position) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
@@ -926,6 +939,7 @@ impl EventStore {
             keys::log_key(Position(u64::MAX)),
         );
         self.inner.db.write(batch)?;
+        crate::merkle::stored::delete_after(&self.inner.db, position)?;
         Ok(())
     }
 

@@ -70,7 +70,11 @@ impl LogReader {
                 format!("cannot be created: {e}"),
             )
         })?;
-        let (mut db_options, descriptors) = database_options(options);
+        let (mut db_options, mut descriptors) = database_options(options);
+        // A log whose writer has not run since a column family was added lacks it (the
+        // Merkle tree's reads then say so): open the ones it has.
+        let existing = DB::list_cf(&db_options, path)?;
+        descriptors.retain(|descriptor| existing.iter().any(|name| name == descriptor.name()));
         db_options.create_if_missing(false);
         db_options.create_missing_column_families(false);
         // A secondary instance must keep every table file open: the writer may delete a file

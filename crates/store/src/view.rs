@@ -40,6 +40,11 @@ impl<'a> LogView<'a> {
         Self { db, durable }
     }
 
+    /// The database read (for the Merkle tree's reads, in `merkle::stored`).
+    pub(crate) fn db(&self) -> &'a DB {
+        self.db
+    }
+
     /// The last position this view shows (0 when the log is empty).
     pub fn last_position(&self) -> Position {
         self.durable

@@ -21,6 +21,7 @@ use super::request::{CommandRecord, Head};
 use super::writer::stored_head;
 use crate::envelope::{HexHash, hex_text};
 use crate::keys::{self, AppendCfs};
+use crate::merkle::{frontier::Frontier, leaf_hash};
 use crate::{
     CommitError, CommittedEvent, Committer, Envelope, Position, StoreError, StreamId, Version,
 };
@@ -82,15 +83,18 @@ fn unavailable(error: CommitError) -> StoreError {
 
 impl CatchUp {
     /// Checks that the cache in `db` is a prefix of the partition's log and applies the log's
-    /// events after it, advancing `published` as it goes. Returns the new head.
+    /// events after it, advancing `published` as it goes. Returns the new head and the
+    /// Merkle tree's right edge there.
     pub(crate) fn run(
         &self,
         db: &DB,
         published: &watch::Sender<Position>,
-    ) -> Result<Head, StoreError> {
+    ) -> Result<(Head, Frontier), StoreError> {
         let started = Instant::now();
+        let head = crate::log::recover_head(db)?;
         let mut state = ApplyState {
-            head: crate::log::recover_head(db)?,
+            tree: Frontier::load(db, head.position.0)?,
+            head,
             open_command: None,
         };
         let last = self.committer.last_position().map_err(unavailable)?;
@@ -141,7 +145,7 @@ impl CatchUp {
             );
         }
         advance(published, state.head.position);
-        Ok(state.head)
+        Ok((state.head, state.tree))
     }
 
     /// The cache's head must be in the log, with the same hash.
@@ -205,6 +209,8 @@ pub(super) fn advance(published: &watch::Sender<Position>, position: Position) {
 /// next round (an append's events can be split between two reads).
 pub(crate) struct ApplyState {
     pub head: Head,
+    /// The Merkle tree's right edge at `head` (its nodes go into the batch with the events).
+    pub tree: Frontier,
     /// The command key and record of the last append that carried a command header.
     pub open_command: Option<(Vec<u8>, String, CommandRecord)>,
 }
@@ -239,6 +245,9 @@ pub(crate) fn apply_committed(
             envelope.version,
             &stored,
         );
+        state.tree.append(leaf_hash(&stored), |level, index, node| {
+            keys::put_node(&cfs, &mut write, level, index, node);
+        });
         heads.insert(envelope.stream.clone(), envelope.version);
         track_command(state, event);
         // Written again as the append goes on (a later put of a key in a batch wins).
@@ -261,6 +270,11 @@ pub(crate) fn apply_committed(
     options.set_sync(false);
     db.write_opt(write, &options)?;
     db.flush_wal(false)?;
+    assert_eq!(
+        state.tree.size(),
+        state.head.position.0,
+        "the Merkle tree has one leaf per applied position"
+    );
     refused.map_or(Ok(()), Err)
 }
 

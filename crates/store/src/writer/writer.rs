@@ -20,6 +20,7 @@ use super::syncer::{SyncFault, record_sync, sync_wal};
 use crate::envelope::{Canonical, hex_text, render_time, seal};
 use crate::keys::{self, AppendCfs, CF_COMMANDS, CF_HEADS};
 use crate::log::{cf, read_envelope_range};
+use crate::merkle::{frontier::Frontier, leaf_hash};
 use crate::{CommandRef, MAX_COMMIT_EVENTS, Position, StoreError, StreamId, Version};
 
 /// Most requests one batch takes before it is written.
@@ -36,6 +37,9 @@ pub(crate) struct Writer {
     pub db: Arc<DB>,
     pub inbox: mpsc::Receiver<Pending>,
     pub head: Head,
+    /// The Merkle tree's right edge, including every prepared batch (like `head`): its nodes
+    /// go into each event's batch. Reloaded with `head` whenever the cache catches up.
+    pub tree: Frontier,
     pub stats: Arc<Mutex<WriterStats>>,
     /// Stream versions as written, so an append does not read `heads` from RocksDB. Only the
     /// writer changes heads; it updates this as it prepares each append, before the batch is
@@ -345,6 +349,12 @@ impl Writer {
             first_position.0 + written_events as u64 - 1,
             "a batch's positions follow the log's head without gaps"
         );
+        // The tree's leaves are the log's positions, prepared batches included.
+        assert_eq!(
+            self.tree.size(),
+            self.head.position.0,
+            "the Merkle tree has one leaf per position"
+        );
         assert_eq!(answers.len(), requests, "one answer per request");
         let written = Written {
             position: self.head.position,
@@ -510,6 +520,9 @@ impl Writer {
                 version,
                 &bytes,
             );
+            self.tree.append(leaf_hash(&bytes), |level, index, node| {
+                keys::put_node(&context.cfs, write, level, index, node);
+            });
             self.head.hash = hash;
             self.head.position = position;
             self.head.recorded_at = context.recorded_at;
@@ -698,8 +711,14 @@ impl Writer {
         let result = cluster.catch_up.run(&self.db, &self.published);
         cluster.resync.set_catching_up(false);
         match result {
-            Ok(head) => {
+            Ok((head, tree)) => {
+                assert_eq!(
+                    tree.size(),
+                    head.position.0,
+                    "the caught-up tree covers the cache"
+                );
                 self.head = head;
+                self.tree = tree;
                 self.head_cache.clear();
                 cluster.unapplied.clear();
                 cluster.unapplied_order.clear();

@@ -228,13 +228,21 @@ async fn two_writers_on_one_log_never_fork_and_no_acknowledged_append_is_lost() 
     caught_up(&rebuilt).await;
     assert_eq!(rebuilt.last_position().get(), log.len() as u64);
     support::assert_log_invariants(&rebuilt);
-    // Each writer's cache is a prefix of the log.
+    // Each writer's cache is a prefix of the log, and so is its Merkle tree: after every
+    // refused commit the writer's tree was reloaded with its head.
     for writer in &writers {
         let cache = cached(writer);
         assert_eq!(
             cache[..],
             log[..cache.len()],
             "a cache is a prefix of the log"
+        );
+        support::assert_tree_matches_log(writer);
+        let size = writer.last_position().get();
+        assert_eq!(
+            writer.view().tree_root(size).expect("root"),
+            rebuilt.view().tree_root(size).expect("root"),
+            "a writer's tree is the rebuilt cache's tree at the same size"
         );
     }
     eprintln!(
@@ -316,6 +324,7 @@ async fn an_unconfirmed_commit_is_unknown_and_a_resend_with_its_key_finds_it() {
     assert_eq!(resent.position(), Position(2));
     assert_eq!(truth.stored().len(), 2, "stored once");
     assert_eq!(cached(&store), truth.stored());
+    support::assert_tree_matches_log(&store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +348,8 @@ async fn an_unreachable_log_refuses_appends_as_unavailable_and_they_resume() {
         .await
         .expect("taken again");
     assert_eq!(next.position(), Position(1));
+    // The refused batch's leaf was in the writer's tree; the one written is the new event's.
+    support::assert_tree_matches_log(&store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ mod append;
 mod commit;
 mod crash;
 mod faults;
+mod merkle;
 mod properties;
 mod reader;
 mod support;

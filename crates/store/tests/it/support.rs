@@ -92,4 +92,59 @@ pub fn assert_log_invariants(store: &EventStore) {
     let report = store.verify(|_| {}).expect("verify");
     assert_eq!(report.first_broken, None, "hash chain verifies");
     assert_eq!(report.checked, last);
+    assert_tree_matches_log(store);
+}
+
+/// Checks the Merkle tree: every stored node equals one rebuilt from the log, and the root
+/// equals a reference computed here from the stored entries (RFC 9162 2.1.1, directly).
+pub fn assert_tree_matches_log(store: &EventStore) {
+    let last = store.last_position().get();
+    let tree = store.verify_tree(|_| {}).expect("verify the tree");
+    assert_eq!(tree.first_mismatch, None, "the stored tree is the log's");
+    assert_eq!(tree.leaves, last, "one leaf per position");
+    let entries: Vec<Vec<u8>> = (1..=last)
+        .map(|p| {
+            store
+                .read_raw(planledger_store::Position(p))
+                .expect("read")
+                .expect("every position is stored")
+        })
+        .collect();
+    let expected = reference_root(&entries);
+    assert_eq!(
+        tree.root, expected,
+        "the rebuilt root is the reference root"
+    );
+    assert_eq!(
+        store.view().tree_root(last).expect("stored root"),
+        expected,
+        "the stored tree's root is the reference root"
+    );
+}
+
+/// MTH(D[n]) of RFC 9162 2.1.1, written from the RFC: SHA-256 of nothing for no entries,
+/// SHA-256(0x00 || d) for one, SHA-256(0x01 || MTH(D[0:k]) || MTH(D[k:n])) with k the largest
+/// power of two below n.
+pub fn reference_root(entries: &[Vec<u8>]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    match entries.len() {
+        0 => Sha256::digest(b"").into(),
+        1 => Sha256::new()
+            .chain_update([0u8])
+            .chain_update(&entries[0])
+            .finalize()
+            .into(),
+        n => {
+            let mut k = 1;
+            while k * 2 < n {
+                k *= 2;
+            }
+            Sha256::new()
+                .chain_update([1u8])
+                .chain_update(reference_root(&entries[..k]))
+                .chain_update(reference_root(&entries[k..]))
+                .finalize()
+                .into()
+        }
+    }
 }
