@@ -130,10 +130,11 @@ async fn partition_events(nats: &NatsCluster, heads: &BTreeMap<u32, u64>) -> Vec
         let mut events: Vec<Delivery> = Vec::new();
         while events.last().map_or(0, |d| d.position.get()) < head {
             let after = Position(events.last().map_or(0, |d| d.position.get()));
-            let batch = tokio::time::timeout(Duration::from_secs(30), source.next_batch(after, 512))
-                .await
-                .expect("the stream delivers")
-                .expect("a batch");
+            let batch =
+                tokio::time::timeout(Duration::from_secs(30), source.next_batch(after, 512))
+                    .await
+                    .expect("the stream delivers")
+                    .expect("a batch");
             events.extend(batch);
         }
         all.push(events);
@@ -213,7 +214,11 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     nats.init_planledger(PARTITIONS);
     let dir = tempfile::tempdir().expect("dir");
     let node = writer(&nats, &dir.path().join("n1"), "n1", None);
-    assert!(node.wait_ready().await, "the node never got ready: {}", node.log());
+    assert!(
+        node.wait_ready().await,
+        "the node never got ready: {}",
+        node.log()
+    );
     let keys = node.data_dir.clone();
     let token = node.token(TENANT, "writer", "admin");
     // Twelve plans spread over the four partitions.
@@ -256,7 +261,9 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
             .json()
             .await
             .expect("answer");
-        let bookmark = answer["bookmark"].as_str().unwrap_or_else(|| panic!("{answer}"));
+        let bookmark = answer["bookmark"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
         assert!(answer["partition"].is_u64(), "{answer}");
         let read: Value = http
             .get(killed.url("/v1/plans"))
@@ -288,7 +295,12 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
         .send()
         .await
         .expect("rebuild");
-    assert_eq!(started.status(), 202, "{}", started.text().await.unwrap_or_default());
+    assert_eq!(
+        started.status(),
+        202,
+        "{}",
+        started.text().await.unwrap_or_default()
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some((found, now)) = checkpoints(&killed, &token).await

@@ -321,7 +321,12 @@ pub async fn get_accountability(
     let (params, plan_id, as_of) = plan_request(&plan_id, query, &[])?;
     let found = state
         .read_models
-        .accountability(&principal, &plan_id, as_of, ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?)
+        .accountability(
+            &principal,
+            &plan_id,
+            as_of,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }
@@ -336,7 +341,12 @@ pub async fn get_agility(
     let (params, plan_id, as_of) = plan_request(&plan_id, query, &[])?;
     let found = state
         .read_models
-        .agility(&principal, &plan_id, as_of, ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?)
+        .agility(
+            &principal,
+            &plan_id,
+            as_of,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }
@@ -372,7 +382,11 @@ pub async fn get_person_accountability(
     let Query(params) = query.map_err(query_rejection)?;
     let found = state
         .read_models
-        .person_accountability(&principal, &person, ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?)
+        .person_accountability(
+            &principal,
+            &person,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }
@@ -384,7 +398,13 @@ pub async fn get_projections(
     query: Result<Query<MinPositionParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(params) = query.map_err(query_rejection)?;
-    state.read_models.reach_all(ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?).await?;
+    state
+        .read_models
+        .reach_all(ReadAfter::from_query(
+            params.min_position,
+            params.bookmark.as_deref(),
+        )?)
+        .await?;
     let projections = state.read_models.statuses(&principal)?;
     Ok(axum::Json(serde_json::json!({ "projections": projections })).into_response())
 }

@@ -69,7 +69,9 @@ impl Bookmark {
 
     /// The logs named and their positions, in log order.
     pub fn positions(&self) -> impl Iterator<Item = (LogRef, u64)> + '_ {
-        self.positions.iter().map(|(log, position)| (*log, *position))
+        self.positions
+            .iter()
+            .map(|(log, position)| (*log, *position))
     }
 
     /// Whether it names no log.
@@ -91,8 +93,8 @@ impl Bookmark {
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| invalid("not a bookmark (its body is not URL-safe base64)"))?;
-        let body =
-            String::from_utf8(bytes).map_err(|_| invalid("not a bookmark (its body is not text)"))?;
+        let body = String::from_utf8(bytes)
+            .map_err(|_| invalid("not a bookmark (its body is not text)"))?;
         let mut bookmark = Bookmark::default();
         for entry in body.split(',') {
             let (log, position) = entry
@@ -153,7 +155,10 @@ mod tests {
             vec![(LogRef::Partition(3), 120), (LogRef::Partition(7), 5)]
         );
         let single = Bookmark::at(LogRef::Single, 42);
-        assert_eq!(Bookmark::parse(&single.to_string()).expect("parses"), single);
+        assert_eq!(
+            Bookmark::parse(&single.to_string()).expect("parses"),
+            single
+        );
     }
 
     #[test]

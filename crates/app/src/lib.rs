@@ -21,6 +21,7 @@ mod read_models;
 
 pub use audit::{AuditService, DigestKey};
 pub use auth::{AuthError, Authenticator, IdentityProvider, Permission, Principal, Role};
+pub use bookmark::{Bookmark, LogRef};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use door::{CommandBody, CommandInput, FieldError, IfMatch, Refusal};
 pub use error::AppError;
@@ -37,7 +38,6 @@ pub use read_models::{
     DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery, ReadAfter,
     ReadModelResponse, ReadModels,
 };
-pub use bookmark::{Bookmark, LogRef};
 
 use std::sync::Arc;
 

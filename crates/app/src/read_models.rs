@@ -115,10 +115,7 @@ pub enum ReadAfter {
 
 impl ReadAfter {
     /// From a query's `min_position` and `bookmark` parameters (at most one of them).
-    pub fn from_query(
-        min_position: Option<u64>,
-        bookmark: Option<&str>,
-    ) -> Result<Self, AppError> {
+    pub fn from_query(min_position: Option<u64>, bookmark: Option<&str>) -> Result<Self, AppError> {
         match (min_position, bookmark) {
             (Some(_), Some(_)) => Err(AppError::Invalid {
                 field: "bookmark".into(),
@@ -753,7 +750,9 @@ impl ReadModels {
             .find(|h| h.db().partition() == partition)
             .ok_or_else(|| AppError::Invalid {
                 field: "partition".into(),
-                message: format!("this service runs no {name} projector for partition {partition:?}"),
+                message: format!(
+                    "this service runs no {name} projector for partition {partition:?}"
+                ),
             })?;
         let request = QuarantineRequest {
             position,

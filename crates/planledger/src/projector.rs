@@ -306,7 +306,9 @@ async fn spawn_cluster(
         .await
         .context("reading the cluster's configuration")?
         .with_context(|| {
-            format!("NATS at {url} holds no cluster configuration: run `planledger cluster init` first")
+            format!(
+                "NATS at {url} holds no cluster configuration: run `planledger cluster init` first"
+            )
         })?;
     let count = config.partition_count;
     let js = async_nats::jetstream::new(client);

@@ -658,11 +658,9 @@ impl ReadModelDb {
             serde_json::to_vec(&record).map_err(|e| self.corrupt("quarantine", e.to_string()))?;
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.inner.db.put_opt(
-            quarantine_key(partition, record.position),
-            value,
-            &options,
-        )?;
+        self.inner
+            .db
+            .put_opt(quarantine_key(partition, record.position), value, &options)?;
         let mut next = BTreeMap::clone(&mine);
         next.insert(record.position, record);
         quarantines.insert(partition, Arc::new(next));
@@ -768,10 +766,11 @@ impl ReadModelDb {
         key.extend_from_slice(&scope.partition.to_be_bytes());
         self.inner.db.put_cf(&cf, &key, [])?;
         let mut ready = 0usize;
-        for item in self.inner.db.iterator_cf(
-            &cf,
-            IteratorMode::From(&[PREFIX_READY], Direction::Forward),
-        ) {
+        for item in self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&[PREFIX_READY], Direction::Forward))
+        {
             let (key, _) = item?;
             if key.first() != Some(&PREFIX_READY) {
                 break;

@@ -697,11 +697,9 @@ impl Runner {
             _ => None,
         };
         let name = self.name();
-        metrics::gauge!("planledger_projector_position", self.labels())
-            .set(checkpoint as f64);
+        metrics::gauge!("planledger_projector_position", self.labels()).set(checkpoint as f64);
         if let Some(lag) = lag_positions {
-            metrics::gauge!("planledger_projector_lag_positions", self.labels())
-                .set(lag as f64);
+            metrics::gauge!("planledger_projector_lag_positions", self.labels()).set(lag as f64);
         }
         if let Some(lag) = lag_seconds {
             metrics::gauge!("planledger_projector_lag_seconds", self.labels()).set(lag);
@@ -1117,8 +1115,7 @@ impl Runner {
             reason = %record.reason,
             "event quarantined; the projector passes over it and continues"
         );
-        metrics::gauge!("planledger_projector_poison_position", self.labels())
-            .set(0.0);
+        metrics::gauge!("planledger_projector_poison_position", self.labels()).set(0.0);
         if let Some(blocked) = self.blocked.take() {
             self.resume = Some(blocked.held);
         }
