@@ -10,6 +10,7 @@
 mod api;
 mod api_spans;
 mod audit;
+mod backup;
 mod bench_smoke;
 mod cluster_commit;
 mod cluster_loopback;

@@ -26,6 +26,7 @@ pub mod bench;
 pub mod cluster;
 pub mod connection;
 pub mod envelope;
+pub mod event_stream_log;
 pub mod ingress;
 pub mod leases;
 pub mod partition_log;
@@ -41,6 +42,7 @@ pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
+pub use event_stream_log::EventStreamLog;
 pub use ingress::{
     CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto, refusal_reply,
     reply_message,

@@ -196,6 +196,9 @@ pub enum HaltReason {
     OffsetChanged,
     /// The stream's last message was not published by a relay (no position header).
     ForeignMessage,
+    /// The stream holds positions the log does not: the log was restored from an older backup
+    /// (or the relay is pointed at another log's stream). Publishing would fork the stream.
+    LogBehind,
 }
 
 impl HaltReason {
@@ -207,16 +210,18 @@ impl HaltReason {
             Self::StreamBehind => "stream_behind",
             Self::OffsetChanged => "offset_changed",
             Self::ForeignMessage => "foreign_message",
+            Self::LogBehind => "log_behind",
         }
     }
 
     /// Every reason, for metrics that show all of them.
-    pub const ALL: [HaltReason; 5] = [
+    pub const ALL: [HaltReason; 6] = [
         Self::StreamDeleted,
         Self::StreamPurged,
         Self::StreamBehind,
         Self::OffsetChanged,
         Self::ForeignMessage,
+        Self::LogBehind,
     ];
 }
 
@@ -793,13 +798,6 @@ impl Relay {
             log_position = self.store.last_position().get(),
             "relay synced with the stream"
         );
-        if acked > self.store.last_position() {
-            tracing::error!(
-                stream_position = acked.get(),
-                log_position = self.store.last_position().get(),
-                "the stream holds positions this log does not have; is the relay pointed at another log's stream?"
-            );
-        }
 
         let window = self.config.ack_window;
         let mut reader = LogReader::spawn(
@@ -982,7 +980,18 @@ impl Relay {
                 reason,
                 detail: format!("stream {}: {detail}", spec.name),
             })?;
-        self.save_binding(Position(resume.next.get() - 1), offset)?;
+        let stream_position = resume.next.get() - 1;
+        let log_position = self.store.last_position().get();
+        if stream_position > log_position {
+            return Err(SessionError::Halted {
+                reason: HaltReason::LogBehind,
+                detail: format!(
+                    "stream {} holds positions up to {stream_position}, but this log ends at {log_position}: the log was restored from an older backup (catch it up from the stream: `planledger restore --nats`), or the relay is pointed at another log's stream",
+                    spec.name
+                ),
+            });
+        }
+        self.save_binding(Position(stream_position), offset)?;
         Ok((stream, resume))
     }
 

@@ -18,6 +18,10 @@ pub enum ClusterCommand {
     /// each plan's versions gap-free, event ids unique) and, with `--cache`, that every node's
     /// cache of every partition is a prefix of its stream, event by event.
     Verify(VerifyArgs),
+    /// Recreate a lost partition stream and republish a cache's history into it from position
+    /// 1 (or continue a stream that is a prefix of the cache), with expected-last-sequence on
+    /// every batch; prints what it would do unless given --yes-recreate-the-stream.
+    Repair(crate::repair::RepairArgs),
 }
 
 /// Flags of `cluster verify`.
@@ -64,6 +68,7 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
         ClusterCommand::Init(args) => init(args).await,
         ClusterCommand::Status(args) => status(args).await,
         ClusterCommand::Verify(args) => verify(args).await,
+        ClusterCommand::Repair(args) => crate::repair::run(args).await,
     }
 }
 

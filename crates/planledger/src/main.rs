@@ -3,11 +3,13 @@
 //! `serve` runs the API, the writer, the relay and the projectors; `token` mints JWTs; `verify`
 //! walks the hash chain; `export` writes the log to NDJSON or Parquet; `replay` rebuilds a read
 //! model or prints a plan as it stood; `demo` seeds a sample plan and serves it; `cluster init`
-//! creates cluster mode's partition streams. The benchmarks are not here: they are the
+//! creates cluster mode's partition streams; `backup` and `restore` copy a node's logs. The benchmarks are not here: they are the
 //! `planledger-bench` binary (crates/bench).
 
+mod backup;
 mod cluster;
 mod config;
+mod control;
 mod demo;
 mod export;
 mod identity;
@@ -15,6 +17,7 @@ mod node;
 mod projector;
 mod quarantine;
 mod relay;
+mod repair;
 mod replay;
 mod replay_plan;
 mod serve;
@@ -72,6 +75,14 @@ enum Commands {
         #[command(subcommand)]
         command: relay::RelayCommand,
     },
+    /// Write a consistent copy of a node's event logs (its `log`, or a cluster node's
+    /// partition caches) and key files to a new directory, with a manifest; works while the
+    /// service runs (it takes the RocksDB checkpoints itself).
+    Backup(backup::BackupArgs),
+    /// Check a backup (manifest, every chain) and put it into a new data directory (or one
+    /// partition cache into a stopped node's); `--nats` catches a single node's log up with
+    /// the events its relay published after the backup.
+    Restore(backup::RestoreArgs),
     /// Cluster mode: `cluster init` creates the partition streams and the cluster's
     /// configuration on a JetStream cluster.
     Cluster {
@@ -97,6 +108,8 @@ fn main() -> Result<()> {
             Commands::Export(args) => export::run(args),
             Commands::Relay { command } => relay::run(command).await,
             Commands::Cluster { command } => cluster::run(command).await,
+            Commands::Backup(args) => backup::run_backup(args).await,
+            Commands::Restore(args) => backup::run_restore(args).await,
         }
     })
 }

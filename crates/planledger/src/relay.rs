@@ -145,3 +145,87 @@ async fn reset(args: ResetArgs) -> Result<()> {
     drop(store);
     Ok(())
 }
+
+/// How long a catch-up from the event stream may go without progress before it gives up.
+const CATCH_UP_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Brings the log in `log` (restored from a backup, no service running on it) up to what the
+/// relay's event stream holds: the events published after the backup are read back from the
+/// stream and applied with the writer's checks (the log must be a prefix of the stream), so a
+/// relay started on it resumes at the stream's end instead of halting (`log_behind`).
+pub async fn catch_up_from_stream(log: &std::path::Path, url: &str, stream: &str) -> Result<()> {
+    let client = planledger_bus::connect(url, "planledger-restore")
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    let Some(source) = planledger_bus::EventStreamLog::open(client, stream)
+        .await
+        .with_context(|| format!("reading the event stream {stream}"))?
+    else {
+        println!("the event stream {stream} holds no events: nothing to catch up");
+        return Ok(());
+    };
+    let stream_last = source.last_position_now().await?;
+    let log_last = planledger_store::LogCopy::open(log)?
+        .summary()?
+        .last_position;
+    if stream_last <= log_last {
+        println!(
+            "the event stream {stream} ends at position {stream_last}, the log at {log_last}: nothing to catch up (the relay publishes the rest)"
+        );
+        return Ok(());
+    }
+    let options = StoreOptions {
+        commit: planledger_store::Commit::External(std::sync::Arc::new(source)),
+        ..StoreOptions::default()
+    };
+    let path = log.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || EventStore::open(&path, options))
+        .await
+        .context("opening the restored log")??;
+    let bar = ProgressBar::new(stream_last.get());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} {bar:40} {pos}/{len} events  {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("catch up");
+    let mut last_progress = (store.last_position(), std::time::Instant::now());
+    loop {
+        bar.set_position(store.last_position().get());
+        match store.health() {
+            planledger_store::LogHealth::CatchingUp => {}
+            planledger_store::LogHealth::Stopped(failure) => {
+                bar.abandon();
+                anyhow::bail!(
+                    "the restored log is not a prefix of the event stream {stream}, so it cannot be caught up from it: {}; restore a backup of this stream's log, or start without --nats and reset the stream (planledger relay reset)",
+                    failure.message()
+                );
+            }
+            _ => break,
+        }
+        if store.last_position() != last_progress.0 {
+            last_progress = (store.last_position(), std::time::Instant::now());
+        } else if last_progress.1.elapsed() > CATCH_UP_STALL {
+            bar.abandon();
+            anyhow::bail!(
+                "the catch-up from the event stream {stream} made no progress for {CATCH_UP_STALL:?} at position {}: check that NATS answers, then run the restore again into a new directory",
+                store.last_position()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bar.finish_and_clear();
+    let caught_up = store.last_position();
+    if caught_up < stream_last {
+        anyhow::bail!(
+            "the catch-up from the event stream {stream} stopped at position {caught_up} of {stream_last} (the stream could not be read; see the log above): check that NATS answers, then run the restore again into a new directory"
+        );
+    }
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .context("flushing the restored log")??;
+    println!(
+        "caught up positions {} to {caught_up} from the event stream {stream}; the relay resumes after {caught_up}",
+        log_last.get() + 1
+    );
+    Ok(())
+}

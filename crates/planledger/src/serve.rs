@@ -177,6 +177,12 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     state.readiness = Arc::new(projectors.readiness());
 
     let mut background = Vec::new();
+    let open_log = store.clone();
+    background.push(tokio::spawn(crate::control::serve(
+        config.data_dir.clone(),
+        Arc::new(move || vec![("log".to_string(), open_log.clone())]),
+        shutdown.clone(),
+    )));
     if let Some((source, keys)) = key_source {
         background.push(tokio::spawn(crate::identity::keep_current(
             source,

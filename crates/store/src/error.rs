@@ -133,6 +133,22 @@ pub enum StoreError {
         /// The directory.
         path: String,
     },
+    /// A copy of the log (a backup) was to be written where something already is.
+    #[error("{path} already exists; copy the log to a new directory, or remove it first")]
+    CopyTargetExists {
+        /// The target.
+        path: String,
+    },
+    /// A copy of the log could not be written.
+    #[error(
+        "copying the log failed at {path}: {detail}; check the target's file system and permissions"
+    )]
+    CopyFailed {
+        /// Where it failed.
+        path: String,
+        /// The operating system's error.
+        detail: String,
+    },
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),

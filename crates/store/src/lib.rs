@@ -16,6 +16,7 @@
 //!   the batch of the event that completes them.
 
 #[cfg(feature = "bench")]
+mod backup;
 pub mod bench;
 mod commit;
 mod envelope;
@@ -29,6 +30,7 @@ mod reader;
 mod view;
 mod writer;
 
+pub use backup::{LogCopy, LogSummary, checkpoint_closed};
 pub use commit::{
     CommandHeader, Commit, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS,
 };

@@ -832,91 +832,9 @@ impl EventStore {
     pub fn verify_to(
         &self,
         to: Option<Position>,
-        mut progress: impl FnMut(Position),
+        progress: impl FnMut(Position),
     ) -> Result<VerifyReport, StoreError> {
-        let mut expected_prev = GENESIS_HASH.to_string();
-        let mut expected_position = 1u64;
-        let mut last_recorded = Timestamp::UNIX_EPOCH;
-        let mut last_recorded_at = None;
-        let mut checked = 0u64;
-        let to = to.map_or(u64::MAX, |p| p.0);
-        let mut read = ReadOptions::default();
-        read.fill_cache(false);
-        let snapshot_last = self.last_position();
-        let iter =
-            self.inner
-                .db
-                .iterator_cf_opt(cf(&self.inner.db, CF_LOG), read, IteratorMode::Start);
-        // What was checked before the break: its count, last hash and time.
-        let broken =
-            |position: u64, why: String, before: (u64, &str, Option<Timestamp>)| VerifyReport {
-                checked: before.0,
-                last_position: snapshot_last,
-                last_hash: before.1.to_string(),
-                last_recorded_at: before.2,
-                first_broken: Some((Position(position), why)),
-            };
-        for item in iter {
-            let (key, value) = item?;
-            let Some(position) = keys::decode_u64(&key) else {
-                return Ok(broken(
-                    expected_position,
-                    "log key is not 8 bytes".into(),
-                    (checked, &expected_prev, last_recorded_at),
-                ));
-            };
-            if position > to {
-                break;
-            }
-            if position != expected_position {
-                return Ok(broken(
-                    expected_position,
-                    format!("position {expected_position} is missing (next found is {position})"),
-                    (checked, &expected_prev, last_recorded_at),
-                ));
-            }
-            let envelope = match serde_json::from_slice::<Envelope>(&value) {
-                Ok(envelope) => envelope,
-                Err(e) => {
-                    return Ok(broken(
-                        position,
-                        format!("envelope does not decode: {e}"),
-                        (checked, &expected_prev, last_recorded_at),
-                    ));
-                }
-            };
-            let why = if envelope.position.0 != position {
-                Some(format!("envelope says position {}", envelope.position))
-            } else if envelope.prev_hash != expected_prev {
-                Some("prev_hash does not match the hash of the previous envelope".into())
-            } else if envelope.compute_hash() != envelope.hash {
-                Some("hash does not match the envelope's content".into())
-            } else if envelope.recorded_at < last_recorded {
-                Some("recorded_at goes backwards".into())
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return Ok(broken(
-                    position,
-                    why,
-                    (checked, &expected_prev, last_recorded_at),
-                ));
-            }
-            last_recorded = envelope.recorded_at;
-            last_recorded_at = Some(envelope.recorded_at);
-            expected_prev = envelope.hash;
-            expected_position += 1;
-            checked += 1;
-            progress(Position(position));
-        }
-        Ok(VerifyReport {
-            checked,
-            last_position: Position(expected_position - 1),
-            last_hash: expected_prev,
-            last_recorded_at,
-            first_broken: None,
-        })
+        verify_chain(&self.inner.db, self.last_position(), to, progress)
     }
 
     /// Rebuilds the Merkle tree of the durable log from its entries and compares every node
@@ -965,6 +883,15 @@ impl EventStore {
             .get_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position))?)
     }
 
+    /// Writes a consistent copy of the log into the directory `to` (which must not exist yet)
+    /// while it keeps taking appends: a RocksDB checkpoint, which flushes the memtables and
+    /// hard-links the table files (copies them across file systems). The copy holds whole
+    /// batches only, up to some batch written before the call returns; see
+    /// [`crate::LogCopy`] to read it.
+    pub fn checkpoint_to(&self, to: &Path) -> Result<(), StoreError> {
+        crate::backup::checkpoint_db(&self.inner.db, to)
+    }
+
     /// Flushes memtables and the write-ahead log (for clean shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         for name in ALL_CFS {
@@ -972,6 +899,95 @@ impl EventStore {
         }
         Ok(())
     }
+}
+
+/// Walks `db`'s log from position 1 to `to` (the end when `None`) and checks positions, hashes
+/// and the chain between them; `snapshot_last` is the last position reported when it breaks.
+pub(crate) fn verify_chain(
+    db: &DB,
+    snapshot_last: Position,
+    to: Option<Position>,
+    mut progress: impl FnMut(Position),
+) -> Result<VerifyReport, StoreError> {
+    let mut expected_prev = GENESIS_HASH.to_string();
+    let mut expected_position = 1u64;
+    let mut last_recorded = Timestamp::UNIX_EPOCH;
+    let mut last_recorded_at = None;
+    let mut checked = 0u64;
+    let to = to.map_or(u64::MAX, |p| p.0);
+    let mut read = ReadOptions::default();
+    read.fill_cache(false);
+    let iter = db.iterator_cf_opt(cf(db, CF_LOG), read, IteratorMode::Start);
+    // What was checked before the break: its count, last hash and time.
+    let broken =
+        |position: u64, why: String, before: (u64, &str, Option<Timestamp>)| VerifyReport {
+            checked: before.0,
+            last_position: snapshot_last,
+            last_hash: before.1.to_string(),
+            last_recorded_at: before.2,
+            first_broken: Some((Position(position), why)),
+        };
+    for item in iter {
+        let (key, value) = item?;
+        let Some(position) = keys::decode_u64(&key) else {
+            return Ok(broken(
+                expected_position,
+                "log key is not 8 bytes".into(),
+                (checked, &expected_prev, last_recorded_at),
+            ));
+        };
+        if position > to {
+            break;
+        }
+        if position != expected_position {
+            return Ok(broken(
+                expected_position,
+                format!("position {expected_position} is missing (next found is {position})"),
+                (checked, &expected_prev, last_recorded_at),
+            ));
+        }
+        let envelope = match serde_json::from_slice::<Envelope>(&value) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                return Ok(broken(
+                    position,
+                    format!("envelope does not decode: {e}"),
+                    (checked, &expected_prev, last_recorded_at),
+                ));
+            }
+        };
+        let why = if envelope.position.0 != position {
+            Some(format!("envelope says position {}", envelope.position))
+        } else if envelope.prev_hash != expected_prev {
+            Some("prev_hash does not match the hash of the previous envelope".into())
+        } else if envelope.compute_hash() != envelope.hash {
+            Some("hash does not match the envelope's content".into())
+        } else if envelope.recorded_at < last_recorded {
+            Some("recorded_at goes backwards".into())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Ok(broken(
+                position,
+                why,
+                (checked, &expected_prev, last_recorded_at),
+            ));
+        }
+        last_recorded = envelope.recorded_at;
+        last_recorded_at = Some(envelope.recorded_at);
+        expected_prev = envelope.hash;
+        expected_position += 1;
+        checked += 1;
+        progress(Position(position));
+    }
+    Ok(VerifyReport {
+        checked,
+        last_position: Position(expected_position - 1),
+        last_hash: expected_prev,
+        last_recorded_at,
+        first_broken: None,
+    })
 }
 
 /// Opens the log's RocksDB with its column families and their tuning (see ARCHITECTURE.md).

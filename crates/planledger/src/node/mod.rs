@@ -127,6 +127,18 @@ impl Node {
         self.api.request_timeout + self.commit_timeout
     }
 
+    /// The partition caches open here, by their path in the data directory (for backups).
+    fn open_logs(&self) -> Vec<(String, planledger_store::EventStore)> {
+        self.table()
+            .sessions
+            .iter()
+            .filter_map(|(partition, session)| {
+                let served = session.served.as_ref()?;
+                Some((format!("partitions/{partition}/log"), served.store.clone()))
+            })
+            .collect()
+    }
+
     /// The partition of a plan.
     // A refusal is the cold path, and the door's plain serde type (see `app::door`).
     #[allow(clippy::result_large_err)]
@@ -208,7 +220,7 @@ pub(crate) fn not_owner(partition: u32) -> Refusal {
 
 /// Takes an exclusive lock on the data directory (`<data_dir>/node.lock`) for the life of the
 /// process, so a second node on the same directory exits naming it.
-fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let path = data_dir.join("node.lock");
@@ -326,7 +338,13 @@ pub async fn run(config: Config, prometheus: PrometheusHandle) -> Result<()> {
         "cluster node starting"
     );
 
+    let open_logs = node.clone();
     let tasks = vec![
+        tokio::spawn(crate::control::serve(
+            config.data_dir.clone(),
+            Arc::new(move || open_logs.open_logs()),
+            shutdown.clone(),
+        )),
         tokio::spawn(leases::watch_loop(node.clone())),
         tokio::spawn(leases::lease_loop(node.clone())),
         tokio::spawn(route::serve_forwarded(node.clone())),
