@@ -191,7 +191,7 @@ fn bench_projections_cluster_prints_each_read_model_beside_the_single_node_rate_
         assert_eq!(cluster.len(), 7, "{cluster:?}");
         assert_eq!(cluster[1], "2000", "every event rebuilt:\n{stdout}");
         let single: f64 = rows[0][3].parse().expect("single-node events/s");
-        let beside: f64 = cluster[4].parse().expect("the single-node rate beside it");
+        let beside: f64 = cluster[5].parse().expect("the single-node rate beside it");
         assert!(
             (single - beside).abs() <= 1.0,
             "the cluster row names the same run's single-node rate:\n{stdout}"

@@ -3,9 +3,9 @@
 //!
 //! What is shown, on a fresh 3-server JetStream cluster with 4 partitions and one writer node:
 //! - SIGKILLed repeatedly while commands flow, the projector ends with a model whose facts are
-//!   byte-identical to a clean rebuild's (a new projector on an empty directory), to a
+//!   byte-identical to a clean build's (a new projector on an empty directory), as is a
 //!   coordinated rebuild's (`POST /v1/projections/progress/rebuild`, which switches once every
-//!   partition has caught up), and to a single-log model built from the same events in a
+//!   partition has caught up; SIGKILLed once while it runs), and to a single-log model built from the same events in a
 //!   different interleaving of the partitions (records are per plan, so it must not matter);
 //! - a query given the bookmark of a just-acknowledged command sees that command.
 
@@ -240,7 +240,7 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
         "every partition got commands: {heads:?}"
     );
     let token = killed.token(TENANT, "ops", "admin");
-    let generation = wait_caught_up(&killed, &token, &heads).await;
+    wait_caught_up(&killed, &token, &heads).await;
 
     // Read your writes: each answer's bookmark, given to the projector at once, shows the
     // command's version of its plan.
@@ -287,8 +287,20 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     }
     let heads = stream_heads(&nats).await;
     wait_caught_up(&killed, &token, &heads).await;
+    // What the kills left, before any rebuild replaces it.
+    killed.terminate();
+    let after_kills = facts(&killed.data_dir);
+    assert!(!after_kills.is_empty(), "the model holds facts");
+    eprintln!(
+        "cluster projector: {} acknowledged commands, stream heads {heads:?}, {} fact records",
+        load.acked().len(),
+        after_kills.len()
+    );
+    killed.restart();
+    let generation = wait_caught_up(&killed, &token, &heads).await;
 
-    // A coordinated rebuild: one new generation from every partition, live once all caught up.
+    // A coordinated rebuild: one new generation from every partition, live once all caught
+    // up; the projector is SIGKILLed while it runs and resumes it.
     let started = http
         .post(killed.url("/v1/projections/progress/rebuild"))
         .bearer_auth(&token)
@@ -301,6 +313,9 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
         "{}",
         started.text().await.unwrap_or_default()
     );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    killed.kill();
+    killed.restart();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some((found, now)) = checkpoints(&killed, &token).await
@@ -317,13 +332,7 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     killed.terminate();
-    let after_kills = facts(&killed.data_dir);
-    assert!(!after_kills.is_empty(), "the model holds facts");
-    eprintln!(
-        "cluster projector: {} acknowledged commands, stream heads {heads:?}, {} fact records",
-        load.acked().len(),
-        after_kills.len()
-    );
+    let after_rebuild = facts(&killed.data_dir);
 
     let mut clean = projector(&nats, &dir.path().join("clean"), &keys);
     wait_caught_up(&clean, &clean.token(TENANT, "ops", "admin"), &heads).await;
@@ -331,8 +340,14 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     let rebuilt = facts(&clean.data_dir);
     assert!(
         after_kills == rebuilt,
-        "the killed and rebuilt projector's model differs from a clean one ({} vs {} records)",
+        "the SIGKILLed projector's model differs from a clean one ({} vs {} records)",
         after_kills.len(),
+        rebuilt.len()
+    );
+    assert!(
+        after_rebuild == rebuilt,
+        "the coordinated rebuild (SIGKILLed once) differs from a clean build ({} vs {} records)",
+        after_rebuild.len(),
         rebuilt.len()
     );
 

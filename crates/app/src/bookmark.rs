@@ -3,9 +3,8 @@
 //! A command's answer carries a bookmark naming the log it was written to (its partition in
 //! cluster mode, or the single log) and the position of its last event. A read-model query given
 //! `?bookmark=` waits, bounded, until the projector of each named log has applied that position,
-//! so it sees the command's effect. Bookmarks merge: a client that wrote to several plans keeps
-//! the merge of their bookmarks (the highest position per log), and a query answer carries the
-//! bookmark of what it reflected.
+//! so it sees the command's effect. A query's answer carries the bookmark of what it reflected
+//! (every partition's checkpoint), which a later query may pass on to see at least as much.
 //!
 //! The text is opaque to clients: `pb1.` and the unpadded URL-safe base64 of `log=P` (single
 //! node) or `pN=P` entries joined by `,` (partition N at position P). Parsing refuses anything
@@ -22,6 +21,8 @@ use crate::AppError;
 const PREFIX: &str = "pb1.";
 /// Most logs one bookmark may name (a deployment has at most 4,096 partitions).
 const MAX_ENTRIES: usize = 4096;
+/// Longest bookmark text accepted (4,096 entries of `p4095=<u64>` fit).
+const MAX_TEXT_BYTES: usize = 131_072;
 
 /// A log a bookmark names: the single log of a single node, or a partition of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,6 +88,9 @@ impl Bookmark {
                 "{why}; pass the bookmark a command or query answer carried, unchanged"
             ),
         };
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(invalid("too long to be a bookmark"));
+        }
         let encoded = text
             .strip_prefix(PREFIX)
             .ok_or_else(|| invalid("not a bookmark (it does not start with \"pb1.\")"))?;
@@ -171,6 +175,7 @@ mod tests {
             (encode("p3=x"), "not a number"),
             (encode("q3=4"), "unknown log"),
             (encode("p-1=4"), "unknown log"),
+            (format!("pb1.{}", "A".repeat(200_000)), "too long"),
         ] {
             match Bookmark::parse(&text) {
                 Err(AppError::Invalid { field, message }) => {

@@ -282,6 +282,8 @@ impl ReadModels {
     /// is refused at once (400) instead of waiting for a position that may never come. A
     /// projector over JetStream cannot tell, and waits.
     async fn reach(&self, name: &str, after: &ReadAfter) -> Result<(), AppError> {
+        // One bound for the whole query, however many logs a bookmark names.
+        let deadline = tokio::time::Instant::now() + self.wait;
         match after {
             ReadAfter::Anything => Ok(()),
             ReadAfter::Position(wanted) => {
@@ -291,12 +293,13 @@ impl ReadModels {
                         message: "in cluster mode a position names one partition's log; pass ?bookmark= with the bookmark the command's answer carried".into(),
                     });
                 }
-                self.reach_log(name, LogRef::Single, *wanted, "min_position")
+                self.reach_log(name, LogRef::Single, *wanted, "min_position", deadline)
                     .await
             }
             ReadAfter::Bookmark(bookmark) => {
                 for (log, wanted) in bookmark.positions() {
-                    self.reach_log(name, log, wanted, "bookmark").await?;
+                    self.reach_log(name, log, wanted, "bookmark", deadline)
+                        .await?;
                 }
                 Ok(())
             }
@@ -310,6 +313,7 @@ impl ReadModels {
         log: LogRef,
         wanted: u64,
         field: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<(), AppError> {
         self.handle(name)?;
         let handle = self
@@ -339,18 +343,42 @@ impl ReadModels {
                 });
             }
         }
-        handle
-            .wait_for(wanted, self.wait)
-            .await
-            .map(|_| ())
-            .map_err(|current| AppError::NotCaughtUp { wanted, current })
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            handle
+                .wait_for(wanted, left)
+                .await
+                .map_err(|current| AppError::NotCaughtUp { wanted, current })?;
+            // The projector's status names the generation it applies; readers see the live
+            // one, which a rebuild's switch may have just replaced (cluster mode: with a
+            // partition's rebuilt checkpoint a moment behind its old live one).
+            let db = handle.db().clone();
+            let seen = blocking(move || {
+                let view = db.view().map_err(projection_error)?;
+                Ok(view
+                    .checkpoint_of(log.partition())
+                    .map_err(projection_error)?
+                    .position)
+            })
+            .await?;
+            if seen >= wanted {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AppError::NotCaughtUp {
+                    wanted,
+                    current: seen,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits (bounded) until every read model has applied what `after` names (see
     /// [`Self::reach`]).
     pub async fn reach_all(&self, min_position: ReadAfter) -> Result<(), AppError> {
-        let mut names: Vec<&str> = self.handles.iter().map(|h| h.name()).collect();
-        names.dedup();
+        let names: std::collections::BTreeSet<&str> =
+            self.handles.iter().map(|h| h.name()).collect();
         for name in names {
             self.reach(name, &min_position).await?;
         }

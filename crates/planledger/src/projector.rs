@@ -260,10 +260,14 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
             tracing::info!("shutting down: committing the projectors' work");
             shutdown.cancel();
             let (first, _, rest) = (&mut ended).await;
-            first.context("projector task")??;
+            let mut outcome = first.context("projector task").and_then(|r| r.map_err(Into::into));
             for task in rest {
-                task.await.context("projector task")??;
+                let ended = task.await.context("projector task").and_then(|r| r.map_err(Into::into));
+                if outcome.is_ok() {
+                    outcome = ended;
+                }
             }
+            outcome?;
         }
         (first, _, rest) = &mut ended => {
             shutdown.cancel();
@@ -311,6 +315,8 @@ async fn spawn_cluster(
             )
         })?;
     let count = config.partition_count;
+    db.claim_partitions(count)
+        .with_context(|| format!("opening the {name} read model for {count} partitions"))?;
     let js = async_nats::jetstream::new(client);
     let mut handles = Vec::new();
     let mut tasks = Vec::new();

@@ -58,6 +58,8 @@ type Rocks = DBWithThreadMode<MultiThreaded>;
 const META_LIVE: &[u8] = b"live";
 const META_BUILDING: &[u8] = b"building";
 const META_FORMAT: &[u8] = b"format";
+/// Cluster mode: the deployment's partition count (u64 BE), recorded at the first start.
+const META_PARTITIONS: &[u8] = b"partitions";
 const FORMAT: &[u8] = b"planledger-read-model-v1";
 const KEY_CHECKPOINT: &[u8] = b"C";
 const PREFIX_READY: u8 = b'R';
@@ -471,6 +473,42 @@ impl ReadModelDb {
         }
     }
 
+    /// Cluster mode: records (once) that this database holds a read model of `count`
+    /// partitions, and refuses a database built for another count or from a single log (its
+    /// facts would sit under checkpoints that start again at 0).
+    pub fn claim_partitions(&self, count: u32) -> Result<(), ProjectionError> {
+        match self.meta_u64(META_PARTITIONS)? {
+            Some(found) if found == u64::from(count) => Ok(()),
+            Some(found) => Err(self.corrupt(
+                "partitions",
+                format!("this read model was built for {found} partitions, not {count}: use another data directory, or delete it to rebuild"),
+            )),
+            None => {
+                if self.checkpoint(self.live_generation())?.position > 0 {
+                    return Err(self.corrupt(
+                        "partitions",
+                        "this read model was built from a single log: use another data directory for cluster mode, or delete it to rebuild",
+                    ));
+                }
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                self.inner.db.put_opt(
+                    META_PARTITIONS,
+                    u64::from(count).to_be_bytes(),
+                    &options,
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Cluster mode: the partition count [`Self::claim_partitions`] recorded, if any.
+    pub fn claimed_partitions(&self) -> Result<Option<u32>, ProjectionError> {
+        Ok(self
+            .meta_u64(META_PARTITIONS)?
+            .and_then(|n| u32::try_from(n).ok()))
+    }
+
     /// Cluster mode: how many partitions the deployment has.
     pub fn partitions(&self) -> Option<u32> {
         self.scope.map(|s| s.of)
@@ -701,8 +739,9 @@ impl ReadModelDb {
     /// Starts a new, empty generation beside the live one and records it as being built.
     ///
     /// In cluster mode a partition joins the generation another partition's rebuild started
-    /// (every partition fills the same one), and generations left by an earlier switch are
-    /// dropped first.
+    /// (every partition fills the same one); generations left by an earlier switch are dropped
+    /// only when the database is opened again, since another partition's runtime may still be
+    /// committing to one until it sees the switch.
     pub fn start_generation(&self) -> Result<u64, ProjectionError> {
         let _switching = self.lock_switching();
         if let Some(building) = self.building_generation()? {
@@ -710,9 +749,6 @@ impl ReadModelDb {
                 return Ok(building);
             }
             self.abandon_generation(building)?;
-        }
-        if self.scope.is_some() {
-            self.drop_stale_generations()?;
         }
         let existing = Rocks::list_cf(&Options::default(), &self.inner.path)?;
         let next = existing
@@ -733,9 +769,11 @@ impl ReadModelDb {
         Ok(next)
     }
 
-    /// Drops a generation that is being built (the rebuild was abandoned).
+    /// Drops a generation that is being built (the rebuild was abandoned). In cluster mode a
+    /// partition gives up only its own part: the generation stays for the others (a new rebuild
+    /// replaces it).
     pub fn abandon_generation(&self, generation: u64) -> Result<(), ProjectionError> {
-        if generation == self.live_generation() {
+        if generation == self.live_generation() || self.scope.is_some() {
             return Ok(());
         }
         if self.building_generation()? == Some(generation) {
@@ -761,7 +799,13 @@ impl ReadModelDb {
         if self.live_generation() == generation {
             return Ok(true);
         }
-        let cf = self.cf_or_err(generation)?;
+        let Some(cf) = self.cf(generation) else {
+            // Abandoned meanwhile (a new rebuild replaced it): nothing to switch to.
+            return Ok(false);
+        };
+        // The rebuild wrote without the write-ahead log: its writes reach the disk before the
+        // mark that vouches for them.
+        self.inner.db.flush_cf(&cf)?;
         let mut key = vec![PREFIX_READY];
         key.extend_from_slice(&scope.partition.to_be_bytes());
         self.inner.db.put_cf(&cf, &key, [])?;

@@ -1194,19 +1194,19 @@ impl Runner {
                 return Ok(Err(job));
             }
         }
-        // Commit what the rebuild applied past its last commit, then go on from it.
+        // Commit what the rebuild applied past its last commit (as it wrote everything else,
+        // without the write-ahead log), then flush it all before going on from it with logged
+        // writes, which must never be recovered without the ones before them.
         let (working, result) = commit_blocking(
             job.working,
             self.db.clone(),
-            Durability::Synced,
+            Durability::Unlogged,
             self.options.cache_plans,
         )
         .await?;
         result?;
         job.working = working;
         if self.db.partition().is_some() {
-            // The rebuild wrote without the write-ahead log until now; from here on its writes
-            // are logged, so they must not be recovered without the ones before them.
             let db = self.db.clone();
             blocking(move || db.flush_generation(number)).await?;
         }
