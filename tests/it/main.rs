@@ -15,6 +15,7 @@ mod bench_smoke;
 mod cluster_commit;
 mod cluster_loopback;
 mod cluster_nodes;
+mod cluster_projections;
 mod command_doors;
 mod connections;
 mod crash_loop;
