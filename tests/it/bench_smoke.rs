@@ -174,6 +174,34 @@ fn bench_projections_rebuilds_every_read_model_and_measures_live_lag_and_cleans_
 }
 
 #[test]
+fn bench_projections_cluster_prints_each_read_model_beside_the_single_node_rate_and_cleans_up() {
+    let stdout = bench("projections --events 2000 --plans 20 --cluster --partitions 3");
+    assert!(
+        stdout.contains("partition logs:"),
+        "the partition logs were written:\n{stdout}"
+    );
+    for projection in ["progress", "accountability", "agility"] {
+        let rows: Vec<Vec<&str>> = stdout
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|columns| columns.first() == Some(&projection))
+            .collect();
+        assert_eq!(rows.len(), 2, "a single-node and a cluster row:\n{stdout}");
+        let cluster = &rows[1];
+        assert_eq!(cluster.len(), 7, "{cluster:?}");
+        assert_eq!(cluster[1], "2000", "every event rebuilt:\n{stdout}");
+        let single: f64 = rows[0][3].parse().expect("single-node events/s");
+        let beside: f64 = cluster[5].parse().expect("the single-node rate beside it");
+        assert!(
+            (single - beside).abs() <= 1.0,
+            "the cluster row names the same run's single-node rate:\n{stdout}"
+        );
+        let ratio: f64 = cluster[6].parse().expect("ratio");
+        assert!(ratio > 0.0, "{cluster:?}");
+    }
+}
+
+#[test]
 fn bench_history_prints_as_of_latency_and_export_rates_next_to_the_raw_scan_and_cleans_up() {
     let stdout = bench("history --events 3000 --plan-events 1200 --samples 20");
     assert!(

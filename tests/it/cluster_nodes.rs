@@ -66,7 +66,12 @@ fn partition_of(plan: &str) -> u32 {
 }
 
 /// A writer node `id` in `data_dir`, with the JWT key of `keys` when given.
-fn writer(cluster: &NatsCluster, data_dir: &Path, id: &str, keys: Option<&Path>) -> Planledger {
+pub(crate) fn writer(
+    cluster: &NatsCluster,
+    data_dir: &Path,
+    id: &str,
+    keys: Option<&Path>,
+) -> Planledger {
     writer_via(&cluster.urls().join(","), data_dir, id, keys)
 }
 

@@ -16,6 +16,7 @@ mod checkpoints;
 mod cluster_commit;
 mod cluster_loopback;
 mod cluster_nodes;
+mod cluster_projections;
 mod command_doors;
 mod connections;
 mod crash_loop;

@@ -20,8 +20,13 @@ pub struct CommandResponse {
     pub plan_id: String,
     /// The plan's version after the command (send it back in `If-Match`).
     pub version: u64,
-    /// Global position of the last event written (use as `min_position` to read your writes).
+    /// Position of the last event written in its log (single node: use as `min_position`).
     pub position: u64,
+    /// Cluster mode: the partition whose log holds the plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// Pass as `?bookmark=` to a read-model query to read this write (both modes).
+    pub bookmark: String,
     /// True when this answers a repeated `Idempotency-Key`.
     pub deduplicated: bool,
     /// The stored events.
@@ -34,6 +39,8 @@ impl From<CommandResult> for CommandResponse {
             plan_id: result.plan_id.to_string(),
             version: result.version(),
             position: result.position(),
+            partition: result.partition,
+            bookmark: result.bookmark().to_string(),
             deduplicated: result.deduplicated(),
             events: result.events.into_envelopes(),
         }
@@ -124,6 +131,12 @@ pub fn response_body(result: CommandResult) -> Vec<u8> {
     out.extend_from_slice(result.version().to_string().as_bytes());
     out.extend_from_slice(b",\"position\":");
     out.extend_from_slice(result.position().to_string().as_bytes());
+    if let Some(partition) = result.partition {
+        out.extend_from_slice(b",\"partition\":");
+        out.extend_from_slice(partition.to_string().as_bytes());
+    }
+    out.extend_from_slice(b",\"bookmark\":");
+    serde_json::to_writer(&mut out, &result.bookmark().to_string()).expect("writing to a Vec");
     out.extend_from_slice(b",\"deduplicated\":");
     out.extend_from_slice(if result.deduplicated() {
         b"true"
@@ -180,6 +193,7 @@ mod tests {
         CommandResult {
             plan_id: PlanId::new("q3").expect("plan id"),
             events: planledger_store::AppendOutcome::from_envelopes(events, stored, deduplicated),
+            partition: deduplicated.then_some(3),
         }
     }
 

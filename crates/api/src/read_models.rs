@@ -1,7 +1,7 @@
 //! Read-model routes: `GET /v1/plans/{plan_id}/progress|accountability|agility|drift`,
 //! `GET /v1/people/{person}/accountability`, `GET /v1/projections` and
 //! `POST /v1/projections/{name}/rebuild` and `POST /v1/projections/{name}/quarantine`, the
-//! reads with `?min_position=P`.
+//! reads with `?min_position=P` (single-node mode) or `?bookmark=B` (both modes).
 //!
 //! The routes need only a [`ReadModelState`] (read models, token verification, rate limits), so
 //! the same handlers serve inside `planledger serve` and in a separate `planledger projector`
@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use planledger_app::{Authenticator, ProgressQuery, ReadModels};
+use planledger_app::{Authenticator, ProgressQuery, ReadAfter, ReadModels};
 use planledger_domain::PlanId;
 use planledger_domain::metrics::RollUp;
 use serde::Deserialize;
@@ -141,8 +141,11 @@ async fn projector_readyz(State(state): State<ReadModelState>) -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadModelParams {
-    /// Wait (up to 5 s) until the read model has applied this log position.
+    /// Wait (up to 5 s) until the read model has applied this log position (single-node mode).
     pub min_position: Option<u64>,
+    /// Wait (up to 5 s) until the read model reflects this bookmark (a command's answer
+    /// carries one; both modes).
+    pub bookmark: Option<String>,
     /// Evaluate as of this RFC 3339 time, from the log.
     pub as_of: Option<String>,
     /// Progress only: `weighted` (default) or `equal`.
@@ -155,8 +158,11 @@ pub struct ReadModelParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MinPositionParams {
-    /// Wait (up to 5 s) until the read model has applied this log position.
+    /// Wait (up to 5 s) until the read model has applied this log position (single-node mode).
     pub min_position: Option<u64>,
+    /// Wait (up to 5 s) until the read model reflects this bookmark (a command's answer
+    /// carries one; both modes).
+    pub bookmark: Option<String>,
 }
 
 // `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
@@ -240,7 +246,7 @@ pub async fn get_progress(
         rule: parse_rule(params.rule.as_deref())?,
         as_of: parse_as_of(params.as_of.as_deref())?,
         baseline: params.baseline,
-        min_position: params.min_position,
+        min_position: ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
     };
     let found = state
         .read_models
@@ -264,7 +270,7 @@ pub async fn get_history(
             &plan_id,
             params.baseline,
             as_of,
-            params.min_position,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
         )
         .await?;
     Ok(axum::Json(found).into_response())
@@ -278,8 +284,11 @@ pub struct PlansParams {
     pub after: Option<String>,
     /// Page size (default 100, at most 500).
     pub limit: Option<usize>,
-    /// Wait (up to 5 s) until the read model has applied this log position.
+    /// Wait (up to 5 s) until the read model has applied this log position (single-node mode).
     pub min_position: Option<u64>,
+    /// Wait (up to 5 s) until the read model reflects this bookmark (a command's answer
+    /// carries one; both modes).
+    pub bookmark: Option<String>,
 }
 
 /// `GET /v1/plans`: the caller's tenant's plans, paged in plan id order.
@@ -296,7 +305,7 @@ pub async fn get_plans(
             &principal,
             after,
             params.limit.unwrap_or(100),
-            params.min_position,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
         )
         .await?;
     Ok(axum::Json(found).into_response())
@@ -312,7 +321,12 @@ pub async fn get_accountability(
     let (params, plan_id, as_of) = plan_request(&plan_id, query, &[])?;
     let found = state
         .read_models
-        .accountability(&principal, &plan_id, as_of, params.min_position)
+        .accountability(
+            &principal,
+            &plan_id,
+            as_of,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }
@@ -327,7 +341,12 @@ pub async fn get_agility(
     let (params, plan_id, as_of) = plan_request(&plan_id, query, &[])?;
     let found = state
         .read_models
-        .agility(&principal, &plan_id, as_of, params.min_position)
+        .agility(
+            &principal,
+            &plan_id,
+            as_of,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }
@@ -347,7 +366,7 @@ pub async fn get_drift(
             &plan_id,
             params.baseline,
             as_of,
-            params.min_position,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
         )
         .await?;
     Ok(axum::Json(found).into_response())
@@ -363,7 +382,11 @@ pub async fn get_person_accountability(
     let Query(params) = query.map_err(query_rejection)?;
     let found = state
         .read_models
-        .person_accountability(&principal, &person, params.min_position)
+        .person_accountability(
+            &principal,
+            &person,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
         .await?;
     Ok(axum::Json(found).into_response())
 }
@@ -375,7 +398,13 @@ pub async fn get_projections(
     query: Result<Query<MinPositionParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(params) = query.map_err(query_rejection)?;
-    state.read_models.reach_all(params.min_position).await?;
+    state
+        .read_models
+        .reach_all(ReadAfter::from_query(
+            params.min_position,
+            params.bookmark.as_deref(),
+        )?)
+        .await?;
     let projections = state.read_models.statuses(&principal)?;
     Ok(axum::Json(serde_json::json!({ "projections": projections })).into_response())
 }
@@ -396,6 +425,9 @@ pub async fn post_rebuild(
 struct QuarantineBody {
     /// The position the projector is stopped at.
     position: u64,
+    /// Cluster mode: the partition whose projector is stopped there.
+    #[serde(default)]
+    partition: Option<u32>,
     /// Why the event is passed over (kept in the record).
     reason: String,
 }
@@ -408,7 +440,11 @@ pub async fn post_quarantine(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let QuarantineBody { position, reason } = serde_json::from_slice(&body).map_err(|e| {
+    let QuarantineBody {
+        position,
+        partition,
+        reason,
+    } = serde_json::from_slice(&body).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_input",
@@ -436,7 +472,7 @@ pub async fn post_quarantine(
     }
     let record = state
         .read_models
-        .quarantine(&principal, &name, position, reason)
+        .quarantine(&principal, &name, partition, position, reason)
         .await?;
     Ok(axum::Json(record).into_response())
 }

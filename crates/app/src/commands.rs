@@ -44,6 +44,8 @@ pub struct CommandResult {
     /// The stored events: their envelopes (built when asked for) and, for a fresh append,
     /// each one's stored JSON, byte for byte as in the log.
     pub events: AppendOutcome,
+    /// Cluster mode: the partition whose log holds the plan.
+    pub partition: Option<u32>,
 }
 
 impl CommandResult {
@@ -60,6 +62,11 @@ impl CommandResult {
     /// True when this was a repeat of an earlier command id.
     pub fn deduplicated(&self) -> bool {
         self.events.deduplicated
+    }
+
+    /// The bookmark a read-model query waits for to see this command's effect.
+    pub fn bookmark(&self) -> crate::Bookmark {
+        crate::Bookmark::at(crate::LogRef::of(self.partition), self.position())
     }
 }
 
@@ -191,7 +198,7 @@ impl CommandService {
                     if let Some(last) = first.envelopes.last() {
                         store.wait_durable(last.position).await?;
                     }
-                    return Ok(Self::result(
+                    return Ok(self.result(
                         &request.plan_id,
                         AppendOutcome::from_envelopes(first.envelopes, Vec::new(), true),
                     ));
@@ -246,7 +253,7 @@ impl CommandService {
             };
             match store.append(append).await {
                 Ok(outcome) if outcome.deduplicated => {
-                    return Ok(Self::result(&request.plan_id, outcome));
+                    return Ok(self.result(&request.plan_id, outcome));
                 }
                 Ok(outcome) => {
                     let before = loaded.version;
@@ -262,7 +269,7 @@ impl CommandService {
                     if let Err(error) = self.plans.maybe_snapshot(&stream, before, &after) {
                         tracing::warn!(%error, "snapshot not written; loads replay further");
                     }
-                    return Ok(Self::result(&request.plan_id, outcome));
+                    return Ok(self.result(&request.plan_id, outcome));
                 }
                 Err(StoreError::Conflict {
                     current,
@@ -292,10 +299,11 @@ impl CommandService {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn result(plan_id: &PlanId, events: AppendOutcome) -> CommandResult {
+    fn result(&self, plan_id: &PlanId, events: AppendOutcome) -> CommandResult {
         CommandResult {
             plan_id: plan_id.clone(),
             events,
+            partition: self.plans.store().partition(),
         }
     }
 

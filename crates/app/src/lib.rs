@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bookmark;
 pub mod checkpoint;
 mod commands;
 pub mod door;
@@ -21,6 +22,7 @@ mod read_models;
 
 pub use audit::{AuditService, DigestKey};
 pub use auth::{AuthError, Authenticator, IdentityProvider, Permission, Principal, Role};
+pub use bookmark::{Bookmark, LogRef};
 pub use commands::{CommandRequest, CommandResult, CommandService, MAX_COMMAND_ID_LEN};
 pub use door::{CommandBody, CommandInput, FieldError, IfMatch, Refusal};
 pub use error::AppError;
@@ -34,7 +36,7 @@ pub use queries::{
     EventFilter, EventsPage, LogPage, MAX_PAGE, PlanState, QueryService, StateAt, plan_state_in,
 };
 pub use read_models::{
-    DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery,
+    DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery, ReadAfter,
     ReadModelResponse, ReadModels,
 };
 

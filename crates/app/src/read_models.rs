@@ -22,14 +22,44 @@ use planledger_projections::agility::agility_view;
 use planledger_projections::progress::{ProgressView, drift_view, history_view, progress_view};
 use planledger_projections::{
     PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus, Quarantine,
-    QuarantineRequest, REDACTED_STREAM, split_stream,
+    QuarantineRequest, REDACTED_STREAM, ReadView, split_stream,
 };
+use planledger_store::{PartitionCount, StreamId};
 use serde::Serialize;
 
 use crate::AppError;
 use crate::auth::{Permission, Principal};
+use crate::bookmark::{Bookmark, LogRef};
 use crate::plans::stream_of;
 use crate::queries::{QueryService, StateAt};
+
+/// The bookmark of what `view` reflects: every partition's checkpoint (`partitions` of them in
+/// cluster mode), or the single log's.
+fn bookmark_of(view: &ReadView<'_>, partitions: Option<u32>) -> Result<Bookmark, AppError> {
+    let mut bookmark = Bookmark::default();
+    match partitions {
+        Some(n) => {
+            for p in 0..n {
+                let at = view.checkpoint_of(Some(p)).map_err(projection_error)?;
+                bookmark.add(LogRef::Partition(p), at.position);
+            }
+        }
+        None => {
+            let at = view.checkpoint_of(None).map_err(projection_error)?;
+            bookmark.add(LogRef::Single, at.position);
+        }
+    }
+    Ok(bookmark)
+}
+
+/// The position an answer over many plans reports: the single log's checkpoint, or 0 in
+/// cluster mode (where only the bookmark says what it reflects).
+fn single_position(bookmark: &Bookmark) -> u64 {
+    bookmark
+        .positions()
+        .find(|(log, _)| *log == LogRef::Single)
+        .map_or(0, |(_, position)| position)
+}
 
 /// Largest page of the plans list.
 pub const MAX_PLANS_PAGE: usize = 500;
@@ -71,14 +101,57 @@ pub struct PlanList {
 /// Longest a query waits for `min_position` before answering 503.
 pub const DEFAULT_MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 
+/// What a query must reflect before it answers (read your own writes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ReadAfter {
+    /// Whatever the read model holds now.
+    #[default]
+    Anything,
+    /// `?min_position=`: the single log's position (single-node mode).
+    Position(u64),
+    /// `?bookmark=`: a position per log it names (both modes).
+    Bookmark(Bookmark),
+}
+
+impl ReadAfter {
+    /// From a query's `min_position` and `bookmark` parameters (at most one of them).
+    pub fn from_query(min_position: Option<u64>, bookmark: Option<&str>) -> Result<Self, AppError> {
+        match (min_position, bookmark) {
+            (Some(_), Some(_)) => Err(AppError::Invalid {
+                field: "bookmark".into(),
+                message: "pass either min_position or bookmark, not both".into(),
+            }),
+            (Some(position), None) => Ok(ReadAfter::Position(position)),
+            (None, Some(text)) => Ok(ReadAfter::Bookmark(Bookmark::parse(text)?)),
+            (None, None) => Ok(ReadAfter::Anything),
+        }
+    }
+
+    /// Whether the query named something to wait for.
+    pub fn is_some(&self) -> bool {
+        !matches!(self, ReadAfter::Anything)
+    }
+}
+
+impl From<Option<u64>> for ReadAfter {
+    fn from(min_position: Option<u64>) -> Self {
+        min_position.map_or(ReadAfter::Anything, ReadAfter::Position)
+    }
+}
+
 /// A read-model answer: which projection answered, at which log position, and the figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReadModelResponse<T> {
     /// The read model that answered (`progress`, `accountability`, `agility`).
     pub projection: &'static str,
     /// The global log position the figures reflect (the projector's checkpoint, or for `as_of`
-    /// reads the position the historic state is as of).
+    /// reads the position the historic state is as of). In cluster mode a plan's answer names
+    /// a position of the plan's partition, and an answer over many plans 0 (see `bookmark`).
     pub position: u64,
+    /// What the answer reflects, as a bookmark (every partition's checkpoint in cluster mode):
+    /// a later query given it sees at least as much.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bookmark: Option<String>,
     /// The figures.
     #[serde(flatten)]
     pub body: T,
@@ -93,8 +166,8 @@ pub struct ProgressQuery {
     pub as_of: Option<Timestamp>,
     /// Compare with this baseline instead of the first one.
     pub baseline: Option<String>,
-    /// Wait until the read model has applied this position.
-    pub min_position: Option<u64>,
+    /// Wait until the read model has applied this position or bookmark.
+    pub min_position: ReadAfter,
 }
 
 /// The read-model side of the application: the running projectors' handles.
@@ -185,41 +258,129 @@ impl ReadModels {
         })
     }
 
-    /// Waits (bounded) until `handle` has applied `min_position`.
+    /// Every running projector of the read model `name` (one per partition in cluster mode).
+    fn handles_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ProjectionHandle> {
+        self.handles.iter().filter(move |h| h.name() == name)
+    }
+
+    /// Cluster mode: how many partitions the read models cover.
+    fn partitions(&self) -> Option<u32> {
+        self.handles.first().and_then(|h| h.db().partitions())
+    }
+
+    /// The log a plan's events are in: its partition in cluster mode, else the single log.
+    fn log_of(&self, stream: &StreamId) -> LogRef {
+        match self.partitions().and_then(|n| PartitionCount::new(n).ok()) {
+            Some(count) => LogRef::Partition(count.partition_of(stream).index()),
+            None => LogRef::Single,
+        }
+    }
+
+    /// Waits (bounded) until the read model `name` has applied what `after` names.
     ///
     /// Where this process holds the log, a position the log has not reached names no write: it
     /// is refused at once (400) instead of waiting for a position that may never come. A
     /// projector over JetStream cannot tell, and waits.
-    async fn reach(
+    async fn reach(&self, name: &str, after: &ReadAfter) -> Result<(), AppError> {
+        // One bound for the whole query, however many logs a bookmark names.
+        let deadline = tokio::time::Instant::now() + self.wait;
+        match after {
+            ReadAfter::Anything => Ok(()),
+            ReadAfter::Position(wanted) => {
+                if self.partitions().is_some() {
+                    return Err(AppError::Invalid {
+                        field: "min_position".into(),
+                        message: "in cluster mode a position names one partition's log; pass ?bookmark= with the bookmark the command's answer carried".into(),
+                    });
+                }
+                self.reach_log(name, LogRef::Single, *wanted, "min_position", deadline)
+                    .await
+            }
+            ReadAfter::Bookmark(bookmark) => {
+                for (log, wanted) in bookmark.positions() {
+                    self.reach_log(name, log, wanted, "bookmark", deadline)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits (bounded) until the projector of `name` over `log` has applied `wanted`.
+    async fn reach_log(
         &self,
-        handle: &ProjectionHandle,
-        min_position: Option<u64>,
+        name: &str,
+        log: LogRef,
+        wanted: u64,
+        field: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<(), AppError> {
-        let Some(wanted) = min_position else {
-            return Ok(());
-        };
-        if let Some(queries) = &self.queries {
+        self.handle(name)?;
+        let handle = self
+            .handles_of(name)
+            .find(|h| h.db().partition() == log.partition())
+            .ok_or_else(|| AppError::Invalid {
+                field: field.into(),
+                message: match (log, self.partitions()) {
+                    (LogRef::Partition(p), Some(n)) => format!(
+                        "the bookmark names partition {p}, but this deployment has partitions 0 to {}",
+                        n.saturating_sub(1)
+                    ),
+                    (LogRef::Partition(p), None) => format!(
+                        "the bookmark names partition {p}, but this service runs a single log: pass the bookmark this service's answers carry"
+                    ),
+                    (LogRef::Single, _) => "the bookmark names a single-node log, but this service runs in cluster mode: pass the bookmark this service's answers carry".to_owned(),
+                },
+            })?;
+        if let (Some(queries), LogRef::Single) = (&self.queries, log) {
             let last = queries.plans().store().last_position().get();
             if wanted > last {
                 return Err(AppError::Invalid {
-                    field: "min_position".into(),
+                    field: field.into(),
                     message: format!(
                         "position {wanted} is beyond the end of the log ({last}); pass the position a command returned"
                     ),
                 });
             }
         }
-        handle
-            .wait_for(wanted, self.wait)
-            .await
-            .map(|_| ())
-            .map_err(|current| AppError::NotCaughtUp { wanted, current })
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            handle
+                .wait_for(wanted, left)
+                .await
+                .map_err(|current| AppError::NotCaughtUp { wanted, current })?;
+            // The projector's status names the generation it applies; readers see the live
+            // one, which a rebuild's switch may have just replaced (cluster mode: with a
+            // partition's rebuilt checkpoint a moment behind its old live one).
+            let db = handle.db().clone();
+            let seen = blocking(move || {
+                let view = db.view().map_err(projection_error)?;
+                Ok(view
+                    .checkpoint_of(log.partition())
+                    .map_err(projection_error)?
+                    .position)
+            })
+            .await?;
+            if seen >= wanted {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AppError::NotCaughtUp {
+                    wanted,
+                    current: seen,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
-    /// Waits (bounded) until every projector has applied `min_position` (see [`Self::reach`]).
-    pub async fn reach_all(&self, min_position: Option<u64>) -> Result<(), AppError> {
-        for handle in self.handles.iter() {
-            self.reach(handle, min_position).await?;
+    /// Waits (bounded) until every read model has applied what `after` names (see
+    /// [`Self::reach`]).
+    pub async fn reach_all(&self, min_position: ReadAfter) -> Result<(), AppError> {
+        let names: std::collections::BTreeSet<&str> =
+            self.handles.iter().map(|h| h.name()).collect();
+        for name in names {
+            self.reach(name, &min_position).await?;
         }
         Ok(())
     }
@@ -230,22 +391,30 @@ impl ReadModels {
         principal: &Principal,
         name: &str,
         plan_id: &PlanId,
-        min_position: Option<u64>,
-    ) -> Result<(&'static str, u64, Plan), AppError> {
+        min_position: ReadAfter,
+    ) -> Result<(&'static str, u64, Option<String>, Plan), AppError> {
         principal.require(Permission::Read)?;
         let stream = stream_of(&principal.tenant, plan_id)?;
         let handle = self.handle(name)?;
-        self.reach(handle, min_position).await?;
+        self.reach(name, &min_position).await?;
         let db = handle.db().clone();
-        let (position, plan) = blocking(move || {
+        let log = self.log_of(&stream);
+        let partitions = self.partitions();
+        let (position, bookmark, plan) = blocking(move || {
             let view = db.view().map_err(projection_error)?;
-            let position = view.checkpoint().map_err(projection_error)?.position;
+            let position = view
+                .checkpoint_of(log.partition())
+                .map_err(projection_error)?
+                .position;
+            let bookmark = bookmark_of(&view, partitions)?;
             let plan = view.plan(stream.as_str()).map_err(projection_error)?;
-            Ok((position, plan))
+            Ok((position, bookmark, plan))
         })
         .await?;
         match plan {
-            Some(plan) if plan.exists() => Ok((handle.name(), position, plan)),
+            Some(plan) if plan.exists() => {
+                Ok((handle.name(), position, Some(bookmark.to_string()), plan))
+            }
             _ => Err(plan_not_found(plan_id, min_position.is_some())),
         }
     }
@@ -273,13 +442,13 @@ impl ReadModels {
         name: &str,
         plan_id: &PlanId,
         as_of: Option<Timestamp>,
-        min_position: Option<u64>,
-    ) -> Result<(&'static str, u64, Plan, Timestamp), AppError> {
+        min_position: ReadAfter,
+    ) -> Result<(&'static str, u64, Option<String>, Plan, Timestamp), AppError> {
         match as_of {
             None => {
-                let (projection, position, plan) =
+                let (projection, position, bookmark, plan) =
                     self.plan(principal, name, plan_id, min_position).await?;
-                Ok((projection, position, plan, Timestamp::now()))
+                Ok((projection, position, bookmark, plan, Timestamp::now()))
             }
             Some(time) => {
                 principal.require(Permission::Read)?;
@@ -288,7 +457,7 @@ impl ReadModels {
                 let (principal, plan_id) = (principal.clone(), plan_id.clone());
                 let (position, plan) =
                     blocking(move || this.plan_as_of(&principal, &plan_id, time)).await?;
-                Ok((projection, position, plan, time))
+                Ok((projection, position, None, plan, time))
             }
         }
     }
@@ -300,7 +469,7 @@ impl ReadModels {
         plan_id: &PlanId,
         query: ProgressQuery,
     ) -> Result<ReadModelResponse<ProgressView>, AppError> {
-        let (projection, position, plan, now) = self
+        let (projection, position, bookmark, plan, now) = self
             .facts(
                 principal,
                 "progress",
@@ -318,6 +487,7 @@ impl ReadModels {
         Ok(ReadModelResponse {
             projection,
             position,
+            bookmark,
             body,
         })
     }
@@ -329,9 +499,9 @@ impl ReadModels {
         plan_id: &PlanId,
         baseline: Option<String>,
         as_of: Option<Timestamp>,
-        min_position: Option<u64>,
+        min_position: ReadAfter,
     ) -> Result<ReadModelResponse<ProgressHistory>, AppError> {
-        let (projection, position, plan, now) = self
+        let (projection, position, bookmark, plan, now) = self
             .facts(principal, "progress", plan_id, as_of, min_position)
             .await?;
         let id = plan_id.clone();
@@ -342,6 +512,7 @@ impl ReadModels {
         Ok(ReadModelResponse {
             projection,
             position,
+            bookmark,
             body,
         })
     }
@@ -353,18 +524,20 @@ impl ReadModels {
         principal: &Principal,
         after: Option<PlanId>,
         limit: usize,
-        min_position: Option<u64>,
+        min_position: ReadAfter,
     ) -> Result<ReadModelResponse<PlanList>, AppError> {
         principal.require(Permission::Read)?;
         let limit = limit.clamp(1, MAX_PLANS_PAGE);
         let handle = self.handle("progress")?;
-        self.reach(handle, min_position).await?;
+        self.reach("progress", &min_position).await?;
         let db = handle.db().clone();
         let prefix = format!("{}/", principal.tenant);
         let after = after.map(|id| format!("{prefix}{}", id.as_str()));
-        let (position, plans, next_after) = blocking(move || {
+        let partitions = self.partitions();
+        let (position, bookmark, plans, next_after) = blocking(move || {
             let view = db.view().map_err(projection_error)?;
-            let position = view.checkpoint().map_err(projection_error)?.position;
+            let bookmark = bookmark_of(&view, partitions)?;
+            let position = single_position(&bookmark);
             let streams = view
                 .streams(&prefix, after.as_deref(), limit)
                 .map_err(projection_error)?;
@@ -393,12 +566,13 @@ impl ReadModels {
                     archived_at: plan.archived_at,
                 });
             }
-            Ok((position, plans, next_after))
+            Ok((position, bookmark, plans, next_after))
         })
         .await?;
         Ok(ReadModelResponse {
             projection: handle.name(),
             position,
+            bookmark: Some(bookmark.to_string()),
             body: PlanList { plans, next_after },
         })
     }
@@ -409,9 +583,9 @@ impl ReadModels {
         principal: &Principal,
         plan_id: &PlanId,
         as_of: Option<Timestamp>,
-        min_position: Option<u64>,
+        min_position: ReadAfter,
     ) -> Result<ReadModelResponse<AccountabilityReport>, AppError> {
-        let (projection, position, plan, now) = self
+        let (projection, position, bookmark, plan, now) = self
             .facts(principal, "accountability", plan_id, as_of, min_position)
             .await?;
         let id = plan_id.clone();
@@ -419,6 +593,7 @@ impl ReadModels {
         Ok(ReadModelResponse {
             projection,
             position,
+            bookmark,
             body,
         })
     }
@@ -429,9 +604,9 @@ impl ReadModels {
         principal: &Principal,
         plan_id: &PlanId,
         as_of: Option<Timestamp>,
-        min_position: Option<u64>,
+        min_position: ReadAfter,
     ) -> Result<ReadModelResponse<AgilityReport>, AppError> {
-        let (projection, position, plan, now) = self
+        let (projection, position, bookmark, plan, now) = self
             .facts(principal, "agility", plan_id, as_of, min_position)
             .await?;
         let id = plan_id.clone();
@@ -439,6 +614,7 @@ impl ReadModels {
         Ok(ReadModelResponse {
             projection,
             position,
+            bookmark,
             body,
         })
     }
@@ -451,9 +627,9 @@ impl ReadModels {
         plan_id: &PlanId,
         baseline: Option<String>,
         as_of: Option<Timestamp>,
-        min_position: Option<u64>,
+        min_position: ReadAfter,
     ) -> Result<ReadModelResponse<DriftReport>, AppError> {
-        let (projection, position, plan, now) = self
+        let (projection, position, bookmark, plan, now) = self
             .facts(principal, "progress", plan_id, as_of, min_position)
             .await?;
         let label = match baseline {
@@ -487,6 +663,7 @@ impl ReadModels {
         Ok(ReadModelResponse {
             projection,
             position,
+            bookmark,
             body,
         })
     }
@@ -496,7 +673,7 @@ impl ReadModels {
         &self,
         principal: &Principal,
         person: &str,
-        min_position: Option<u64>,
+        min_position: ReadAfter,
     ) -> Result<ReadModelResponse<PersonView>, AppError> {
         principal.require(Permission::Read)?;
         let person = PersonId::new(person).map_err(|e| AppError::Invalid {
@@ -504,13 +681,15 @@ impl ReadModels {
             message: e.to_string(),
         })?;
         let handle = self.handle("accountability")?;
-        self.reach(handle, min_position).await?;
+        self.reach("accountability", &min_position).await?;
         let db = handle.db().clone();
         let tenant = principal.tenant.clone();
         let who = person.clone();
-        let (position, plans) = blocking(move || {
+        let partitions = self.partitions();
+        let (position, bookmark, plans) = blocking(move || {
             let view = db.view().map_err(projection_error)?;
-            let position = view.checkpoint().map_err(projection_error)?.position;
+            let bookmark = bookmark_of(&view, partitions)?;
+            let position = single_position(&bookmark);
             let mut plans = Vec::new();
             for suffix in view
                 .index_suffixes(&person_prefix(&tenant, who.as_str()))
@@ -527,7 +706,7 @@ impl ReadModels {
                     plans.push((plan_id, plan));
                 }
             }
-            Ok((position, plans))
+            Ok((position, bookmark, plans))
         })
         .await?;
         if plans.is_empty() {
@@ -540,6 +719,7 @@ impl ReadModels {
         Ok(ReadModelResponse {
             projection: handle.name(),
             position,
+            bookmark: Some(bookmark.to_string()),
             body,
         })
     }
@@ -574,17 +754,34 @@ impl ReadModels {
         (ready, statuses)
     }
 
-    /// Quarantines the event the projector `name` is stopped at (admin): recorded durably
+    /// Quarantines the event the projector `name` (of `partition`, in cluster mode) is stopped
+    /// at (admin): recorded durably
     /// with the caller as `by`, after which the projector passes over it and continues.
     pub async fn quarantine(
         &self,
         principal: &Principal,
         name: &str,
+        partition: Option<u32>,
         position: u64,
         reason: String,
     ) -> Result<Quarantine, AppError> {
         principal.require(Permission::Admin)?;
-        let handle = self.handle(name)?;
+        self.handle(name)?;
+        if self.partitions().is_some() && partition.is_none() {
+            return Err(AppError::Invalid {
+                field: "partition".into(),
+                message: "in cluster mode name the partition whose projector is stopped (GET /v1/projections shows each partition's poison event)".into(),
+            });
+        }
+        let handle = self
+            .handles_of(name)
+            .find(|h| h.db().partition() == partition)
+            .ok_or_else(|| AppError::Invalid {
+                field: "partition".into(),
+                message: format!(
+                    "this service runs no {name} projector for partition {partition:?}"
+                ),
+            })?;
         let request = QuarantineRequest {
             position,
             reason,
@@ -608,10 +805,17 @@ impl ReadModels {
         name: &str,
     ) -> Result<ProjectorStatus, AppError> {
         principal.require(Permission::Admin)?;
-        let handle = self.handle(name)?;
-        handle.rebuild().await.map_err(|e| match e {
-            ProjectionError::Stopped { .. } => AppError::NotFound(e.to_string()),
-            other => projection_error(other),
-        })
+        self.handle(name)?;
+        // In cluster mode every partition's projector fills the same new generation; it goes
+        // live once all of them have caught up.
+        let mut first = None;
+        for handle in self.handles_of(name) {
+            let status = handle.rebuild().await.map_err(|e| match e {
+                ProjectionError::Stopped { .. } => AppError::NotFound(e.to_string()),
+                other => projection_error(other),
+            })?;
+            first.get_or_insert(status);
+        }
+        first.ok_or_else(|| AppError::NotFound(format!("no {name} projector runs here")))
     }
 }

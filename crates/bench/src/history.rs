@@ -170,7 +170,7 @@ pub async fn run(args: HistoryArgs) -> Result<()> {
         write_large_plan(&store, &loader, &large, plan_events, &progress),
         append_interleaved(
             &store,
-            1..small_plans + 1,
+            (1..small_plans + 1).collect(),
             SMALL_PLAN_EVENTS,
             WRITERS,
             CHUNK / 4,

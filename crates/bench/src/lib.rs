@@ -21,6 +21,7 @@ pub mod http;
 pub mod nodes;
 pub mod plain_log;
 pub mod projections;
+mod projections_cluster;
 pub mod relay;
 
 use std::sync::Arc;

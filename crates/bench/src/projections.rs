@@ -65,6 +65,14 @@ pub struct ProjectionsArgs {
     /// `planledger replay --data-dir <DIR>` can rebuild from it too.
     #[arg(long)]
     pub keep_log: Option<PathBuf>,
+    /// Also rebuild each read model in cluster mode from the same events committed to
+    /// partition streams on a private 3-server JetStream cluster (instead of the live-load
+    /// measurement), and print its rate beside the single-node rate.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Partitions in cluster mode.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
 }
 
 pub(crate) const GOALS: u64 = 4;
@@ -288,7 +296,7 @@ pub(crate) fn bar(total: u64, label: &str) -> ProgressBar {
 /// Appends `per_plan` events to each of `plans` plans, interleaved, 8 events per append.
 async fn generate(store: &EventStore, plans: u64, per_plan: u64) -> Result<()> {
     let progress = bar(plans * per_plan, "generating the log");
-    append_interleaved(store, 0..plans, per_plan, 128, 8, &progress).await?;
+    append_interleaved(store, (0..plans).collect(), per_plan, 128, 8, &progress).await?;
     progress.finish_and_clear();
     Ok(())
 }
@@ -298,17 +306,18 @@ async fn generate(store: &EventStore, plans: u64, per_plan: u64) -> Result<()> {
 /// plans in turn, so the log interleaves plans as a busy service's does.
 pub(crate) async fn append_interleaved(
     store: &EventStore,
-    plans: std::ops::Range<u64>,
+    plans: Vec<u64>,
     per_plan: u64,
     writers: u64,
     chunk: u64,
     progress: &ProgressBar,
 ) -> Result<()> {
     let mut tasks = Vec::new();
-    for writer in 0..writers.min(plans.end.saturating_sub(plans.start)) {
+    for writer in 0..writers.min(plans.len() as u64) {
         let (store, progress) = (store.clone(), progress.clone());
         let mine: Vec<u64> = plans
-            .clone()
+            .iter()
+            .copied()
             .skip(writer as usize)
             .step_by(writers as usize)
             .collect();
@@ -465,6 +474,7 @@ pub async fn run(args: ProjectionsArgs) -> Result<()> {
         "projection", "events", "seconds", "events/s"
     );
     let mut models = Vec::new();
+    let mut rates = Vec::new();
     for name in &args.projections {
         let db = planledger_projections::ReadModelDb::open(base.join("models").join(name), name)?;
         let progress = bar(last.get(), &format!("rebuild {name}"));
@@ -486,10 +496,18 @@ pub async fn run(args: ProjectionsArgs) -> Result<()> {
             report.elapsed.as_secs_f64(),
             report.events_per_second()
         );
+        rates.push(crate::projections_cluster::SingleRate {
+            name: name.clone(),
+            events_per_second: report.events_per_second(),
+        });
         models.push((name.clone(), db));
     }
 
-    live_lag(&args, &store, models, plans).await?;
+    if args.cluster {
+        crate::projections_cluster::run(&base, args.partitions, plans, per_plan, &rates).await?;
+    } else {
+        live_lag(&args, &store, models, plans).await?;
+    }
     drop(store);
     Ok(())
 }

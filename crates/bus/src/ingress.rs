@@ -369,6 +369,8 @@ impl CommandIngress {
             version: result.version(),
             position: result.position(),
             deduplicated: result.deduplicated(),
+            partition: result.partition,
+            bookmark: result.bookmark().to_string(),
             events: result
                 .events
                 .into_envelopes()

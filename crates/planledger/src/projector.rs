@@ -54,9 +54,13 @@ pub struct ProjectorArgs {
     /// is read from <DIR>.
     #[arg(long, env = "PLANLEDGER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// NATS URL: consume the JetStream stream instead of the local log.
+    /// NATS URL(s), comma-separated: consume the JetStream stream instead of the local log.
     #[arg(long, env = "PLANLEDGER_NATS")]
     pub nats: Option<String>,
+    /// Cluster mode: consume every partition's stream (`PLANLEDGER_P<nn>`, the count read from
+    /// the cluster's configuration) into one read model, one runtime per partition.
+    #[arg(long, env = "PLANLEDGER_CLUSTER", requires = "nats")]
+    pub cluster: bool,
     /// JetStream stream to consume.
     #[arg(
         long,
@@ -160,7 +164,12 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
 
     // Over NATS the log is not opened at all: the projector may run on another machine.
-    let (handle, task, store, origin) = match &args.nats {
+    let (handles, tasks, store, origin) = match &args.nats {
+        Some(url) if args.cluster => {
+            let (handles, tasks, origin) =
+                spawn_cluster(url, &name, projector, db, shutdown.clone()).await?;
+            (handles, tasks, None, origin)
+        }
         Some(url) => {
             let config = JetStreamSourceConfig::for_projection(&args.nats_stream, &name);
             let origin = format!(
@@ -178,7 +187,7 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
                 RuntimeOptions::default(),
                 shutdown.clone(),
             )?;
-            (handle, task, None, origin)
+            (vec![handle], vec![task], None, origin)
         }
         None => {
             let log = args.data_dir.join("log");
@@ -196,17 +205,22 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
                 shutdown.clone(),
             )?;
             (
-                handle,
-                task,
+                vec![handle],
+                vec![task],
                 Some(store),
                 format!("the local log {}", log.display()),
             )
         }
     };
     eprintln!(
-        "projector {} running over {origin} (checkpoint {})",
+        "projector {} running over {origin} (checkpoint{} {})",
         name,
-        handle.status().checkpoint
+        if handles.len() > 1 { "s" } else { "" },
+        handles
+            .iter()
+            .map(|h| h.status().checkpoint.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let server = match args.http {
@@ -214,7 +228,7 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
             let auth =
                 crate::token::authenticator(&args.data_dir, args.jwt_secret_file.as_deref())?;
             let state = ReadModelState {
-                read_models: ReadModels::new(vec![handle.clone()], None),
+                read_models: ReadModels::new(handles.clone(), None),
                 auth,
                 limiter: Arc::new(RateLimiter::new(RateLimit {
                     per_second: 200.0,
@@ -240,16 +254,30 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
         None => None,
     };
 
-    let mut task = task;
+    let mut ended = Box::pin(futures::future::select_all(tasks));
     tokio::select! {
         _ = crate::serve::wait_for_signal() => {
-            tracing::info!("shutting down: committing the projector's work");
+            tracing::info!("shutting down: committing the projectors' work");
             shutdown.cancel();
-            task.await.context("projector task")??;
+            let (first, _, rest) = (&mut ended).await;
+            let mut outcome = first.context("projector task").and_then(|r| r.map_err(Into::into));
+            for task in rest {
+                let ended = task.await.context("projector task").and_then(|r| r.map_err(Into::into));
+                if outcome.is_ok() {
+                    outcome = ended;
+                }
+            }
+            outcome?;
         }
-        ended = &mut task => {
+        (first, _, rest) = &mut ended => {
             shutdown.cancel();
-            ended.context("projector task")??;
+            let outcome = first.context("projector task").and_then(|r| r.map_err(Into::into));
+            for task in rest {
+                if let Ok(Err(error)) = task.await {
+                    tracing::warn!(%error, "projector ended with an error");
+                }
+            }
+            outcome?;
         }
     }
     if let Some(server) = server {
@@ -260,4 +288,57 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     }
     drop(store);
     Ok(())
+}
+
+/// Cluster mode: one runtime per partition of the read model `name`, each over its partition's
+/// stream through its own durable consumer (`planledger-<name>-p<nn>`), all into one database.
+async fn spawn_cluster(
+    url: &str,
+    name: &str,
+    projector: Arc<dyn planledger_projections::Projector>,
+    db: planledger_projections::ReadModelDb,
+    shutdown: CancellationToken,
+) -> Result<(
+    Vec<ProjectionHandle>,
+    Vec<JoinHandle<Result<(), ProjectionError>>>,
+    String,
+)> {
+    let client = planledger_bus::connect(url, &format!("planledger-projector-{name}"))
+        .await
+        .with_context(|| format!("connecting the {name} projector to NATS at {url}"))?;
+    let config = planledger_bus::read_cluster_config(&client)
+        .await
+        .context("reading the cluster's configuration")?
+        .with_context(|| {
+            format!(
+                "NATS at {url} holds no cluster configuration: run `planledger cluster init` first"
+            )
+        })?;
+    let count = config.partition_count;
+    db.claim_partitions(count)
+        .with_context(|| format!("opening the {name} read model for {count} partitions"))?;
+    let js = async_nats::jetstream::new(client);
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for partition in 0..count {
+        let mut source_config = JetStreamSourceConfig::for_projection(
+            &planledger_proto::subjects::partition_stream_name(partition),
+            name,
+        );
+        source_config.durable = format!("planledger-{name}-p{partition:02}");
+        let source = JetStreamSource::new(js.clone(), source_config);
+        let (handle, task) = planledger_projections::spawn(
+            projector.clone(),
+            db.for_partition(partition, count),
+            source,
+            RuntimeOptions::default(),
+            shutdown.clone(),
+        )?;
+        handles.push(handle);
+        tasks.push(task);
+    }
+    let origin = format!(
+        "the {count} partition streams at {url} (durable consumers planledger-{name}-p<nn>)"
+    );
+    Ok((handles, tasks, origin))
 }

@@ -26,6 +26,10 @@ pub struct QuarantineArgs {
     /// Who decides (kept in the record); default the USER environment variable.
     #[arg(long, env = "USER", default_value = "operator")]
     pub by: String,
+    /// Cluster mode (`projector --cluster`): the partition whose projector is stopped at the
+    /// position (`partition` in GET /v1/projections).
+    #[arg(long)]
+    pub partition: Option<u32>,
 }
 
 /// Runs `projector quarantine`.
@@ -46,6 +50,20 @@ pub fn run(args: QuarantineArgs) -> Result<()> {
             ));
         }
         Err(error) => return Err(error.into()),
+    };
+    let db = match (db.claimed_partitions()?, args.partition) {
+        (None, None) => db,
+        (Some(count), Some(p)) if p < count => db.for_partition(p, count),
+        (Some(count), Some(p)) => anyhow::bail!(
+            "--partition {p} is out of range: this read model covers partitions 0 to {}",
+            count - 1
+        ),
+        (Some(count), None) => anyhow::bail!(
+            "this read model covers {count} partitions (cluster mode): name the one stopped at the position with --partition"
+        ),
+        (None, Some(_)) => {
+            anyhow::bail!("this read model was built from a single log: leave out --partition")
+        }
     };
     let log = args.data_dir.join("log");
     let envelope = if log.is_dir() {

@@ -10,6 +10,8 @@
 //! | key | value |
 //! | --- | --- |
 //! | `C` | checkpoint JSON: the last position applied and its `recorded_at` |
+//! | `C` + partition (u32 BE) | cluster mode: one checkpoint per partition of the deployment |
+//! | `R` + partition (u32 BE) | cluster mode, a generation being built: that partition's rebuild has caught up |
 //! | `S` + stream id | a snapshot of the plan's facts (the evolved `Plan`, JSON) |
 //! | `E` + stream id + NUL + version (u64 BE) | each event applied since that snapshot: `{"type", "schema_version", "data"}` as in the log |
 //! | `I` + index key | empty: an index entry (e.g. person -> plan) |
@@ -20,6 +22,14 @@
 //! bytes written for snapshots stay proportional to the bytes of the events, however large a plan
 //! grows, and a read replays a tail at most half the size of the snapshot. The rule depends only
 //! on stored bytes, so the stored model depends only on the events, never on commit boundaries.
+//!
+//! In cluster mode one database holds the model of every partition: each partition's runtime
+//! (a [`ReadModelDb::for_partition`] handle) keeps its own checkpoint, poison record and
+//! quarantines, and writes only the plans of its own partition (a plan's events live in exactly
+//! one partition), so the stored facts do not depend on how the partitions interleave. A rebuild
+//! fills one new generation from every partition; it goes live once each partition's rebuild
+//! has caught up with its live runtime (the last to catch up switches), and each live runtime
+//! then continues from its own rebuilt checkpoint.
 //!
 //! Every commit writes the plan facts, the index changes and the checkpoint in one `WriteBatch`,
 //! so a crash never leaves writes without their checkpoint or the reverse. A rebuild fills a new
@@ -48,8 +58,11 @@ type Rocks = DBWithThreadMode<MultiThreaded>;
 const META_LIVE: &[u8] = b"live";
 const META_BUILDING: &[u8] = b"building";
 const META_FORMAT: &[u8] = b"format";
+/// Cluster mode: the deployment's partition count (u64 BE), recorded at the first start.
+const META_PARTITIONS: &[u8] = b"partitions";
 const FORMAT: &[u8] = b"planledger-read-model-v1";
 const KEY_CHECKPOINT: &[u8] = b"C";
+const PREFIX_READY: u8 = b'R';
 const PREFIX_SNAPSHOT: u8 = b'S';
 const PREFIX_EVENT: u8 = b'E';
 const PREFIX_INDEX: u8 = b'I';
@@ -57,6 +70,9 @@ const PREFIX_INDEX: u8 = b'I';
 const META_POISON: &[u8] = b"poison";
 /// Default column family: `quarantine` NUL position (u64 BE) -> JSON [`Quarantine`].
 const PREFIX_QUARANTINE: &[u8] = b"quarantine\0";
+/// Default column family, cluster mode: `quarantine-p` NUL partition (u32 BE) position (u64 BE)
+/// -> JSON [`Quarantine`].
+const PREFIX_PARTITION_QUARANTINE: &[u8] = b"quarantine-p\0";
 
 /// A plan's tail of event records is folded into a new snapshot once it reaches this many bytes
 /// or half the size of the plan's last snapshot, whichever is larger.
@@ -168,7 +184,19 @@ pub(crate) struct CommitBatch {
 #[derive(Clone)]
 pub struct ReadModelDb {
     inner: Arc<Inner>,
+    /// Cluster mode: the partition this handle's runtime applies (of how many).
+    scope: Option<Scope>,
 }
+
+/// One partition of a deployment of `of` partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Scope {
+    partition: u32,
+    of: u32,
+}
+
+/// Quarantined positions by partition (`None`: single-node mode).
+type QuarantineMap = BTreeMap<Option<u32>, Arc<BTreeMap<u64, Quarantine>>>;
 
 struct Inner {
     db: Rocks,
@@ -176,14 +204,47 @@ struct Inner {
     name: String,
     live: AtomicU64,
     /// Every quarantined position, loaded at open and kept current by [`ReadModelDb::quarantine`].
-    quarantines: RwLock<Arc<BTreeMap<u64, Quarantine>>>,
+    quarantines: RwLock<QuarantineMap>,
+    /// Held while a partition marks its rebuild caught up, so exactly one switches.
+    switching: std::sync::Mutex<()>,
 }
 
 /// The quarantine record's key in the default column family.
-fn quarantine_key(position: u64) -> Vec<u8> {
-    let mut key = PREFIX_QUARANTINE.to_vec();
+fn quarantine_key(partition: Option<u32>, position: u64) -> Vec<u8> {
+    let mut key = match partition {
+        None => PREFIX_QUARANTINE.to_vec(),
+        Some(p) => {
+            let mut key = PREFIX_PARTITION_QUARANTINE.to_vec();
+            key.extend_from_slice(&p.to_be_bytes());
+            key
+        }
+    };
     key.extend_from_slice(&position.to_be_bytes());
     key
+}
+
+/// The checkpoint's key in a generation: `C`, or `C` + partition in cluster mode.
+fn checkpoint_key(partition: Option<u32>) -> Vec<u8> {
+    let mut key = KEY_CHECKPOINT.to_vec();
+    if let Some(p) = partition {
+        key.extend_from_slice(&p.to_be_bytes());
+    }
+    key
+}
+
+/// The poison record's key in the default column family.
+fn poison_key(partition: Option<u32>) -> Vec<u8> {
+    let mut key = META_POISON.to_vec();
+    if let Some(p) = partition {
+        key.push(0);
+        key.extend_from_slice(&p.to_be_bytes());
+    }
+    key
+}
+
+/// Whether a generation's key is bookkeeping (checkpoints, rebuild marks), not a fact.
+pub fn is_bookkeeping_key(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&b'C') | Some(&PREFIX_READY))
 }
 
 impl std::fmt::Debug for ReadModelDb {
@@ -192,6 +253,7 @@ impl std::fmt::Debug for ReadModelDb {
             .field("name", &self.inner.name)
             .field("path", &self.inner.path)
             .field("live", &self.live_generation())
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -325,7 +387,9 @@ impl ReadModelDb {
                 name: name.to_owned(),
                 live: AtomicU64::new(0),
                 quarantines: RwLock::default(),
+                switching: std::sync::Mutex::new(()),
             }),
+            scope: None,
         };
         this.load_quarantines()?;
         let live = match this.meta_u64(META_LIVE)? {
@@ -399,6 +463,62 @@ impl ReadModelDb {
         })
     }
 
+    /// A handle for partition `partition` of `of` (cluster mode): its own checkpoint, poison
+    /// record and quarantines in the same database.
+    pub fn for_partition(&self, partition: u32, of: u32) -> ReadModelDb {
+        assert!(partition < of, "partition {partition} of {of}");
+        ReadModelDb {
+            inner: Arc::clone(&self.inner),
+            scope: Some(Scope { partition, of }),
+        }
+    }
+
+    /// Cluster mode: records (once) that this database holds a read model of `count`
+    /// partitions, and refuses a database built for another count or from a single log (its
+    /// facts would sit under checkpoints that start again at 0).
+    pub fn claim_partitions(&self, count: u32) -> Result<(), ProjectionError> {
+        match self.meta_u64(META_PARTITIONS)? {
+            Some(found) if found == u64::from(count) => Ok(()),
+            Some(found) => Err(self.corrupt(
+                "partitions",
+                format!("this read model was built for {found} partitions, not {count}: use another data directory, or delete it to rebuild"),
+            )),
+            None => {
+                if self.checkpoint(self.live_generation())?.position > 0 {
+                    return Err(self.corrupt(
+                        "partitions",
+                        "this read model was built from a single log: use another data directory for cluster mode, or delete it to rebuild",
+                    ));
+                }
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                self.inner.db.put_opt(
+                    META_PARTITIONS,
+                    u64::from(count).to_be_bytes(),
+                    &options,
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Cluster mode: the partition count [`Self::claim_partitions`] recorded, if any.
+    pub fn claimed_partitions(&self) -> Result<Option<u32>, ProjectionError> {
+        Ok(self
+            .meta_u64(META_PARTITIONS)?
+            .and_then(|n| u32::try_from(n).ok()))
+    }
+
+    /// Cluster mode: how many partitions the deployment has.
+    pub fn partitions(&self) -> Option<u32> {
+        self.scope.map(|s| s.of)
+    }
+
+    /// The partition this handle applies, in cluster mode.
+    pub fn partition(&self) -> Option<u32> {
+        self.scope.map(|s| s.partition)
+    }
+
     /// The read model's name.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -422,7 +542,11 @@ impl ReadModelDb {
     /// The checkpoint of a generation.
     pub fn checkpoint(&self, generation: u64) -> Result<Checkpoint, ProjectionError> {
         let cf = self.cf_or_err(generation)?;
-        match self.inner.db.get_pinned_cf(&cf, KEY_CHECKPOINT)? {
+        match self
+            .inner
+            .db
+            .get_pinned_cf(&cf, checkpoint_key(self.partition()))?
+        {
             None => Ok(Checkpoint::default()),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| self.corrupt("checkpoint", e.to_string())),
@@ -497,7 +621,7 @@ impl ReadModelDb {
         }
         let checkpoint = serde_json::to_vec(&batch.checkpoint)
             .map_err(|e| self.corrupt("checkpoint", e.to_string()))?;
-        write.put_cf(&cf, KEY_CHECKPOINT, checkpoint);
+        write.put_cf(&cf, checkpoint_key(self.partition()), checkpoint);
         let mut options = WriteOptions::default();
         options.set_sync(durability == Durability::Synced);
         options.disable_wal(durability == Durability::Unlogged);
@@ -506,37 +630,52 @@ impl ReadModelDb {
     }
 
     fn load_quarantines(&self) -> Result<(), ProjectionError> {
-        let mut found = BTreeMap::new();
-        let iter = self
-            .inner
-            .db
-            .iterator(IteratorMode::From(PREFIX_QUARANTINE, Direction::Forward));
-        for item in iter {
-            let (key, value) = item?;
-            let Some(position) = key.strip_prefix(PREFIX_QUARANTINE) else {
-                break;
-            };
-            let position = u64_value(position)
-                .ok_or_else(|| self.corrupt("quarantine", "a key is not a position"))?;
-            let record: Quarantine = serde_json::from_slice(&value)
-                .map_err(|e| self.corrupt("quarantine", e.to_string()))?;
-            found.insert(position, record);
+        let mut found: BTreeMap<Option<u32>, BTreeMap<u64, Quarantine>> = BTreeMap::new();
+        for prefix in [PREFIX_QUARANTINE, PREFIX_PARTITION_QUARANTINE] {
+            let iter = self
+                .inner
+                .db
+                .iterator(IteratorMode::From(prefix, Direction::Forward));
+            for item in iter {
+                let (key, value) = item?;
+                let Some(rest) = key.strip_prefix(prefix) else {
+                    break;
+                };
+                let (partition, position) = if prefix == PREFIX_QUARANTINE {
+                    (None, rest)
+                } else if rest.len() == 12 {
+                    let (p, position) = rest.split_at(4);
+                    let p = u32::from_be_bytes(p.try_into().expect("split at 4"));
+                    (Some(p), position)
+                } else {
+                    return Err(self.corrupt("quarantine", "a key is not a partition and position"));
+                };
+                let position = u64_value(position)
+                    .ok_or_else(|| self.corrupt("quarantine", "a key is not a position"))?;
+                let record: Quarantine = serde_json::from_slice(&value)
+                    .map_err(|e| self.corrupt("quarantine", e.to_string()))?;
+                found.entry(partition).or_default().insert(position, record);
+            }
         }
         *self
             .inner
             .quarantines
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(found);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            found.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         Ok(())
     }
 
-    /// Every quarantined position and its record, in position order.
+    /// Every quarantined position of this handle's partition (or of the single log) and its
+    /// record, in position order.
     pub fn quarantines(&self) -> Arc<BTreeMap<u64, Quarantine>> {
         self.inner
             .quarantines
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .get(&self.partition())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Records a quarantine durably (one synced write); every generation, live or rebuilt,
@@ -548,7 +687,9 @@ impl ReadModelDb {
             .quarantines
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if quarantines.contains_key(&record.position) {
+        let partition = self.partition();
+        let mine = quarantines.get(&partition).cloned().unwrap_or_default();
+        if mine.contains_key(&record.position) {
             return Ok(false);
         }
         let value =
@@ -557,16 +698,16 @@ impl ReadModelDb {
         options.set_sync(true);
         self.inner
             .db
-            .put_opt(quarantine_key(record.position), value, &options)?;
-        let mut next = BTreeMap::clone(&quarantines);
+            .put_opt(quarantine_key(partition, record.position), value, &options)?;
+        let mut next = BTreeMap::clone(&mine);
         next.insert(record.position, record);
-        *quarantines = Arc::new(next);
+        quarantines.insert(partition, Arc::new(next));
         Ok(true)
     }
 
     /// The event the projector last stopped at and has not got past yet, if any.
     pub fn poison(&self) -> Result<Option<Poison>, ProjectionError> {
-        match self.inner.db.get(META_POISON)? {
+        match self.inner.db.get(poison_key(self.partition()))? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -583,16 +724,30 @@ impl ReadModelDb {
             Some(poison) => {
                 let value = serde_json::to_vec(poison)
                     .map_err(|e| self.corrupt("poison", e.to_string()))?;
-                self.inner.db.put_opt(META_POISON, value, &options)?;
+                self.inner
+                    .db
+                    .put_opt(poison_key(self.partition()), value, &options)?;
             }
-            None => self.inner.db.delete_opt(META_POISON, &options)?,
+            None => self
+                .inner
+                .db
+                .delete_opt(poison_key(self.partition()), &options)?,
         }
         Ok(())
     }
 
     /// Starts a new, empty generation beside the live one and records it as being built.
+    ///
+    /// In cluster mode a partition joins the generation another partition's rebuild started
+    /// (every partition fills the same one); generations left by an earlier switch are dropped
+    /// only when the database is opened again, since another partition's runtime may still be
+    /// committing to one until it sees the switch.
     pub fn start_generation(&self) -> Result<u64, ProjectionError> {
+        let _switching = self.lock_switching();
         if let Some(building) = self.building_generation()? {
+            if self.scope.is_some() {
+                return Ok(building);
+            }
             self.abandon_generation(building)?;
         }
         let existing = Rocks::list_cf(&Options::default(), &self.inner.path)?;
@@ -614,9 +769,11 @@ impl ReadModelDb {
         Ok(next)
     }
 
-    /// Drops a generation that is being built (the rebuild was abandoned).
+    /// Drops a generation that is being built (the rebuild was abandoned). In cluster mode a
+    /// partition gives up only its own part: the generation stays for the others (a new rebuild
+    /// replaces it).
     pub fn abandon_generation(&self, generation: u64) -> Result<(), ProjectionError> {
-        if generation == self.live_generation() {
+        if generation == self.live_generation() || self.scope.is_some() {
             return Ok(());
         }
         if self.building_generation()? == Some(generation) {
@@ -628,9 +785,72 @@ impl ReadModelDb {
         Ok(())
     }
 
+    /// Cluster mode: records that this partition's rebuild into `generation` has caught up
+    /// with its live runtime, and switches readers to it once every partition has. Returns
+    /// whether `generation` is live now. The old generation is kept until the next rebuild or
+    /// open (the other partitions' live runtimes may still be committing to it until they see
+    /// the switch); single-node handles switch at once.
+    pub fn caught_up(&self, generation: u64) -> Result<bool, ProjectionError> {
+        let Some(scope) = self.scope else {
+            self.switch_to(generation)?;
+            return Ok(true);
+        };
+        let _switching = self.lock_switching();
+        if self.live_generation() == generation {
+            return Ok(true);
+        }
+        let Some(cf) = self.cf(generation) else {
+            // Abandoned meanwhile (a new rebuild replaced it): nothing to switch to.
+            return Ok(false);
+        };
+        // The rebuild wrote without the write-ahead log: its writes reach the disk before the
+        // mark that vouches for them.
+        self.inner.db.flush_cf(&cf)?;
+        let mut key = vec![PREFIX_READY];
+        key.extend_from_slice(&scope.partition.to_be_bytes());
+        self.inner.db.put_cf(&cf, &key, [])?;
+        let mut ready = 0usize;
+        for item in self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&[PREFIX_READY], Direction::Forward))
+        {
+            let (key, _) = item?;
+            if key.first() != Some(&PREFIX_READY) {
+                break;
+            }
+            ready += 1;
+        }
+        drop(cf);
+        if ready < scope.of as usize {
+            tracing::info!(projection = %self.inner.name, generation, partition = scope.partition, ready, of = scope.of, "partition's rebuild caught up; waiting for the others");
+            return Ok(false);
+        }
+        self.switch_live(generation, false)?;
+        Ok(true)
+    }
+
+    fn lock_switching(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .switching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Flushes a generation's memtables (writes made without the write-ahead log) to disk.
+    pub fn flush_generation(&self, generation: u64) -> Result<(), ProjectionError> {
+        let cf = self.cf_or_err(generation)?;
+        self.inner.db.flush_cf(&cf)?;
+        Ok(())
+    }
+
     /// Makes `generation` the live one in one synced write (after flushing it, since a rebuild
     /// writes without the write-ahead log), then drops the old live generation.
     pub fn switch_to(&self, generation: u64) -> Result<(), ProjectionError> {
+        self.switch_live(generation, true)
+    }
+
+    fn switch_live(&self, generation: u64, drop_old: bool) -> Result<(), ProjectionError> {
         let cf = self.cf_or_err(generation)?;
         self.inner.db.flush_cf(&cf)?;
         drop(cf);
@@ -642,7 +862,7 @@ impl ReadModelDb {
         options.set_sync(true);
         self.inner.db.write_opt(write, &options)?;
         self.inner.live.store(generation, Ordering::Release);
-        if old != generation && self.cf(old).is_some() {
+        if drop_old && old != generation && self.cf(old).is_some() {
             // Readers still holding the old handle finish their reads; RocksDB frees the
             // files when the last handle goes.
             self.inner.db.drop_cf(&generation_cf(old))?;
@@ -715,9 +935,17 @@ impl ReadView<'_> {
         self.generation
     }
 
-    /// The checkpoint the view reflects.
+    /// The checkpoint the view reflects (its handle's partition's, in cluster mode).
     pub fn checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
-        match self.snapshot.get_pinned_cf(&self.cf, KEY_CHECKPOINT)? {
+        self.checkpoint_of(self.db.partition())
+    }
+
+    /// The checkpoint of `partition` (`None`: the single log's) the view reflects.
+    pub fn checkpoint_of(&self, partition: Option<u32>) -> Result<Checkpoint, ProjectionError> {
+        match self
+            .snapshot
+            .get_pinned_cf(&self.cf, checkpoint_key(partition))?
+        {
             None => Ok(Checkpoint::default()),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| self.db.corrupt("checkpoint", e.to_string())),

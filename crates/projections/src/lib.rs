@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 pub use accountability::AccountabilityProjector;
 pub use agility::AgilityProjector;
-pub use db::{Checkpoint, ReadModelDb, ReadView, Record, SNAPSHOT_MIN_TAIL_BYTES};
+pub use db::{
+    Checkpoint, ReadModelDb, ReadView, Record, SNAPSHOT_MIN_TAIL_BYTES, is_bookkeeping_key,
+};
 pub use decode::{decode_event, split_stream};
 pub use error::{ProjectionError, SourceError};
 pub use local::LocalLogSource;

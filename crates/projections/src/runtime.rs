@@ -97,6 +97,9 @@ pub const REDACTED_STREAM: &str = "(another tenant's stream)";
 pub struct ProjectorStatus {
     /// The read model.
     pub name: String,
+    /// Cluster mode: the partition this projector applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     /// Where its events come from.
     pub source: String,
     /// What it is doing.
@@ -550,6 +553,9 @@ struct RebuildJob<S> {
     started: Instant,
     started_at: Timestamp,
     applied: u64,
+    /// Cluster mode: this partition has told the database it caught up, and waits for the
+    /// other partitions' rebuilds (it keeps applying meanwhile).
+    marked_caught_up: bool,
 }
 
 /// Starts a projector over `source` as a task; it runs until `shutdown` is cancelled or a
@@ -565,6 +571,7 @@ pub fn spawn<S: EventSource>(
     let name = projector.name();
     let initial = ProjectorStatus {
         name: name.to_owned(),
+        partition: db.partition(),
         source: source.describe(),
         state: ProjectorState::Starting,
         generation: live.number,
@@ -600,7 +607,10 @@ pub fn spawn<S: EventSource>(
         blocked: None,
         resume: None,
     };
-    let span = tracing::info_span!("projector", projection = name);
+    let span = match handle.db.partition() {
+        Some(partition) => tracing::info_span!("projector", projection = name, partition),
+        None => tracing::info_span!("projector", projection = name),
+    };
     let task = tokio::spawn(
         runner
             .run(source, live, control_rx, shutdown)
@@ -661,6 +671,15 @@ impl Runner {
         self.projector.name()
     }
 
+    /// Labels of this projector's gauges: the read model, and its partition in cluster mode.
+    fn labels(&self) -> Vec<metrics::Label> {
+        let mut labels = vec![metrics::Label::new("projection", self.name())];
+        if let Some(partition) = self.db.partition() {
+            labels.push(metrics::Label::new("partition", partition.to_string()));
+        }
+        labels
+    }
+
     fn publish<S: EventSource>(&self, source: &S, live: &Working, rebuild: Option<&RebuildJob<S>>) {
         let checkpoint = live.committed.position;
         let head = source
@@ -678,17 +697,15 @@ impl Runner {
             _ => None,
         };
         let name = self.name();
-        metrics::gauge!("planledger_projector_position", "projection" => name)
-            .set(checkpoint as f64);
+        metrics::gauge!("planledger_projector_position", self.labels()).set(checkpoint as f64);
         if let Some(lag) = lag_positions {
-            metrics::gauge!("planledger_projector_lag_positions", "projection" => name)
-                .set(lag as f64);
+            metrics::gauge!("planledger_projector_lag_positions", self.labels()).set(lag as f64);
         }
         if let Some(lag) = lag_seconds {
-            metrics::gauge!("planledger_projector_lag_seconds", "projection" => name).set(lag);
+            metrics::gauge!("planledger_projector_lag_seconds", self.labels()).set(lag);
         }
         let rebuild = rebuild.map(|job| {
-            metrics::gauge!("planledger_projector_rebuild_position", "projection" => name)
+            metrics::gauge!("planledger_projector_rebuild_position", self.labels())
                 .set(job.working.committed.position as f64);
             RebuildStatus {
                 generation: job.working.number,
@@ -700,6 +717,7 @@ impl Runner {
         });
         let status = ProjectorStatus {
             name: name.to_owned(),
+            partition: self.db.partition(),
             source: source.describe(),
             state: self.state,
             generation: live.number,
@@ -790,6 +808,7 @@ impl Runner {
                 started: Instant::now(),
                 started_at: Timestamp::now(),
                 applied: 0,
+                marked_caught_up: false,
             });
         }
         if let Some(head) = source.head()
@@ -818,10 +837,14 @@ impl Runner {
         );
         let outcome = loop {
             if let Some(job) = rebuild.take() {
-                if job.working.pending == 0
-                    && job.working.committed.position >= live.applied.position
-                {
-                    live = self.switch(source, job).await?;
+                let switched_elsewhere = self.db.live_generation() == job.working.number;
+                let caught_up = job.working.pending == 0
+                    && job.working.committed.position >= live.applied.position;
+                if switched_elsewhere || (caught_up && !job.marked_caught_up) {
+                    match self.switch(source, job).await? {
+                        Ok(rebuilt) => live = rebuilt,
+                        Err(waiting) => rebuild = Some(waiting),
+                    }
                     if self
                         .blocked
                         .as_ref()
@@ -1041,7 +1064,7 @@ impl Runner {
             %error,
             "projector stopped at an event it cannot apply; upgrade this build or quarantine the event"
         );
-        metrics::gauge!("planledger_projector_poison_position", "projection" => self.name())
+        metrics::gauge!("planledger_projector_poison_position", self.labels())
             .set(poison.position as f64);
         metrics::counter!("planledger_projector_errors_total", "projection" => self.name())
             .increment(1);
@@ -1092,8 +1115,7 @@ impl Runner {
             reason = %record.reason,
             "event quarantined; the projector passes over it and continues"
         );
-        metrics::gauge!("planledger_projector_poison_position", "projection" => self.name())
-            .set(0.0);
+        metrics::gauge!("planledger_projector_poison_position", self.labels()).set(0.0);
         if let Some(blocked) = self.blocked.take() {
             self.resume = Some(blocked.held);
         }
@@ -1140,6 +1162,7 @@ impl Runner {
             started: Instant::now(),
             started_at: Timestamp::now(),
             applied: 0,
+            marked_caught_up: false,
         });
         Ok(())
     }
@@ -1154,15 +1177,40 @@ impl Runner {
         }
     }
 
-    /// Makes a caught-up rebuild the live generation.
+    /// Makes a caught-up rebuild the live generation. In cluster mode the generation goes
+    /// live once every partition's rebuild has caught up: until then the job is handed back
+    /// (`Err`) and keeps applying; a partition whose rebuild another partition's switch made
+    /// live continues from the rebuild's checkpoint (its live source is asked again from there).
     async fn switch<S: EventSource>(
         &mut self,
         source: &mut S,
-        job: RebuildJob<S>,
-    ) -> Result<Working, ProjectionError> {
-        let db = self.db.clone();
+        mut job: RebuildJob<S>,
+    ) -> Result<Result<Working, RebuildJob<S>>, ProjectionError> {
         let number = job.working.number;
-        blocking(move || db.switch_to(number)).await?;
+        if self.db.live_generation() != number {
+            let db = self.db.clone();
+            if !blocking(move || db.caught_up(number)).await? {
+                job.marked_caught_up = true;
+                return Ok(Err(job));
+            }
+        }
+        // Commit what the rebuild applied past its last commit (as it wrote everything else,
+        // without the write-ahead log), then flush it all before going on from it with logged
+        // writes, which must never be recovered without the ones before them.
+        let (working, result) = commit_blocking(
+            job.working,
+            self.db.clone(),
+            Durability::Unlogged,
+            self.options.cache_plans,
+        )
+        .await?;
+        result?;
+        job.working = working;
+        if self.db.partition().is_some() {
+            let db = self.db.clone();
+            blocking(move || db.flush_generation(number)).await?;
+        }
+        self.delivered_live = job.working.committed.position;
         let elapsed = job.started.elapsed().as_secs_f64();
         tracing::info!(
             generation = number,
@@ -1173,7 +1221,7 @@ impl Runner {
         );
         let live = job.working;
         self.acknowledge(source, live.committed.position).await;
-        Ok(live)
+        Ok(Ok(live))
     }
 }
 

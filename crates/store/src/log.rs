@@ -173,6 +173,8 @@ struct Inner {
     log_id: String,
     /// Cluster mode: the writer's catch-up state (`None` in local mode).
     resync: Option<Arc<Resync>>,
+    /// Cluster mode: the partition this log holds.
+    partition: Option<u32>,
 }
 
 /// Whether the log takes appends, for readiness checks.
@@ -482,8 +484,14 @@ impl EventStore {
                 space,
                 log_id,
                 resync,
+                partition: options.partition.map(|(_, p)| p),
             }),
         })
+    }
+
+    /// Cluster mode: the partition this log holds (`None` for a single node's log).
+    pub fn partition(&self) -> Option<u32> {
+        self.inner.partition
     }
 
     /// The log's identity from `meta/log_id`, chosen (a UUIDv7) and synced the first time a

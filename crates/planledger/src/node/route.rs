@@ -135,7 +135,7 @@ async fn not_served(request: Request) -> Problem {
             501,
             "not_in_cluster_mode",
             format!(
-                "{} is not served by cluster nodes yet: read models, the global event log, audit and the dashboard need one node's log; a cluster node serves commands and a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events)",
+                "{} is not served by cluster nodes: a cluster node serves commands and a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events, /v1/events?partition=P); read models (progress, accountability, agility, plans list, projections) are served by `planledger projector --cluster --http ADDR`, with ?bookmark= from a command's answer to read your writes",
                 request.uri().path()
             ),
         ))

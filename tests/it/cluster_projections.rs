@@ -1,0 +1,368 @@
+//! Read models in cluster mode: `planledger projector --cluster` runs one runtime per
+//! partition into one read model, each on its own durable consumer of its partition's stream.
+//!
+//! What is shown, on a fresh 3-server JetStream cluster with 4 partitions and one writer node:
+//! - SIGKILLed repeatedly while commands flow, the projector ends with a model whose facts are
+//!   byte-identical to a clean build's (a new projector on an empty directory), as is a
+//!   coordinated rebuild's (`POST /v1/projections/progress/rebuild`, which switches once every
+//!   partition has caught up; SIGKILLed once while it runs), and to a single-log model built from the same events in a
+//!   different interleaving of the partitions (records are per plan, so it must not matter);
+//! - a query given the bookmark of a just-acknowledged command sees that command.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
+use planledger_e2e::cluster::NatsCluster;
+use planledger_e2e::load::CommandLoad;
+use planledger_e2e::server::Planledger;
+use planledger_projections::{
+    Delivery, EventSource, RuntimeOptions, SourceError, SourceHead, is_bookkeeping_key,
+};
+use planledger_store::Position;
+use serde_json::Value;
+
+use crate::cluster_nodes::writer;
+
+const PARTITIONS: u32 = 4;
+const TENANT: &str = "acme";
+const JWT_KEY: &str = "jwt-signing.key";
+
+/// The last sequence (== last position) of each partition stream.
+async fn stream_heads(nats: &NatsCluster) -> BTreeMap<u32, u64> {
+    let client = planledger_bus::connect(&nats.urls().join(","), "cluster-projections-test")
+        .await
+        .expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let mut heads = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let name = planledger_proto::subjects::partition_stream_name(p);
+        let mut stream = js.get_stream(&name).await.expect("partition stream");
+        let info = stream.info().await.expect("stream info");
+        heads.insert(p, info.state.last_sequence);
+    }
+    heads
+}
+
+/// Each partition's checkpoint and the live generation, from the projector's
+/// `GET /v1/projections`.
+async fn checkpoints(projector: &Planledger, token: &str) -> Option<(BTreeMap<u32, u64>, u64)> {
+    let response = reqwest::Client::new()
+        .get(projector.url("/v1/projections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    let body: Value = response.json().await.ok()?;
+    let mut found = BTreeMap::new();
+    let mut generations = Vec::new();
+    for status in body["projections"].as_array()? {
+        if !status["rebuild"].is_null() {
+            return None;
+        }
+        found.insert(
+            status["partition"].as_u64()? as u32,
+            status["checkpoint"].as_u64()?,
+        );
+        generations.push(status["generation"].as_u64()?);
+    }
+    generations.dedup();
+    (generations.len() == 1).then(|| (found, generations[0]))
+}
+
+/// Waits until every partition's checkpoint is its stream's head (and no rebuild runs);
+/// returns the live generation.
+async fn wait_caught_up(projector: &Planledger, token: &str, heads: &BTreeMap<u32, u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some((found, generation)) = checkpoints(projector, token).await
+            && &found == heads
+        {
+            return generation;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projector never caught up with {heads:?}: {:?}\n{}",
+            checkpoints(projector, token).await,
+            projector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The progress model's facts (every record but checkpoints and rebuild marks), read from its
+/// database once the projector has stopped.
+fn facts(data_dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = planledger_projections::open_model(data_dir, "progress").expect("open the model");
+    db.dump_generation(db.live_generation())
+        .expect("dump")
+        .into_iter()
+        .filter(|(key, _)| !is_bookkeeping_key(key))
+        .collect()
+}
+
+/// A projector of the progress model over every partition, in `data_dir`.
+fn projector(nats: &NatsCluster, data_dir: &Path, keys: &Path) -> Planledger {
+    std::fs::create_dir_all(data_dir).expect("dir");
+    std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+    Planledger::start_projector(
+        data_dir,
+        "progress",
+        &["--nats", &nats.urls().join(","), "--cluster"],
+    )
+}
+
+/// Every event of every partition stream, per partition in position order.
+async fn partition_events(nats: &NatsCluster, heads: &BTreeMap<u32, u64>) -> Vec<Vec<Delivery>> {
+    let client = planledger_bus::connect(&nats.urls().join(","), "cluster-projections-test")
+        .await
+        .expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let mut all = Vec::new();
+    for (&p, &head) in heads {
+        let mut config = JetStreamSourceConfig::for_projection(
+            &planledger_proto::subjects::partition_stream_name(p),
+            "check",
+        );
+        config.durable = format!("check-p{p}");
+        let mut source = JetStreamSource::new(js.clone(), config);
+        let mut events: Vec<Delivery> = Vec::new();
+        while events.last().map_or(0, |d| d.position.get()) < head {
+            let after = Position(events.last().map_or(0, |d| d.position.get()));
+            let batch =
+                tokio::time::timeout(Duration::from_secs(30), source.next_batch(after, 512))
+                    .await
+                    .expect("the stream delivers")
+                    .expect("a batch");
+            events.extend(batch);
+        }
+        all.push(events);
+    }
+    all
+}
+
+/// Deliveries in a fixed order, as one log (positions 1..=n).
+struct OneLog(std::collections::VecDeque<Delivery>);
+
+impl EventSource for OneLog {
+    fn describe(&self) -> String {
+        "the partitions' events as one log".into()
+    }
+
+    async fn next_batch(
+        &mut self,
+        _after: Position,
+        max: usize,
+    ) -> Result<Vec<Delivery>, SourceError> {
+        let take = max.min(self.0.len());
+        Ok(self.0.drain(..take).collect())
+    }
+
+    fn head(&self) -> Option<SourceHead> {
+        None
+    }
+
+    async fn replay_from(&mut self, _after: Position) -> Result<Self, SourceError> {
+        Err(SourceError::Closed {
+            source_name: self.describe(),
+        })
+    }
+}
+
+/// The model a single log holding the same events builds, with the partitions interleaved as
+/// `order` says (each partition's events stay in their order, as in any log).
+async fn single_log_facts(events: &[Vec<Delivery>], order: &[usize]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut cursors = vec![0usize; events.len()];
+    let mut merged = std::collections::VecDeque::new();
+    let mut next = 1u64;
+    loop {
+        let mut progressed = false;
+        for &p in order {
+            if let Some(delivery) = events[p].get(cursors[p]) {
+                cursors[p] += 1;
+                let mut delivery = delivery.clone();
+                delivery.position = Position(next);
+                next += 1;
+                merged.push_back(delivery);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let total = next - 1;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = planledger_projections::open_model(dir.path(), "progress").expect("open");
+    planledger_projections::rebuild_to(
+        planledger_projections::projector("progress").expect("projector"),
+        db,
+        OneLog(merged),
+        RuntimeOptions::default(),
+        Position(total),
+        |_| {},
+    )
+    .await
+    .expect("rebuild");
+    facts(dir.path())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_any_interleaving() {
+    let nats = NatsCluster::start();
+    nats.init_planledger(PARTITIONS);
+    let dir = tempfile::tempdir().expect("dir");
+    let node = writer(&nats, &dir.path().join("n1"), "n1", None);
+    assert!(
+        node.wait_ready().await,
+        "the node never got ready: {}",
+        node.log()
+    );
+    let keys = node.data_dir.clone();
+    let token = node.token(TENANT, "writer", "admin");
+    // Twelve plans spread over the four partitions.
+    let mut load = CommandLoad::seed(&node, &token, 12).await;
+    load.start();
+
+    let mut killed = projector(&nats, &dir.path().join("killed"), &keys);
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(400 + 150 * round)).await;
+        killed.kill();
+        killed.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.stop().await;
+    assert!(!load.acked().is_empty(), "the load got no command through");
+    let heads = stream_heads(&nats).await;
+    assert!(
+        heads.values().all(|&h| h > 0),
+        "every partition got commands: {heads:?}"
+    );
+    let token = killed.token(TENANT, "ops", "admin");
+    wait_caught_up(&killed, &token, &heads).await;
+
+    // Read your writes: each answer's bookmark, given to the projector at once, shows the
+    // command's version of its plan.
+    let http = reqwest::Client::new();
+    for round in 0..12 {
+        let plan = format!("load-{round}");
+        let answer: Value = http
+            .post(node.url(&format!("/v1/plans/{plan}/commands")))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("bookmark-{round}"))
+            .json(&serde_json::json!({
+                "type": "RecordCheckIn",
+                "data": {"goal_id": "signups", "value": 10 + round, "confidence": 0.5}
+            }))
+            .send()
+            .await
+            .expect("command")
+            .json()
+            .await
+            .expect("answer");
+        let bookmark = answer["bookmark"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(answer["partition"].is_u64(), "{answer}");
+        let read: Value = http
+            .get(killed.url("/v1/plans"))
+            .query(&[("bookmark", bookmark), ("limit", "500")])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("read");
+        let seen = read["plans"]
+            .as_array()
+            .and_then(|plans| plans.iter().find(|p| p["plan_id"] == plan.as_str()))
+            .map(|p| p["version"].clone());
+        assert_eq!(
+            seen,
+            Some(answer["version"].clone()),
+            "the query with the answer's bookmark sees the command: {read}"
+        );
+    }
+    let heads = stream_heads(&nats).await;
+    wait_caught_up(&killed, &token, &heads).await;
+    // What the kills left, before any rebuild replaces it.
+    killed.terminate();
+    let after_kills = facts(&killed.data_dir);
+    assert!(!after_kills.is_empty(), "the model holds facts");
+    eprintln!(
+        "cluster projector: {} acknowledged commands, stream heads {heads:?}, {} fact records",
+        load.acked().len(),
+        after_kills.len()
+    );
+    killed.restart();
+    let generation = wait_caught_up(&killed, &token, &heads).await;
+
+    // A coordinated rebuild: one new generation from every partition, live once all caught
+    // up; the projector is SIGKILLed while it runs and resumes it.
+    let started = http
+        .post(killed.url("/v1/projections/progress/rebuild"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        started.status(),
+        202,
+        "{}",
+        started.text().await.unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    killed.kill();
+    killed.restart();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some((found, now)) = checkpoints(&killed, &token).await
+            && now > generation
+            && found == heads
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild never went live: {}",
+            killed.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    killed.terminate();
+    let after_rebuild = facts(&killed.data_dir);
+
+    let mut clean = projector(&nats, &dir.path().join("clean"), &keys);
+    wait_caught_up(&clean, &clean.token(TENANT, "ops", "admin"), &heads).await;
+    clean.terminate();
+    let rebuilt = facts(&clean.data_dir);
+    assert!(
+        after_kills == rebuilt,
+        "the SIGKILLed projector's model differs from a clean one ({} vs {} records)",
+        after_kills.len(),
+        rebuilt.len()
+    );
+    assert!(
+        after_rebuild == rebuilt,
+        "the coordinated rebuild (SIGKILLed once) differs from a clean build ({} vs {} records)",
+        after_rebuild.len(),
+        rebuilt.len()
+    );
+
+    let events = partition_events(&nats, &heads).await;
+    for order in [vec![0, 1, 2, 3], vec![3, 1, 0, 2]] {
+        let single = single_log_facts(&events, &order).await;
+        assert!(
+            single == rebuilt,
+            "a single log of the same events in partition order {order:?} builds another model ({} vs {} records)",
+            single.len(),
+            rebuilt.len()
+        );
+    }
+    // One partition after another, not interleaved at all.
+    let sequential: Vec<Vec<Delivery>> = vec![events.concat()];
+    assert!(single_log_facts(&sequential, &[0]).await == rebuilt);
+    drop(node);
+}
