@@ -12,6 +12,7 @@ mod api_spans;
 mod audit;
 mod backup;
 mod bench_smoke;
+mod checkpoints;
 mod cluster_commit;
 mod cluster_loopback;
 mod cluster_nodes;

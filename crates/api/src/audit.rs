@@ -1,8 +1,12 @@
-//! `GET /v1/audit/verify`, `GET /v1/audit/digest` and `GET /v1/audit/keys` (auditor, admin).
+//! `GET /v1/audit/verify`, `GET /v1/audit/digest`, `GET /v1/audit/keys`, the Merkle tree's
+//! `GET /v1/audit/checkpoint` and proofs (`/v1/audit/proof/inclusion`, `/consistency`)
+//! (auditor, admin).
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use planledger_app::audit::{ChainReport, PublicKey, SignedDigest};
+use planledger_app::checkpoint::{ConsistencyProofBody, InclusionProofBody};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -72,4 +76,76 @@ pub async fn get_keys(
 ) -> Result<axum::Json<KeysResponse>, Problem> {
     let keys = state.app.audit.keys(&principal)?;
     Ok(axum::Json(KeysResponse { keys }))
+}
+
+/// A signed checkpoint of the Merkle tree (C2SP `tlog-checkpoint`, `text/plain`).
+pub async fn get_checkpoint(
+    State(state): State<SharedState>,
+    Caller(principal): Caller,
+) -> Result<Response, Problem> {
+    let audit = state.app.audit.clone();
+    let note = blocking(move || audit.checkpoint(&principal)).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+/// Query of `GET /v1/audit/proof/inclusion`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    /// The event's log position (required).
+    pub position: Option<u64>,
+    /// The tree size to prove it in (default: the last durable position).
+    pub tree_size: Option<u64>,
+}
+
+/// The inclusion proof of one event in a tree size.
+pub async fn get_inclusion_proof(
+    State(state): State<SharedState>,
+    Caller(principal): Caller,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<InclusionProofBody>, Problem> {
+    let Query(query) = query.map_err(query_rejection)?;
+    let Some(position) = query.position else {
+        return Err(required(
+            "position",
+            "position is required: the log position of the event to prove (from 1), e.g. ?position=42&tree_size=100",
+        ));
+    };
+    let audit = state.app.audit.clone();
+    let proof =
+        blocking(move || audit.inclusion_proof(&principal, position, query.tree_size)).await?;
+    Ok(axum::Json(proof))
+}
+
+/// Query of `GET /v1/audit/proof/consistency`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    /// The older tree size (required).
+    pub from: Option<u64>,
+    /// The newer tree size (default: the last durable position).
+    pub to: Option<u64>,
+}
+
+/// The consistency proof between two tree sizes.
+pub async fn get_consistency_proof(
+    State(state): State<SharedState>,
+    Caller(principal): Caller,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<ConsistencyProofBody>, Problem> {
+    let Query(query) = query.map_err(query_rejection)?;
+    let Some(from) = query.from else {
+        return Err(required(
+            "from",
+            "from is required: the tree size of the older checkpoint (from 1), e.g. ?from=100&to=250",
+        ));
+    };
+    let audit = state.app.audit.clone();
+    let proof = blocking(move || audit.consistency_proof(&principal, from, query.to)).await?;
+    Ok(axum::Json(proof))
+}
+
+fn required(field: &str, detail: &str) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid_query", detail)
+        .with_field(field, "required, a whole number from 1")
 }

@@ -23,6 +23,8 @@ pub struct LogQuery {
     pub from_position: Option<u64>,
     /// Page size (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// `true`: attach each event's inclusion proof in the tree of the last durable position.
+    pub proof: Option<bool>,
 }
 
 /// A page of the global log (the caller's tenant only).
@@ -34,6 +36,10 @@ pub struct LogPageResponse {
     pub next_position: u64,
     /// The last position in the log when read.
     pub last_position: u64,
+    /// With `?proof=true`: each event's inclusion proof, in the order of `events`, all in one
+    /// tree size (at or after `last_position`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proofs: Option<Vec<planledger_app::checkpoint::InclusionProofBody>>,
 }
 
 /// Pages through the global log, or tails it live with `Accept: text/event-stream`.
@@ -63,15 +69,24 @@ pub async fn get_events(
             .into_response());
     }
     let app = state.app.clone();
-    let page = tokio::task::spawn_blocking(move || app.queries.log_page(&principal, from, limit))
-        .await
-        .map_err(|e| {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let with_proofs = query.proof == Some(true);
+    let (page, proofs) = tokio::task::spawn_blocking(move || {
+        let page = app.queries.log_page(&principal, from, limit)?;
+        let proofs = with_proofs
+            .then(|| {
+                app.audit
+                    .proofs_of(page.events.iter().map(|e| e.position.get()))
+            })
+            .transpose()?;
+        Ok::<_, planledger_app::AppError>((page, proofs))
+    })
+    .await
+    .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(axum::Json(LogPageResponse {
         events: page.events,
         next_position: page.next_position,
         last_position: page.last_position,
+        proofs,
     })
     .into_response())
 }

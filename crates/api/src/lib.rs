@@ -119,6 +119,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/audit/verify", get(audit::get_verify))
         .route("/v1/audit/digest", get(audit::get_digest))
         .route("/v1/audit/keys", get(audit::get_keys))
+        .route("/v1/audit/checkpoint", get(audit::get_checkpoint))
+        .route("/v1/audit/proof/inclusion", get(audit::get_inclusion_proof))
+        .route(
+            "/v1/audit/proof/consistency",
+            get(audit::get_consistency_proof),
+        )
         .merge(read_models::routes::<SharedState>())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -130,6 +130,8 @@ pub struct EventsQuery {
     pub from: Option<String>,
     /// Only events recorded before this RFC 3339 time.
     pub to: Option<String>,
+    /// `proof=true`: attach each event's inclusion proof.
+    pub proof: bool,
 }
 
 impl EventsQuery {
@@ -178,12 +180,26 @@ impl EventsQuery {
                 "from" => query.from = once(&query.from)?,
                 "to" => query.to = once(&query.to)?,
                 "type" => query.types.push(value),
+                "proof" => {
+                    query.proof = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(Problem::new(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_query",
+                                format!("proof {value:?} is not true or false"),
+                            )
+                            .with_field(name.clone(), "true or false"));
+                        }
+                    }
+                }
                 _ => {
                     return Err(Problem::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_query",
                         format!(
-                            "unknown query parameter {name:?}; this endpoint takes from_version, limit, actor, type, from and to"
+                            "unknown query parameter {name:?}; this endpoint takes from_version, limit, actor, type, from, to and proof"
                         ),
                     ));
                 }
@@ -202,6 +218,10 @@ pub struct PlanEventsResponse {
     pub events: Vec<planledger_store::Envelope>,
     /// The version to ask for next (with the same filters), if the trail may go on.
     pub next_from_version: Option<u64>,
+    /// With `?proof=true`: each event's inclusion proof, in the order of `events`, all in one
+    /// tree size (the log's last durable position when read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proofs: Option<Vec<planledger_app::checkpoint::InclusionProofBody>>,
 }
 
 /// Returns a plan's audit trail, filtered by actor, type and recorded time.
@@ -223,9 +243,18 @@ pub async fn get_plan_events(
     let from = query.from_version.unwrap_or(1);
     let app = state.app.clone();
     let id = plan_id.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        app.queries
-            .plan_events(&principal, &id, from, limit, &filter)
+    let with_proofs = query.proof;
+    let (page, proofs) = tokio::task::spawn_blocking(move || {
+        let page = app
+            .queries
+            .plan_events(&principal, &id, from, limit, &filter)?;
+        let proofs = with_proofs
+            .then(|| {
+                app.audit
+                    .proofs_of(page.events.iter().map(|e| e.position.get()))
+            })
+            .transpose()?;
+        Ok::<_, planledger_app::AppError>((page, proofs))
     })
     .await
     .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
@@ -233,5 +262,6 @@ pub async fn get_plan_events(
         plan_id: plan_id.to_string(),
         events: page.events,
         next_from_version: page.next_from_version,
+        proofs,
     }))
 }

@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::AppError;
 use crate::auth::{Permission, Principal};
+use crate::checkpoint::{Checkpoint, ConsistencyProofBody, InclusionProofBody, origin};
 
 /// Name of the digest signing key file kept in the data directory.
 pub const DIGEST_KEY_FILE: &str = "digest-signing.key";
@@ -131,6 +132,19 @@ impl DigestKey {
     }
 }
 
+impl DigestKey {
+    /// Signs a checkpoint: the signed note (C2SP `tlog-checkpoint` text, a blank line and the
+    /// signature line of this key under the checkpoint's origin as key name).
+    pub fn sign_checkpoint(&self, checkpoint: &Checkpoint) -> String {
+        let signature = self.signing.sign(checkpoint.note_text().as_bytes());
+        crate::checkpoint::signed_note(
+            checkpoint,
+            &self.signing.verifying_key().to_bytes(),
+            &signature.to_bytes(),
+        )
+    }
+}
+
 fn key_file_error(path: &Path, message: String) -> DigestKeyError {
     DigestKeyError::File {
         path: path.display().to_string(),
@@ -162,6 +176,11 @@ impl PublicKey {
     /// Parses a public key given as 64 hex digits.
     pub fn from_hex(text: &str) -> Result<Self, DigestKeyError> {
         Ok(Self::of(&verifying_key(text)?))
+    }
+
+    /// The 32 public key bytes.
+    pub fn bytes(&self) -> Result<[u8; 32], DigestKeyError> {
+        verifying_key(&self.public_key).map(|key| key.to_bytes())
     }
 }
 
@@ -499,10 +518,92 @@ impl AuditService {
         Ok(digest)
     }
 
+    /// A signed checkpoint of the Merkle tree of the last durable position (C2SP
+    /// `tlog-checkpoint`, signed with the digest key). Blocking (O(log n) reads).
+    pub fn checkpoint(&self, principal: &Principal) -> Result<String, AppError> {
+        principal.require(Permission::Audit)?;
+        let key = self.key()?;
+        let view = self.store.view();
+        let tree_size = view.tree_size();
+        let checkpoint = Checkpoint {
+            origin: origin(self.store.log_id()),
+            tree_size,
+            root: view.tree_root(tree_size).map_err(tree_range)?,
+        };
+        tracing::info!(tree_size, key_id = %key.public().key_id, actor = %principal.subject, "checkpoint issued");
+        Ok(key.sign_checkpoint(&checkpoint))
+    }
+
+    /// The inclusion proof of the event at `position` in the tree of `tree_size` (default:
+    /// the last durable position). Blocking (O(log n) reads).
+    pub fn inclusion_proof(
+        &self,
+        principal: &Principal,
+        position: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProofBody, AppError> {
+        principal.require(Permission::Audit)?;
+        let view = self.store.view();
+        let tree_size = tree_size.unwrap_or_else(|| view.tree_size());
+        let proof = view
+            .inclusion_proof(Position(position), tree_size)
+            .map_err(tree_range)?;
+        Ok(InclusionProofBody::of(origin(self.store.log_id()), &proof))
+    }
+
+    /// The consistency proof from the tree of `from` to the tree of `to` (default: the last
+    /// durable position). Blocking (O(log n) reads).
+    pub fn consistency_proof(
+        &self,
+        principal: &Principal,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProofBody, AppError> {
+        principal.require(Permission::Audit)?;
+        let view = self.store.view();
+        let to = to.unwrap_or_else(|| view.tree_size());
+        let proof = view.consistency_proof(from, to).map_err(tree_range)?;
+        Ok(ConsistencyProofBody::of(
+            origin(self.store.log_id()),
+            &proof,
+        ))
+    }
+
+    /// The inclusion proofs of events just read (their positions), in one tree: the last
+    /// durable position now, which is at or after each of them. For `?proof=true` on event
+    /// reads, whose callers were authorized to read the events. Blocking.
+    pub fn proofs_of(
+        &self,
+        positions: impl IntoIterator<Item = u64>,
+    ) -> Result<Vec<InclusionProofBody>, AppError> {
+        let view = self.store.view();
+        let tree_size = view.tree_size();
+        let origin = origin(self.store.log_id());
+        positions
+            .into_iter()
+            .map(|position| {
+                view.inclusion_proof(Position(position), tree_size)
+                    .map(|proof| InclusionProofBody::of(origin.clone(), &proof))
+                    .map_err(tree_range)
+            })
+            .collect()
+    }
+
     /// The public keys digests are signed with.
     pub fn keys(&self, principal: &Principal) -> Result<Vec<PublicKey>, AppError> {
         principal.require(Permission::Audit)?;
         Ok(vec![self.key()?.public().clone()])
+    }
+}
+
+/// A tree size or position out of range is the caller's input at fault (400, naming it).
+fn tree_range(error: StoreError) -> AppError {
+    match error {
+        StoreError::TreeRange { field, .. } => AppError::Invalid {
+            field: field.to_string(),
+            message: error.to_string(),
+        },
+        other => AppError::Store(other),
     }
 }
 

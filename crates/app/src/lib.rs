@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bookmark;
+pub mod checkpoint;
 mod commands;
 pub mod door;
 mod error;

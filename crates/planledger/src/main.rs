@@ -56,7 +56,8 @@ enum Commands {
     /// Merkle tree and report the first stored node that differs; or check a signed digest
     /// (`--digest FILE`) against the log.
     Verify(verify::VerifyArgs),
-    /// Auditing helpers: the public key digests are signed with.
+    /// Auditing helpers: the public key digests are signed with; offline checks of signed
+    /// checkpoints, inclusion proofs and consistency proofs.
     Audit {
         #[command(subcommand)]
         command: verify::AuditCommand,

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use planledger_app::DigestKey;
 use planledger_app::audit::{PublicKey, SignedDigest, check_digest};
+use planledger_app::checkpoint;
 use planledger_store::{EventStore, Position, StoreOptions};
 
 /// Flags of `verify`.
@@ -31,6 +32,46 @@ pub struct VerifyArgs {
 pub enum AuditCommand {
     /// Print the public key digests are signed with (hex; `--json` for the key record).
     PublicKey(PublicKeyArgs),
+    /// Check offline (no log needed) that an event is in the tree a signed checkpoint names.
+    VerifyEvent(VerifyEventArgs),
+    /// Check offline that a newer signed checkpoint extends an older one.
+    VerifyConsistency(VerifyConsistencyArgs),
+}
+
+/// Flags of `audit verify-event`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyEventArgs {
+    /// The signed checkpoint (the text `GET /v1/audit/checkpoint` answered).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The inclusion proof (the JSON `GET /v1/audit/proof/inclusion?position=P&tree_size=N`
+    /// answered, N being the checkpoint's tree size).
+    #[arg(long)]
+    pub proof: PathBuf,
+    /// The event: its envelope JSON exactly as the log stores it (one line of
+    /// `planledger export --format ndjson`, or the event as `GET /v1/events` serves it).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The Ed25519 public key the checkpoint is signed with (64 hex digits, from
+    /// `GET /v1/audit/keys` or `planledger audit public-key`).
+    #[arg(long)]
+    pub public_key: String,
+}
+
+/// Flags of `audit verify-consistency`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyConsistencyArgs {
+    /// The older signed checkpoint.
+    pub old: PathBuf,
+    /// The newer signed checkpoint.
+    pub new: PathBuf,
+    /// The consistency proof between their tree sizes (the JSON
+    /// `GET /v1/audit/proof/consistency?from=M&to=N` answered); not needed for equal sizes.
+    #[arg(long)]
+    pub proof: Option<PathBuf>,
+    /// The Ed25519 public key both checkpoints are signed with (64 hex digits).
+    #[arg(long)]
+    pub public_key: String,
 }
 
 /// Flags of `audit public-key`.
@@ -56,7 +97,61 @@ pub fn run_audit(command: AuditCommand) -> Result<()> {
             }
             Ok(())
         }
+        AuditCommand::VerifyEvent(args) => verify_event(&args),
+        AuditCommand::VerifyConsistency(args) => verify_consistency(&args),
     }
+}
+
+/// A file's name (as given) and its text.
+fn read_text(path: &Path, what: &str) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} {}", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
+
+fn verify_event(args: &VerifyEventArgs) -> Result<()> {
+    let key = PublicKey::from_hex(&args.public_key)?;
+    let checkpoint = read_text(&args.checkpoint, "checkpoint")?;
+    let proof = read_text(&args.proof, "proof")?;
+    let event = std::fs::read(&args.event)
+        .with_context(|| format!("reading the event {}", args.event.display()))?;
+    let checked = checkpoint::check_event(
+        (&checkpoint.0, &checkpoint.1),
+        (&proof.0, &proof.1),
+        &event,
+        &key,
+    )
+    .map_err(|e| anyhow::anyhow!("verify-event failed: {e}"))?;
+    println!(
+        "ok: the event at position {} is in the tree of {} events the checkpoint names (signed with key {})",
+        checked.position, checked.tree_size, key.key_id
+    );
+    Ok(())
+}
+
+fn verify_consistency(args: &VerifyConsistencyArgs) -> Result<()> {
+    let key = PublicKey::from_hex(&args.public_key)?;
+    let old = read_text(&args.old, "older checkpoint")?;
+    let new = read_text(&args.new, "newer checkpoint")?;
+    let proof = args
+        .proof
+        .as_ref()
+        .map(|path| read_text(path, "consistency proof"))
+        .transpose()?;
+    let checked = checkpoint::check_consistency(
+        (&old.0, &old.1),
+        (&new.0, &new.1),
+        proof
+            .as_ref()
+            .map(|(name, text)| (name.as_str(), text.as_str())),
+        &key,
+    )
+    .map_err(|e| anyhow::anyhow!("verify-consistency failed: {e}"))?;
+    println!(
+        "ok: the tree of {} events extends the tree of {} events (both checkpoints signed with key {})",
+        checked.to, checked.from, key.key_id
+    );
+    Ok(())
 }
 
 fn open_stopped(data_dir: &Path) -> Result<EventStore> {

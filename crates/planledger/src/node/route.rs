@@ -67,6 +67,9 @@ pub(super) fn http_router(node: Arc<Node>) -> Router {
         .route("/v1/events", get(partition_request))
         .route("/v1/audit/verify", get(partition_request))
         .route("/v1/audit/digest", get(partition_request))
+        .route("/v1/audit/checkpoint", get(partition_request))
+        .route("/v1/audit/proof/inclusion", get(partition_request))
+        .route("/v1/audit/proof/consistency", get(partition_request))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -170,7 +173,7 @@ async fn plan_request(
     dispatch(&node, partition, request, None).await
 }
 
-/// A partition route (`/v1/events`, `/v1/audit/verify`, `/v1/audit/digest`) with
+/// A partition route (`/v1/events`, `/v1/audit/verify`, `/digest`, `/checkpoint`, `/proof/…`) with
 /// `?partition=P`: the single-node endpoint of that partition's log, run by its owner. Without
 /// the parameter there is no one log to answer from.
 async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> Response {
