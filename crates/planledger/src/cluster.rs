@@ -91,16 +91,25 @@ struct OwnerStatus {
     cache_position: Option<u64>,
 }
 
-async fn status(args: StatusArgs) -> Result<()> {
-    let client = planledger_bus::connect(&args.nats, "planledger-cluster-status").await?;
-    let config = planledger_bus::cluster::read_cluster_config(&client)
-        .await?
+/// The cluster's configuration from NATS at `nats` (for messages), or an error saying to run
+/// `cluster init` first.
+pub(crate) async fn configuration(
+    client: &async_nats::Client,
+    nats: &str,
+) -> Result<planledger_bus::ClusterConfig> {
+    planledger_bus::read_cluster_config(client)
+        .await
+        .context("reading the cluster's configuration (bucket planledger_cluster)")?
         .with_context(|| {
             format!(
-                "the NATS cluster at {} has no Planledger cluster: run `planledger cluster init` first",
-                args.nats
+                "the NATS cluster at {nats} has no Planledger cluster: run `planledger cluster init --nats {nats}` first"
             )
-        })?;
+        })
+}
+
+async fn status(args: StatusArgs) -> Result<()> {
+    let client = planledger_bus::connect(&args.nats, "planledger-cluster-status").await?;
+    let config = configuration(&client, &args.nats).await?;
     let owners = planledger_bus::leases::Owners::open(&client).await?;
     let leases = owners.current().await?;
     let context = async_nats::jetstream::new(client.clone());
@@ -305,14 +314,7 @@ fn verify_cache(
 
 async fn verify(args: VerifyArgs) -> Result<()> {
     let client = planledger_bus::connect(&args.nats, "planledger-cluster-verify").await?;
-    let config = planledger_bus::cluster::read_cluster_config(&client)
-        .await?
-        .with_context(|| {
-            format!(
-                "the NATS cluster at {} has no Planledger cluster: run `planledger cluster init` first",
-                args.nats
-            )
-        })?;
+    let config = configuration(&client, &args.nats).await?;
     let mut failures = 0usize;
     let mut total_events = 0u64;
     for entry in &config.partitions {

@@ -306,14 +306,7 @@ async fn spawn_cluster(
     let client = planledger_bus::connect(url, &format!("planledger-projector-{name}"))
         .await
         .with_context(|| format!("connecting the {name} projector to NATS at {url}"))?;
-    let config = planledger_bus::read_cluster_config(&client)
-        .await
-        .context("reading the cluster's configuration")?
-        .with_context(|| {
-            format!(
-                "NATS at {url} holds no cluster configuration: run `planledger cluster init` first"
-            )
-        })?;
+    let config = crate::cluster::configuration(&client, url).await?;
     let count = config.partition_count;
     db.claim_partitions(count)
         .with_context(|| format!("opening the {name} read model for {count} partitions"))?;

@@ -47,14 +47,7 @@ struct Plan {
 /// Runs `cluster repair`.
 pub async fn run(args: RepairArgs) -> Result<()> {
     let client = planledger_bus::connect(&args.nats, "planledger-cluster-repair").await?;
-    let cluster = planledger_bus::read_cluster_config(&client)
-        .await?
-        .with_context(|| {
-            format!(
-                "the NATS cluster at {} has no Planledger cluster: run `planledger cluster init` first",
-                args.nats
-            )
-        })?;
+    let cluster = crate::cluster::configuration(&client, &args.nats).await?;
     let entry = cluster
         .partitions
         .iter()

@@ -64,12 +64,7 @@ async fn open_cluster_store(config: &Config) -> Result<EventStore> {
     let client = planledger_bus::connect(&url, "planledger-partition-log")
         .await
         .with_context(|| format!("connecting to the NATS cluster at {url}"))?;
-    let cluster = planledger_bus::cluster::read_cluster_config(&client)
-        .await
-        .context("reading the cluster's configuration (bucket planledger_cluster)")?
-        .with_context(|| {
-            format!("the NATS cluster at {url} has no Planledger cluster yet: run `planledger cluster init --nats {url}` first")
-        })?;
+    let cluster = crate::cluster::configuration(&client, &url).await?;
     let entry = cluster
         .partitions
         .iter()

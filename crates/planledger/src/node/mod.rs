@@ -258,12 +258,7 @@ pub async fn run(config: Config, prometheus: PrometheusHandle) -> Result<()> {
     let client = planledger_bus::connect(&url, &format!("planledger-node-{node_id}"))
         .await
         .with_context(|| format!("connecting to the NATS cluster at {url}"))?;
-    let cluster = planledger_bus::cluster::read_cluster_config(&client)
-        .await
-        .context("reading the cluster's configuration (bucket planledger_cluster)")?
-        .with_context(|| {
-            format!("the NATS cluster at {url} has no Planledger cluster yet: run `planledger cluster init --nats {url}` first")
-        })?;
+    let cluster = crate::cluster::configuration(&client, &url).await?;
     if let Some(expected) = config.partitions
         && expected != cluster.partition_count
     {
