@@ -412,3 +412,100 @@ async fn a_projector_process_builds_the_same_model_as_the_embedded_one() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(embedded_person["plans"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn progress_forecasts_name_their_check_ins_by_log_position_now_and_as_of() {
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    let token = server.token("acme", "pat", "planner,auditor");
+    let seeded = seed_plan(&server, &client, &token, "launch", "alice").await;
+    let base = &server.base_url;
+    let (_, trail) = client
+        .get(base, &token, "/v1/plans/launch/events?limit=100")
+        .await;
+    let seeded_at = trail["events"][4]["recorded_at"]
+        .as_str()
+        .expect("the seeded check-in's time")
+        .to_owned();
+    // Two earlier days told later: the series is 110, 125 and the seeded 150 (today).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut told = Vec::new();
+    for (days, value) in [(-14, 110.0), (-7, 125.0)] {
+        told.push(
+            client
+                .command(
+                    &server,
+                    &token,
+                    "launch",
+                    json!({"type": "RecordCheckIn", "data": {"goal_id": "signups", "value": value,
+                        "confidence": 0.6, "effective_on": planledger_e2e::client::today_plus(days)}}),
+                )
+                .await,
+        );
+    }
+
+    let (status, progress) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?min_position={}", told[1]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    let forecast = &goal(&progress, "signups")["forecast"];
+    assert_eq!(forecast["kind"], "trend", "{forecast}");
+    assert_eq!(forecast["points"], 3);
+    let events: Vec<(u64, u64)> = forecast["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_u64().expect("version"),
+                e["position"].as_u64().expect("a position from the log"),
+            )
+        })
+        .collect();
+    // Oldest effective day first: versions 6 and 7 (told last), then the seeded 5.
+    assert_eq!(events, [(6, told[0]), (7, told[1]), (5, seeded)]);
+    assert_eq!(progress["forecast_backtest"]["forecasts"], 0);
+
+    // As of the seeded check-in only one value was known.
+    let (status, then) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?as_of={seeded_at}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{then}");
+    let earlier = &goal(&then, "signups")["forecast"];
+    assert_eq!(earlier["kind"], "not_enough_data", "{earlier}");
+    assert_eq!(earlier["points"], 1);
+    assert_eq!(earlier["events"][0]["position"], seeded);
+
+    // Closed: no forecast any more, and the back-test replays the one trend it made.
+    let closed = client
+        .command(
+            &server,
+            &token,
+            "launch",
+            json!({"type": "CloseGoal", "data": {"goal_id": "signups", "outcome": "achieved"}}),
+        )
+        .await;
+    let (_, after) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?min_position={closed}"),
+        )
+        .await;
+    assert_eq!(goal(&after, "signups")["forecast"], Value::Null);
+    let backtest = &after["forecast_backtest"];
+    assert_eq!(backtest["forecasts"], 1, "{backtest}");
+    assert_eq!(backtest["goals"][0]["closed_event"]["position"], closed);
+    assert_eq!(
+        backtest["goals"][0]["forecasts"][0]["event"]["position"],
+        told[1]
+    );
+}

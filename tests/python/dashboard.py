@@ -108,6 +108,14 @@ def main():
             cell.inner_text() == f"{signups['target']:g}",
             f"target shown {cell.inner_text()!r}, the API says {signups['target']}",
         )
+        # The goal row's completion forecast is the API's (three values told: a trend).
+        forecast = signups["forecast"]
+        check(forecast["kind"] == "trend", f"signups should have a trend forecast: {forecast}")
+        shown = page.locator("tr[data-goal='signups'] .forecast-p85").inner_text()
+        check(
+            shown == (forecast["p85"] or "never"),
+            f"P85 shown {shown!r}, the API says {forecast['p85']}",
+        )
 
         # A check-in through the API: the feed shows it and the goal's progress follows, with
         # no reload (a value set on the window survives).

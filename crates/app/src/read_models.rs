@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use planledger_domain::metrics::{
-    AccountabilityReport, AgilityReport, DriftReport, ProgressHistory, RollUp,
+    AccountabilityReport, AgilityReport, DriftReport, EventRef, ProgressHistory, RollUp,
 };
 use planledger_domain::{PersonId, Plan, PlanId};
 use planledger_projections::accountability::{
@@ -24,7 +24,7 @@ use planledger_projections::{
     PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus, Quarantine,
     QuarantineRequest, REDACTED_STREAM, ReadView, split_stream,
 };
-use planledger_store::{PartitionCount, StreamId};
+use planledger_store::{EventStore, PartitionCount, StreamId};
 use serde::Serialize;
 
 use crate::AppError;
@@ -208,6 +208,24 @@ fn plan_not_found(plan_id: &PlanId, waited: bool) -> AppError {
             "plan {plan_id} does not exist (read models trail the log by a moment: to read your own write, pass ?min_position=<the position it returned>)"
         ))
     }
+}
+
+/// Fills in the log position of each event a figure rests on, where the log is at hand (not in
+/// a projector process of its own, which answers versions only).
+fn fill_positions<'a>(
+    store: Option<&EventStore>,
+    stream: &StreamId,
+    refs: impl Iterator<Item = &'a mut EventRef>,
+) -> Result<(), AppError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    for event in refs {
+        event.position = store
+            .stream_position(stream, planledger_store::Version(event.version))?
+            .map(|p| p.get());
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -479,9 +497,13 @@ impl ReadModels {
             )
             .await?;
         let id = plan_id.clone();
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let store = self.queries.as_ref().map(|q| q.plans().store().clone());
         let body = blocking(move || {
-            progress_view(&plan, &id, now, query.rule, query.baseline.as_deref())
-                .map_err(AppError::from)
+            let mut view = progress_view(&plan, &id, now, query.rule, query.baseline.as_deref())?;
+            // The check-ins behind the forecasts and their back-test.
+            fill_positions(store.as_ref(), &stream, view.report.event_refs_mut())?;
+            Ok(view)
         })
         .await?;
         Ok(ReadModelResponse {
@@ -648,15 +670,7 @@ impl ReadModels {
         let store = self.queries.as_ref().map(|q| q.plans().store().clone());
         let body = blocking(move || {
             let mut report = drift_view(&plan, &id, &label, now)?;
-            // The events behind the figures, by log position (where the log is at hand: not in
-            // a projector process of its own, which answers versions only).
-            if let Some(store) = store {
-                for event in report.event_refs_mut() {
-                    event.position = store
-                        .stream_position(&stream, planledger_store::Version(event.version))?
-                        .map(|p| p.get());
-                }
-            }
+            fill_positions(store.as_ref(), &stream, report.event_refs_mut())?;
             Ok(report)
         })
         .await?;

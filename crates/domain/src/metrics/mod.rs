@@ -7,6 +7,7 @@
 
 mod accountability;
 mod agility;
+mod backtest;
 mod drift;
 mod forecast;
 mod history;
@@ -20,6 +21,7 @@ pub use accountability::{
 pub use agility::{
     AdjustmentCounts, AgilityReport, BaselineInfo, GoalAgility, UnansweredSignal, agility_report,
 };
+pub use backtest::{BacktestForecast, BacktestGoal, ForecastBacktest, forecast_backtest};
 pub use drift::{
     DriftReport, EventRef, GapPoint, GoalDrift, ScopeChange, ScopeItems, drift_report, target_drift,
 };
