@@ -509,3 +509,93 @@ async fn progress_forecasts_name_their_check_ins_by_log_position_now_and_as_of()
         told[1]
     );
 }
+
+#[tokio::test]
+async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    let token = server.token("acme", "pat", "planner,auditor");
+    let viewer = server.token("acme", "vic", "viewer");
+    seed_plan(&server, &client, &token, "launch", "alice").await;
+    let base = &server.base_url;
+    // 120 told today about five days ago: those days had progress 0 (no value yet), now 0.2.
+    let told = client
+        .command(
+            &server,
+            &token,
+            "launch",
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "signups", "value": 120.0,
+                "confidence": 0.6, "effective_on": planledger_e2e::client::today_plus(-5)}}),
+        )
+        .await;
+
+    let (status, body) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/restatements?min_position={told}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let restated = body["restatements"].as_array().expect("restatements");
+    assert_eq!(restated.len(), 1, "{body}");
+    let r = &restated[0];
+    assert_eq!(r["goal_id"], "signups");
+    assert_eq!(r["days_late"], 5);
+    assert_eq!(r["reported_by"], "pat");
+    assert_eq!(r["event"]["version"], 6);
+    assert_eq!(r["event"]["position"], told);
+    let change = &r["changes"][0];
+    assert_eq!(change["from"], planledger_e2e::client::today_plus(-5));
+    assert_eq!(change["to"], planledger_e2e::client::today_plus(-1));
+    assert_eq!(change["progress_before"], 0.0);
+    assert_eq!(change["progress_after"], 0.2);
+
+    // A viewer sees the figures but not who told them (audit-trail data).
+    let (_, seen) = client
+        .get(base, &viewer, "/v1/plans/launch/restatements")
+        .await;
+    assert_eq!(
+        seen["restatements"][0]["reported_by"],
+        Value::Null,
+        "{seen}"
+    );
+    assert_eq!(seen["restatements"][0]["changes"], r["changes"]);
+
+    // Told before `since`: not listed; `since` must be a time and belongs to this route only.
+    let recorded_at = r["recorded_at"].as_str().expect("recorded_at");
+    let later = jiff::Timestamp::from_second(
+        recorded_at
+            .parse::<jiff::Timestamp>()
+            .expect("an RFC 3339 time")
+            .as_second()
+            + 1,
+    )
+    .expect("a time");
+    let (status, none) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/restatements?since={later}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["restatements"], json!([]));
+    let (status, bad) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch/restatements?since=yesterday",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["errors"][0]["field"], "since");
+    let (status, _) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch/progress?since=2026-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -513,10 +513,10 @@ function bindDrift(page) {
 // ----- Audit trail with filters
 
 async function auditView(page, element) {
-  if (!page.trail) await loadTrail(page);
+  const [restated] = await Promise.all([restatementsSection(page), page.trail ? null : loadTrail(page)]);
   if (!page.trail) {
     if (signedOut(page.trailError)) return;
-    element.innerHTML = problem(page.trailError);
+    element.innerHTML = problem(page.trailError) + restated;
     return;
   }
   const limit = page.asOf ? new Date(page.asOf) : null;
@@ -528,8 +528,25 @@ async function auditView(page, element) {
   element.innerHTML = `<form id="audit-filters" class="filters"><label>Actor <select name="actor"><option value="">any</option>${actors.map((a) => option(a, filters.actor)).join("")}</select></label>
 <label>Type <select name="type"><option value="">any</option>${types.map((t) => option(t, filters.type)).join("")}</select></label>
 <label>From <input type="datetime-local" name="from" step="1" value="${esc(filters.from)}"></label><label>To <input type="datetime-local" name="to" step="1" value="${esc(filters.to)}"></label>
-<span class="note">(local time)</span></form><p id="audit-count" class="note" aria-live="polite"></p><div id="audit-rows"></div>`;
+<span class="note">(local time)</span></form><p id="audit-count" class="note" aria-live="polite"></p><div id="audit-rows"></div>${restated}`;
   page.auditEvents = events;
+}
+
+/** The plan's restatements: check-ins told after the day they describe, and what they changed. */
+async function restatementsSection(page) {
+  const head = `<h2>Restatements</h2><p class="note">Check-ins told after the day they describe: what a reader of those days was told vs what the check-in made true.</p>`;
+  try {
+    const r = await api.get(`${page.path}/restatements`, readParams(page));
+    const rows = r.restatements.flatMap((x) =>
+      x.changes.map(
+        (c, i) => `<tr data-checkin="${esc(x.checkin_id)}">${i === 0 ? `<th scope="row" rowspan="${x.changes.length}">${esc(x.checkin_id)}<div class="sub">${esc(x.goal_id)} · about ${esc(x.effective_on)}, told ${esc(when(x.recorded_at))}${x.reported_by ? " by " + esc(x.reported_by) : ""} · ${x.days_late} d late</div></th>` : ""}<td>${esc(c.goal_id)}</td><td>${esc(c.from)}${c.to !== c.from ? " → " + esc(c.to) : ""}</td><td class="n">${pct(c.progress_before)} → ${pct(c.progress_after)}</td><td>${status(c.status_before)} → ${status(c.status_after)}</td></tr>`,
+      ),
+    );
+    return head + table(["Check-in", "Goal", "Days", "Progress", "Status"], rows, "restatements");
+  } catch (error) {
+    if (signedOut(error)) return "";
+    return head + problem(error);
+  }
 }
 
 function bindAudit(page) {

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use planledger_domain::metrics::{
-    AccountabilityReport, AgilityReport, DriftReport, EventRef, ProgressHistory, RollUp,
+    AccountabilityReport, AgilityReport, DriftReport, EventRef, ProgressHistory, RestatementReport,
+    RollUp, restatements,
 };
 use planledger_domain::{PersonId, Plan, PlanId};
 use planledger_projections::accountability::{
@@ -671,6 +672,54 @@ impl ReadModels {
         let body = blocking(move || {
             let mut report = drift_view(&plan, &id, &label, now)?;
             fill_positions(store.as_ref(), &stream, report.event_refs_mut())?;
+            Ok(report)
+        })
+        .await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            bookmark,
+            body,
+        })
+    }
+
+    /// A plan's restatements: check-ins told after the day they describe, told at or after
+    /// `since`, with the figures of earlier days each changed and who told it (from the
+    /// progress read model's facts; positions, and for auditors actors, from the log where it
+    /// is at hand).
+    pub async fn restatements(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        since: Option<Timestamp>,
+        as_of: Option<Timestamp>,
+        min_position: ReadAfter,
+    ) -> Result<ReadModelResponse<RestatementReport>, AppError> {
+        let (projection, position, bookmark, plan, now) = self
+            .facts(principal, "progress", plan_id, as_of, min_position)
+            .await?;
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let store = self.queries.as_ref().map(|q| q.plans().store().clone());
+        // Who told a check-in is audit-trail data: named only to callers who may read it.
+        let name_actors = principal.can(Permission::Audit);
+        let id = plan_id.clone();
+        let body = blocking(move || {
+            let mut report = restatements(&plan, since, now);
+            report.plan_id.get_or_insert(id);
+            let Some(store) = store else {
+                return Ok(report);
+            };
+            for restatement in report.restatements_mut() {
+                let Some(event) = restatement.event.as_mut() else {
+                    continue;
+                };
+                let found =
+                    store.stream_position(&stream, planledger_store::Version(event.version))?;
+                event.position = found.map(|p| p.get());
+                if let Some(at) = found.filter(|_| name_actors) {
+                    restatement.reported_by = store.read_position(at)?.map(|e| e.actor);
+                }
+            }
             Ok(report)
         })
         .await?;

@@ -897,3 +897,88 @@ fn example_9_progress_history_marks_check_ins_and_the_target_change() {
     assert_eq!((target.before, target.after), (120.0, 100.0));
     assert_eq!(adjustment.reason, "smaller market");
 }
+
+/// docs/metrics.md, example 13: a check-in back-dated over a status change.
+fn example_13() -> Scenario {
+    Scenario::year_2026()
+        .plain_goal("2026-01-01", "root", "2026-04-11")
+        .with(
+            "2026-01-01",
+            json!({"type": "DefineGoal", "data": {"goal_id": "g", "title": "Goal g",
+                "parent_goal_id": "root", "due": "2026-04-11",
+                "kpi": {"unit": "u", "baseline": 0, "target": 100, "direction": "increase"}}}),
+        )
+        .value("2026-01-21", "g", 20.0, 0.6)
+        .value("2026-02-06", "g", 25.0, 0.5)
+        .with(
+            "2026-02-10",
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": 30, "confidence": 0.7,
+                "effective_on": "2026-02-01"}}),
+        )
+}
+
+#[test]
+fn example_13_a_back_dated_check_in_restates_the_days_it_describes() {
+    let s = example_13();
+    let report = metrics::restatements(&s.plan, None, ts("2026-02-12"));
+    assert_eq!(report.restatements.len(), 1);
+    let r = &report.restatements[0];
+    assert_eq!(r.effective_on, day("2026-02-01"));
+    assert_eq!(r.days_late, 9);
+    // Versions: 1 plan, 2 root, 3 g, 4-6 the check-ins.
+    assert_eq!(r.event, metrics::EventRef::at(6));
+    let runs: Vec<_> = r
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.goal_id.as_str(),
+                c.from,
+                c.to,
+                c.progress_before,
+                c.progress_after,
+                c.status_before,
+                c.status_after,
+            )
+        })
+        .collect();
+    let off = Some(TrackStatus::OffTrack);
+    // 02-01: e = 31/100, 0.2 / 0.31 = 0.65 -> 0.3 / 0.31 = 0.97; 02-02..02-05: e up to 0.35,
+    // 0.3 / 0.35 = 0.86 at risk. From 02-06 the 25 told on that day is the latest either way.
+    let expected = |goal| {
+        [
+            (
+                goal,
+                day("2026-02-01"),
+                day("2026-02-01"),
+                Some(0.2),
+                Some(0.3),
+                off,
+                Some(TrackStatus::OnTrack),
+            ),
+            (
+                goal,
+                day("2026-02-02"),
+                day("2026-02-05"),
+                Some(0.2),
+                Some(0.3),
+                off,
+                Some(TrackStatus::AtRisk),
+            ),
+        ]
+    };
+    let mut want = expected("g").to_vec();
+    want.extend(expected("root"));
+    assert_eq!(runs, want);
+}
+
+#[test]
+fn example_13_on_time_check_ins_and_older_ones_are_not_restatements() {
+    let s = example_13();
+    let since = metrics::restatements(&s.plan, Some(ts("2026-02-11")), ts("2026-02-12"));
+    assert!(since.restatements.is_empty());
+    // As of 02-09 the back-dated check-in was not told yet.
+    let before_at = ts("2026-02-09");
+    let then = metrics::restatements(&as_of(&s.events, before_at), None, before_at);
+    assert!(then.restatements.is_empty());
+}
