@@ -599,3 +599,34 @@ async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_demo_plan_at_version_7_is_not_behind_schedule() {
+    // Version 7: goals defined three weeks after the plan's start, nothing planned yet and
+    // nothing earned. Earned schedule counts those flat days as earned: no slip.
+    let server = Planledger::start_demo();
+    let client = Client::new();
+    let token = server.token("demo", "audit", "auditor");
+    let base = &server.base_url;
+    let (status, trail) = client
+        .get(base, &token, "/v1/plans/launch-2027/events?limit=10")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    let seventh = &trail["events"][6];
+    assert_eq!(seventh["version"], 7, "{trail}");
+    let at = seventh["recorded_at"].as_str().expect("recorded_at");
+    let (status, progress) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch-2027/progress?as_of={at}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(progress["actual_time_days"], 21, "{progress}");
+    assert_eq!(progress["ev"], 0.0);
+    assert_eq!(progress["pv"], 0.0);
+    assert_eq!(progress["schedule_slip_days"], 0.0, "{progress}");
+    assert_eq!(progress["spi_t"], 1.0);
+    assert_eq!(progress["spi"], Value::Null);
+}
