@@ -106,7 +106,7 @@ fn main() -> Result<()> {
             Commands::Audit { command } => verify::run_audit(command),
             Commands::Projector(command) => projector::command(command).await,
             Commands::Replay(args) => replay::run(args).await,
-            Commands::Export(args) => export::run(args),
+            Commands::Export(args) => export::command(args).await,
             Commands::Relay { command } => relay::run(command).await,
             Commands::Cluster { command } => cluster::run(command).await,
             Commands::Backup(args) => backup::run_backup(args).await,
