@@ -42,3 +42,4 @@ mod relay_reset;
 mod relay_stream_faults;
 mod relay_support;
 mod serve_nats;
+mod witness;
