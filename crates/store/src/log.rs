@@ -861,6 +861,16 @@ impl EventStore {
         Ok(())
     }
 
+    /// Deletes the log entry at `position`, bypassing every check (the Merkle tree, the stream
+    /// index and heads are left as they were): only for tamper tests of a removed event.
+    #[doc(hidden)]
+    pub fn remove_raw_for_tests(&self, position: Position) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position));
+        self.inner.db.write(batch)?;
+        Ok(())
+    }
+
     /// Writes raw bytes at a log position, bypassing every check: only for tamper tests and
     /// repair tooling.
     #[doc(hidden)]
