@@ -11,7 +11,8 @@
 //! - this module: the commands, `append` (group commit vs raw synced RocksDB batches) and the
 //!   helpers the benchmarks share (scratch directories, progress bars, latency summaries);
 //! - [`cluster`]: `append --log-commit jetstream` and a private 3-server nats cluster;
-//! - [`http`], [`projections`], [`history`], [`nodes`] (`cluster`): one benchmark each;
+//! - [`http`], [`projections`], [`history`], [`nodes`] (`cluster`), [`service`]: one benchmark
+//!   each;
 //! - [`relay`]: the relay benchmark behind `relay`;
 //! - [`plain_log`]: the log's RocksDB with none of the log's logic, the append bench's ceiling.
 
@@ -23,6 +24,7 @@ pub mod plain_log;
 pub mod projections;
 mod projections_cluster;
 pub mod relay;
+pub mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +66,11 @@ pub enum BenchCommand {
     /// Cluster mode: commands/s through the HTTP door of 1, 2 and 3 writer nodes (with each
     /// process's CPU), the routing overhead of a forwarded command, and the failover time.
     Cluster(crate::nodes::NodesArgs),
+    /// The service as deployed: RecordCheckIn through the `planledger serve` binary (embedded
+    /// projectors on, a fresh Idempotency-Key per command; without and with the NATS relay)
+    /// from this process at c=64, `GET /healthz` on the same server, and a PostgreSQL event
+    /// table driven by pgbench in the same run, with each one's server CPU per request.
+    Service(crate::service::ServiceArgs),
 }
 
 /// Flags of `bench relay`.
@@ -137,6 +144,7 @@ pub async fn run(what: BenchCommand) -> Result<()> {
             BenchCommand::Projections(args) => crate::projections::run(args).await,
             BenchCommand::History(args) => crate::history::run(args).await,
             BenchCommand::Cluster(args) => crate::nodes::run(args).await,
+            BenchCommand::Service(args) => crate::service::run(args).await,
         }
     };
     // Ctrl-C is polled first, so its handler is in place before the benchmark makes anything.
@@ -803,8 +811,8 @@ impl Drop for ScratchDir {
 }
 
 /// A nats-server started for one benchmark, killed when dropped.
-struct PrivateNats {
-    child: std::process::Child,
+pub(crate) struct PrivateNats {
+    pub(crate) child: std::process::Child,
     /// Removed after the server is stopped (fields drop after `drop` runs).
     _dir: ScratchDir,
 }
@@ -816,7 +824,7 @@ impl Drop for PrivateNats {
     }
 }
 
-fn start_private_nats() -> Result<(String, PrivateNats)> {
+pub(crate) fn start_private_nats() -> Result<(String, PrivateNats)> {
     let binary = std::env::var("PLANLEDGER_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
