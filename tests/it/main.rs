@@ -27,6 +27,7 @@ mod disk_full;
 mod history_export;
 mod history_replay;
 mod identity;
+mod merkle_crash;
 mod merkle_python;
 mod merkle_tamper;
 mod nats_command_ingress;
