@@ -466,3 +466,88 @@ async fn graceful_shutdown_keeps_every_answered_command() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(state["version"], 2);
 }
+
+/// The path of every `.route("...")` in the API crate's sources (the routers of `serve` and of
+/// `planledger projector`), found by reading the sources: a route added without a line in
+/// `openapi.json` fails the test below.
+fn served_paths() -> std::collections::BTreeSet<String> {
+    let dir = planledger_e2e::workspace_root().join("crates/api/src");
+    let mut paths = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("crates/api/src") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("a source file");
+        for (at, _) in source.match_indices(".route(") {
+            let rest = source[at + ".route(".len()..].trim_start();
+            let literal = rest
+                .strip_prefix('"')
+                .and_then(|r| r.split_once('"'))
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_else(|| {
+                    panic!("a .route( in {} without a path literal", path.display())
+                });
+            paths.insert(literal);
+        }
+    }
+    paths
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_every_served_route_is_documented() {
+    let server = Planledger::start(&[]);
+    let http = reqwest::Client::new();
+    let openapi: Value = http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("JSON");
+    let documented = openapi["paths"].as_object().expect("paths");
+    // Every documented operation reaches a handler: no `no_route` 404, no 405.
+    for (path, operations) in documented {
+        let concrete = path
+            .replace("{plan_id}", "p1")
+            .replace("{person}", "ana")
+            .replace("{name}", "progress")
+            .replace("{file}", "app.js");
+        assert!(
+            !concrete.contains('{'),
+            "a parameter this test does not fill: {path}"
+        );
+        for method in operations.as_object().expect("operations").keys() {
+            let request = match method.as_str() {
+                "get" => http.get(server.url(&concrete)),
+                "post" => http.post(server.url(&concrete)).json(&json!({})),
+                other => panic!("{path}: a method this test does not send: {other}"),
+            };
+            let response = request.send().await.expect("an answer");
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {body}"
+            );
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body.contains("no_route")),
+                "{method} {path} is documented but not served: {body}"
+            );
+        }
+    }
+    // Every served path is documented.
+    let documented: std::collections::BTreeSet<String> = documented.keys().cloned().collect();
+    let served = served_paths();
+    assert!(
+        served.len() > 10,
+        "the route scan found the routes: {served:?}"
+    );
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but missing from crates/api/openapi.json: {undocumented:?}"
+    );
+}

@@ -398,6 +398,22 @@ async fn a_cache_is_restored_from_a_backup_and_a_lost_partition_stream_is_repair
     })
     .await;
     js.delete_stream(&stream).await.expect("delete the stream");
+    // `cluster status` shows the lost stream as such, with every other partition.
+    let status = cluster_status(&nats);
+    let rows = status["partitions"].as_array().expect("partitions");
+    assert!(
+        rows[partition as usize]["stream_position"].is_null()
+            && rows
+                .iter()
+                .enumerate()
+                .all(|(i, row)| i == partition as usize || row["stream_position"].is_u64()),
+        "{status}"
+    );
+    let table = planledger_ok(&["cluster", "status", "--nats", &nats.urls().join(",")]);
+    assert!(
+        table.contains("MISSING") && table.contains("cluster repair --partition"),
+        "{table}"
+    );
     let repair = [
         "cluster",
         "repair",

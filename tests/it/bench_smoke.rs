@@ -1,4 +1,4 @@
-//! The benchmarks people run by hand (`just bench append|http|projections|history`) run end to end at
+//! The benchmarks people run by hand (`just bench append|http|projections|history|service`) run end to end at
 //! a tiny size: each prints its table and leaves nothing behind in the directory it was given.
 //! Counts and shapes are checked, never speed (that is for `just bench` to print, not for tests
 //! to judge).
@@ -102,6 +102,15 @@ fn bench_append_prints_each_concurrency_against_the_raw_ceiling_and_cleans_up() 
         stdout.contains("concurrency 1: append p50"),
         "the serial latency line is printed:\n{stdout}"
     );
+    let tree = stdout
+        .split("Merkle tree:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the Merkle tree's cost is printed:\n{stdout}"));
+    for concurrency in ["1", "8"] {
+        let columns = row(tree, concurrency);
+        let ratio: f64 = columns[3].parse().expect("the tree ratio is a number");
+        assert!(ratio > 0.0, "c={concurrency} tree ratio {ratio}");
+    }
 }
 
 #[test]
@@ -228,6 +237,15 @@ fn bench_history_prints_as_of_latency_and_export_rates_next_to_the_raw_scan_and_
             .expect("the ratio to the raw scan is a number");
         assert!(ratio > 0.0, "{pass} ratio {ratio}");
     }
+    for proof in ["inclusion", "consistency"] {
+        let columns = row(&stdout, proof);
+        for (index, what) in [(1, "p50"), (2, "p99"), (3, "max")] {
+            let value: f64 = columns[index]
+                .parse()
+                .unwrap_or_else(|_| panic!("{proof} proof {what} is a number:\n{stdout}"));
+            assert!(value > 0.0, "{proof} proof {what}: {value}");
+        }
+    }
     assert!(
         stdout.contains("parquet / raw read rate:"),
         "the ratio line is printed:\n{stdout}"
@@ -264,4 +282,45 @@ fn an_interrupted_bench_removes_its_scratch_directory() {
     let status = wait_within_deadline(&mut child, started, "the interrupted bench");
     assert!(!status.success(), "an interrupted bench fails: {status}");
     assert_left_nothing(scratch.path(), "the interrupted bench");
+}
+
+#[test]
+fn bench_service_drives_serve_from_outside_beside_postgres_and_cleans_up() {
+    let stdout = bench("service --seconds 1 --concurrency 4");
+    // The figure after a row's label: requests per second.
+    let per_second = |label: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} row in:\n{stdout}"));
+        line[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no rate in {line:?}"))
+    };
+    for label in [
+        "RecordCheckIn via serve, embedded",
+        "RecordCheckIn via serve, NATS relay",
+        "GET /healthz, same serve (embedded)",
+    ] {
+        assert!(per_second(label) > 0.0, "{label}:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("ratio serve (NATS relay) / serve (embedded):"),
+        "{stdout}"
+    );
+    // PostgreSQL is measured where it is installed; where it is not, the bench says so.
+    if stdout.contains("PostgreSQL: SKIPPED") {
+        eprintln!("NOTE: the PostgreSQL peer was skipped on this machine:\n{stdout}");
+    } else {
+        assert!(
+            per_second("PostgreSQL event-table INSERT (pgbench)") > 0.0,
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("ratio serve (embedded) / PostgreSQL:"),
+            "{stdout}"
+        );
+    }
 }

@@ -25,7 +25,7 @@ pub const ORIGIN_PREFIX: &str = "planledger/";
 /// The signed-note signature type of Ed25519.
 const ED25519_TYPE: u8 = 0x01;
 /// Starts a signature line.
-const SIGNATURE_MARK: &str = "\u{2014} ";
+pub(crate) const SIGNATURE_MARK: &str = "\u{2014} ";
 
 /// The origin line (and key name) of a log's checkpoints.
 pub fn origin(log_id: &str) -> String {
@@ -116,6 +116,30 @@ pub enum CheckError {
         /// The key id, hex.
         key_id: String,
     },
+    /// No cosignature of the given witness.
+    #[error(
+        "{file} carries no cosignature by witness {name} (key id {key_id}): that witness did not cosign it, or with another key"
+    )]
+    NotCosigned {
+        /// Which file.
+        file: String,
+        /// The witness name looked for.
+        name: String,
+        /// The cosignature key id looked for, hex.
+        key_id: String,
+    },
+    /// The cosignature of the given witness does not verify.
+    #[error(
+        "the cosignature of witness {name} (key id {key_id}) on {file} does not verify: the checkpoint's text or the cosignature's time was changed after it was cosigned"
+    )]
+    BadCosignature {
+        /// Which file.
+        file: String,
+        /// The witness name.
+        name: String,
+        /// The key id, hex.
+        key_id: String,
+    },
     /// The proof file is not a proof.
     #[error("{file} is not a proof: {what}")]
     MalformedProof {
@@ -166,7 +190,7 @@ pub fn open_checkpoint(
 }
 
 /// A signed note's text (with its final newline) and its signature lines.
-fn split_note(text: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_note(text: &str) -> Option<(&str, &str)> {
     let split = text.rfind("\n\n")?;
     Some((&text[..split + 1], &text[split + 2..]))
 }

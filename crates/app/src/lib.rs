@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bookmark;
 pub mod checkpoint;
 mod commands;
+pub mod cosignature;
 pub mod door;
 mod error;
 mod key_file;
@@ -19,6 +20,7 @@ pub mod limits;
 mod plans;
 mod queries;
 mod read_models;
+pub mod witness;
 
 pub use audit::{AuditService, DigestKey};
 pub use auth::{AuthError, Authenticator, IdentityProvider, Permission, Principal, Role};

@@ -45,13 +45,13 @@ const TENANT: &str = "acme";
 const LEASE_TTL: &str = "2s";
 
 /// A writer node started by the bench.
-struct Node {
-    child: Child,
-    port: u16,
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Node {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
@@ -64,7 +64,7 @@ impl Drop for Node {
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -85,14 +85,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz.max(1.0)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// The `planledger` binary the nodes run: `$PLANLEDGER_BIN`, else the one next to this binary.
-fn planledger_binary() -> Result<PathBuf> {
+pub(crate) fn planledger_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("PLANLEDGER_BIN") {
         return Ok(PathBuf::from(path));
     }
@@ -174,7 +174,7 @@ async fn wait_spread(
     }
 }
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     url: &str,
     token: &str,
@@ -188,13 +188,18 @@ async fn post(
     Ok(request.send().await?.status().as_u16())
 }
 
-fn check_in(n: u64) -> serde_json::Value {
+pub(crate) fn check_in(n: u64) -> serde_json::Value {
     json!({"type": "RecordCheckIn", "data": {
         "goal_id": "g", "value": n as f64, "confidence": 0.7}})
 }
 
 /// Creates `plan` (with a KPI goal and an accountable person) through `url_base`.
-async fn seed(http: &reqwest::Client, base: &str, token: &str, plan: &str) -> Result<()> {
+pub(crate) async fn seed(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    plan: &str,
+) -> Result<()> {
     let day = |days: i64| {
         (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * days))
             .strftime("%Y-%m-%d")
@@ -225,7 +230,7 @@ async fn seed(http: &reqwest::Client, base: &str, token: &str, plan: &str) -> Re
     Ok(())
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -233,18 +238,18 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// One node count's figures.
-struct Run {
-    nodes: usize,
-    commands_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    refused: u64,
-    node_cpu: Vec<f64>,
-    nats_cpu: f64,
-    client_cpu: f64,
+pub(crate) struct Run {
+    pub(crate) nodes: usize,
+    pub(crate) commands_per_second: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) refused: u64,
+    pub(crate) node_cpu: Vec<f64>,
+    pub(crate) nats_cpu: f64,
+    pub(crate) client_cpu: f64,
 }
 
-async fn drive(
+pub(crate) async fn drive(
     nodes: &[Node],
     token: &str,
     plans: &[String],

@@ -29,6 +29,7 @@ pub mod envelope;
 pub mod event_stream_log;
 pub mod ingress;
 pub mod leases;
+pub mod partition_feed;
 pub mod partition_log;
 mod reader;
 pub mod relay;

@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 use planledger_store::{LogView, Position, StoreError};
 use serde::Deserialize;
 
-pub use parquet_file::{ROW_GROUP_ROWS, schema};
+pub use parquet_file::{ROW_GROUP_ROWS, partitioned_schema, schema};
 
 /// The file format of an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +95,9 @@ pub enum ExportError {
     /// The Parquet encoder stopped before the scan ended (its own error is reported instead).
     #[error("the Parquet encoder stopped")]
     EncoderStopped,
+    /// Reading the events to export failed (a cluster's partition streams).
+    #[error("reading the events to export failed: {0}")]
+    Source(String),
     /// The range asked for is empty.
     #[error("--from-position {from} is past --to-position {to}; give a range with from <= to")]
     EmptyRange {
@@ -128,23 +131,70 @@ pub fn export<W: Write + Send>(
             to: asked.get(),
         });
     }
+    write_with(options.format, parquet_file::schema(), out, |sink| {
+        scan(view, options, to, sink, progress)
+    })
+}
+
+/// One event of a cluster's partition, for [`export_partitioned`].
+#[derive(Clone, Debug)]
+pub struct PartitionedEvent {
+    /// Its partition.
+    pub partition: u32,
+    /// Its position in the partition's log.
+    pub position: Position,
+    /// The envelope's JSON with a `partition` field (as a cluster node's `/v1/events` renders it).
+    pub json: Vec<u8>,
+}
+
+/// Writes `events` (a cluster's partitions, read by the caller) to `out` in `format`: NDJSON
+/// lines as given, Parquet rows with a last column `partition`. `progress` sees each event.
+/// The report's positions are those of the first and last event written (of their partitions).
+pub fn export_partitioned<W: Write + Send>(
+    events: impl Iterator<Item = Result<PartitionedEvent, ExportError>>,
+    format: Format,
+    out: W,
+    mut progress: impl FnMut(&PartitionedEvent),
+) -> Result<ExportReport, ExportError> {
+    write_with(format, parquet_file::partitioned_schema(), out, |sink| {
+        let mut report = ExportReport::default();
+        for event in events {
+            let event = event?;
+            progress(&event);
+            sink.write(event.position, &event.json)?;
+            report.events += 1;
+            report.first_position.get_or_insert(event.position);
+            report.last_position = Some(event.position);
+            report.through_position = event.position;
+        }
+        Ok(report)
+    })
+}
+
+/// Runs `feed` into the sink of `format` over `out` and reports what it wrote.
+fn write_with<W: Write + Send>(
+    format: Format,
+    schema: arrow_schema::SchemaRef,
+    out: W,
+    feed: impl FnOnce(&mut dyn Sink) -> Result<ExportReport, ExportError>,
+) -> Result<ExportReport, ExportError> {
     let mut out = Counting {
         inner: out,
         bytes: 0,
     };
-    let mut report = match options.format {
+    let mut report = match format {
         Format::Ndjson => {
             let mut sink = ndjson::NdjsonSink::new(&mut out);
-            let report = scan(view, options, to, &mut sink, progress)?;
+            let report = feed(&mut sink)?;
             sink.finish()?;
             report
         }
         // The encoder runs on a thread of its own, fed batches through a small queue, while
         // this one scans and decodes: on two cores the two halves overlap.
         Format::Parquet => std::thread::scope(|scope| {
-            let (batches, writer) = parquet_file::spawn_writer(scope, &mut out)?;
-            let mut sink = parquet_file::ParquetSink::new(batches);
-            let scanned = scan(view, options, to, &mut sink, progress).and_then(|report| {
+            let (batches, writer) = parquet_file::spawn_writer(scope, &mut out, schema.clone())?;
+            let mut sink = parquet_file::ParquetSink::new(batches, schema);
+            let scanned = feed(&mut sink).and_then(|report| {
                 sink.finish()?;
                 Ok(report)
             });

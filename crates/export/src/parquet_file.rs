@@ -40,6 +40,16 @@ const DISTINCT_COLUMNS: [&str; 7] = [
 /// The Arrow schema of an export: the envelope's fields in its order, with the stream also
 /// split into `tenant` and `plan_id`, and both times as UTC timestamps in nanoseconds.
 pub fn schema() -> SchemaRef {
+    schema_with(false)
+}
+
+/// The Arrow schema of an export of a cluster's partitions: [`schema`] and a last column
+/// `partition`.
+pub fn partitioned_schema() -> SchemaRef {
+    schema_with(true)
+}
+
+fn schema_with(partitioned: bool) -> SchemaRef {
     let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     let time = |name: &str| {
         Field::new(
@@ -48,7 +58,7 @@ pub fn schema() -> SchemaRef {
             false,
         )
     };
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("position", DataType::UInt64, false),
         text("stream", false),
         text("tenant", false),
@@ -67,7 +77,11 @@ pub fn schema() -> SchemaRef {
         text("data", false),
         text("prev_hash", false),
         text("hash", false),
-    ]))
+    ];
+    if partitioned {
+        fields.push(Field::new("partition", DataType::UInt32, false));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 /// A stored envelope, borrowed from its bytes where no unescaping is needed.
@@ -102,6 +116,9 @@ struct Row<'a> {
     prev_hash: Cow<'a, str>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
+    /// A cluster's events carry their partition.
+    #[serde(default)]
+    partition: Option<u32>,
 }
 
 /// One builder per column, in schema order.
@@ -124,11 +141,13 @@ struct Columns {
     data: StringBuilder,
     prev_hash: StringBuilder,
     hash: StringBuilder,
+    /// Only in an export of a cluster's partitions.
+    partition: Option<UInt32Builder>,
     rows: usize,
 }
 
 impl Columns {
-    fn new() -> Self {
+    fn new(partitioned: bool) -> Self {
         let text = |bytes_per_row: usize| {
             StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * bytes_per_row)
         };
@@ -152,6 +171,7 @@ impl Columns {
             data: text(128),
             prev_hash: text(64),
             hash: text(64),
+            partition: partitioned.then(|| UInt32Builder::with_capacity(BATCH_ROWS)),
             rows: 0,
         }
     }
@@ -179,13 +199,22 @@ impl Columns {
         self.data.append_value(row.data.get());
         self.prev_hash.append_value(&row.prev_hash);
         self.hash.append_value(&row.hash);
+        if let Some(partition) = &mut self.partition {
+            let value = row.partition.ok_or_else(|| {
+                envelope_error(
+                    position,
+                    "an event of a partitioned export names no partition",
+                )
+            })?;
+            partition.append_value(value);
+        }
         self.rows += 1;
         Ok(())
     }
 
     /// The rows so far as one batch; the builders start over empty.
     fn take(&mut self, schema: &SchemaRef) -> Result<RecordBatch, ExportError> {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.position.finish()),
             Arc::new(self.stream.finish()),
             Arc::new(self.tenant.finish()),
@@ -205,6 +234,9 @@ impl Columns {
             Arc::new(self.prev_hash.finish()),
             Arc::new(self.hash.finish()),
         ];
+        if let Some(partition) = &mut self.partition {
+            columns.push(Arc::new(partition.finish()));
+        }
         self.rows = 0;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
@@ -235,6 +267,7 @@ pub(crate) type WriterThread<'scope> =
 pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     out: W,
+    schema: SchemaRef,
 ) -> Result<(SyncSender<RecordBatch>, WriterThread<'scope>), ExportError> {
     let mut properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -248,7 +281,7 @@ pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
     }
     let mut writer = ArrowWriter::try_new(
         BufWriter::with_capacity(1 << 20, out),
-        schema(),
+        schema,
         Some(properties.build()),
     )?;
     let (batches, queue) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
@@ -273,11 +306,12 @@ pub(crate) struct ParquetSink {
 }
 
 impl ParquetSink {
-    pub(crate) fn new(batches: SyncSender<RecordBatch>) -> Self {
+    pub(crate) fn new(batches: SyncSender<RecordBatch>, schema: SchemaRef) -> Self {
+        let partitioned = schema.field_with_name("partition").is_ok();
         Self {
             batches: Some(batches),
-            columns: Columns::new(),
-            schema: schema(),
+            columns: Columns::new(partitioned),
+            schema,
         }
     }
 

@@ -77,7 +77,8 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
 struct PartitionStatus {
     partition: u32,
     stream: String,
-    stream_position: u64,
+    /// `None`: the stream does not exist.
+    stream_position: Option<u64>,
     owner: Option<OwnerStatus>,
 }
 
@@ -116,13 +117,17 @@ async fn status(args: StatusArgs) -> Result<()> {
     let now = jiff::Timestamp::now();
     let mut rows = Vec::with_capacity(config.partitions.len());
     for entry in &config.partitions {
-        let stream_position = match context.get_stream(&entry.stream).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .map(|info| info.state.last_sequence)
-                .with_context(|| format!("reading stream {}", entry.stream))?,
-            Err(error) => bail!("stream {} cannot be read: {error}", entry.stream),
+        // A lost stream is a row of the table (repair it with `cluster repair`), not an error
+        // that hides every other partition.
+        let stream_position = match planledger_bus::find_stream(&context, &entry.stream).await? {
+            Some(mut stream) => Some(
+                stream
+                    .info()
+                    .await
+                    .map(|info| info.state.last_sequence)
+                    .with_context(|| format!("reading stream {}", entry.stream))?,
+            ),
+            None => None,
         };
         let owner = leases.get(&entry.index).map(|held| OwnerStatus {
             node_id: held.lease.node_id.clone(),
@@ -187,11 +192,30 @@ async fn status(args: StatusArgs) -> Result<()> {
         };
         println!(
             "{:>9}  {:<16}  {:<20}  {:<12}  {:>8}  {:>8}  {:>14}  {:>15}",
-            row.partition, row.stream, owner, instance, held, renewed, cache, row.stream_position
+            row.partition,
+            row.stream,
+            owner,
+            instance,
+            held,
+            renewed,
+            cache,
+            row.stream_position
+                .map_or("MISSING".to_string(), |p| p.to_string())
         );
     }
     let owned = rows.iter().filter(|r| r.owner.is_some()).count();
     println!("{owned} of {} partitions owned", rows.len());
+    let missing: Vec<String> = rows
+        .iter()
+        .filter(|r| r.stream_position.is_none())
+        .map(|r| r.partition.to_string())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "partition stream(s) missing for partition(s) {}: recreate each from a cache or backup with `planledger cluster repair --partition P --from DIR` (docs/operations.md, \"Repairing a lost partition stream\")",
+            missing.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -56,10 +56,31 @@ pub struct ExportArgs {
     /// first and renamed into place once complete.
     #[arg(long, value_name = "FILE")]
     pub to: PathBuf,
+    /// Cluster mode: read the partition streams of the JetStream cluster at this NATS URL (the
+    /// truth of each partition's log) instead of a data directory; every row carries its
+    /// partition.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// Cluster mode: export only this partition (--from-position and --to-position are its
+    /// positions). Default: every partition, one after another.
+    #[arg(long, requires = "nats")]
+    pub partition: Option<u32>,
+    /// Cluster mode, every partition: continue after this cursor (the one the previous
+    /// export printed).
+    #[arg(long, requires = "nats", conflicts_with = "partition")]
+    pub from_cursor: Option<String>,
 }
 
-/// Runs `export`.
-pub fn run(args: ExportArgs) -> Result<()> {
+/// Runs `export`: from a data directory, or with `--nats` from a cluster's partition streams.
+pub async fn command(args: ExportArgs) -> Result<()> {
+    match args.nats.clone() {
+        Some(nats) => run_cluster(args, &nats).await,
+        None => run(args),
+    }
+}
+
+/// Runs `export` over a data directory's log.
+fn run(args: ExportArgs) -> Result<()> {
     let to_stdout = args.to.as_os_str() == "-";
     if to_stdout && args.format == ExportFormat::Parquet {
         bail!(
@@ -111,6 +132,213 @@ pub fn run(args: ExportArgs) -> Result<()> {
             &args.to,
             started.elapsed().as_secs_f64()
         )
+    );
+    Ok(())
+}
+
+/// What a cluster export reads: partitions and where each starts and ends.
+struct ClusterRange {
+    /// (partition, first position, last position), in partition order.
+    parts: Vec<(u32, u64, u64)>,
+}
+
+/// Runs `export --nats`: reads each partition's stream in turn (one tenant's subjects with
+/// `--tenant`) and writes its events with their partition.
+async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
+    use planledger_bus::partition_feed::{PartitionFeed, event_json};
+    let to_stdout = args.to.as_os_str() == "-";
+    if to_stdout && args.format == ExportFormat::Parquet {
+        bail!(
+            "--to - writes to standard output, which only NDJSON can stream; give a file name for Parquet (e.g. --to events.parquet)"
+        );
+    }
+    let client = planledger_bus::connect(nats, "planledger-export").await?;
+    let config = crate::cluster::configuration(&client, nats).await?;
+    let count = config.partition_count;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut starts = std::collections::BTreeMap::new();
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if p >= count => bail!(
+            "--partition {p} is not a partition of this cluster: it has partitions 0 to {}",
+            count - 1
+        ),
+        Some(p) => {
+            starts.insert(p, args.from_position.max(1));
+            vec![p]
+        }
+        None => {
+            if args.from_position != 1 || args.to_position.is_some() {
+                bail!(
+                    "--from-position and --to-position name positions of one partition's log: add --partition P, or continue an export of every partition with --from-cursor"
+                );
+            }
+            if let Some(text) = &args.from_cursor {
+                let cursor = planledger_app::Bookmark::parse(text)
+                    .map_err(|e| anyhow::anyhow!("--from-cursor: {e}"))?;
+                for (log, position) in cursor.positions() {
+                    match log.partition() {
+                        Some(p) if p < count => {
+                            starts.insert(p, position + 1);
+                        }
+                        _ => bail!(
+                            "--from-cursor names a log this cluster does not have; pass the cursor a previous export of this cluster printed"
+                        ),
+                    }
+                }
+            }
+            (0..count).collect()
+        }
+    };
+    let mut feeds = Vec::with_capacity(partitions.len());
+    let mut range = ClusterRange { parts: Vec::new() };
+    for p in partitions {
+        let feed = PartitionFeed::open(&js, p).await?;
+        let last = feed.last_position().await?;
+        let first = starts.get(&p).copied().unwrap_or(1);
+        let end = args.to_position.map_or(last, |to| to.min(last));
+        if let Some(to) = args.to_position
+            && to < first
+        {
+            bail!(
+                "--from-position {first} is past --to-position {to}; give a range with from <= to"
+            );
+        }
+        range.parts.push((p, first, end));
+        feeds.push(feed);
+    }
+    let total: u64 = range
+        .parts
+        .iter()
+        .map(|(_, first, end)| (end + 1).saturating_sub(*first))
+        .sum();
+    let bar = progress_bar(total);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<
+        Result<planledger_export::PartitionedEvent, planledger_export::ExportError>,
+    >(8192);
+    let tenant = args.tenant.clone();
+    let parts = range.parts.clone();
+    let reader = tokio::spawn(async move {
+        for (feed, (partition, first, end)) in feeds.into_iter().zip(parts) {
+            let mut after = first - 1;
+            while after < end {
+                let page = match feed.page(tenant.as_deref(), after, 4096).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender
+                            .send(Err(planledger_export::ExportError::Source(format!(
+                                "partition {partition}: {error}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                for envelope in &page.events {
+                    let position = envelope.position.get();
+                    if position > end {
+                        break;
+                    }
+                    let item = event_json(partition, envelope)
+                        .map(|json| planledger_export::PartitionedEvent {
+                            partition,
+                            position: envelope.position,
+                            json: json.into_bytes(),
+                        })
+                        .map_err(|e| planledger_export::ExportError::Envelope {
+                            position,
+                            detail: e.to_string(),
+                        });
+                    if sender.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                match page.events.last() {
+                    // The stream holds nothing more of this tenant up to the end.
+                    _ if page.at_end => break,
+                    Some(last) => after = last.position.get(),
+                    None => break,
+                }
+            }
+        }
+    });
+    let format: Format = args.format.into();
+    let started = Instant::now();
+    let target = args.to.clone();
+    let bar_in = bar.clone();
+    let (report, cursor) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut cursor = planledger_app::Bookmark::default();
+        let mut last_seen: Option<(u32, u64)> = None;
+        let mut done = 0u64;
+        let events = std::iter::from_fn(|| receiver.blocking_recv());
+        let mut progress = |event: &planledger_export::PartitionedEvent| {
+            let position = event.position.get();
+            cursor.add(planledger_app::LogRef::Partition(event.partition), position);
+            let step = match last_seen {
+                Some((p, previous)) if p == event.partition => position - previous,
+                _ => 1,
+            };
+            last_seen = Some((event.partition, position));
+            done += step;
+            if done % 4096 < step {
+                bar_in.set_position(done);
+            }
+        };
+        let report = if to_stdout {
+            planledger_export::export_partitioned(events, format, std::io::stdout(), &mut progress)?
+        } else {
+            write_file(&target, |file| {
+                Ok(planledger_export::export_partitioned(
+                    events,
+                    format,
+                    file,
+                    &mut progress,
+                )?)
+            })?
+        };
+        Ok((report, cursor))
+    })
+    .await
+    .context("the export's writer stopped")??;
+    reader.await.context("the export's reader stopped")?;
+    bar.finish_and_clear();
+    // Where the next export continues: every partition read through its end.
+    let mut next = planledger_app::Bookmark::default();
+    for (partition, first, end) in &range.parts {
+        next.add(
+            planledger_app::LogRef::Partition(*partition),
+            (*end).max(first - 1),
+        );
+    }
+    debug_assert!(
+        cursor
+            .positions()
+            .all(|(log, position)| next.positions().any(|(l, p)| l == log && p >= position))
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let target = if to_stdout {
+        "standard output".to_owned()
+    } else {
+        args.to.display().to_string()
+    };
+    let continuation = match args.partition {
+        Some(p) => format!(
+            "continue with --partition {p} --from-position {}",
+            range.parts.first().map_or(1, |(_, _, end)| end + 1)
+        ),
+        None => format!("continue with --from-cursor {next}"),
+    };
+    eprintln!(
+        "exported {} events of {} partition(s) as {} to {target}: {} bytes in {seconds:.2} s ({:.0} events/s); read through {}; {continuation}",
+        report.events,
+        range.parts.len(),
+        format.as_str(),
+        report.bytes,
+        report.events as f64 / seconds.max(1e-9),
+        range
+            .parts
+            .iter()
+            .map(|(p, _, end)| format!("p{p}={end}"))
+            .collect::<Vec<_>>()
+            .join(","),
     );
     Ok(())
 }

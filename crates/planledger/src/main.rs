@@ -23,6 +23,7 @@ mod replay_plan;
 mod serve;
 mod token;
 mod verify;
+mod witness;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -57,7 +58,7 @@ enum Commands {
     /// (`--digest FILE`) against the log.
     Verify(verify::VerifyArgs),
     /// Auditing helpers: the public key digests are signed with; offline checks of signed
-    /// checkpoints, inclusion proofs and consistency proofs.
+    /// checkpoints, inclusion proofs and consistency proofs; a witness that cosigns checkpoints.
     Audit {
         #[command(subcommand)]
         command: verify::AuditCommand,
@@ -103,10 +104,10 @@ fn main() -> Result<()> {
             Commands::Demo(args) => demo::run(args).await,
             Commands::Token { command } => token::run(command),
             Commands::Verify(args) => verify::run(args),
-            Commands::Audit { command } => verify::run_audit(command),
+            Commands::Audit { command } => verify::run_audit(command).await,
             Commands::Projector(command) => projector::command(command).await,
             Commands::Replay(args) => replay::run(args).await,
-            Commands::Export(args) => export::run(args),
+            Commands::Export(args) => export::command(args).await,
             Commands::Relay { command } => relay::run(command).await,
             Commands::Cluster { command } => cluster::run(command).await,
             Commands::Backup(args) => backup::run_backup(args).await,

@@ -1,6 +1,7 @@
 //! `planledger verify`: walks the hash chain and rebuilds the Merkle tree with a progress bar
 //! (naming the first bad position, or the first stored tree node that differs), or checks a
-//! signed digest against the log; `planledger audit public-key` prints the digest key.
+//! signed digest against the log; `planledger audit public-key` prints the digest key, and
+//! `audit verify-event`/`verify-consistency` check proofs offline (`audit witness`: witness.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,9 @@ pub enum AuditCommand {
     VerifyEvent(VerifyEventArgs),
     /// Check offline that a newer signed checkpoint extends an older one.
     VerifyConsistency(VerifyConsistencyArgs),
+    /// Witness a log: fetch its newest checkpoint, check that it extends the last one seen,
+    /// cosign it (C2SP tlog-cosignature); refuse a rewritten history or a rollback.
+    Witness(crate::witness::WitnessArgs),
 }
 
 /// Flags of `audit verify-event`.
@@ -86,7 +90,7 @@ pub struct PublicKeyArgs {
 }
 
 /// Runs an `audit` subcommand.
-pub fn run_audit(command: AuditCommand) -> Result<()> {
+pub async fn run_audit(command: AuditCommand) -> Result<()> {
     match command {
         AuditCommand::PublicKey(args) => {
             let key = DigestKey::load(&args.data_dir)?;
@@ -99,6 +103,7 @@ pub fn run_audit(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::VerifyEvent(args) => verify_event(&args),
         AuditCommand::VerifyConsistency(args) => verify_consistency(&args),
+        AuditCommand::Witness(args) => crate::witness::run(args).await,
     }
 }
 

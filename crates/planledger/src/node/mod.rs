@@ -9,6 +9,7 @@
 //! partition is no longer its own. Leases are for liveness only: the partition stream's
 //! compare-and-append is what stops a deposed owner from writing.
 
+mod feed;
 mod leases;
 mod partition;
 mod route;

@@ -64,7 +64,7 @@ pub(super) fn http_router(node: Arc<Node>) -> Router {
         .route("/v1/plans/{plan_id}/commands", post(plan_request))
         .route("/v1/plans/{plan_id}", get(plan_request))
         .route("/v1/plans/{plan_id}/events", get(plan_request))
-        .route("/v1/events", get(partition_request))
+        .route("/v1/events", get(super::feed::events))
         .route("/v1/audit/verify", get(partition_request))
         .route("/v1/audit/digest", get(partition_request))
         .route("/v1/audit/checkpoint", get(partition_request))
@@ -135,7 +135,7 @@ async fn not_served(request: Request) -> Problem {
             501,
             "not_in_cluster_mode",
             format!(
-                "{} is not served by cluster nodes: a cluster node serves commands and a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events, /v1/events?partition=P); read models (progress, accountability, agility, plans list, projections) are served by `planledger projector --cluster --http ADDR`, with ?bookmark= from a command's answer to read your writes",
+                "{} is not served by cluster nodes: a cluster node serves commands, a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events), the event feed (/v1/events, tenant-wide or ?partition=P) and the audit routes per partition; read models (progress, accountability, agility, plans list, projections) are served by `planledger projector --cluster --http ADDR`, with ?bookmark= from a command's answer to read your writes",
                 request.uri().path()
             ),
         ))
@@ -173,10 +173,10 @@ async fn plan_request(
     dispatch(&node, partition, request, None).await
 }
 
-/// A partition route (`/v1/events`, `/v1/audit/verify`, `/digest`, `/checkpoint`, `/proof/…`) with
+/// A partition route (a page of `/v1/events?partition=P`, `/v1/audit/verify`, `/digest`, `/checkpoint`, `/proof/…`) with
 /// `?partition=P`: the single-node endpoint of that partition's log, run by its owner. Without
 /// the parameter there is no one log to answer from.
-async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> Response {
+pub(super) async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> Response {
     let query = request.uri().query().unwrap_or("");
     let mut partition = None;
     let mut rest = Vec::new();
@@ -196,7 +196,7 @@ async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> R
         return Problem(Refusal::new(
             501,
             "not_in_cluster_mode",
-            "the live feed (text/event-stream) is not served by cluster nodes yet: page through /v1/events?partition=P&from_position=N instead",
+            format!("{} has no live form: the live feed is GET /v1/events (with ?partition=P for one partition)", request.uri().path()),
         ))
         .into_response();
     }
@@ -205,7 +205,7 @@ async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> R
             501,
             "not_in_cluster_mode",
             format!(
-                "{} needs one partition's log on a cluster node: add ?partition=P (0 to {}); the tenant-wide feed across partitions is not served yet",
+                "{} answers for one partition's log on a cluster node: add ?partition=P (0 to {})",
                 request.uri().path(),
                 count - 1
             ),

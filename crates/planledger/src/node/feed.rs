@@ -1,0 +1,405 @@
+//! `GET /v1/events` on a cluster node: the caller's events, read from the partition streams (the
+//! truth of each partition's log), whichever node owns them.
+//!
+//! - `?partition=P` without `Accept: text/event-stream`: a page of that partition's log from
+//!   its owner's cache, exactly as a single node answers (`from_position`, `limit`, `proof`);
+//!   `route.rs` forwards it.
+//! - `?partition=P` live: the partition's events as they are committed, as server-sent events
+//!   whose id is the position (a reconnecting `EventSource` resumes after it).
+//! - No partition: the **tenant-wide feed**, every partition merged. Pages take `?cursor=` (the
+//!   `next_cursor` of the page before, or nothing to start at the beginning) and `?limit=`;
+//!   live, each event's SSE id is the cursor after it. A cursor is a vector of positions, one
+//!   per partition (the bookmark format, `pb1.`...), so resuming loses and repeats nothing.
+//!   Within a partition events come in position order; across partitions a page is merged by
+//!   `recorded_at` (then partition), and the live feed in the order events are committed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use planledger_api::Problem;
+use planledger_app::{Bookmark, LogRef, Permission, Principal, Refusal};
+use planledger_bus::partition_feed::{PartitionFeed, event_json};
+use planledger_store::Envelope;
+use serde::Deserialize;
+
+use super::Node;
+
+/// Default and largest page of the tenant-wide feed (as a single node's `/v1/events`).
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// The query of `GET /v1/events` on a cluster node.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    partition: Option<String>,
+    cursor: Option<String>,
+    from_position: Option<u64>,
+    limit: Option<usize>,
+    proof: Option<bool>,
+}
+
+/// `GET /v1/events`.
+pub(super) async fn events(State(node): State<Arc<Node>>, request: Request) -> Response {
+    match serve(&node, request).await {
+        Ok(response) => response,
+        Err(refusal) => Problem(refusal).into_response(),
+    }
+}
+
+// A refusal is the cold path, and the door's plain serde type (see `app::door`).
+#[allow(clippy::result_large_err)]
+async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> {
+    let axum::extract::Query(query) = axum::extract::Query::<FeedQuery>::try_from_uri(request.uri())
+        .map_err(|e| {
+            Refusal::new(
+                400,
+                "invalid_query",
+                format!(
+                    "the query of /v1/events does not parse ({}); it takes partition, cursor, from_position, limit and proof",
+                    e.body_text()
+                ),
+            )
+        })?;
+    let live = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let count = node.count.get();
+    let partition = query
+        .partition
+        .as_deref()
+        .map(|raw| match raw.parse::<u32>() {
+            Ok(p) if p < count => Ok(p),
+            _ => Err(Refusal::new(
+                400,
+                "invalid_query",
+                format!(
+                    "partition={raw:?} is not a partition of this cluster: use 0 to {}",
+                    count - 1
+                ),
+            )
+            .with_field("partition", format!("0 to {}", count - 1))),
+        })
+        .transpose()?;
+    if let (Some(_), false) = (partition, live) {
+        // A page of one partition: its owner's single-node endpoint.
+        return Ok(super::route::partition_request(State(node.clone()), request).await);
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    drop(request);
+    let principal = node.auth.authenticate(authorization.as_deref()).await?;
+    principal.require(Permission::Audit)?;
+    let feeds = open_feeds(node, partition).await?;
+    match partition {
+        Some(partition) => {
+            if query.cursor.is_some() {
+                return Err(only_merged("cursor"));
+            }
+            // Resume after the last id seen, else from `from_position`.
+            let after = match last_event_id {
+                Some(id) => id.parse::<u64>().map_err(|_| {
+                    Refusal::new(
+                        400,
+                        "invalid_header",
+                        format!(
+                            "Last-Event-ID {id:?} is not a position of partition {partition}'s feed"
+                        ),
+                    )
+                })?,
+                None => query.from_position.unwrap_or(1).saturating_sub(1),
+            };
+            Ok(live_partition(node, principal, feeds, partition, after))
+        }
+        None => {
+            if query.from_position.is_some() {
+                return Err(Refusal::new(
+                    400,
+                    "invalid_query",
+                    "from_position names a position of one partition's log: add ?partition=P, or page the tenant-wide feed with ?cursor= (the next_cursor of the page before)",
+                )
+                .with_field("from_position", "only with partition"));
+            }
+            if query.proof.is_some() {
+                return Err(Refusal::new(
+                    400,
+                    "invalid_query",
+                    "inclusion proofs are per partition's tree: add ?partition=P to page one partition's log with ?proof=true",
+                )
+                .with_field("proof", "only with partition"));
+            }
+            let cursor = match last_event_id.or(query.cursor) {
+                Some(text) => parse_cursor(&text, count)?,
+                None => BTreeMap::new(),
+            };
+            if live {
+                Ok(live_merged(node, principal, feeds, cursor))
+            } else {
+                let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+                merged_page(&principal, &feeds, cursor, limit).await
+            }
+        }
+    }
+}
+
+fn only_merged(field: &str) -> Refusal {
+    Refusal::new(
+        400,
+        "invalid_query",
+        format!("{field} belongs to the tenant-wide feed (without ?partition=); one partition's feed takes from_position"),
+    )
+    .with_field(field, "only without partition")
+}
+
+/// The feeds of `partition`, or of every partition.
+#[allow(clippy::result_large_err)]
+async fn open_feeds(node: &Node, partition: Option<u32>) -> Result<Vec<PartitionFeed>, Refusal> {
+    let js = async_nats::jetstream::new(node.client.clone());
+    let partitions: Vec<u32> = match partition {
+        Some(p) => vec![p],
+        None => (0..node.count.get()).collect(),
+    };
+    futures::future::try_join_all(partitions.into_iter().map(|p| {
+        let js = js.clone();
+        async move { PartitionFeed::open(&js, p).await }
+    }))
+    .await
+    .map_err(|e| super::unavailable(format!("the partition streams cannot be read: {e}")))
+}
+
+/// A cursor's position per partition; refuses a single-node bookmark or a foreign partition.
+#[allow(clippy::result_large_err)]
+fn parse_cursor(text: &str, count: u32) -> Result<BTreeMap<u32, u64>, Refusal> {
+    let invalid = |why: String| {
+        Refusal::new(400, "invalid_query", format!("cursor {why}; pass the next_cursor of the page before (or the id of the last live event), unchanged"))
+            .with_field("cursor", "a feed cursor")
+    };
+    let bookmark = Bookmark::parse(text).map_err(|e| invalid(format!("is not a cursor ({e})")))?;
+    bookmark
+        .positions()
+        .map(|(log, position)| match log {
+            LogRef::Partition(p) if p < count => Ok((p, position)),
+            LogRef::Partition(p) => Err(invalid(format!(
+                "names partition {p}, and this cluster has {count}"
+            ))),
+            LogRef::Single => Err(invalid("is a single node's".to_string())),
+        })
+        .collect()
+}
+
+/// The cursor after `positions`.
+fn cursor_text(positions: &BTreeMap<u32, u64>) -> String {
+    let mut bookmark = Bookmark::default();
+    for (partition, position) in positions {
+        bookmark.add(LogRef::Partition(*partition), *position);
+    }
+    bookmark.to_string()
+}
+
+/// A page of the tenant-wide feed: up to `limit` events from each partition after the cursor,
+/// merged by `recorded_at` (each partition's order kept), the first `limit` of them.
+#[allow(clippy::result_large_err)]
+async fn merged_page(
+    principal: &Principal,
+    feeds: &[PartitionFeed],
+    mut cursor: BTreeMap<u32, u64>,
+    limit: usize,
+) -> Result<Response, Refusal> {
+    let tenant = principal.tenant.as_str();
+    let pages = futures::future::try_join_all(feeds.iter().map(|feed| {
+        let after = cursor.get(&feed.partition()).copied().unwrap_or(0);
+        async move {
+            feed.page(Some(tenant), after, limit)
+                .await
+                .map(|page| (feed.partition(), page))
+        }
+    }))
+    .await
+    .map_err(|e| super::unavailable(format!("the partition streams cannot be read: {e}")))?;
+    let mut at_end = pages.iter().all(|(_, page)| page.at_end);
+    let mut heads: Vec<(u32, VecDeque<Envelope>)> = pages
+        .into_iter()
+        .map(|(p, page)| (p, page.events.into()))
+        .collect();
+    let mut events = Vec::new();
+    while events.len() < limit {
+        let next = heads
+            .iter_mut()
+            .filter_map(|(p, queue)| {
+                let key = queue.front().map(|e| (e.recorded_at, *p))?;
+                Some((key, queue))
+            })
+            .min_by_key(|(key, _)| *key);
+        let Some(((_, partition), queue)) = next else {
+            break;
+        };
+        let Some(envelope) = queue.pop_front() else {
+            break;
+        };
+        let previous = cursor.insert(partition, envelope.position.get());
+        assert!(
+            previous.is_none_or(|p| p < envelope.position.get()),
+            "the feed cursor only moves forward in each partition"
+        );
+        events.push(
+            event_json(partition, &envelope)
+                .map_err(|e| Refusal::new(500, "internal", e.to_string()))?,
+        );
+    }
+    at_end &= heads.iter().all(|(_, queue)| queue.is_empty());
+    let body = format!(
+        "{{\"events\":[{}],\"next_cursor\":{},\"at_end\":{at_end}}}",
+        events.join(","),
+        serde_json::Value::String(cursor_text(&cursor)),
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// One partition's events as they are committed, from position `after + 1`.
+fn live_partition(
+    node: &Arc<Node>,
+    principal: Principal,
+    feeds: Vec<PartitionFeed>,
+    partition: u32,
+    after: u64,
+) -> Response {
+    let shutdown = node.shutdown.clone();
+    let stream = async_stream(move |sender| async move {
+        let Some(feed) = feeds.into_iter().next() else {
+            return;
+        };
+        let mut tail = match feed.tail(Some(&principal.tenant), after).await {
+            Ok(tail) => tail,
+            Err(error) => {
+                tracing::warn!(partition, %error, "the live feed could not start");
+                return;
+            }
+        };
+        while let Some(next) = tail.next().await {
+            let envelope = match next {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    tracing::warn!(partition, %error, "the live feed stopped");
+                    return;
+                }
+            };
+            let Ok(data) = event_json(partition, &envelope) else {
+                return;
+            };
+            let event = SseEvent::default()
+                .id(envelope.position.to_string())
+                .event(envelope.event_type.as_str())
+                .data(data);
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse(stream, shutdown)
+}
+
+/// Every partition's events as they are committed, after `cursor`; each event's id is the
+/// cursor after it.
+fn live_merged(
+    node: &Arc<Node>,
+    principal: Principal,
+    feeds: Vec<PartitionFeed>,
+    mut cursor: BTreeMap<u32, u64>,
+) -> Response {
+    let shutdown = node.shutdown.clone();
+    let stream = async_stream(move |sender| async move {
+        let mut tails = Vec::with_capacity(feeds.len());
+        for feed in &feeds {
+            let partition = feed.partition();
+            let after = cursor.get(&partition).copied().unwrap_or(0);
+            match feed.tail(Some(&principal.tenant), after).await {
+                Ok(tail) => tails.push(tail.map(move |next| (partition, next))),
+                Err(error) => {
+                    tracing::warn!(partition, %error, "the live feed could not start");
+                    return;
+                }
+            }
+        }
+        let mut merged = futures::stream::select_all(tails);
+        while let Some((partition, next)) = merged.next().await {
+            let envelope = match next {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    tracing::warn!(partition, %error, "the live feed stopped");
+                    return;
+                }
+            };
+            let previous = cursor.insert(partition, envelope.position.get());
+            assert!(
+                previous.is_none_or(|p| p < envelope.position.get()),
+                "the feed cursor only moves forward in each partition"
+            );
+            let Ok(data) = event_json(partition, &envelope) else {
+                return;
+            };
+            let event = SseEvent::default()
+                .id(cursor_text(&cursor))
+                .event(envelope.event_type.as_str())
+                .data(data);
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse(stream, shutdown)
+}
+
+/// A stream fed by `produce` through a small channel (the producer stops when the client goes).
+fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = SseEvent> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(produce(sender));
+    let guard = AbortOnDrop(task);
+    futures::stream::unfold((receiver, guard), |(mut receiver, guard)| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (event, (receiver, guard)))
+    })
+}
+
+/// Stops the producing task when the response stream is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn sse(
+    stream: impl futures::Stream<Item = SseEvent> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Response {
+    let stream = stream
+        .map(Ok::<_, Infallible>)
+        .take_until(shutdown.cancelled_owned());
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
