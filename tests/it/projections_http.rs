@@ -412,3 +412,239 @@ async fn a_projector_process_builds_the_same_model_as_the_embedded_one() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(embedded_person["plans"].as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn progress_forecasts_name_their_check_ins_now_and_as_of() {
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    let token = server.token("acme", "pat", "planner,auditor");
+    seed_plan(&server, &client, &token, "launch", "alice").await;
+    let base = &server.base_url;
+    let (_, trail) = client
+        .get(base, &token, "/v1/plans/launch/events?limit=100")
+        .await;
+    let seeded_at = trail["events"][4]["recorded_at"]
+        .as_str()
+        .expect("the seeded check-in's time")
+        .to_owned();
+    // Two earlier days told later: the series is 110, 125 and the seeded 150 (today).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut told = Vec::new();
+    for (days, value) in [(-14, 110.0), (-7, 125.0)] {
+        told.push(
+            client
+                .command(
+                    &server,
+                    &token,
+                    "launch",
+                    json!({"type": "RecordCheckIn", "data": {"goal_id": "signups", "value": value,
+                        "confidence": 0.6, "effective_on": planledger_e2e::client::today_plus(days)}}),
+                )
+                .await,
+        );
+    }
+
+    let (status, progress) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?min_position={}", told[1]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    let forecast = &goal(&progress, "signups")["forecast"];
+    assert_eq!(forecast["kind"], "trend", "{forecast}");
+    assert_eq!(forecast["points"], 3);
+    let events: Vec<(u64, Value)> = forecast["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_u64().expect("version"),
+                e["position"].clone(),
+            )
+        })
+        .collect();
+    // Oldest effective day first: versions 6 and 7 (told last), then the seeded 5; by version
+    // only, so that every process gives the same answer.
+    assert_eq!(
+        events,
+        [(6, Value::Null), (7, Value::Null), (5, Value::Null)]
+    );
+    let (_, trail) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch/events?from_version=6&limit=2",
+        )
+        .await;
+    assert_eq!(trail["events"][0]["position"], told[0]);
+    assert_eq!(trail["events"][1]["position"], told[1]);
+    assert_eq!(progress["forecast_backtest"]["forecasts"], 0);
+
+    // As of the seeded check-in only one value was known.
+    let (status, then) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?as_of={seeded_at}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{then}");
+    let earlier = &goal(&then, "signups")["forecast"];
+    assert_eq!(earlier["kind"], "not_enough_data", "{earlier}");
+    assert_eq!(earlier["points"], 1);
+    assert_eq!(earlier["events"][0]["version"], 5);
+
+    // Closed: no forecast any more, and the back-test replays the one trend it made.
+    let closed = client
+        .command(
+            &server,
+            &token,
+            "launch",
+            json!({"type": "CloseGoal", "data": {"goal_id": "signups", "outcome": "achieved"}}),
+        )
+        .await;
+    let (_, after) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?min_position={closed}"),
+        )
+        .await;
+    assert_eq!(goal(&after, "signups")["forecast"], Value::Null);
+    let backtest = &after["forecast_backtest"];
+    assert_eq!(backtest["forecasts"], 1, "{backtest}");
+    assert_eq!(backtest["goals"][0]["closed_event"]["version"], 8);
+    assert_eq!(backtest["goals"][0]["forecasts"][0]["event"]["version"], 7);
+    let (_, closing) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch/events?from_version=8&limit=1",
+        )
+        .await;
+    assert_eq!(closing["events"][0]["position"], closed);
+}
+
+#[tokio::test]
+async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    let token = server.token("acme", "pat", "planner,auditor");
+    let viewer = server.token("acme", "vic", "viewer");
+    seed_plan(&server, &client, &token, "launch", "alice").await;
+    let base = &server.base_url;
+    // 120 told today about five days ago: those days had progress 0 (no value yet), now 0.2.
+    let told = client
+        .command(
+            &server,
+            &token,
+            "launch",
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "signups", "value": 120.0,
+                "confidence": 0.6, "effective_on": planledger_e2e::client::today_plus(-5)}}),
+        )
+        .await;
+
+    let (status, body) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/restatements?min_position={told}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let restated = body["restatements"].as_array().expect("restatements");
+    assert_eq!(restated.len(), 1, "{body}");
+    let r = &restated[0];
+    assert_eq!(r["goal_id"], "signups");
+    assert_eq!(r["days_late"], 5);
+    assert_eq!(r["reported_by"], "pat");
+    assert_eq!(r["event"]["version"], 6);
+    assert_eq!(r["event"]["position"], told);
+    let change = &r["changes"][0];
+    assert_eq!(change["from"], planledger_e2e::client::today_plus(-5));
+    assert_eq!(change["to"], planledger_e2e::client::today_plus(-1));
+    assert_eq!(change["progress_before"], 0.0);
+    assert_eq!(change["progress_after"], 0.2);
+
+    // A viewer sees the figures but not who told them (audit-trail data).
+    let (_, seen) = client
+        .get(base, &viewer, "/v1/plans/launch/restatements")
+        .await;
+    assert_eq!(
+        seen["restatements"][0]["reported_by"],
+        Value::Null,
+        "{seen}"
+    );
+    assert_eq!(seen["restatements"][0]["changes"], r["changes"]);
+
+    // Told before `since`: not listed; `since` must be a time and belongs to this route only.
+    let recorded_at = r["recorded_at"].as_str().expect("recorded_at");
+    let later = jiff::Timestamp::from_second(
+        recorded_at
+            .parse::<jiff::Timestamp>()
+            .expect("an RFC 3339 time")
+            .as_second()
+            + 1,
+    )
+    .expect("a time");
+    let (status, none) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/restatements?since={later}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["restatements"], json!([]));
+    let (status, bad) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch/restatements?since=yesterday",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["errors"][0]["field"], "since");
+    let (status, _) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch/progress?since=2026-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_demo_plan_at_version_7_is_not_behind_schedule() {
+    // Version 7: goals defined three weeks after the plan's start, nothing planned yet and
+    // nothing earned. Earned schedule counts those flat days as earned: no slip.
+    let server = Planledger::start_demo();
+    let client = Client::new();
+    let token = server.token("demo", "audit", "auditor");
+    let base = &server.base_url;
+    let (status, trail) = client
+        .get(base, &token, "/v1/plans/launch-2027/events?limit=10")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    let seventh = &trail["events"][6];
+    assert_eq!(seventh["version"], 7, "{trail}");
+    let at = seventh["recorded_at"].as_str().expect("recorded_at");
+    let (status, progress) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch-2027/progress?as_of={at}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(progress["actual_time_days"], 21, "{progress}");
+    assert_eq!(progress["ev"], 0.0);
+    assert_eq!(progress["pv"], 0.0);
+    assert_eq!(progress["schedule_slip_days"], 0.0, "{progress}");
+    assert_eq!(progress["spi_t"], 1.0);
+    assert_eq!(progress["spi"], Value::Null);
+}

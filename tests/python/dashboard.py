@@ -108,6 +108,14 @@ def main():
             cell.inner_text() == f"{signups['target']:g}",
             f"target shown {cell.inner_text()!r}, the API says {signups['target']}",
         )
+        # The goal row's completion forecast is the API's (three values told: a trend).
+        forecast = signups["forecast"]
+        check(forecast["kind"] == "trend", f"signups should have a trend forecast: {forecast}")
+        shown = page.locator("tr[data-goal='signups'] .forecast-p85").inner_text()
+        check(
+            shown == (forecast["p85"] or "never"),
+            f"P85 shown {shown!r}, the API says {forecast['p85']}",
+        )
 
         # A check-in through the API: the feed shows it and the goal's progress follows, with
         # no reload (a value set on the window survives).
@@ -178,6 +186,16 @@ def main():
         )
         actors = page.locator("table.audit td.actor").all_inner_texts()
         check(set(actors) == {actor}, f"filtered actors {actors}")
+        # Below the trail, the plan's restatements: the demo's check-ins told about past days.
+        restated = api(base, auditor, f"/v1/plans/{PLAN}/restatements")["restatements"]
+        check(restated, "the demo's back-dated check-ins should be restatements")
+        check(all(r["reported_by"] for r in restated), f"an auditor sees who told them: {restated}")
+        wait_until(
+            page,
+            "n => new Set([...document.querySelectorAll('table.restatements tbody tr[data-checkin]')].map(r => r.dataset.checkin)).size === n",
+            len(restated),
+        )
+        print(f"restatements: {len(restated)} check-ins told after the day they describe")
         hashes = page.locator("table.audit code.hash").all_inner_texts()
         check(hashes == [e["hash"] for e in by_actor], "hashes differ from the trail's")
         page.screenshot(path=f"{out_dir}/audit.png", full_page=True)

@@ -1,4 +1,4 @@
-//! Read-model routes: `GET /v1/plans/{plan_id}/progress|accountability|agility|drift`,
+//! Read-model routes: `GET /v1/plans/{plan_id}/progress|accountability|agility|drift|restatements`,
 //! `GET /v1/people/{person}/accountability`, `GET /v1/projections` and
 //! `POST /v1/projections/{name}/rebuild` and `POST /v1/projections/{name}/quarantine`, the
 //! reads with `?min_position=P` (single-node mode) or `?bookmark=B` (both modes).
@@ -80,6 +80,7 @@ where
         )
         .route("/v1/plans/{plan_id}/agility", get(get_agility))
         .route("/v1/plans/{plan_id}/drift", get(get_drift))
+        .route("/v1/plans/{plan_id}/restatements", get(get_restatements))
         .route(
             "/v1/people/{person}/accountability",
             get(get_person_accountability),
@@ -152,6 +153,8 @@ pub struct ReadModelParams {
     pub rule: Option<String>,
     /// Progress and drift: the baseline label to compare with (default: the first one).
     pub baseline: Option<String>,
+    /// Restatements only: check-ins told at or after this RFC 3339 time.
+    pub since: Option<String>,
 }
 
 /// Query of the routes that take only `min_position`.
@@ -168,15 +171,22 @@ pub struct MinPositionParams {
 // `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
 #[allow(clippy::result_large_err)]
 fn parse_as_of(raw: Option<&str>) -> Result<Option<jiff::Timestamp>, Problem> {
+    parse_time("as_of", raw)
+}
+
+// `Problem` is the size every handler of this crate returns; boxing it is a crate-wide choice.
+#[allow(clippy::result_large_err)]
+/// An optional RFC 3339 time from the query parameter `field`.
+fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<jiff::Timestamp>, Problem> {
     raw.map(|raw| {
         raw.parse().map_err(|e| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
-                format!("as_of {raw:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T12:00:00Z"),
+                format!("{field} {raw:?} is not an RFC 3339 time ({e}); e.g. 2026-11-25T12:00:00Z"),
             )
             .with_field(
-                "as_of",
+                field,
                 "expected an RFC 3339 time such as 2026-11-25T12:00:00Z",
             )
         })
@@ -219,6 +229,7 @@ fn reject_unused(params: &ReadModelParams, allowed: &[&str]) -> Result<(), Probl
     let given = [
         ("rule", params.rule.is_some()),
         ("baseline", params.baseline.is_some()),
+        ("since", params.since.is_some()),
     ];
     for (name, present) in given {
         if present && !allowed.contains(&name) {
@@ -241,6 +252,7 @@ pub async fn get_progress(
     query: Result<Query<ReadModelParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(params) = query.map_err(query_rejection)?;
+    reject_unused(&params, &["rule", "baseline"])?;
     let plan_id = parse_plan_id(&plan_id)?;
     let query = ProgressQuery {
         rule: parse_rule(params.rule.as_deref())?,
@@ -365,6 +377,29 @@ pub async fn get_drift(
             &principal,
             &plan_id,
             params.baseline,
+            as_of,
+            ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
+        )
+        .await?;
+    Ok(axum::Json(found).into_response())
+}
+
+/// `GET /v1/plans/{plan_id}/restatements?since=TIME`: check-ins told after the day they
+/// describe, with the figures of earlier days each changed.
+pub async fn get_restatements(
+    State(state): State<ReadModelState>,
+    Caller(principal): Caller,
+    Path(plan_id): Path<String>,
+    query: Result<Query<ReadModelParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let (params, plan_id, as_of) = plan_request(&plan_id, query, &["since"])?;
+    let since = parse_time("since", params.since.as_deref())?;
+    let found = state
+        .read_models
+        .restatements(
+            &principal,
+            &plan_id,
+            since,
             as_of,
             ReadAfter::from_query(params.min_position, params.bookmark.as_deref())?,
         )

@@ -344,15 +344,29 @@ async function goalsView(page, element) {
 <td class="progress-cell">${bar}<div class="sub"><span class="progress-value">${pct(g.progress)}</span> of ${pct(g.expected_progress)} expected${g.goalpost_effect ? ` · goalpost ${pct(g.goalpost_effect)}` : ""}</div></td>
 <td>${status(g.status)}</td><td>${status(g.reported_status)}${g.status_mismatch && g.status_mismatch !== "aligned" ? `<div class="sub">${esc(g.status_mismatch)}</div>` : ""}</td>
 <td class="n">${pct(g.confidence)}</td><td>${esc(a.accountable || "—")}</td><td class="n">${days(a.staleness_days)}</td>
-<td class="n goal-target">${target}</td></tr>`;
+<td class="n goal-target">${target}</td><td class="goal-forecast">${forecastCell(g.forecast)}</td></tr>`;
   });
-  const summary = `<div class="cards">${card("Plan progress", pct(p.progress), p.baseline_label ? `vs baseline ${p.baseline_label}: ${pct(p.progress_vs_baseline)}` : "")}${card("Expected", pct(p.expected_progress))}${card("Status", status(p.status))}${card("SPI", num(p.spi))}${card("Schedule slip", days(p.schedule_slip_days))}</div>`;
+  const summary = `<div class="cards">${card("Plan progress", pct(p.progress), p.baseline_label ? `vs baseline ${p.baseline_label}: ${pct(p.progress_vs_baseline)}` : "")}${card("Expected", pct(p.expected_progress))}${card("Status", status(p.status))}${card("SPI", num(p.spi))}${card("Schedule slip", days(p.schedule_slip_days))}${backtestCard(p.forecast_backtest)}</div>`;
   const charts =
     history.status === "fulfilled"
       ? `<h2>Progress over time</h2><div class="charts">${history.value.goals.map(goalChart).join("")}</div>`
       : problem(history.reason);
-  element.innerHTML = `${summary}${table(["Goal", "Progress vs expected", "Computed", "Reported", "Confidence", "Accountable", "Staleness", "Value / target"], rows, "goals")}
+  element.innerHTML = `${summary}${table(["Goal", "Progress vs expected", "Computed", "Reported", "Confidence", "Accountable", "Staleness", "Value / target", "Forecast"], rows, "goals")}
 ${accountability.status === "rejected" ? problem(accountability.reason) : ""}${charts}`;
+}
+
+/** A goal's completion forecast: P50 and P85 dates, the chance by the due date. */
+function forecastCell(f) {
+  if (!f) return "—";
+  if (f.kind === "not_enough_data") return `<span class="sub">not enough data (${f.points} of ${f.needed} check-ins)</span>`;
+  if (f.kind === "reached") return `reached <span class="forecast-reached">${esc(f.on)}</span>`;
+  return `P50 <span class="forecast-p50">${esc(f.p50 || "never")}</span><div class="sub">P85 <span class="forecast-p85">${esc(f.p85 || "never")}</span> · ${pct(f.probability_by_due)} by due</div>`;
+}
+
+/** The plan's forecast back-test: how often the P85 date held for closed goals. */
+function backtestCard(b) {
+  if (!b) return "";
+  return card("Forecast P85 coverage", pct(b.p85_coverage), `${b.p85_held} of ${b.p85_judged} dates held (closed goals)`);
 }
 
 /** Goals in tree order (parents before their children) with their depth. */
@@ -499,10 +513,10 @@ function bindDrift(page) {
 // ----- Audit trail with filters
 
 async function auditView(page, element) {
-  if (!page.trail) await loadTrail(page);
+  const [restated] = await Promise.all([restatementsSection(page), page.trail ? null : loadTrail(page)]);
   if (!page.trail) {
     if (signedOut(page.trailError)) return;
-    element.innerHTML = problem(page.trailError);
+    element.innerHTML = problem(page.trailError) + restated;
     return;
   }
   const limit = page.asOf ? new Date(page.asOf) : null;
@@ -514,8 +528,25 @@ async function auditView(page, element) {
   element.innerHTML = `<form id="audit-filters" class="filters"><label>Actor <select name="actor"><option value="">any</option>${actors.map((a) => option(a, filters.actor)).join("")}</select></label>
 <label>Type <select name="type"><option value="">any</option>${types.map((t) => option(t, filters.type)).join("")}</select></label>
 <label>From <input type="datetime-local" name="from" step="1" value="${esc(filters.from)}"></label><label>To <input type="datetime-local" name="to" step="1" value="${esc(filters.to)}"></label>
-<span class="note">(local time)</span></form><p id="audit-count" class="note" aria-live="polite"></p><div id="audit-rows"></div>`;
+<span class="note">(local time)</span></form><p id="audit-count" class="note" aria-live="polite"></p><div id="audit-rows"></div>${restated}`;
   page.auditEvents = events;
+}
+
+/** The plan's restatements: check-ins told after the day they describe, and what they changed. */
+async function restatementsSection(page) {
+  const head = `<h2>Restatements</h2><p class="note">Check-ins told after the day they describe: what a reader of those days was told vs what the check-in made true.</p>`;
+  try {
+    const r = await api.get(`${page.path}/restatements`, readParams(page));
+    const rows = r.restatements.flatMap((x) =>
+      x.changes.map(
+        (c, i) => `<tr data-checkin="${esc(x.checkin_id)}">${i === 0 ? `<th scope="row" rowspan="${x.changes.length}">${esc(x.checkin_id)}<div class="sub">${esc(x.goal_id)} · about ${esc(x.effective_on)}, told ${esc(when(x.recorded_at))}${x.reported_by ? " by " + esc(x.reported_by) : ""} · ${x.days_late} d late</div></th>` : ""}<td>${esc(c.goal_id)}</td><td>${esc(c.from)}${c.to !== c.from ? " → " + esc(c.to) : ""}</td><td class="n">${pct(c.progress_before)} → ${pct(c.progress_after)}</td><td>${status(c.status_before)} → ${status(c.status_after)}</td></tr>`,
+      ),
+    );
+    return head + table(["Check-in", "Goal", "Days", "Progress", "Status"], rows, "restatements");
+  } catch (error) {
+    if (signedOut(error)) return "";
+    return head + problem(error);
+  }
 }
 
 function bindAudit(page) {

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use planledger_domain::metrics::{
-    AccountabilityReport, AgilityReport, DriftReport, ProgressHistory, RollUp,
+    AccountabilityReport, AgilityReport, DriftReport, EventRef, ProgressHistory, RestatementReport,
+    RollUp, restatements,
 };
 use planledger_domain::{PersonId, Plan, PlanId};
 use planledger_projections::accountability::{
@@ -24,7 +25,7 @@ use planledger_projections::{
     PROJECTION_NAMES, ProjectionError, ProjectionHandle, ProjectorStatus, Quarantine,
     QuarantineRequest, REDACTED_STREAM, ReadView, split_stream,
 };
-use planledger_store::{PartitionCount, StreamId};
+use planledger_store::{EventStore, PartitionCount, StreamId};
 use serde::Serialize;
 
 use crate::AppError;
@@ -208,6 +209,24 @@ fn plan_not_found(plan_id: &PlanId, waited: bool) -> AppError {
             "plan {plan_id} does not exist (read models trail the log by a moment: to read your own write, pass ?min_position=<the position it returned>)"
         ))
     }
+}
+
+/// Fills in the log position of each event a figure rests on, where the log is at hand (not in
+/// a projector process of its own, which answers versions only).
+fn fill_positions<'a>(
+    store: Option<&EventStore>,
+    stream: &StreamId,
+    refs: impl Iterator<Item = &'a mut EventRef>,
+) -> Result<(), AppError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    for event in refs {
+        event.position = store
+            .stream_position(stream, planledger_store::Version(event.version))?
+            .map(|p| p.get());
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -479,6 +498,8 @@ impl ReadModels {
             )
             .await?;
         let id = plan_id.clone();
+        // The events behind the forecasts are named by version only: the progress answer is the
+        // same from every process (a projector of its own and `history replay` included).
         let body = blocking(move || {
             progress_view(&plan, &id, now, query.rule, query.baseline.as_deref())
                 .map_err(AppError::from)
@@ -648,13 +669,53 @@ impl ReadModels {
         let store = self.queries.as_ref().map(|q| q.plans().store().clone());
         let body = blocking(move || {
             let mut report = drift_view(&plan, &id, &label, now)?;
-            // The events behind the figures, by log position (where the log is at hand: not in
-            // a projector process of its own, which answers versions only).
-            if let Some(store) = store {
-                for event in report.event_refs_mut() {
-                    event.position = store
-                        .stream_position(&stream, planledger_store::Version(event.version))?
-                        .map(|p| p.get());
+            fill_positions(store.as_ref(), &stream, report.event_refs_mut())?;
+            Ok(report)
+        })
+        .await?;
+        Ok(ReadModelResponse {
+            projection,
+            position,
+            bookmark,
+            body,
+        })
+    }
+
+    /// A plan's restatements: check-ins told after the day they describe, told at or after
+    /// `since`, with the figures of earlier days each changed and who told it (from the
+    /// progress read model's facts; positions, and for auditors actors, from the log where it
+    /// is at hand).
+    pub async fn restatements(
+        &self,
+        principal: &Principal,
+        plan_id: &PlanId,
+        since: Option<Timestamp>,
+        as_of: Option<Timestamp>,
+        min_position: ReadAfter,
+    ) -> Result<ReadModelResponse<RestatementReport>, AppError> {
+        let (projection, position, bookmark, plan, now) = self
+            .facts(principal, "progress", plan_id, as_of, min_position)
+            .await?;
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let store = self.queries.as_ref().map(|q| q.plans().store().clone());
+        // Who told a check-in is audit-trail data: named only to callers who may read it.
+        let name_actors = principal.can(Permission::Audit);
+        let id = plan_id.clone();
+        let body = blocking(move || {
+            let mut report = restatements(&plan, since, now);
+            report.plan_id.get_or_insert(id);
+            let Some(store) = store else {
+                return Ok(report);
+            };
+            for restatement in report.restatements_mut() {
+                let Some(event) = restatement.event.as_mut() else {
+                    continue;
+                };
+                let found =
+                    store.stream_position(&stream, planledger_store::Version(event.version))?;
+                event.position = found.map(|p| p.get());
+                if let Some(at) = found.filter(|_| name_actors) {
+                    restatement.reported_by = store.read_position(at)?.map(|e| e.actor);
                 }
             }
             Ok(report)

@@ -175,6 +175,10 @@ pub struct CheckIn {
     pub note: Option<String>,
     /// What stands in the way.
     pub blockers: Vec<String>,
+    /// Stream version of the `CheckInRecorded` event (0 in state stored before versions were
+    /// kept).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A goal's closure: outcome on record.
@@ -784,6 +788,7 @@ fn apply_check_in(plan: &mut Plan, e: &CheckInRecorded) {
             recorded_at: e.at,
             note: e.note.clone(),
             blockers: e.blockers.clone(),
+            version: plan.version,
         });
     }
 }

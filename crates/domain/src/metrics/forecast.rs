@@ -12,10 +12,10 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use super::chronological;
+use super::EventRef;
 use crate::calendar;
 use crate::id::GoalId;
-use crate::plan::{Direction, Goal, Plan};
+use crate::plan::{CheckIn, Direction, Plan};
 
 /// How many of the latest check-in days a forecast uses, by default.
 pub const FORECAST_WINDOW: usize = 6;
@@ -25,7 +25,8 @@ pub const FORECAST_MIN_POINTS: usize = 3;
 /// reaches the target as far as a forecast is concerned.
 pub const FORECAST_HORIZON_DAYS: i64 = 3660;
 
-/// The answer of [`completion_forecast`].
+/// The answer of [`completion_forecast`]. Each answer names the `CheckInRecorded` events whose
+/// values form its series (`events`, oldest first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CompletionForecast {
@@ -35,11 +36,15 @@ pub enum CompletionForecast {
         points: usize,
         /// The minimum.
         needed: usize,
+        /// The check-ins those days' values come from.
+        events: Vec<EventRef>,
     },
     /// The latest value already meets the target.
     Reached {
         /// The day it was first told to meet it (among the points used).
         on: Date,
+        /// The check-ins of the points used.
+        events: Vec<EventRef>,
     },
     /// A trend forecast.
     Trend(TrendForecast),
@@ -68,6 +73,18 @@ pub struct TrendForecast {
     pub probability_by_due: f64,
     /// Due date used.
     pub due: Date,
+    /// The check-ins whose values the line was fitted to, oldest first.
+    pub events: Vec<EventRef>,
+}
+
+impl CompletionForecast {
+    /// The events the forecast rests on, to fill in log positions.
+    pub fn event_refs_mut(&mut self) -> impl Iterator<Item = &mut EventRef> {
+        match self {
+            Self::NotEnoughData { events, .. } | Self::Reached { events, .. } => events.iter_mut(),
+            Self::Trend(trend) => trend.events.iter_mut(),
+        }
+    }
 }
 
 /// Completion forecast of `goal` as of `now` (the check-ins effective by then), with the
@@ -85,45 +102,86 @@ pub fn completion_forecast(
     if !goal.is_open() {
         return None;
     }
-    let today = calendar::utc_date(now);
-    let points = series(goal, today, window);
+    let aim = Aim {
+        target: kpi.target,
+        direction: kpi.direction,
+        due: goal.due,
+    };
+    Some(forecast(
+        goal.check_ins.iter(),
+        aim,
+        calendar::utc_date(now),
+        window,
+        min_points,
+    ))
+}
+
+/// What a forecast aims at: the KPI's target and direction, and the due date.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Aim {
+    pub target: f64,
+    pub direction: Direction,
+    pub due: Date,
+}
+
+impl Aim {
+    /// Whether `value` meets the target in the KPI's direction.
+    pub(crate) fn met_by(&self, value: f64) -> bool {
+        match self.direction {
+            Direction::Increase => value >= self.target,
+            Direction::Decrease => value <= self.target,
+        }
+    }
+}
+
+/// The forecast from `check_ins` (any order) as of `today`: the method of
+/// [`completion_forecast`], over whichever check-ins the caller says were known.
+pub(crate) fn forecast<'a>(
+    check_ins: impl Iterator<Item = &'a CheckIn>,
+    aim: Aim,
+    today: Date,
+    window: usize,
+    min_points: usize,
+) -> CompletionForecast {
+    let points = series(check_ins, today, window);
+    let events: Vec<EventRef> = points
+        .iter()
+        .filter_map(|p| EventRef::at(p.version))
+        .collect();
     let needed = min_points.max(3);
     if points.len() < needed {
-        return Some(CompletionForecast::NotEnoughData {
+        return CompletionForecast::NotEnoughData {
             points: points.len(),
             needed,
-        });
+            events,
+        };
     }
-    let meets = |v: f64| match kpi.direction {
-        Direction::Increase => v >= kpi.target,
-        Direction::Decrease => v <= kpi.target,
-    };
-    if let Some((day, value)) = points.last()
-        && meets(*value)
+    if let Some(last) = points.last()
+        && aim.met_by(last.value)
     {
         let first = points
             .iter()
             .rev()
-            .take_while(|(_, v)| meets(*v))
+            .take_while(|p| aim.met_by(p.value))
             .last()
-            .map_or(*day, |(d, _)| *d);
-        return Some(CompletionForecast::Reached { on: first });
+            .map_or(last.day, |p| p.day);
+        return CompletionForecast::Reached { on: first, events };
     }
-    let from = points[0].0;
-    let to = points[points.len() - 1].0;
+    let from = points[0].day;
+    let to = points[points.len() - 1].day;
     let xs: Vec<f64> = points
         .iter()
-        .map(|(d, _)| calendar::days_between(from, *d) as f64)
+        .map(|p| calendar::days_between(from, p.day) as f64)
         .collect();
-    let ys: Vec<f64> = points.iter().map(|(_, v)| *v).collect();
+    let ys: Vec<f64> = points.iter().map(|p| p.value).collect();
     let fit = Fit::of(&xs, &ys);
     // Signed distance past the target in the KPI's direction: >= 0 means met.
-    let sign = match kpi.direction {
+    let sign = match aim.direction {
         Direction::Increase => 1.0,
         Direction::Decrease => -1.0,
     };
     let probability_at = |t: f64| -> f64 {
-        let margin = sign * (fit.at(t) - kpi.target);
+        let margin = sign * (fit.at(t) - aim.target);
         let se = fit.prediction_se(t);
         if se > 0.0 {
             normal_cdf(margin / se)
@@ -140,11 +198,11 @@ pub fn completion_forecast(
         (start..=end).find(|t| reached(*t as f64)).map(day_of)
     };
     let p50 = (sign * fit.slope > 0.0)
-        .then(|| first_day(&|t| sign * (fit.at(t) - kpi.target) >= 0.0))
+        .then(|| first_day(&|t| sign * (fit.at(t) - aim.target) >= 0.0))
         .flatten();
     let p85 = first_day(&|t| probability_at(t) >= 0.85);
-    let due_t = calendar::days_between(from, goal.due) as f64;
-    Some(CompletionForecast::Trend(TrendForecast {
+    let due_t = calendar::days_between(from, aim.due) as f64;
+    CompletionForecast::Trend(TrendForecast {
         points: points.len(),
         from,
         to,
@@ -153,24 +211,49 @@ pub fn completion_forecast(
         p50,
         p85,
         probability_by_due: probability_at(due_t),
-        due: goal.due,
-    }))
+        due: aim.due,
+        events,
+    })
 }
 
-/// (effective day, value): the latest value told about each day, effective by `today`, the last
-/// `window` days, oldest first.
-fn series(goal: &Goal, today: Date, window: usize) -> Vec<(Date, f64)> {
-    let mut points: Vec<(Date, f64)> = Vec::new();
-    for check_in in chronological(&goal.check_ins) {
+/// One point of a forecast's series.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    day: Date,
+    value: f64,
+    /// Stream version of the check-in the value comes from.
+    version: u64,
+}
+
+/// The latest value told about each effective day, effective by `today`, the last `window`
+/// days, oldest first.
+fn series<'a>(
+    check_ins: impl Iterator<Item = &'a CheckIn>,
+    today: Date,
+    window: usize,
+) -> Vec<Point> {
+    let mut ordered: Vec<&CheckIn> = check_ins.collect();
+    ordered.sort_by(|a, b| {
+        a.effective_on
+            .cmp(&b.effective_on)
+            .then(a.recorded_at.cmp(&b.recorded_at))
+    });
+    let mut points: Vec<Point> = Vec::new();
+    for check_in in ordered {
         let Some(value) = check_in.value.filter(|v| v.is_finite()) else {
             continue;
         };
         if check_in.effective_on > today {
             continue;
         }
+        let point = Point {
+            day: check_in.effective_on,
+            value,
+            version: check_in.version,
+        };
         match points.last_mut() {
-            Some((day, last)) if *day == check_in.effective_on => *last = value,
-            _ => points.push((check_in.effective_on, value)),
+            Some(last) if last.day == check_in.effective_on => *last = point,
+            _ => points.push(point),
         }
     }
     let skip = points.len().saturating_sub(window.max(1));

@@ -7,11 +7,13 @@
 
 mod accountability;
 mod agility;
+mod backtest;
 mod drift;
 mod forecast;
 mod history;
 mod momentum;
 mod progress;
+mod restatement;
 
 pub use accountability::{
     AccountabilityReport, GoalAccountability, OpenBlocker, OverdueStep, PersonAccountability,
@@ -20,6 +22,7 @@ pub use accountability::{
 pub use agility::{
     AdjustmentCounts, AgilityReport, BaselineInfo, GoalAgility, UnansweredSignal, agility_report,
 };
+pub use backtest::{BacktestForecast, BacktestGoal, ForecastBacktest, forecast_backtest};
 pub use drift::{
     DriftReport, EventRef, GapPoint, GoalDrift, ScopeChange, ScopeItems, drift_report, target_drift,
 };
@@ -33,7 +36,9 @@ pub use progress::{
     CheckInSummary, GoalProgress, MeasuredBy, ProgressReport, StatusMismatch, progress_report,
     progress_report_against,
 };
+pub use restatement::{FigureChange, Restatement, RestatementReport, restatements};
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +177,23 @@ pub(crate) struct Lens<'a> {
     cutoff: Option<Date>,
     /// Measure against this baseline's targets, steps and weights instead of the current ones.
     baseline: Option<&'a Baseline>,
+    /// Only the check-ins told by then count. `None`: every check-in in the plan.
+    told: Option<Told<'a>>,
+}
+
+/// Which check-ins were known: those recorded before an instant, and at most one more.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Told<'a> {
+    /// Check-ins recorded before this instant count.
+    pub before: Timestamp,
+    /// This check-in counts too.
+    pub also: Option<&'a str>,
+}
+
+impl Told<'_> {
+    fn includes(&self, check_in: &CheckIn) -> bool {
+        check_in.recorded_at < self.before || self.also == Some(check_in.checkin_id.as_str())
+    }
 }
 
 /// A goal's progress and how it was obtained.
@@ -188,7 +210,13 @@ impl<'a> Lens<'a> {
             rule,
             cutoff: None,
             baseline: None,
+            told: None,
         }
+    }
+
+    pub(crate) fn told(mut self, told: Told<'a>) -> Self {
+        self.told = Some(told);
+        self
     }
 
     pub(crate) fn with_cutoff(mut self, day: Date) -> Self {
@@ -216,6 +244,7 @@ impl<'a> Lens<'a> {
         chronological(&goal.check_ins)
             .into_iter()
             .filter(|c| self.cutoff.is_none_or(|d| c.effective_on <= d))
+            .filter(|c| self.told.is_none_or(|t| t.includes(c)))
             .filter_map(|c| c.value)
             .next_back()
     }

@@ -5,7 +5,11 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use super::{Lens, RollUp, chronological, computed_status, expected_progress, goal_start, ratio};
+use super::{
+    CompletionForecast, EventRef, FORECAST_MIN_POINTS, FORECAST_WINDOW, ForecastBacktest, Lens,
+    RollUp, chronological, completion_forecast, computed_status, expected_progress,
+    forecast_backtest, goal_start, ratio,
+};
 use crate::calendar;
 use crate::error::DomainError;
 use crate::id::{GoalId, PlanId};
@@ -125,6 +129,9 @@ pub struct GoalProgress {
     pub confidence: Option<f64>,
     /// Latest confidence minus the previous one.
     pub confidence_trend: Option<f64>,
+    /// Completion forecast (open KPI goals): P50 and P85 dates the target is reached, and the
+    /// probability of reaching it by the due date.
+    pub forecast: Option<CompletionForecast>,
 }
 
 /// Progress of a plan and each of its goals.
@@ -164,6 +171,19 @@ pub struct ProgressReport {
     pub schedule_slip_days: Option<f64>,
     /// One row per goal, in id order.
     pub goals: Vec<GoalProgress>,
+    /// The completion forecast back-tested over the plan's closed KPI goals.
+    pub forecast_backtest: ForecastBacktest,
+}
+
+impl ProgressReport {
+    /// Every event reference in the report (forecasts and their back-test), to fill in log
+    /// positions.
+    pub fn event_refs_mut(&mut self) -> impl Iterator<Item = &mut EventRef> {
+        self.goals
+            .iter_mut()
+            .flat_map(|g| g.forecast.iter_mut().flat_map(|f| f.event_refs_mut()))
+            .chain(self.forecast_backtest.event_refs_mut())
+    }
 }
 
 /// Progress as of `now` under `rule`, compared with the first baseline (if any).
@@ -193,7 +213,7 @@ fn build(plan: &Plan, now: Timestamp, rule: RollUp, baseline: Option<&Baseline>)
     let goals = plan
         .goals
         .values()
-        .map(|g| goal_row(plan, lens, baseline, g, today))
+        .map(|g| goal_row(plan, lens, baseline, g, now))
         .collect();
 
     let sums = lens.plan_sums(today);
@@ -225,6 +245,7 @@ fn build(plan: &Plan, now: Timestamp, rule: RollUp, baseline: Option<&Baseline>)
         spi_t,
         schedule_slip_days: slip,
         goals,
+        forecast_backtest: forecast_backtest(plan, now, FORECAST_WINDOW, FORECAST_MIN_POINTS),
     }
 }
 
@@ -237,8 +258,9 @@ fn goal_row(
     lens: Lens<'_>,
     baseline: Option<&Baseline>,
     goal: &Goal,
-    today: Date,
+    now: Timestamp,
 ) -> GoalProgress {
+    let today = calendar::utc_date(now);
     let measured = lens.measure(goal);
     let vs_baseline = baseline.and_then(|b| lens.against(b).measure(goal).progress);
     let start = goal_start(plan, goal);
@@ -291,6 +313,13 @@ fn goal_row(
         last_check_in: last.map(CheckInSummary::from),
         confidence: last.map(|c| c.confidence),
         confidence_trend: last.zip(previous).map(|(l, p)| l.confidence - p.confidence),
+        forecast: completion_forecast(
+            plan,
+            &goal.goal_id,
+            now,
+            FORECAST_WINDOW,
+            FORECAST_MIN_POINTS,
+        ),
     }
 }
 

@@ -439,7 +439,8 @@ fn example_11_below_the_minimum_there_is_not_enough_data() {
         forecast(&s, "2026-01-22"),
         metrics::CompletionForecast::NotEnoughData {
             points: 2,
-            needed: 3
+            needed: 3,
+            events: refs(&[3, 4]),
         }
     );
     // Two reports about the same day count once.
@@ -466,9 +467,149 @@ fn example_11_a_met_target_is_reached_not_forecast() {
     assert_eq!(
         forecast(&s, "2026-01-22"),
         metrics::CompletionForecast::Reached {
-            on: day("2026-01-15")
+            on: day("2026-01-15"),
+            events: refs(&[3, 4, 5, 6]),
         }
     );
+}
+
+fn refs(versions: &[u64]) -> Vec<metrics::EventRef> {
+    versions
+        .iter()
+        .filter_map(|v| metrics::EventRef::at(*v))
+        .collect()
+}
+
+#[test]
+fn example_11_a_forecast_names_the_check_ins_of_its_series() {
+    // Versions: 1 PlanCreated, 2 GoalDefined, 3-6 the four check-ins.
+    let t = trend(forecast(
+        &example_11([10.0, 20.0, 22.0, 32.0], 50.0, "2026-02-20"),
+        "2026-01-22",
+    ));
+    assert_eq!(t.events, refs(&[3, 4, 5, 6]));
+}
+
+#[test]
+fn example_11_the_progress_report_carries_the_forecast_as_of_any_moment() {
+    let s = example_11([10.0, 20.0, 22.0, 32.0], 50.0, "2026-02-20");
+    let now = metrics::progress_report(&s.plan, ts("2026-01-22"), RollUp::Weighted);
+    let row = &now.goals[0];
+    assert_eq!(
+        trend(row.forecast.clone().expect("an open KPI goal")).p85,
+        Some(day("2026-02-18"))
+    );
+    // As of 01-15 12:00 the plan knew three check-ins: 10, 20, 22 on days 0, 7, 14.
+    let then_at = ts("2026-01-15T12:00:00Z");
+    let then = metrics::progress_report(&as_of(&s.events, then_at), then_at, RollUp::Weighted);
+    let earlier = trend(then.goals[0].forecast.clone().expect("an open KPI goal"));
+    assert_eq!(earlier.points, 3);
+    close(Some(earlier.slope_per_day), 6.0 / 7.0);
+    assert_eq!(earlier.events, refs(&[3, 4, 5]));
+}
+
+/// docs/metrics.md, example 12: the forecast back-tested over two closed goals.
+fn example_12(raise_target: bool) -> Scenario {
+    let mut s = Scenario::year_2026()
+        .kpi_goal("2026-01-01", "g", 0.0, 40.0, "2026-03-01")
+        .kpi_goal("2026-01-01", "m", 0.0, 100.0, "2026-02-28");
+    for (at, g, m) in [
+        ("2026-01-01", 10.0, 40.0),
+        ("2026-01-08", 17.0, 47.0),
+        ("2026-01-15", 24.0, 54.0),
+    ] {
+        s = s.value(at, "g", g, 0.5).value(at, "m", m, 0.5);
+    }
+    s = s
+        .value("2026-01-22", "g", 28.0, 0.5)
+        .value("2026-02-03", "g", 41.0, 0.9);
+    if raise_target {
+        s = s.with(
+            "2026-02-04",
+            json!({"type": "AdjustGoal", "data": {"goal_id": "g", "target": 60, "reason": "more"}}),
+        );
+    }
+    s.close("2026-02-05", "g", "achieved")
+        .close("2026-03-10", "m", "missed")
+}
+
+#[test]
+fn example_12_back_test_reports_how_often_the_p85_date_held() {
+    let s = example_12(false);
+    let report = metrics::progress_report(&s.plan, ts("2026-03-20"), RollUp::Weighted);
+    let bt = &report.forecast_backtest;
+    let g = bt.goals.iter().find(|r| r.goal_id == gid("g")).expect("g");
+    assert_eq!(g.reached_on, Some(day("2026-02-03")));
+    let dates: Vec<_> = g
+        .forecasts
+        .iter()
+        .map(|f| (f.p50, f.p85, f.p50_held, f.p85_held))
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            // 01-15: 10, 17, 24 on a line of 1/day, s = 0: 40 on day 30.
+            (
+                Some(day("2026-01-31")),
+                Some(day("2026-01-31")),
+                Some(false),
+                Some(false)
+            ),
+            // 01-22: + 28; b = 0.8714, s = 1.1619: P50 day 34, P85 day 37.
+            (
+                Some(day("2026-02-04")),
+                Some(day("2026-02-07")),
+                Some(true),
+                Some(true)
+            ),
+        ]
+    );
+    // Versions: 1 plan, 2 g, 3 m, 4-9 g and m on 01-01, 01-08, 01-15, 10-11 g on 01-22 and
+    // 02-03, 12 g closed, 13 m closed.
+    assert_eq!(
+        g.forecasts.iter().map(|f| f.event).collect::<Vec<_>>(),
+        [metrics::EventRef::at(8), metrics::EventRef::at(10)]
+    );
+    assert_eq!(g.closed_event, metrics::EventRef::at(12));
+    let m = bt.goals.iter().find(|r| r.goal_id == gid("m")).expect("m");
+    assert_eq!(m.reached_on, None);
+    assert_eq!(m.closed_event, metrics::EventRef::at(13));
+    assert_eq!(
+        m.forecasts
+            .iter()
+            .map(|f| (f.p85, f.p85_held))
+            .collect::<Vec<_>>(),
+        [(Some(day("2026-03-02")), Some(false))]
+    );
+    assert_eq!((bt.forecasts, bt.p85_judged, bt.p85_held), (3, 3, 1));
+    close(bt.p85_coverage, 1.0 / 3.0);
+    assert_eq!((bt.p50_judged, bt.p50_held), (3, 1));
+    // As of 02-04 nothing was closed yet.
+    let before_at = ts("2026-02-04");
+    let before =
+        metrics::progress_report(&as_of(&s.events, before_at), before_at, RollUp::Weighted);
+    assert_eq!(
+        before.forecast_backtest,
+        metrics::ForecastBacktest::default()
+    );
+}
+
+#[test]
+fn example_12_a_forecast_aims_at_the_target_of_its_moment() {
+    // g's target is raised to 60 after its forecasts: they are judged as made, against 40,
+    // but the day it was reached is read against the target at closing (60 never told: the
+    // closing day).
+    let s = example_12(true);
+    let report = metrics::progress_report(&s.plan, ts("2026-03-20"), RollUp::Weighted);
+    let g = report
+        .forecast_backtest
+        .goals
+        .iter()
+        .find(|r| r.goal_id == gid("g"))
+        .expect("g");
+    assert_eq!(g.reached_on, Some(day("2026-02-05")));
+    assert_eq!(g.forecasts[0].p85, Some(day("2026-01-31")));
+    assert_eq!(g.forecasts[1].p50, Some(day("2026-02-04")));
 }
 
 /// docs/metrics.md, example 5: adjustments, volatility and course-correction latency.
@@ -755,4 +896,89 @@ fn example_9_progress_history_marks_check_ins_and_the_target_change() {
     let target = adjustment.target.as_ref().expect("the target moved");
     assert_eq!((target.before, target.after), (120.0, 100.0));
     assert_eq!(adjustment.reason, "smaller market");
+}
+
+/// docs/metrics.md, example 13: a check-in back-dated over a status change.
+fn example_13() -> Scenario {
+    Scenario::year_2026()
+        .plain_goal("2026-01-01", "root", "2026-04-11")
+        .with(
+            "2026-01-01",
+            json!({"type": "DefineGoal", "data": {"goal_id": "g", "title": "Goal g",
+                "parent_goal_id": "root", "due": "2026-04-11",
+                "kpi": {"unit": "u", "baseline": 0, "target": 100, "direction": "increase"}}}),
+        )
+        .value("2026-01-21", "g", 20.0, 0.6)
+        .value("2026-02-06", "g", 25.0, 0.5)
+        .with(
+            "2026-02-10",
+            json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": 30, "confidence": 0.7,
+                "effective_on": "2026-02-01"}}),
+        )
+}
+
+#[test]
+fn example_13_a_back_dated_check_in_restates_the_days_it_describes() {
+    let s = example_13();
+    let report = metrics::restatements(&s.plan, None, ts("2026-02-12"));
+    assert_eq!(report.restatements.len(), 1);
+    let r = &report.restatements[0];
+    assert_eq!(r.effective_on, day("2026-02-01"));
+    assert_eq!(r.days_late, 9);
+    // Versions: 1 plan, 2 root, 3 g, 4-6 the check-ins.
+    assert_eq!(r.event, metrics::EventRef::at(6));
+    let runs: Vec<_> = r
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.goal_id.as_str(),
+                c.from,
+                c.to,
+                c.progress_before,
+                c.progress_after,
+                c.status_before,
+                c.status_after,
+            )
+        })
+        .collect();
+    let off = Some(TrackStatus::OffTrack);
+    // 02-01: e = 31/100, 0.2 / 0.31 = 0.65 -> 0.3 / 0.31 = 0.97; 02-02..02-05: e up to 0.35,
+    // 0.3 / 0.35 = 0.86 at risk. From 02-06 the 25 told on that day is the latest either way.
+    let expected = |goal| {
+        [
+            (
+                goal,
+                day("2026-02-01"),
+                day("2026-02-01"),
+                Some(0.2),
+                Some(0.3),
+                off,
+                Some(TrackStatus::OnTrack),
+            ),
+            (
+                goal,
+                day("2026-02-02"),
+                day("2026-02-05"),
+                Some(0.2),
+                Some(0.3),
+                off,
+                Some(TrackStatus::AtRisk),
+            ),
+        ]
+    };
+    let mut want = expected("g").to_vec();
+    want.extend(expected("root"));
+    assert_eq!(runs, want);
+}
+
+#[test]
+fn example_13_on_time_check_ins_and_older_ones_are_not_restatements() {
+    let s = example_13();
+    let since = metrics::restatements(&s.plan, Some(ts("2026-02-11")), ts("2026-02-12"));
+    assert!(since.restatements.is_empty());
+    // As of 02-09 the back-dated check-in was not told yet.
+    let before_at = ts("2026-02-09");
+    let then = metrics::restatements(&as_of(&s.events, before_at), None, before_at);
+    assert!(then.restatements.is_empty());
 }
