@@ -41,6 +41,10 @@ setup:
         echo "setup: installing the Python NATS client and protobuf tools used by the cross-language test"
         "{{tools}}/bin/pip" install -q --disable-pip-version-check 'nats-py>=2.9,<3' 'grpcio-tools>=1.60,<2'
     fi
+    if ! "{{tools}}/bin/python" -c 'import cryptography' 2>/dev/null; then
+        echo "setup: installing cryptography for Python (the independent proof verifier checks Ed25519 signatures with it)"
+        "{{tools}}/bin/pip" install -q --disable-pip-version-check 'cryptography>=42,<51'
+    fi
     if [ ! -x /usr/bin/chromium ]; then
         if [ "$(id -u)" = 0 ]; then
             echo "setup: installing Debian's chromium (the dashboard's browser test drives it headless)"

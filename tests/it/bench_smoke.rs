@@ -102,6 +102,15 @@ fn bench_append_prints_each_concurrency_against_the_raw_ceiling_and_cleans_up() 
         stdout.contains("concurrency 1: append p50"),
         "the serial latency line is printed:\n{stdout}"
     );
+    let tree = stdout
+        .split("Merkle tree:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the Merkle tree's cost is printed:\n{stdout}"));
+    for concurrency in ["1", "8"] {
+        let columns = row(tree, concurrency);
+        let ratio: f64 = columns[3].parse().expect("the tree ratio is a number");
+        assert!(ratio > 0.0, "c={concurrency} tree ratio {ratio}");
+    }
 }
 
 #[test]
@@ -227,6 +236,15 @@ fn bench_history_prints_as_of_latency_and_export_rates_next_to_the_raw_scan_and_
             .parse()
             .expect("the ratio to the raw scan is a number");
         assert!(ratio > 0.0, "{pass} ratio {ratio}");
+    }
+    for proof in ["inclusion", "consistency"] {
+        let columns = row(&stdout, proof);
+        for (index, what) in [(1, "p50"), (2, "p99"), (3, "max")] {
+            let value: f64 = columns[index]
+                .parse()
+                .unwrap_or_else(|_| panic!("{proof} proof {what} is a number:\n{stdout}"));
+            assert!(value > 0.0, "{proof} proof {what}: {value}");
+        }
     }
     assert!(
         stdout.contains("parquet / raw read rate:"),

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Runs `planledger audit` with `args`: success and everything printed.
-fn audit(args: &[&str]) -> (bool, String) {
+pub(crate) fn audit(args: &[&str]) -> (bool, String) {
     let output = Command::new(binary())
         .arg("audit")
         .args(args)
@@ -26,7 +26,7 @@ fn audit(args: &[&str]) -> (bool, String) {
 }
 
 /// GET `path` with `token`: the status and the raw body.
-async fn get_text(server: &Planledger, token: &str, path: &str) -> (StatusCode, String) {
+pub(crate) async fn get_text(server: &Planledger, token: &str, path: &str) -> (StatusCode, String) {
     let response = reqwest::Client::new()
         .get(server.url(path))
         .bearer_auth(token)
@@ -65,7 +65,11 @@ async fn take_commands(server: &Planledger, client: &Client, plan: &str, count: 
 
 /// The stored bytes of every event of the log (`GET /v1/events`, each event's JSON exactly
 /// as served, which is as stored) by position, and the page's proofs.
-async fn raw_events(server: &Planledger, token: &str, query: &str) -> (Vec<(u64, String)>, Value) {
+pub(crate) async fn raw_events(
+    server: &Planledger,
+    token: &str,
+    query: &str,
+) -> (Vec<(u64, String)>, Value) {
     type Raw = Box<serde_json::value::RawValue>;
     let (status, body) = get_text(server, token, &format!("/v1/events?limit=1000{query}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -87,14 +91,14 @@ async fn raw_events(server: &Planledger, token: &str, query: &str) -> (Vec<(u64,
     (events, whole["proofs"].clone())
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     path.display().to_string()
 }
 
 /// The tree size line of a checkpoint.
-fn tree_size(checkpoint: &str) -> u64 {
+pub(crate) fn tree_size(checkpoint: &str) -> u64 {
     checkpoint
         .lines()
         .nth(1)

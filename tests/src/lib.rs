@@ -7,6 +7,7 @@
 //! [`history`] scripts multi-tenant histories through the API and reads exports back.
 //! Each is killed and its files removed when the handle is dropped.
 
+pub mod auditor;
 pub mod client;
 pub mod cluster;
 pub mod history;

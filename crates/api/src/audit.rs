@@ -31,6 +31,25 @@ async fn blocking<T: Send + 'static>(
         .map_err(Problem::from)
 }
 
+/// Reads a page of events off the async runtime with `read` and, when `with_proofs`
+/// (`?proof=true` on event reads), the inclusion proofs of the events at the page's
+/// `positions`, all in one tree: the last durable position after the read.
+pub(crate) async fn events_with_proofs<P: Send + 'static>(
+    app: planledger_app::App,
+    with_proofs: bool,
+    read: impl FnOnce(&planledger_app::App) -> Result<P, planledger_app::AppError> + Send + 'static,
+    positions: impl FnOnce(&P) -> Vec<u64> + Send + 'static,
+) -> Result<(P, Option<Vec<InclusionProofBody>>), Problem> {
+    blocking(move || {
+        let page = read(&app)?;
+        let proofs = with_proofs
+            .then(|| app.audit.proofs_of(positions(&page)))
+            .transpose()?;
+        Ok((page, proofs))
+    })
+    .await
+}
+
 /// Walks the hash chain from position 1 (to `to_position`, or the last durable position).
 pub async fn get_verify(
     State(state): State<SharedState>,

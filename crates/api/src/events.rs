@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -68,20 +68,13 @@ pub async fn get_events(
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response());
     }
-    let app = state.app.clone();
-    let with_proofs = query.proof == Some(true);
-    let (page, proofs) = tokio::task::spawn_blocking(move || {
-        let page = app.queries.log_page(&principal, from, limit)?;
-        let proofs = with_proofs
-            .then(|| {
-                app.audit
-                    .proofs_of(page.events.iter().map(|e| e.position.get()))
-            })
-            .transpose()?;
-        Ok::<_, planledger_app::AppError>((page, proofs))
-    })
-    .await
-    .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let (page, proofs) = crate::audit::events_with_proofs(
+        state.app.clone(),
+        query.proof == Some(true),
+        move |app| app.queries.log_page(&principal, from, limit),
+        |page| page.events.iter().map(|e| e.position.get()).collect(),
+    )
+    .await?;
     Ok(axum::Json(LogPageResponse {
         events: page.events,
         next_position: page.next_position,

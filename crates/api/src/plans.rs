@@ -241,23 +241,17 @@ pub async fn get_plan_events(
     )?;
     let limit = query.limit.unwrap_or(100);
     let from = query.from_version.unwrap_or(1);
-    let app = state.app.clone();
     let id = plan_id.clone();
-    let with_proofs = query.proof;
-    let (page, proofs) = tokio::task::spawn_blocking(move || {
-        let page = app
-            .queries
-            .plan_events(&principal, &id, from, limit, &filter)?;
-        let proofs = with_proofs
-            .then(|| {
-                app.audit
-                    .proofs_of(page.events.iter().map(|e| e.position.get()))
-            })
-            .transpose()?;
-        Ok::<_, planledger_app::AppError>((page, proofs))
-    })
-    .await
-    .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let (page, proofs) = crate::audit::events_with_proofs(
+        state.app.clone(),
+        query.proof,
+        move |app| {
+            app.queries
+                .plan_events(&principal, &id, from, limit, &filter)
+        },
+        |page| page.events.iter().map(|e| e.position.get()).collect(),
+    )
+    .await?;
     Ok(axum::Json(PlanEventsResponse {
         plan_id: plan_id.to_string(),
         events: page.events,

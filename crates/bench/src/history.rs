@@ -1,6 +1,7 @@
 //! `planledger-bench history`: as-of query latency on one large plan in a large log, and export
 //! throughput (NDJSON and Parquet) next to the raw read rate of the `log` column family,
-//! measured in the same run.
+//! measured in the same run; and the latency of Merkle inclusion and consistency proofs over
+//! the whole log.
 //!
 //! The log holds one plan of `--plan-events` events (goals, steps, roles, a baseline, then
 //! check-ins and new steps, 30 s apart) and `--events` minus that over plans of 1,000 events
@@ -189,6 +190,7 @@ pub async fn run(args: HistoryArgs) -> Result<()> {
     );
 
     as_of_latency(&store, loader, &large, plan_events, args.samples)?;
+    proof_latency(&store, args.samples * 10)?;
     export_throughput(&store, &log_dir, &base)?;
     drop(store);
     Ok(())
@@ -274,6 +276,62 @@ fn as_of_latency(
         ms(latency.p99),
         ms(latency.max)
     );
+    Ok(())
+}
+
+/// A latency in microseconds, for figures well under a millisecond.
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+/// p50/p99 of the Merkle proofs as `GET /v1/audit/proof/inclusion` and `/consistency` compute
+/// them (the store's proof over a view of the log, then the served body with its hashes in
+/// base64), for random positions, tree sizes and pairs of sizes of the whole log.
+fn proof_latency(store: &EventStore, samples: usize) -> Result<()> {
+    let last = store.last_position().get();
+    let origin = planledger_app::checkpoint::origin(store.log_id());
+    let mut points = Points(0x2545_f491_4f6c_dd1d);
+    println!(
+        "
+Merkle proofs over the tree of {last} events, {samples} random ones per kind, as the API computes them:"
+    );
+    println!(
+        "{:>12} {:>9} {:>9} {:>9} {:>12}",
+        "proof", "p50 µs", "p99 µs", "max µs", "mean hashes"
+    );
+    for kind in ["inclusion", "consistency"] {
+        let mut latencies = Vec::with_capacity(samples);
+        let mut hashes = 0usize;
+        for _ in 0..samples {
+            let started = Instant::now();
+            let view = store.view();
+            let length = if kind == "inclusion" {
+                let position = points.within(1, last);
+                let size = points.within(position, last);
+                let proof = view.inclusion_proof(Position(position), size)?;
+                planledger_app::checkpoint::InclusionProofBody::of(origin.clone(), &proof)
+                    .inclusion_path
+                    .len()
+            } else {
+                let from = points.within(1, last);
+                let to = points.within(from, last);
+                let proof = view.consistency_proof(from, to)?;
+                planledger_app::checkpoint::ConsistencyProofBody::of(origin.clone(), &proof)
+                    .consistency_path
+                    .len()
+            };
+            latencies.push(started.elapsed());
+            hashes += length;
+        }
+        let latency = summarize(&mut latencies);
+        println!(
+            "{kind:>12} {:>9} {:>9} {:>9} {:>12.1}",
+            us(latency.p50),
+            us(latency.p99),
+            us(latency.max),
+            hashes as f64 / samples.max(1) as f64
+        );
+    }
     Ok(())
 }
 

@@ -51,7 +51,8 @@ pub enum LogCommit {
 /// What to measure.
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Group-commit appends at several concurrencies vs raw synced RocksDB batches.
+    /// Group-commit appends at several concurrencies vs raw synced RocksDB batches, and the
+    /// same log with and without its Merkle tree.
     Append(AppendArgs),
     /// RecordCheckIn over HTTP vs a trivial axum JSON handler (and that handler plus one
     /// durable append), same client and concurrency.
@@ -60,8 +61,9 @@ pub enum BenchCommand {
     Relay(RelayArgs),
     /// Read-model rebuild events/s from a log of 1,000,000+ events, and live lag under load.
     Projections(crate::projections::ProjectionsArgs),
-    /// As-of query latency on a plan of 100,000 events in a log of 1,000,000, and export
-    /// throughput (NDJSON, Parquet) vs the raw read rate of the log column family.
+    /// As-of query latency on a plan of 100,000 events in a log of 1,000,000, Merkle proof
+    /// latency (inclusion, consistency) over that log, and export throughput (NDJSON, Parquet)
+    /// vs the raw read rate of the log column family.
     History(crate::history::HistoryArgs),
     /// Cluster mode: commands/s through the HTTP door of 1, 2 and 3 writer nodes (with each
     /// process's CPU), the routing overhead of a forwarded command, and the failover time.
@@ -121,8 +123,9 @@ pub struct AppendArgs {
     /// Directory for the temporary databases (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
-    /// Rounds per concurrency (log, then raw ceiling, each on a fresh database); the round with
-    /// the median ratio is printed, with the range of all rounds' ratios.
+    /// Rounds per concurrency (log, raw ceiling, then the log keeping no Merkle tree, each on a
+    /// fresh database); the round with the median ratio is printed, with the range of all
+    /// rounds' ratios.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// How appends become durable: `local` (the write-ahead log's fsync, vs raw synced RocksDB
@@ -305,6 +308,7 @@ async fn run_appends(
     total: u64,
     payload_bytes: usize,
     commit: Commit,
+    tree: bool,
 ) -> Result<AppendRun> {
     let external = commit.is_external();
     let store = if external {
@@ -330,7 +334,13 @@ async fn run_appends(
         }
         store
     } else {
-        EventStore::open(dir, StoreOptions::default())?
+        EventStore::open(
+            dir,
+            StoreOptions {
+                merkle_tree: tree,
+                ..StoreOptions::default()
+            },
+        )?
     };
     // Payloads are rendered before the clock starts (the raw ceiling reuses one prepared value
     // too): the bench measures the log, not serde_json building test data.
@@ -535,6 +545,7 @@ async fn append(args: AppendArgs) -> Result<()> {
     );
     let mut serial_raw_p50 = None;
     let mut serial_p50 = None;
+    let mut tree_costs = Vec::with_capacity(args.concurrency.len());
     for (index, &concurrency) in args.concurrency.iter().enumerate() {
         let total = if concurrency <= 1 {
             args.events_serial
@@ -544,6 +555,7 @@ async fn append(args: AppendArgs) -> Result<()> {
         // Each round measures the log and then the raw ceiling on fresh databases; the round
         // with the median ratio is printed, so one slow fsync spell does not decide the result.
         let mut rounds = Vec::with_capacity(args.rounds.max(1));
+        let mut tree_rounds: Vec<(f64, f64, f64)> = Vec::with_capacity(args.rounds.max(1));
         for round in 0..args.rounds.max(1) {
             let run = run_appends(
                 &base.join(format!("log-{index}-{round}")),
@@ -551,6 +563,7 @@ async fn append(args: AppendArgs) -> Result<()> {
                 total,
                 args.payload_bytes,
                 Commit::LocalFsync,
+                true,
             )
             .await?;
             let base_dir = base.join(format!("raw-{index}-{round}"));
@@ -569,6 +582,18 @@ async fn append(args: AppendArgs) -> Result<()> {
             let rate = run.events as f64 / run.elapsed.as_secs_f64();
             let raw_rate = raw_events as f64 / raw_elapsed.as_secs_f64();
             let raw_latency = summarize(&mut raw_latencies);
+            // The same appends into a log that keeps no Merkle tree (a bench-only switch).
+            let bare = run_appends(
+                &base.join(format!("log-no-tree-{index}-{round}")),
+                concurrency.max(1),
+                total,
+                args.payload_bytes,
+                Commit::LocalFsync,
+                false,
+            )
+            .await?;
+            let bare_rate = bare.events as f64 / bare.elapsed.as_secs_f64();
+            tree_rounds.push((rate / bare_rate, rate, bare_rate));
             rounds.push((
                 rate / raw_rate,
                 rate,
@@ -578,6 +603,16 @@ async fn append(args: AppendArgs) -> Result<()> {
                 layout_rate,
             ));
         }
+        tree_rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ratio, with, without) = tree_rounds[tree_rounds.len() / 2];
+        tree_costs.push(TreeCost {
+            concurrency,
+            ratio,
+            with,
+            without,
+            lowest: tree_rounds.first().map_or(0.0, |r| r.0),
+            highest: tree_rounds.last().map_or(0.0, |r| r.0),
+        });
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         let lowest = rounds.first().map_or(0.0, |r| r.0);
         let highest = rounds.last().map_or(0.0, |r| r.0);
@@ -616,7 +651,42 @@ async fn append(args: AppendArgs) -> Result<()> {
             ours.as_secs_f64() / raw.as_secs_f64().max(1e-9)
         );
     }
+    print_tree_costs(&tree_costs);
     Ok(())
+}
+
+/// What the Merkle tree costs appends at one concurrency: the round with the median ratio,
+/// and the range of all rounds' ratios.
+struct TreeCost {
+    concurrency: usize,
+    /// Events/s with the tree over events/s without it.
+    ratio: f64,
+    /// Events/s with the tree.
+    with: f64,
+    /// Events/s of the same log keeping no tree.
+    without: f64,
+    lowest: f64,
+    highest: f64,
+}
+
+/// The Merkle tree's cost: the log's append rate with the tree and without it (same appends,
+/// fresh databases, each round), and their ratio.
+fn print_tree_costs(costs: &[TreeCost]) {
+    println!("Merkle tree: the log's append rate with the tree vs the same log keeping none");
+    println!(
+        "{:>11} {:>14} {:>14} {:>6} {:>12}",
+        "concurrency", "with tree ev/s", "no tree ev/s", "ratio", "ratio range"
+    );
+    for cost in costs {
+        println!(
+            "{:>11} {:>14.0} {:>14.0} {:>6.2} {:>12}",
+            cost.concurrency,
+            cost.with,
+            cost.without,
+            cost.ratio,
+            format!("{:.2}-{:.2}", cost.lowest, cost.highest)
+        );
+    }
 }
 
 /// The median of a commit-size distribution (events per commit -> how many commits).
@@ -695,6 +765,7 @@ async fn append_cluster(args: AppendArgs) -> Result<()> {
                 total,
                 args.payload_bytes,
                 Commit::LocalFsync,
+                true,
             )
             .await?;
             let log_index = 2 * (index * rounds + round);
@@ -711,6 +782,7 @@ async fn append_cluster(args: AppendArgs) -> Result<()> {
                 total,
                 args.payload_bytes,
                 Commit::External(Arc::new(committer)),
+                true,
             )
             .await?;
             let commits: u64 = run.sync_sizes.iter().map(|(_, c)| c).sum();

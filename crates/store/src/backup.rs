@@ -80,6 +80,15 @@ impl LogCopy {
             });
         }
         let (options, descriptors) = database_options(&StoreOptions::default());
+        // A log written before a column family existed (a backup taken by an older version,
+        // without `merkle`) does not have it, and a read-only open cannot create it: open the
+        // ones it has. Nothing here reads the tree; the log that is restored from the copy
+        // builds it when it is opened.
+        let present = DB::list_cf(&options, path)?;
+        let descriptors: Vec<_> = descriptors
+            .into_iter()
+            .filter(|descriptor| present.iter().any(|name| name == descriptor.name()))
+            .collect();
         let db = DB::open_cf_descriptors_read_only(&options, path, descriptors, false)?;
         match db.get_cf(cf(&db, CF_META), b"format")? {
             Some(found) if found == FORMAT => Ok(Self { db }),

@@ -77,6 +77,11 @@ pub struct StoreOptions {
     /// partition a node serves): one block cache and one write-buffer budget for all of them
     /// instead of `block_cache_bytes` each. `None`: this log has its own block cache.
     pub shared_memory: Option<SharedMemory>,
+    /// Benchmarks only (the `bench` feature): `false` keeps no Merkle tree (no leaf hashes, no
+    /// `merkle` nodes in the batches), to measure what the tree costs an append. A log written
+    /// so has no proofs; no product code can set it.
+    #[cfg(feature = "bench")]
+    pub merkle_tree: bool,
 }
 
 /// A block cache and a write-buffer budget shared by several logs in one process.
@@ -121,6 +126,8 @@ impl Default for StoreOptions {
             log_id: None,
             partition: None,
             shared_memory: None,
+            #[cfg(feature = "bench")]
+            merkle_tree: true,
         }
     }
 }
@@ -468,6 +475,10 @@ impl EventStore {
             batch_commands: Default::default(),
             cluster,
             partition: options.partition,
+            #[cfg(feature = "bench")]
+            keep_tree: options.merkle_tree,
+            #[cfg(not(feature = "bench"))]
+            keep_tree: true,
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())
@@ -858,6 +869,16 @@ impl EventStore {
         );
         self.inner.db.write(batch)?;
         crate::merkle::stored::delete_after(&self.inner.db, position)?;
+        Ok(())
+    }
+
+    /// Deletes the log entry at `position`, bypassing every check (the Merkle tree, the stream
+    /// index and heads are left as they were): only for tamper tests of a removed event.
+    #[doc(hidden)]
+    pub fn remove_raw_for_tests(&self, position: Position) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf(&self.inner.db, CF_LOG), keys::log_key(position));
+        self.inner.db.write(batch)?;
         Ok(())
     }
 

@@ -133,6 +133,32 @@ async fn a_log_written_without_a_tree_gets_one_when_opened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_log_written_without_a_tree_opens_read_only_and_verifies() {
+    let (dir, store) = open_temp();
+    append_events(&store, 20).await;
+    let last_hash = store
+        .read_position(Position(20))
+        .expect("read")
+        .expect("there")
+        .hash;
+    drop(store);
+    let path = dir.path().join("log");
+    {
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).expect("list");
+        let mut db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, &names).expect("open");
+        db.drop_cf("merkle").expect("drop the tree");
+    }
+    let copy = planledger_store::LogCopy::open(&path).expect("an old log opens read-only");
+    let summary = copy.summary().expect("summary");
+    assert_eq!(summary.last_position, Position(20));
+    assert_eq!(summary.last_hash, last_hash);
+    let report = copy.verify(|_| {}).expect("verify");
+    assert!(report.first_broken.is_none(), "{report:?}");
+    assert_eq!(report.checked, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_entry_is_named_by_the_tree_check() {
     let (_dir, store) = open_temp();
     append_events(&store, 20).await;
