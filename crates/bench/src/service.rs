@@ -461,11 +461,7 @@ fn start_postgres(dir: &Path, concurrency: usize) -> Result<Result<Postgres, Str
 }
 
 /// The event-table INSERT from `pgbench`, one stream per client.
-async fn measure_postgres(
-    postgres: &Postgres,
-    dir: &Path,
-    args: &ServiceArgs,
-) -> Result<Figures> {
+async fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Result<Figures> {
     let script = dir.join("append.sql");
     std::fs::write(
         &script,
@@ -510,11 +506,7 @@ async fn measure_postgres(
         bar.set_position(started.elapsed().as_secs().min(args.seconds));
     }
     bar.finish_and_clear();
-    let output = child
-        .0
-        .take()
-        .context("pgbench")?
-        .wait_with_output()?;
+    let output = child.0.take().context("pgbench")?.wait_with_output()?;
     let elapsed = started.elapsed().as_secs_f64();
     let printed = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {

@@ -67,12 +67,19 @@ pub async fn run(args: WitnessArgs) -> Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow!(
+    // SAFETY: flock on a file descriptor this function owns; no memory is shared.
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if locked != 0 {
+        bail!(
             "another witness run holds {}; runs on one state directory take turns",
             lock_path.display()
-        )
-    })?;
+        );
+    }
     let (key, created) = WitnessKey::load_or_create(&args.state, &args.name)?;
     if created {
         eprintln!(

@@ -146,7 +146,11 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 .with_field("proof", "only with partition"));
             }
             // A reconnecting EventSource resumes after the last id it saw; a page follows ?cursor=.
-            let resume = if live { last_event_id.or(query.cursor) } else { query.cursor };
+            let resume = if live {
+                last_event_id.or(query.cursor)
+            } else {
+                query.cursor
+            };
             let cursor = match resume {
                 Some(text) => parse_cursor(&text, count)?,
                 None => BTreeMap::new(),
