@@ -45,7 +45,7 @@ pub fn signed_message(timestamp: u64, note_text: &str) -> String {
 pub enum WitnessKeyError {
     /// The name is not usable as a signed-note key name.
     #[error(
-        "witness name {0:?} is not a key name: it must be non-empty, without spaces, newlines or '+' (e.g. witness.example.com/w1)"
+        "witness name {0:?} is not a key name: it must be non-empty, without whitespace or '+' (e.g. witness.example.com/w1)"
     )]
     Name(String),
     /// The key file could not be read or created.
@@ -78,7 +78,8 @@ impl std::fmt::Debug for WitnessKey {
 impl WitnessKey {
     /// A key from its 32-byte seed, under `name`.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, WitnessKeyError> {
-        if name.is_empty() || name.contains([' ', '\n', '+']) {
+        // Signed-note key names hold no whitespace of any kind and no '+'.
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
             return Err(WitnessKeyError::Name(name.to_string()));
         }
         Ok(Self {
@@ -324,9 +325,14 @@ mod tests {
             WitnessKey::from_seed("a b", [1; 32]),
             Err(WitnessKeyError::Name(_))
         ));
-        assert!(matches!(
-            WitnessKey::from_seed("a+b", [1; 32]),
-            Err(WitnessKeyError::Name(_))
-        ));
+        for name in ["a+b", "a\tb", "a\rb", ""] {
+            assert!(
+                matches!(
+                    WitnessKey::from_seed(name, [1; 32]),
+                    Err(WitnessKeyError::Name(_))
+                ),
+                "{name:?} is refused"
+            );
+        }
     }
 }

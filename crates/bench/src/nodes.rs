@@ -240,6 +240,8 @@ pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// One node count's figures.
 pub(crate) struct Run {
     pub(crate) nodes: usize,
+    /// Commands answered 200.
+    pub(crate) commands: u64,
     pub(crate) commands_per_second: f64,
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
@@ -314,6 +316,7 @@ pub(crate) async fn drive(
     latencies.sort();
     Ok(Run {
         nodes: nodes.len(),
+        commands: latencies.len() as u64,
         commands_per_second: latencies.len() as f64 / elapsed,
         p50: quantile(&latencies, 0.5),
         p99: quantile(&latencies, 0.99),

@@ -63,6 +63,8 @@ struct Figures {
     client_cpu: Option<f64>,
     /// Refused or failed requests.
     refused: u64,
+    /// The other processes' CPU during the load, cores (nats-server for the relay run).
+    other_cpu: f64,
 }
 
 /// Starts `planledger serve` on `dir` (embedded projectors on, rate limit off).
@@ -125,6 +127,8 @@ async fn measure_serve(
     for plan in &plans {
         seed(&http, &node.url(""), token, plan).await?;
     }
+    let pid = node.child.id();
+    let server_before = cpu_seconds(pid);
     let run = drive(
         std::slice::from_ref(node),
         token,
@@ -133,16 +137,18 @@ async fn measure_serve(
         other_pids,
     )
     .await?;
-    let server_cpu = run.node_cpu.first().copied().unwrap_or(0.0);
+    // Work the load left behind (the embedded projectors' and the relay's backlog) belongs to
+    // the commands: the server's CPU is read once it has gone quiet.
+    let server_seconds = settled_cpu(pid).await - server_before;
     let commands = Figures {
         what: format!("RecordCheckIn via serve, {what}"),
         per_second: run.commands_per_second,
         p50: run.p50,
         p99: run.p99,
-        server_cpu_us: (run.commands_per_second > 0.0)
-            .then(|| server_cpu * 1e6 / run.commands_per_second),
+        server_cpu_us: (run.commands > 0).then(|| server_seconds * 1e6 / run.commands as f64),
         client_cpu: Some(run.client_cpu),
         refused: run.refused,
+        other_cpu: run.nats_cpu,
     };
     let health = drive_get(node, "/healthz", args.concurrency, args.seconds).await?;
     Ok((
@@ -152,6 +158,21 @@ async fn measure_serve(
             ..health
         },
     ))
+}
+
+/// A process's CPU seconds once it has gone quiet (under 5 % of a core over 250 ms), or after
+/// 30 s.
+async fn settled_cpu(pid: u32) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = cpu_seconds(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = cpu_seconds(pid);
+        if now - last < 0.0125 || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// `GET path` from `concurrency` clients for `seconds`.
@@ -210,6 +231,7 @@ async fn drive_get(node: &Node, path: &str, concurrency: usize, seconds: u64) ->
         server_cpu_us: (per_second > 0.0).then(|| server * 1e6 / per_second),
         client_cpu: Some((cpu_seconds(std::process::id()) - client_before) / elapsed),
         refused,
+        other_cpu: 0.0,
     })
 }
 
@@ -274,6 +296,18 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A child process killed if it is still running when dropped (an interrupted bench).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -342,32 +376,38 @@ fn run_ok(mut command: Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Starts PostgreSQL in `dir`, or says why it cannot.
-fn start_postgres(dir: &Path, concurrency: usize) -> Result<Postgres, String> {
-    let bin = postgres_bin().ok_or(
-        "PostgreSQL's server is not installed (no initdb; on Debian: apt-get install postgresql)",
-    )?;
+/// Starts PostgreSQL in `dir`: `Ok(Err(why))` when it cannot run on this machine (not
+/// installed, no user to run it as), an error when it is there and fails.
+fn start_postgres(dir: &Path, concurrency: usize) -> Result<Result<Postgres, String>> {
+    let Some(bin) = postgres_bin() else {
+        return Ok(Err(
+            "PostgreSQL's server is not installed (no initdb; on Debian: apt-get install postgresql)"
+                .into(),
+        ));
+    };
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let as_user = if root {
         let output = Command::new("id")
             .args(["-u", "postgres"])
             .output()
-            .map_err(|e| format!("looking up the postgres user: {e}"))?;
+            .context("looking up the postgres user")?;
         if !output.status.success() {
-            return Err("running as root, and there is no `postgres` user to run initdb as".into());
+            return Ok(Err(
+                "running as root, and there is no `postgres` user to run initdb as".into(),
+            ));
         }
         let uid: u32 = String::from_utf8_lossy(&output.stdout)
             .trim()
             .parse()
-            .map_err(|_| "the postgres user's uid does not parse".to_string())?;
+            .context("the postgres user's uid does not parse")?;
         std::os::unix::fs::chown(dir, Some(uid), None)
-            .map_err(|e| format!("giving {} to the postgres user: {e}", dir.display()))?;
+            .with_context(|| format!("giving {} to the postgres user", dir.display()))?;
         Some("postgres".to_string())
     } else {
         None
     };
-    let port = free_port().map_err(|e| e.to_string())?;
+    let port = free_port()?;
     let postgres = Postgres {
         bin,
         data: dir.join("data"),
@@ -380,7 +420,7 @@ fn start_postgres(dir: &Path, concurrency: usize) -> Result<Postgres, String> {
         .arg("-D")
         .arg(&postgres.data)
         .args(["-U", "bench", "-A", "trust", "-N", "-E", "UTF8"]);
-    run_ok(initdb, "initdb").map_err(|e| e.to_string())?;
+    run_ok(initdb, "initdb")?;
     let mut start = postgres.command("pg_ctl");
     start
         .arg("-D")
@@ -394,7 +434,7 @@ fn start_postgres(dir: &Path, concurrency: usize) -> Result<Postgres, String> {
             concurrency + 20
         ))
         .args(["-w", "start"]);
-    run_ok(start, "pg_ctl start").map_err(|e| e.to_string())?;
+    run_ok(start, "pg_ctl start")?;
     let mut create = postgres.command("psql");
     create
         .args(["-h"])
@@ -416,12 +456,12 @@ fn start_postgres(dir: &Path, concurrency: usize) -> Result<Postgres, String> {
              type text NOT NULL, data jsonb NOT NULL, recorded_at timestamptz NOT NULL \
              DEFAULT now(), UNIQUE (stream, version))",
         );
-    run_ok(create, "creating the event table").map_err(|e| e.to_string())?;
-    Ok(postgres)
+    run_ok(create, "creating the event table")?;
+    Ok(Ok(postgres))
 }
 
 /// The event-table INSERT from `pgbench`, one stream per client.
-fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Result<Figures> {
+async fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Result<Figures> {
     let script = dir.join("append.sql");
     std::fs::write(
         &script,
@@ -453,18 +493,20 @@ fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Resu
         .arg(&postgres.socket_dir)
         .args(["-p", &postgres.port.to_string(), "-U", "bench", "postgres"]);
     let started = Instant::now();
-    let mut child: Child = pgbench
+    let child: Child = pgbench
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("starting pgbench")?;
     let bar = progress_bar(args.seconds, "PostgreSQL");
-    while child.try_wait()?.is_none() {
-        std::thread::sleep(Duration::from_millis(200));
+    // Polled on the runtime, so Ctrl-C stops the bench (pgbench is killed with the child).
+    let mut child = KillOnDrop(Some(child));
+    while child.0.as_mut().context("pgbench")?.try_wait()?.is_none() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         bar.set_position(started.elapsed().as_secs().min(args.seconds));
     }
     bar.finish_and_clear();
-    let output = child.wait_with_output()?;
+    let output = child.0.take().context("pgbench")?.wait_with_output()?;
     let elapsed = started.elapsed().as_secs_f64();
     let printed = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -473,7 +515,7 @@ fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Resu
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let server = (postgres.cpu_seconds() - server_before) / elapsed;
+    let server_seconds = postgres.cpu_seconds() - server_before;
     let tps = printed
         .lines()
         .find_map(|line| {
@@ -485,6 +527,17 @@ fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Resu
                 .ok()
         })
         .with_context(|| format!("pgbench printed no tps: {printed}"))?;
+    let processed = printed
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("number of transactions actually processed: ")?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(tps * elapsed);
     let failed = printed
         .lines()
         .find_map(|line| {
@@ -514,9 +567,10 @@ fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -> Resu
         per_second: tps,
         p50: quantile(&latencies, 0.5),
         p99: quantile(&latencies, 0.99),
-        server_cpu_us: (tps > 0.0).then(|| server * 1e6 / tps),
+        server_cpu_us: (processed > 0.0).then(|| server_seconds * 1e6 / processed),
         client_cpu: None,
         refused: failed,
+        other_cpu: 0.0,
     })
 }
 
@@ -565,6 +619,7 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
         rows.push(health);
         commands
     };
+    let mut nats_cpu = None;
     let nats = if args.no_nats {
         None
     } else {
@@ -572,6 +627,7 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
         let node = start_serve(&scratch.join("nats"), &key, Some(&url))?;
         let pids = [guard.child.id()];
         let (commands, _) = measure_serve("NATS relay", &node, &token, &args, &pids).await?;
+        nats_cpu = Some(commands.other_cpu);
         drop(node);
         drop(guard);
         Some(commands)
@@ -587,8 +643,8 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
         let pg_scratch = ScratchDir::new(if root { None } else { args.dir.as_deref() })?;
         let dir = pg_scratch.join("postgres");
         std::fs::create_dir_all(&dir)?;
-        match start_postgres(&dir, args.concurrency) {
-            Ok(server) => Some(measure_postgres(&server, &dir, &args)?),
+        match start_postgres(&dir, args.concurrency)? {
+            Ok(server) => Some(measure_postgres(&server, &dir, &args).await?),
             Err(why) => {
                 println!("PostgreSQL: SKIPPED, {why}");
                 None
@@ -609,6 +665,9 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
     }
     for row in &rows {
         print_row(row);
+    }
+    if let Some(cores) = nats_cpu {
+        println!("nats-server during the NATS relay run: {cores:.2} cores");
     }
     if let Some(pg) = &postgres
         && pg.per_second > 0.0

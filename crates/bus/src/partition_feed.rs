@@ -114,43 +114,14 @@ impl PartitionFeed {
     ) -> Result<FeedPage, BusError> {
         let work = async {
             let consumer = self.consumer(tenant, after).await?;
-            // Counted by the server when it created the consumer, under the filter.
-            let pending = consumer.cached_info().num_pending;
-            let want = (pending as usize).min(limit);
-            let mut events = Vec::with_capacity(want);
-            if want > 0 {
-                let mut messages = consumer
-                    .messages()
-                    .await
-                    .map_err(|e| BusError::nats("read a partition stream", e))?;
-                let mut last = after;
-                while events.len() < want {
-                    match messages.next().await {
-                        Some(Ok(message)) => {
-                            // Skips repeats after the client recreated the consumer (see `tail`).
-                            let envelope = self.decode(&message)?;
-                            if envelope.position.get() > last {
-                                last = envelope.position.get();
-                                events.push(envelope);
-                            }
-                        }
-                        Some(Err(error)) => {
-                            return Err(BusError::nats("read a partition stream", error));
-                        }
-                        None => break,
-                    }
-                }
+            let name = consumer.cached_info().name.clone();
+            let read = self.read_page(consumer, after, limit).await;
+            // The consumer is ephemeral and would otherwise linger on the server until its
+            // inactivity threshold; a page is done with it.
+            if let Err(error) = self.stream.delete_consumer(&name).await {
+                tracing::debug!(partition = self.partition, %error, "a feed consumer was not deleted");
             }
-            debug_assert!(
-                events
-                    .windows(2)
-                    .all(|pair: &[Envelope]| pair[0].position < pair[1].position),
-                "a partition feed page is in position order"
-            );
-            Ok(FeedPage {
-                at_end: events.len() as u64 >= pending,
-                events,
-            })
+            read
         };
         tokio::time::timeout(PAGE_TIMEOUT, work)
             .await
@@ -163,6 +134,63 @@ impl PartitionFeed {
                     ),
                 ))
             })
+    }
+
+    async fn read_page(
+        &self,
+        consumer: jetstream::consumer::Consumer<pull::OrderedConfig>,
+        after: u64,
+        limit: usize,
+    ) -> Result<FeedPage, BusError> {
+        // Counted by the server when it created the consumer, under the filter.
+        let pending = consumer.cached_info().num_pending;
+        let want = (pending as usize).min(limit);
+        let mut events = Vec::with_capacity(want);
+        let mut drained = pending == 0;
+        if want > 0 {
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| BusError::nats("read a partition stream", e))?;
+            let mut last = after;
+            while events.len() < want && !drained {
+                let message = match messages.next().await {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => {
+                        return Err(BusError::nats("read a partition stream", error));
+                    }
+                    None => {
+                        return Err(BusError::nats(
+                            "read a partition stream",
+                            format!(
+                                "partition {}'s consumer ended after {} of {want} events",
+                                self.partition,
+                                events.len()
+                            ),
+                        ));
+                    }
+                };
+                // The server's count of what is left after this message: fewer messages than
+                // counted at creation (a stream repaired meanwhile) ends the page, not a wait.
+                drained = message.info().is_ok_and(|info| info.pending == 0);
+                // Skips repeats after the client recreated the consumer (see `tail`).
+                let envelope = self.decode(&message)?;
+                if envelope.position.get() > last {
+                    last = envelope.position.get();
+                    events.push(envelope);
+                }
+            }
+        }
+        debug_assert!(
+            events
+                .windows(2)
+                .all(|pair: &[Envelope]| pair[0].position < pair[1].position),
+            "a partition feed page is in position order"
+        );
+        Ok(FeedPage {
+            at_end: drained || events.len() as u64 >= pending,
+            events,
+        })
     }
 
     /// Every event (of `tenant`, or of every tenant) after position `after`, as it is

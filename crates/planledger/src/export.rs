@@ -136,6 +136,14 @@ fn run(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the reader of a cluster export hands the writer.
+enum Read {
+    /// An event, or why reading stopped.
+    Event(Result<planledger_export::PartitionedEvent, planledger_export::ExportError>),
+    /// Every partition was read to its end.
+    Done,
+}
+
 /// What a cluster export reads: partitions and where each starts and ends.
 struct ClusterRange {
     /// (partition, first position, last position), in partition order.
@@ -178,7 +186,10 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
                 for (log, position) in cursor.positions() {
                     match log.partition() {
                         Some(p) if p < count => {
-                            starts.insert(p, position + 1);
+                            let next = position.checked_add(1).with_context(|| {
+                                format!("--from-cursor names position {position} of partition {p}, past any log")
+                            })?;
+                            starts.insert(p, next);
                         }
                         _ => bail!(
                             "--from-cursor names a log this cluster does not have; pass the cursor a previous export of this cluster printed"
@@ -192,7 +203,12 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
     let mut feeds = Vec::with_capacity(partitions.len());
     let mut range = ClusterRange { parts: Vec::new() };
     for p in partitions {
-        let feed = PartitionFeed::open(&js, p).await?;
+        let feed = PartitionFeed::open(&js, p).await.map_err(|e| match e {
+            planledger_bus::BusError::PartitionStreamMissing { stream } => anyhow::anyhow!(
+                "the partition stream {stream} does not exist: recreate it with `planledger cluster repair --partition {p} --from DIR`, or export the other partitions one by one with --partition"
+            ),
+            other => other.into(),
+        })?;
         let last = feed.last_position().await?;
         let first = starts.get(&p).copied().unwrap_or(1);
         let end = args.to_position.map_or(last, |to| to.min(last));
@@ -212,9 +228,7 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
         .map(|(_, first, end)| (end + 1).saturating_sub(*first))
         .sum();
     let bar = progress_bar(total);
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<
-        Result<planledger_export::PartitionedEvent, planledger_export::ExportError>,
-    >(8192);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Read>(8192);
     let tenant = args.tenant.clone();
     let parts = range.parts.clone();
     let reader = tokio::spawn(async move {
@@ -225,8 +239,8 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
                     Ok(page) => page,
                     Err(error) => {
                         let _ = sender
-                            .send(Err(planledger_export::ExportError::Source(format!(
-                                "partition {partition}: {error}"
+                            .send(Read::Event(Err(planledger_export::ExportError::Source(
+                                format!("partition {partition}: {error}"),
                             ))))
                             .await;
                         return;
@@ -247,7 +261,7 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
                             position,
                             detail: e.to_string(),
                         });
-                    if sender.send(item).await.is_err() {
+                    if sender.send(Read::Event(item)).await.is_err() {
                         return;
                     }
                 }
@@ -259,24 +273,49 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
                 }
             }
         }
+        let _ = sender.send(Read::Done).await;
     });
     let format: Format = args.format.into();
     let started = Instant::now();
     let target = args.to.clone();
     let bar_in = bar.clone();
-    let (report, cursor) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let firsts: std::collections::BTreeMap<u32, u64> = range
+        .parts
+        .iter()
+        .map(|(p, first, _)| (*p, first - 1))
+        .collect();
+    let written = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut cursor = planledger_app::Bookmark::default();
-        let mut last_seen: Option<(u32, u64)> = None;
+        // Positions read so far per partition (for the bar: with a tenant filter positions
+        // are skipped, and the bar counts positions).
+        let mut read: std::collections::BTreeMap<u32, u64> = firsts;
         let mut done = 0u64;
-        let events = std::iter::from_fn(|| receiver.blocking_recv());
+        let mut finished = false;
+        // Only an explicit end from the reader ends the events: a reader that stopped without
+        // it (a panic) fails the export instead of leaving a short file under the target name.
+        let events = std::iter::from_fn(|| {
+            if finished {
+                return None;
+            }
+            match receiver.blocking_recv() {
+                Some(Read::Event(item)) => Some(item),
+                Some(Read::Done) => {
+                    finished = true;
+                    None
+                }
+                None => {
+                    finished = true;
+                    Some(Err(planledger_export::ExportError::Source(
+                        "the reader of the partition streams stopped before the end".into(),
+                    )))
+                }
+            }
+        });
         let mut progress = |event: &planledger_export::PartitionedEvent| {
             let position = event.position.get();
             cursor.add(planledger_app::LogRef::Partition(event.partition), position);
-            let step = match last_seen {
-                Some((p, previous)) if p == event.partition => position - previous,
-                _ => 1,
-            };
-            last_seen = Some((event.partition, position));
+            let previous = read.insert(event.partition, position).unwrap_or(0);
+            let step = position.saturating_sub(previous);
             done += step;
             if done % 4096 < step {
                 bar_in.set_position(done);
@@ -297,7 +336,12 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
         Ok((report, cursor))
     })
     .await
-    .context("the export's writer stopped")??;
+    .context("the export's writer stopped")
+    .and_then(|written| written);
+    if written.is_err() {
+        reader.abort();
+    }
+    let (report, cursor) = written?;
     reader.await.context("the export's reader stopped")?;
     bar.finish_and_clear();
     // Where the next export continues: every partition read through its end.
@@ -322,7 +366,10 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
     let continuation = match args.partition {
         Some(p) => format!(
             "continue with --partition {p} --from-position {}",
-            range.parts.first().map_or(1, |(_, _, end)| end + 1)
+            range
+                .parts
+                .first()
+                .map_or(1, |(_, first, end)| (*end).max(first - 1) + 1)
         ),
         None => format!("continue with --from-cursor {next}"),
     };

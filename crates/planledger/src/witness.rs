@@ -58,6 +58,28 @@ pub async fn run(args: WitnessArgs) -> Result<()> {
     let log_key = PublicKey::from_hex(&args.log_key).context("--log-key")?;
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("creating the state directory {}", args.state.display()))?;
+    // One run at a time per state directory (overlapping runs from a scheduler would each read
+    // the same state, and the one that accepted the smaller tree could write last).
+    let lock_path = args.state.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor this function owns; no memory is shared.
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if locked != 0 {
+        bail!(
+            "another witness run holds {}; runs on one state directory take turns",
+            lock_path.display()
+        );
+    }
     let (key, created) = WitnessKey::load_or_create(&args.state, &args.name)?;
     if created {
         eprintln!(
@@ -83,8 +105,10 @@ pub async fn run(args: WitnessArgs) -> Result<()> {
     let timestamp =
         u64::try_from(now).map_err(|_| anyhow!("the clock reads {now}, before 1970"))?;
     let cosigned = key.cosign(&note, timestamp)?;
-    write_atomically(&args.state.join(COSIGNED_FILE), cosigned.as_bytes())?;
+    // The state first: a crash between the two writes must never leave a cosignature of a
+    // tree newer than the state records (a later run could then cosign a fork of it).
     write_atomically(&state_path, note.as_bytes())?;
+    write_atomically(&args.state.join(COSIGNED_FILE), cosigned.as_bytes())?;
     print!("{cosigned}");
     eprintln!("{}", summary(seen.as_ref(), &offered, key.name()));
     Ok(())
@@ -140,7 +164,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.tmp"));
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = std::fs::File::create(&temporary)
         .with_context(|| format!("creating {}", temporary.display()))?;
     file.write_all(bytes)

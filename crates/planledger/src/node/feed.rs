@@ -126,7 +126,7 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 })?,
                 None => query.from_position.unwrap_or(1).saturating_sub(1),
             };
-            Ok(live_partition(node, principal, feeds, partition, after))
+            live_partition(node, principal, feeds, partition, after).await
         }
         None => {
             if query.from_position.is_some() {
@@ -145,12 +145,18 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 )
                 .with_field("proof", "only with partition"));
             }
-            let cursor = match last_event_id.or(query.cursor) {
+            // A reconnecting EventSource resumes after the last id it saw; a page follows ?cursor=.
+            let resume = if live {
+                last_event_id.or(query.cursor)
+            } else {
+                query.cursor
+            };
+            let cursor = match resume {
                 Some(text) => parse_cursor(&text, count)?,
                 None => BTreeMap::new(),
             };
             if live {
-                Ok(live_merged(node, principal, feeds, cursor))
+                live_merged(node, principal, feeds, cursor).await
             } else {
                 let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
                 merged_page(&principal, &feeds, cursor, limit).await
@@ -181,7 +187,22 @@ async fn open_feeds(node: &Node, partition: Option<u32>) -> Result<Vec<Partition
         async move { PartitionFeed::open(&js, p).await }
     }))
     .await
-    .map_err(|e| super::unavailable(format!("the partition streams cannot be read: {e}")))
+    .map_err(feed_refusal)
+}
+
+/// A feed's failure as a refusal: a missing partition stream is for an operator to repair
+/// (no point retrying), anything else is passing.
+fn feed_refusal(error: planledger_bus::BusError) -> Refusal {
+    match error {
+        planledger_bus::BusError::PartitionStreamMissing { stream } => Refusal::new(
+            503,
+            "partition_unavailable",
+            format!(
+                "the partition stream {stream} does not exist, so its events cannot be read; an operator must recreate it from a cache or backup (`planledger cluster repair`, docs/operations.md \"Repairing a lost partition stream\"); `planledger cluster status` shows which partitions are affected"
+            ),
+        ),
+        other => super::unavailable(format!("the partition streams cannot be read: {other}")),
+    }
 }
 
 /// A cursor's position per partition; refuses a single-node bookmark or a foreign partition.
@@ -232,7 +253,7 @@ async fn merged_page(
         }
     }))
     .await
-    .map_err(|e| super::unavailable(format!("the partition streams cannot be read: {e}")))?;
+    .map_err(feed_refusal)?;
     let mut at_end = pages.iter().all(|(_, page)| page.at_end);
     let mut heads: Vec<(u32, VecDeque<Envelope>)> = pages
         .into_iter()
@@ -272,26 +293,26 @@ async fn merged_page(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One partition's events as they are committed, from position `after + 1`.
-fn live_partition(
+/// One partition's events as they are committed, from position `after + 1`. The tail is
+/// opened before the answer, so a failure is a problem the client sees, not an empty stream.
+#[allow(clippy::result_large_err)]
+async fn live_partition(
     node: &Arc<Node>,
     principal: Principal,
     feeds: Vec<PartitionFeed>,
     partition: u32,
     after: u64,
-) -> Response {
+) -> Result<Response, Refusal> {
+    let feed = feeds
+        .into_iter()
+        .next()
+        .ok_or_else(|| Refusal::new(500, "internal", "no feed was opened for the partition"))?;
+    let mut tail = feed
+        .tail(Some(&principal.tenant), after)
+        .await
+        .map_err(feed_refusal)?;
     let shutdown = node.shutdown.clone();
     let stream = async_stream(move |sender| async move {
-        let Some(feed) = feeds.into_iter().next() else {
-            return;
-        };
-        let mut tail = match feed.tail(Some(&principal.tenant), after).await {
-            Ok(tail) => tail,
-            Err(error) => {
-                tracing::warn!(partition, %error, "the live feed could not start");
-                return;
-            }
-        };
         while let Some(next) = tail.next().await {
             let envelope = match next {
                 Ok(envelope) => envelope,
@@ -312,31 +333,30 @@ fn live_partition(
             }
         }
     });
-    sse(stream, shutdown)
+    Ok(sse(stream, shutdown))
 }
 
 /// Every partition's events as they are committed, after `cursor`; each event's id is the
 /// cursor after it.
-fn live_merged(
+#[allow(clippy::result_large_err)]
+async fn live_merged(
     node: &Arc<Node>,
     principal: Principal,
     feeds: Vec<PartitionFeed>,
     mut cursor: BTreeMap<u32, u64>,
-) -> Response {
+) -> Result<Response, Refusal> {
+    let mut tails = Vec::with_capacity(feeds.len());
+    for feed in &feeds {
+        let partition = feed.partition();
+        let after = cursor.get(&partition).copied().unwrap_or(0);
+        let tail = feed
+            .tail(Some(&principal.tenant), after)
+            .await
+            .map_err(feed_refusal)?;
+        tails.push(tail.map(move |next| (partition, next)));
+    }
     let shutdown = node.shutdown.clone();
     let stream = async_stream(move |sender| async move {
-        let mut tails = Vec::with_capacity(feeds.len());
-        for feed in &feeds {
-            let partition = feed.partition();
-            let after = cursor.get(&partition).copied().unwrap_or(0);
-            match feed.tail(Some(&principal.tenant), after).await {
-                Ok(tail) => tails.push(tail.map(move |next| (partition, next))),
-                Err(error) => {
-                    tracing::warn!(partition, %error, "the live feed could not start");
-                    return;
-                }
-            }
-        }
         let mut merged = futures::stream::select_all(tails);
         while let Some((partition, next)) = merged.next().await {
             let envelope = match next {
@@ -363,7 +383,7 @@ fn live_merged(
             }
         }
     });
-    sse(stream, shutdown)
+    Ok(sse(stream, shutdown))
 }
 
 /// A stream fed by `produce` through a small channel (the producer stops when the client goes).
