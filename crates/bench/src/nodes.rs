@@ -251,6 +251,74 @@ pub(crate) struct Run {
     pub(crate) client_cpu: f64,
 }
 
+/// What `clients` concurrent loops of requests did in `seconds`.
+pub(crate) struct Load {
+    /// Latencies of the requests that succeeded, sorted.
+    pub(crate) latencies: Vec<Duration>,
+    /// Requests refused or failed.
+    pub(crate) refused: u64,
+    /// Seconds from the first request to the stop.
+    pub(crate) elapsed: f64,
+}
+
+/// Runs `clients` loops for `seconds` (a progress bar labelled `label`): client `c` sends its
+/// `n`th request with `send(c, n)`, which answers whether it succeeded.
+pub(crate) async fn run_clients<F, Fut>(
+    clients: usize,
+    seconds: u64,
+    label: &str,
+    send: F,
+) -> Result<Load>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let stop = stop.clone();
+            let send = send.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut refused = 0u64;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let sent = Instant::now();
+                    if send(client, n).await {
+                        latencies.push(sent.elapsed());
+                    } else {
+                        refused += 1;
+                    }
+                }
+                (latencies, refused)
+            })
+        })
+        .collect();
+    let bar = progress_bar(seconds, label);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut load = Load {
+        latencies: Vec::new(),
+        refused: 0,
+        elapsed,
+    };
+    for task in tasks {
+        let (latencies, refused) = task.await?;
+        load.latencies.extend(latencies);
+        load.refused += refused;
+    }
+    load.latencies.sort();
+    Ok(load)
+}
+
+/// RecordCheckIn with a fresh `Idempotency-Key` from one client per plan, spread over `nodes`.
 pub(crate) async fn drive(
     nodes: &[Node],
     token: &str,
@@ -262,50 +330,39 @@ pub(crate) async fn drive(
         .pool_max_idle_per_host(plans.len())
         .timeout(Duration::from_secs(30))
         .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let targets: Arc<Vec<(String, String)>> = Arc::new(
+        plans
+            .iter()
+            .enumerate()
+            .map(|(index, plan)| {
+                let url = nodes[index % nodes.len()].url(&format!("/v1/plans/{plan}/commands"));
+                (plan.clone(), url)
+            })
+            .collect(),
+    );
+    let token: Arc<str> = token.into();
     let node_pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
     let cpu_before: Vec<f64> = node_pids.iter().map(|p| cpu_seconds(*p)).collect();
     let nats_before: f64 = nats_pids.iter().map(|p| cpu_seconds(*p)).sum();
     let client_before = cpu_seconds(std::process::id());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (index, plan) in plans.iter().enumerate() {
-        let url = nodes[index % nodes.len()].url(&format!("/v1/plans/{plan}/commands"));
-        let http = http.clone();
-        let token = token.to_string();
-        let stop = stop.clone();
-        let plan = plan.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut refused = 0u64;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
+    let load = run_clients(
+        plans.len(),
+        seconds,
+        &format!("{} node(s)", nodes.len()),
+        move |client, n| {
+            let (http, targets, token) = (http.clone(), targets.clone(), token.clone());
+            async move {
+                let (plan, url) = &targets[client];
                 let key = format!("{plan}-{n}-{}", uuid::Uuid::now_v7().simple());
-                let sent = Instant::now();
-                match post(&http, &url, &token, &check_in(n), Some(&key)).await {
-                    Ok(200) => latencies.push(sent.elapsed()),
-                    _ => refused += 1,
-                }
+                matches!(
+                    post(&http, url, &token, &check_in(n), Some(&key)).await,
+                    Ok(200)
+                )
             }
-            (latencies, refused)
-        }));
-    }
-    let bar = progress_bar(seconds, &format!("{} node(s)", nodes.len()));
-    for _ in 0..seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
-    let mut refused = 0;
-    for task in tasks {
-        let (l, r) = task.await?;
-        latencies.extend(l);
-        refused += r;
-    }
+        },
+    )
+    .await?;
+    let elapsed = load.elapsed;
     let node_cpu = node_pids
         .iter()
         .zip(&cpu_before)
@@ -313,14 +370,13 @@ pub(crate) async fn drive(
         .collect();
     let nats_cpu = (nats_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - nats_before) / elapsed;
     let client_cpu = (cpu_seconds(std::process::id()) - client_before) / elapsed;
-    latencies.sort();
     Ok(Run {
         nodes: nodes.len(),
-        commands: latencies.len() as u64,
-        commands_per_second: latencies.len() as f64 / elapsed,
-        p50: quantile(&latencies, 0.5),
-        p99: quantile(&latencies, 0.99),
-        refused,
+        commands: load.latencies.len() as u64,
+        commands_per_second: load.latencies.len() as f64 / elapsed,
+        p50: quantile(&load.latencies, 0.5),
+        p99: quantile(&load.latencies, 0.99),
+        refused: load.refused,
         node_cpu,
         nats_cpu,
         client_cpu,

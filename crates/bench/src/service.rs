@@ -20,13 +20,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use planledger_app::{Authenticator, Role};
 
-use crate::nodes::{Node, cpu_seconds, drive, free_port, planledger_binary, quantile, seed};
+use crate::nodes::{
+    Node, cpu_seconds, drive, free_port, planledger_binary, quantile, run_clients, seed,
+};
 use crate::{ScratchDir, progress_bar};
 
 /// Flags of `bench service`.
@@ -181,56 +182,31 @@ async fn drive_get(node: &Node, path: &str, concurrency: usize, seconds: u64) ->
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let url: Arc<str> = node.url(path).into();
     let pid = node.child.id();
     let server_before = cpu_seconds(pid);
     let client_before = cpu_seconds(std::process::id());
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let http = http.clone();
-            let url = node.url(path);
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut refused = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    match http.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => latencies.push(sent.elapsed()),
-                        _ => refused += 1,
-                    }
-                }
-                (latencies, refused)
-            })
-        })
-        .collect();
-    let bar = progress_bar(seconds, path);
-    for _ in 0..seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
-    let mut refused = 0;
-    for task in tasks {
-        let (l, r) = task.await?;
-        latencies.extend(l);
-        refused += r;
-    }
-    latencies.sort();
-    let per_second = latencies.len() as f64 / elapsed;
+    let load = run_clients(concurrency, seconds, path, move |_, _| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(&*url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await?;
+    let elapsed = load.elapsed;
+    let per_second = load.latencies.len() as f64 / elapsed;
     let server = (cpu_seconds(pid) - server_before) / elapsed;
     Ok(Figures {
         what: path.to_string(),
         per_second,
-        p50: quantile(&latencies, 0.5),
-        p99: quantile(&latencies, 0.99),
+        p50: quantile(&load.latencies, 0.5),
+        p99: quantile(&load.latencies, 0.99),
         server_cpu_us: (per_second > 0.0).then(|| server * 1e6 / per_second),
         client_cpu: Some((cpu_seconds(std::process::id()) - client_before) / elapsed),
-        refused,
+        refused: load.refused,
         other_cpu: 0.0,
     })
 }

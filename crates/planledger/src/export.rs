@@ -144,12 +144,6 @@ enum Read {
     Done,
 }
 
-/// What a cluster export reads: partitions and where each starts and ends.
-struct ClusterRange {
-    /// (partition, first position, last position), in partition order.
-    parts: Vec<(u32, u64, u64)>,
-}
-
 /// Runs `export --nats`: reads each partition's stream in turn (one tenant's subjects with
 /// `--tenant`) and writes its events with their partition.
 async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
@@ -201,7 +195,8 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
         }
     };
     let mut feeds = Vec::with_capacity(partitions.len());
-    let mut range = ClusterRange { parts: Vec::new() };
+    // (partition, first position, last position) of each partition read, in partition order.
+    let mut parts: Vec<(u32, u64, u64)> = Vec::new();
     for p in partitions {
         let feed = PartitionFeed::open(&js, p).await.map_err(|e| match e {
             planledger_bus::BusError::PartitionStreamMissing { stream } => anyhow::anyhow!(
@@ -219,20 +214,19 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
                 "--from-position {first} is past --to-position {to}; give a range with from <= to"
             );
         }
-        range.parts.push((p, first, end));
+        parts.push((p, first, end));
         feeds.push(feed);
     }
-    let total: u64 = range
-        .parts
+    let total: u64 = parts
         .iter()
         .map(|(_, first, end)| (end + 1).saturating_sub(*first))
         .sum();
     let bar = progress_bar(total);
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Read>(8192);
     let tenant = args.tenant.clone();
-    let parts = range.parts.clone();
+    let read_parts = parts.clone();
     let reader = tokio::spawn(async move {
-        for (feed, (partition, first, end)) in feeds.into_iter().zip(parts) {
+        for (feed, (partition, first, end)) in feeds.into_iter().zip(read_parts) {
             let mut after = first - 1;
             while after < end {
                 let page = match feed.page(tenant.as_deref(), after, 4096).await {
@@ -279,11 +273,8 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
     let started = Instant::now();
     let target = args.to.clone();
     let bar_in = bar.clone();
-    let firsts: std::collections::BTreeMap<u32, u64> = range
-        .parts
-        .iter()
-        .map(|(p, first, _)| (*p, first - 1))
-        .collect();
+    let firsts: std::collections::BTreeMap<u32, u64> =
+        parts.iter().map(|(p, first, _)| (*p, first - 1)).collect();
     let written = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut cursor = planledger_app::Bookmark::default();
         // Positions read so far per partition (for the bar: with a tenant filter positions
@@ -346,7 +337,7 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
     bar.finish_and_clear();
     // Where the next export continues: every partition read through its end.
     let mut next = planledger_app::Bookmark::default();
-    for (partition, first, end) in &range.parts {
+    for (partition, first, end) in &parts {
         next.add(
             planledger_app::LogRef::Partition(*partition),
             (*end).max(first - 1),
@@ -366,8 +357,7 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
     let continuation = match args.partition {
         Some(p) => format!(
             "continue with --partition {p} --from-position {}",
-            range
-                .parts
+            parts
                 .first()
                 .map_or(1, |(_, first, end)| (*end).max(first - 1) + 1)
         ),
@@ -376,12 +366,11 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
     eprintln!(
         "exported {} events of {} partition(s) as {} to {target}: {} bytes in {seconds:.2} s ({:.0} events/s); read through {}; {continuation}",
         report.events,
-        range.parts.len(),
+        parts.len(),
         format.as_str(),
         report.bytes,
         report.events as f64 / seconds.max(1e-9),
-        range
-            .parts
+        parts
             .iter()
             .map(|(p, _, end)| format!("p{p}={end}"))
             .collect::<Vec<_>>()

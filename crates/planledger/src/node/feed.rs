@@ -126,7 +126,14 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 })?,
                 None => query.from_position.unwrap_or(1).saturating_sub(1),
             };
-            live_partition(node, principal, feeds, partition, after).await
+            live_feed(
+                node,
+                principal,
+                feeds,
+                BTreeMap::from([(partition, after)]),
+                LiveIds::Position,
+            )
+            .await
         }
         None => {
             if query.from_position.is_some() {
@@ -156,7 +163,7 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 None => BTreeMap::new(),
             };
             if live {
-                live_merged(node, principal, feeds, cursor).await
+                live_feed(node, principal, feeds, cursor, LiveIds::Cursor).await
             } else {
                 let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
                 merged_page(&principal, &feeds, cursor, limit).await
@@ -293,57 +300,25 @@ async fn merged_page(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One partition's events as they are committed, from position `after + 1`. The tail is
-/// opened before the answer, so a failure is a problem the client sees, not an empty stream.
-#[allow(clippy::result_large_err)]
-async fn live_partition(
-    node: &Arc<Node>,
-    principal: Principal,
-    feeds: Vec<PartitionFeed>,
-    partition: u32,
-    after: u64,
-) -> Result<Response, Refusal> {
-    let feed = feeds
-        .into_iter()
-        .next()
-        .ok_or_else(|| Refusal::new(500, "internal", "no feed was opened for the partition"))?;
-    let mut tail = feed
-        .tail(Some(&principal.tenant), after)
-        .await
-        .map_err(feed_refusal)?;
-    let shutdown = node.shutdown.clone();
-    let stream = async_stream(move |sender| async move {
-        while let Some(next) = tail.next().await {
-            let envelope = match next {
-                Ok(envelope) => envelope,
-                Err(error) => {
-                    tracing::warn!(partition, %error, "the live feed stopped");
-                    return;
-                }
-            };
-            let Ok(data) = event_json(partition, &envelope) else {
-                return;
-            };
-            let event = SseEvent::default()
-                .id(envelope.position.to_string())
-                .event(envelope.event_type.as_str())
-                .data(data);
-            if sender.send(event).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(sse(stream, shutdown))
+/// How a live feed names its events (the SSE `id` a reconnect sends back as `Last-Event-ID`).
+#[derive(Clone, Copy)]
+enum LiveIds {
+    /// One partition's feed: the event's position.
+    Position,
+    /// The tenant-wide feed: the cursor after the event.
+    Cursor,
 }
 
-/// Every partition's events as they are committed, after `cursor`; each event's id is the
-/// cursor after it.
+/// The events of `feeds` as they are committed, each partition after its position in `cursor`.
+/// The tails are opened before the answer, so a failure is a problem the client sees, not an
+/// empty stream; the answer's stream ends (and the client reconnects) at the first error.
 #[allow(clippy::result_large_err)]
-async fn live_merged(
+async fn live_feed(
     node: &Arc<Node>,
     principal: Principal,
     feeds: Vec<PartitionFeed>,
-    mut cursor: BTreeMap<u32, u64>,
+    cursor: BTreeMap<u32, u64>,
+    ids: LiveIds,
 ) -> Result<Response, Refusal> {
     let mut tails = Vec::with_capacity(feeds.len());
     for feed in &feeds {
@@ -355,61 +330,35 @@ async fn live_merged(
             .map_err(feed_refusal)?;
         tails.push(tail.map(move |next| (partition, next)));
     }
-    let shutdown = node.shutdown.clone();
-    let stream = async_stream(move |sender| async move {
-        let mut merged = futures::stream::select_all(tails);
-        while let Some((partition, next)) = merged.next().await {
-            let envelope = match next {
-                Ok(envelope) => envelope,
+    let events =
+        futures::stream::select_all(tails).scan(cursor, move |cursor, (partition, next)| {
+            let event = match next {
+                Ok(envelope) => {
+                    let position = envelope.position.get();
+                    let previous = cursor.insert(partition, position);
+                    assert!(
+                        previous.is_none_or(|p| p < position),
+                        "the feed cursor only moves forward in each partition"
+                    );
+                    event_json(partition, &envelope).ok().map(|data| {
+                        let id = match ids {
+                            LiveIds::Position => position.to_string(),
+                            LiveIds::Cursor => cursor_text(cursor),
+                        };
+                        SseEvent::default()
+                            .id(id)
+                            .event(envelope.event_type.as_str())
+                            .data(data)
+                    })
+                }
                 Err(error) => {
                     tracing::warn!(partition, %error, "the live feed stopped");
-                    return;
+                    None
                 }
             };
-            let previous = cursor.insert(partition, envelope.position.get());
-            assert!(
-                previous.is_none_or(|p| p < envelope.position.get()),
-                "the feed cursor only moves forward in each partition"
-            );
-            let Ok(data) = event_json(partition, &envelope) else {
-                return;
-            };
-            let event = SseEvent::default()
-                .id(cursor_text(&cursor))
-                .event(envelope.event_type.as_str())
-                .data(data);
-            if sender.send(event).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(sse(stream, shutdown))
-}
-
-/// A stream fed by `produce` through a small channel (the producer stops when the client goes).
-fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = SseEvent> + Send + 'static
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    let task = tokio::spawn(produce(sender));
-    let guard = AbortOnDrop(task);
-    futures::stream::unfold((receiver, guard), |(mut receiver, guard)| async move {
-        receiver
-            .recv()
-            .await
-            .map(|event| (event, (receiver, guard)))
-    })
-}
-
-/// Stops the producing task when the response stream is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+            std::future::ready(event)
+        });
+    Ok(sse(events, node.shutdown.clone()))
 }
 
 fn sse(
