@@ -5,10 +5,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use planledger_e2e::client::{Client, today_plus};
+use planledger_e2e::client::Client;
+
+use crate::witness::plan_with_goals;
 use planledger_e2e::server::{Planledger, binary};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Runs `planledger audit` with `args`: success and everything printed.
 pub(crate) fn audit(args: &[&str]) -> (bool, String) {
@@ -35,32 +37,6 @@ pub(crate) async fn get_text(server: &Planledger, token: &str, path: &str) -> (S
         .expect("request");
     let status = response.status();
     (status, response.text().await.expect("body"))
-}
-
-/// Takes `count` commands on plan `plan` (a plan, then goals).
-async fn take_commands(server: &Planledger, client: &Client, plan: &str, count: usize) {
-    let planner = server.token("acme", "ana", "planner");
-    client
-        .command(
-            server,
-            &planner,
-            plan,
-            json!({"type": "CreatePlan", "data": {"title": plan,
-                "starts_on": today_plus(-7), "ends_on": today_plus(60), "checkin_cadence_days": 7}}),
-        )
-        .await;
-    for n in 1..count {
-        client
-            .command(
-                server,
-                &planner,
-                plan,
-                json!({"type": "DefineGoal", "data": {
-                    "goal_id": format!("g{n}"), "title": format!("goal number {n}"), "due": today_plus(30),
-                    "kpi": {"unit": "u", "baseline": 0.0, "target": 10.0, "direction": "increase"}}}),
-            )
-            .await;
-    }
 }
 
 /// The stored bytes of every event of the log (`GET /v1/events`, each event's JSON exactly
@@ -112,7 +88,7 @@ async fn an_event_and_a_later_checkpoint_verify_offline_and_each_fault_has_its_o
     let client = Client::new();
     let auditor = server.token("acme", "audrey", "auditor");
     let dir = tempfile::tempdir().expect("dir");
-    take_commands(&server, &client, "p1", 6).await;
+    plan_with_goals(&server, &client, "p1", 5).await;
 
     let (status, keys) = client
         .get(&server.base_url, &auditor, "/v1/audit/keys")
@@ -164,7 +140,7 @@ async fn an_event_and_a_later_checkpoint_verify_offline_and_each_fault_has_its_o
     );
 
     // A changed byte in the event.
-    let tampered = event.replacen("goal number", "goal Number", 1);
+    let tampered = event.replacen("goal ", "Goal ", 1);
     assert_ne!(tampered, event, "the event holds a goal title");
     let (ok, printed) = verify_event(&write(dir.path(), "tampered.json", &tampered), &proof_file);
     assert!(!ok);
@@ -200,7 +176,7 @@ async fn an_event_and_a_later_checkpoint_verify_offline_and_each_fault_has_its_o
     assert!(printed.contains("does not verify with key"), "{printed}");
 
     // The log grows; the newer checkpoint extends the older one.
-    take_commands(&server, &client, "p2", 5).await;
+    plan_with_goals(&server, &client, "p2", 4).await;
     let (_, new) = get_text(&server, &auditor, "/v1/audit/checkpoint").await;
     let new_size = tree_size(&new);
     assert_eq!(new_size, 11);
@@ -275,7 +251,7 @@ async fn an_event_and_a_later_checkpoint_verify_offline_and_each_fault_has_its_o
 async fn proofs_outside_the_tree_are_problems_naming_the_parameter() {
     let server = Planledger::start(&[]);
     let client = Client::new();
-    take_commands(&server, &client, "p1", 3).await;
+    plan_with_goals(&server, &client, "p1", 2).await;
     let auditor = server.token("acme", "audrey", "auditor");
     for (query, field, says) in [
         (
