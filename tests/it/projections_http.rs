@@ -619,32 +619,56 @@ async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
 }
 
 #[tokio::test]
-async fn the_demo_plan_at_version_7_is_not_behind_schedule() {
-    // Version 7: goals defined three weeks after the plan's start, nothing planned yet and
-    // nothing earned. Earned schedule counts those flat days as earned: no slip.
+async fn the_demo_plan_expects_progress_on_the_days_of_its_check_ins() {
+    // Its goals are defined when the plan starts, three weeks ago: on each day a check-in
+    // describes, every goal is partway through its time, neither not started nor due.
     let server = Planledger::start_demo();
     let client = Client::new();
     let token = server.token("demo", "audit", "auditor");
     let base = &server.base_url;
-    let (status, trail) = client
-        .get(base, &token, "/v1/plans/launch-2027/events?limit=10")
+    // The seed's 15 events are all in the read model before it answers.
+    let (status, history) = client
+        .get(
+            base,
+            &token,
+            "/v1/plans/launch-2027/progress/history?min_position=15",
+        )
         .await;
-    assert_eq!(status, StatusCode::OK, "{trail}");
-    let seventh = &trail["events"][6];
-    assert_eq!(seventh["version"], 7, "{trail}");
-    let at = seventh["recorded_at"].as_str().expect("recorded_at");
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let goals = history["goals"].as_array().expect("goals");
+    assert_eq!(goals.len(), 2, "{history}");
+    for goal in goals {
+        let check_in_days: Vec<&Value> = goal["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .filter(|p| p["check_ins"].as_array().is_some_and(|c| !c.is_empty()))
+            .collect();
+        assert!(!check_in_days.is_empty(), "no check-in day: {goal}");
+        for point in check_in_days {
+            let expected = point["expected_progress"]
+                .as_f64()
+                .expect("expected_progress");
+            assert!(
+                expected > 0.0 && expected < 1.0,
+                "{} expects {expected} on {}: {goal}",
+                goal["goal_id"],
+                point["date"]
+            );
+        }
+    }
     let (status, progress) = client
         .get(
             base,
             &token,
-            &format!("/v1/plans/launch-2027/progress?as_of={at}"),
+            "/v1/plans/launch-2027/progress?min_position=15",
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{progress}");
-    assert_eq!(progress["actual_time_days"], 21, "{progress}");
-    assert_eq!(progress["ev"], 0.0);
-    assert_eq!(progress["pv"], 0.0);
-    assert_eq!(progress["schedule_slip_days"], 0.0, "{progress}");
-    assert_eq!(progress["spi_t"], 1.0);
-    assert_eq!(progress["spi"], Value::Null);
+    for goal in progress["goals"].as_array().expect("goals") {
+        let expected = goal["expected_progress"]
+            .as_f64()
+            .expect("expected_progress");
+        assert!(expected > 0.0 && expected < 1.0, "{goal}");
+    }
 }

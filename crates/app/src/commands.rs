@@ -129,9 +129,21 @@ impl CommandService {
         principal: &Principal,
         request: CommandRequest,
     ) -> Result<CommandResult, AppError> {
+        self.execute_decided_at(principal, request, None).await
+    }
+
+    /// Runs one command as decided at `decided_at` (now when `None`): the time its events carry
+    /// as their decision time (`at`), while the log still records them at the time of the
+    /// append. Seeding a plan's past (the demo's plan) uses it; the doors never do.
+    pub async fn execute_decided_at(
+        &self,
+        principal: &Principal,
+        request: CommandRequest,
+        decided_at: Option<jiff::Timestamp>,
+    ) -> Result<CommandResult, AppError> {
         let started = std::time::Instant::now();
         let name = request.command.name();
-        let result = self.run(principal, request).await;
+        let result = self.run(principal, request, decided_at).await;
         let outcome = match &result {
             Ok(r) if r.deduplicated() => "deduplicated",
             Ok(_) => "accepted",
@@ -153,6 +165,7 @@ impl CommandService {
         &self,
         principal: &Principal,
         mut request: CommandRequest,
+        decided_at: Option<jiff::Timestamp>,
     ) -> Result<CommandResult, AppError> {
         principal.require(Permission::for_command(&request.command))?;
         // The plan id is the path's; a body that names another plan is a mistake worth reporting.
@@ -222,7 +235,9 @@ impl CommandService {
                 });
             }
             let now = jiff::Timestamp::now();
-            let events = decide(&loaded.plan, &request.command, now)?;
+            let decided = decided_at.unwrap_or(now);
+            assert!(decided <= now, "a command is never decided in the future");
+            let events = decide(&loaded.plan, &request.command, decided)?;
             let new_events = events
                 .iter()
                 .map(|event| {

@@ -12,8 +12,12 @@ pub const DEMO_TENANT: &str = "demo";
 /// Id of the demo plan.
 pub const DEMO_PLAN: &str = "launch-2027";
 
-/// The demo plan's commands, relative to `today`: a plan that started three weeks ago.
-pub fn demo_commands(today: jiff::civil::Date) -> Vec<serde_json::Value> {
+/// The demo plan's commands, each with the day it was decided (days from `today`): a plan that
+/// started three weeks ago with its goals, steps and owners, checked in on since. Each command
+/// is decided on the day its story tells (a check-in on the day it describes, but one told two
+/// days late), so its goals' clocks start with the plan and the seeded plan shows the expected
+/// progress of its dates.
+pub fn demo_commands(today: jiff::civil::Date) -> Vec<(i64, serde_json::Value)> {
     let day = |offset: i64| {
         today
             .checked_add(jiff::Span::new().days(offset))
@@ -21,38 +25,84 @@ pub fn demo_commands(today: jiff::civil::Date) -> Vec<serde_json::Value> {
             .to_string()
     };
     vec![
-        json!({"type": "CreatePlan", "data": {
+        (
+            -21,
+            json!({"type": "CreatePlan", "data": {
             "title": "Launch the self-serve plan", "outcome": "Small teams sign up without sales",
             "starts_on": day(-21), "ends_on": day(70), "checkin_cadence_days": 7, "checkin_grace_days": 2}}),
-        json!({"type": "DefineGoal", "data": {
+        ),
+        (
+            -21,
+            json!({"type": "DefineGoal", "data": {
             "goal_id": "signups", "title": "Reach 500 weekly self-serve signups",
             "kpi": {"unit": "signups/week", "baseline": 40.0, "target": 500.0, "direction": "increase"},
             "due": day(60), "weight": 2.0}}),
-        json!({"type": "DefineGoal", "data": {
+        ),
+        (
+            -21,
+            json!({"type": "DefineGoal", "data": {
             "goal_id": "checkout", "title": "Ship the new checkout", "due": day(30)}}),
-        json!({"type": "AddStep", "data": {
+        ),
+        (
+            -21,
+            json!({"type": "AddStep", "data": {
             "step_id": "pricing-page", "goal_id": "checkout", "title": "Publish the pricing page", "due": day(-3)}}),
-        json!({"type": "AddStep", "data": {
+        ),
+        (
+            -21,
+            json!({"type": "AddStep", "data": {
             "step_id": "card-payments", "goal_id": "checkout", "title": "Accept card payments", "due": day(14)}}),
-        json!({"type": "AssignRole", "data": {"person": "ana", "role": "accountable", "goal_id": "signups"}}),
-        json!({"type": "AssignRole", "data": {"person": "ben", "role": "responsible", "goal_id": "checkout"}}),
-        json!({"type": "AssignRole", "data": {"person": "ana", "role": "accountable", "goal_id": "checkout"}}),
-        json!({"type": "SetBaseline", "data": {"label": "kickoff"}}),
-        json!({"type": "CompleteStep", "data": {"step_id": "pricing-page"}}),
-        json!({"type": "RecordCheckIn", "data": {
+        ),
+        (
+            -21,
+            json!({"type": "AssignRole", "data": {"person": "ana", "role": "accountable", "goal_id": "signups"}}),
+        ),
+        (
+            -21,
+            json!({"type": "AssignRole", "data": {"person": "ben", "role": "responsible", "goal_id": "checkout"}}),
+        ),
+        (
+            -21,
+            json!({"type": "AssignRole", "data": {"person": "ana", "role": "accountable", "goal_id": "checkout"}}),
+        ),
+        (
+            -21,
+            json!({"type": "SetBaseline", "data": {"label": "kickoff"}}),
+        ),
+        (
+            -14,
+            json!({"type": "RecordCheckIn", "data": {
             "goal_id": "signups", "value": 70.0, "confidence": 0.75, "status": "on_track",
             "effective_on": day(-14)}}),
-        json!({"type": "RecordCheckIn", "data": {
+        ),
+        (
+            -7,
+            json!({"type": "RecordCheckIn", "data": {
             "goal_id": "checkout", "confidence": 0.8, "status": "on_track", "effective_on": day(-7)}}),
-        json!({"type": "RecordCheckIn", "data": {
+        ),
+        // Told two days late: it restates the figures of the days before it was told.
+        (
+            -5,
+            json!({"type": "RecordCheckIn", "data": {
             "goal_id": "signups", "value": 85.0, "confidence": 0.65, "status": "at_risk",
             "effective_on": day(-7)}}),
-        json!({"type": "RecordCheckIn", "data": {
+        ),
+        (
+            -3,
+            json!({"type": "CompleteStep", "data": {"step_id": "pricing-page"}}),
+        ),
+        (
+            0,
+            json!({"type": "RecordCheckIn", "data": {
             "goal_id": "signups", "value": 95.0, "confidence": 0.6, "status": "at_risk",
             "note": "Paid ads paused", "blockers": ["ad budget not approved"]}}),
-        json!({"type": "AdjustGoal", "data": {
+        ),
+        (
+            0,
+            json!({"type": "AdjustGoal", "data": {
             "goal_id": "signups", "target": 350.0,
             "reason": "Ad budget cut for the quarter: 350 is what organic sign-ups can reach"}}),
+        ),
     ]
 }
 
@@ -77,12 +127,23 @@ pub async fn seed(app: &App) -> Result<()> {
     if exists {
         return Ok(());
     }
-    let today = planledger_domain::calendar::utc_date(jiff::Timestamp::now());
-    for (n, body) in demo_commands(today).into_iter().enumerate() {
+    let now = jiff::Timestamp::now();
+    let today = planledger_domain::calendar::utc_date(now);
+    let mut last_decided = None;
+    for (n, (offset, body)) in demo_commands(today).into_iter().enumerate() {
         let command: Command =
             serde_json::from_value(body).context("demo command is valid JSON")?;
+        // The same time of day, `offset` days before: on the UTC day the story tells.
+        let decided = now
+            .checked_sub(jiff::SignedDuration::from_hours(-24 * offset))
+            .context("the demo's decision days are in range")?;
+        assert!(
+            last_decided.is_none_or(|last| last <= decided),
+            "the demo's commands are listed in the order they were decided"
+        );
+        last_decided = Some(decided);
         app.commands
-            .execute(
+            .execute_decided_at(
                 &principal,
                 CommandRequest {
                     plan_id: plan_id.clone(),
@@ -93,6 +154,7 @@ pub async fn seed(app: &App) -> Result<()> {
                     causation_id: None,
                     traceparent: None,
                 },
+                Some(decided),
             )
             .await
             .with_context(|| format!("seeding demo command {n}"))?;

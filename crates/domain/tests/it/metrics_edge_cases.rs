@@ -602,8 +602,7 @@ fn metrics_of_a_plan_that_does_not_exist_are_empty() {
 
 // Earned schedule at the edges (docs/metrics.md, "Earned schedule").
 
-/// A plan over 2026 whose two goals are defined three weeks after its start (the demo plan's
-/// shape at its version 7): `checkout` (4 steps, due 02-21, 30 days) and `signups` (KPI 0 -> 10,
+/// A plan over 2026 whose two goals are defined three weeks after its start: `checkout` (4 steps, due 02-21, 30 days) and `signups` (KPI 0 -> 10,
 /// weight 2, due 03-23, 60 days).
 fn late_goals() -> Scenario {
     Scenario::year_2026()
