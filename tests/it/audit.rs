@@ -306,6 +306,36 @@ async fn chain_verification_over_http_is_for_auditors_and_may_be_bounded() {
 }
 
 #[tokio::test]
+async fn a_single_node_refuses_a_partition_on_every_audit_route() {
+    // `?partition=` picks one partition's log on a cluster node; a single node has one log, so
+    // the parameter is a mistake there, refused like any unknown one rather than ignored.
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    two_author_plan(&server, &client, "p1").await;
+    let auditor = server.token("acme", "audrey", "auditor");
+    for path in [
+        "/v1/audit/verify",
+        "/v1/audit/digest",
+        "/v1/audit/keys",
+        "/v1/audit/checkpoint",
+        "/v1/audit/proof/inclusion?position=1",
+        "/v1/audit/proof/consistency?from=1",
+    ] {
+        let (status, _) = client.get(&server.base_url, &auditor, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let with_partition = format!("{path}{separator}partition=0");
+        let (status, body) = client
+            .get(&server.base_url, &auditor, &with_partition)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{with_partition}: {body}");
+        assert_eq!(body["code"], "invalid_query", "{with_partition}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("partition"), "{with_partition}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn a_digest_taken_over_http_verifies_later_and_each_fault_fails_with_its_own_message() {
     let mut server = Planledger::start(&[]);
     let client = Client::new();

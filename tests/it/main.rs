@@ -44,5 +44,6 @@ mod relay_python_consumer;
 mod relay_reset;
 mod relay_stream_faults;
 mod relay_support;
+mod schemathesis;
 mod serve_nats;
 mod witness;

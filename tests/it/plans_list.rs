@@ -68,6 +68,29 @@ async fn plans_list_pages_through_the_callers_tenant_only() {
 }
 
 #[tokio::test]
+async fn plans_list_refuses_a_page_size_outside_1_to_500() {
+    let server = Planledger::start(&[]);
+    let client = Client::new();
+    let viewer = server.token("acme", "vic", "viewer");
+    let base = &server.base_url;
+    for limit in [1, 500] {
+        let (status, page) = client
+            .get(base, &viewer, &format!("/v1/plans?limit={limit}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "limit {limit}: {page}");
+    }
+    for limit in [0, 501] {
+        let (status, bad) = client
+            .get(base, &viewer, &format!("/v1/plans?limit={limit}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "limit {limit}: {bad}");
+        assert_eq!(bad["errors"][0]["field"], "limit", "{bad}");
+        let detail = bad["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("1 to 500"), "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn progress_history_marks_the_check_in_and_the_target_change() {
     let server = Planledger::start(&[]);
     let client = Client::new();

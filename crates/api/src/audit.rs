@@ -2,6 +2,7 @@
 //! `GET /v1/audit/checkpoint` and proofs (`/v1/audit/proof/inclusion`, `/consistency`)
 //! (auditor, admin).
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,17 @@ use crate::{Problem, SharedState};
 pub struct VerifyQuery {
     /// Verify from position 1 to this one (default: the last durable position).
     pub to_position: Option<u64>,
+}
+
+/// The query of an audit route that takes no parameters. It is refused like any other unknown
+/// parameter: `?partition=` is a cluster node's, and a single node has one log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// Refuses any query parameter on a route that takes none.
+fn no_query(query: Result<Query<NoQuery>, QueryRejection>) -> Result<(), Problem> {
+    query.map(|_| ()).map_err(query_rejection)
 }
 
 /// Runs blocking log work off the async runtime.
@@ -54,7 +66,7 @@ pub(crate) async fn events_with_proofs<P: Send + 'static>(
 pub async fn get_verify(
     State(state): State<SharedState>,
     Caller(principal): Caller,
-    query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Result<axum::Json<ChainReport>, Problem> {
     let Query(query) = query.map_err(query_rejection)?;
     if query.to_position == Some(0) {
@@ -74,7 +86,9 @@ pub async fn get_verify(
 pub async fn get_digest(
     State(state): State<SharedState>,
     Caller(principal): Caller,
+    query: Result<Query<NoQuery>, QueryRejection>,
 ) -> Result<axum::Json<SignedDigest>, Problem> {
+    no_query(query)?;
     let audit = state.app.audit.clone();
     Ok(axum::Json(
         blocking(move || audit.digest(&principal)).await?,
@@ -92,7 +106,9 @@ pub struct KeysResponse {
 pub async fn get_keys(
     State(state): State<SharedState>,
     Caller(principal): Caller,
+    query: Result<Query<NoQuery>, QueryRejection>,
 ) -> Result<axum::Json<KeysResponse>, Problem> {
+    no_query(query)?;
     let keys = state.app.audit.keys(&principal)?;
     Ok(axum::Json(KeysResponse { keys }))
 }
@@ -101,7 +117,9 @@ pub async fn get_keys(
 pub async fn get_checkpoint(
     State(state): State<SharedState>,
     Caller(principal): Caller,
+    query: Result<Query<NoQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    no_query(query)?;
     let audit = state.app.audit.clone();
     let note = blocking(move || audit.checkpoint(&principal)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
@@ -121,7 +139,7 @@ pub struct InclusionQuery {
 pub async fn get_inclusion_proof(
     State(state): State<SharedState>,
     Caller(principal): Caller,
-    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<axum::Json<InclusionProofBody>, Problem> {
     let Query(query) = query.map_err(query_rejection)?;
     let Some(position) = query.position else {
@@ -150,7 +168,7 @@ pub struct ConsistencyQuery {
 pub async fn get_consistency_proof(
     State(state): State<SharedState>,
     Caller(principal): Caller,
-    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<axum::Json<ConsistencyProofBody>, Problem> {
     let Query(query) = query.map_err(query_rejection)?;
     let Some(from) = query.from else {

@@ -548,7 +548,14 @@ impl ReadModels {
         min_position: ReadAfter,
     ) -> Result<ReadModelResponse<PlanList>, AppError> {
         principal.require(Permission::Read)?;
-        let limit = limit.clamp(1, MAX_PLANS_PAGE);
+        if !(1..=MAX_PLANS_PAGE).contains(&limit) {
+            return Err(AppError::Invalid {
+                field: "limit".into(),
+                message: format!(
+                    "limit {limit} is not a page size: use 1 to {MAX_PLANS_PAGE} and page on with ?after="
+                ),
+            });
+        }
         let handle = self.handle("progress")?;
         self.reach("progress", &min_position).await?;
         let db = handle.db().clone();
