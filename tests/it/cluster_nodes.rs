@@ -463,10 +463,26 @@ async fn every_node_takes_commands_for_every_partition() {
         assert_eq!(answer.status().as_u16(), status, "/v1/events{query}");
     }
 
-    // Read models are not served by writer nodes (`projector --cluster` serves them): a clear
-    // 501, never a partial figure.
+    // Read models are passed to their projectors (`projector --cluster`, tests/it/
+    // cluster_dashboard.rs); with none running, a clear 503 naming the one to start, never a
+    // partial figure. A projector's operations are its own: 501.
     let answer = client
         .get(cluster.nodes[1].url("/v1/plans"))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status().as_u16(), 503);
+    let problem: Value = answer.json().await.expect("problem");
+    assert_eq!(problem["code"], "read_model_unavailable", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("planledger projector --cluster --name progress")),
+        "{problem}"
+    );
+    let answer = client
+        .get(cluster.nodes[1].url("/v1/projections"))
         .bearer_auth(&cluster.token)
         .send()
         .await

@@ -16,7 +16,7 @@ use planledger_e2e::server::Planledger;
 use planledger_e2e::workspace_root;
 
 /// The system Chromium: `$PLANLEDGER_CHROMIUM`, else the Debian package's binary.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PLANLEDGER_CHROMIUM") {
         return Some(PathBuf::from(path));
     }
@@ -34,16 +34,7 @@ fn dashboard_signs_in_follows_live_changes_travels_in_time_and_filters_the_trail
         );
         return;
     };
-    let python = workspace_root().join(".tools/bin/python");
-    let has_playwright = Command::new(&python)
-        .args(["-c", "import playwright"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_playwright,
-        "{} cannot import playwright: run `just setup`",
-        python.display()
-    );
+    let python = python_with_playwright();
 
     let server = Planledger::start_demo();
     let printed = server.output();
@@ -88,4 +79,19 @@ fn dashboard_signs_in_follows_live_changes_travels_in_time_and_filters_the_trail
         output.status,
         server.log()
     );
+}
+
+/// The tools' Python, which must have Playwright when a Chromium is there to drive.
+pub(crate) fn python_with_playwright() -> PathBuf {
+    let python = workspace_root().join(".tools/bin/python");
+    let has_playwright = Command::new(&python)
+        .args(["-c", "import playwright"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_playwright,
+        "{} cannot import playwright: run `just setup`",
+        python.display()
+    );
+    python
 }

@@ -14,6 +14,7 @@ mod backup;
 mod bench_smoke;
 mod checkpoints;
 mod cluster_commit;
+mod cluster_dashboard;
 mod cluster_feed;
 mod cluster_loopback;
 mod cluster_nodes;

@@ -42,7 +42,7 @@ pub use planledger_app::{RateLimit, RateLimiter};
 pub use plans::query_rejection;
 pub use problem::{FieldError, Problem};
 pub use read_models::{ReadModelState, projector_router};
-pub use ui::UI_ASSETS;
+pub use ui::{UI_ASSETS, UiConfig, routes as ui_routes};
 
 /// Settings of the HTTP door.
 #[derive(Clone, Debug)]
@@ -130,9 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route("/ui", get(ui::ui_redirect))
-        .route("/ui/", get(ui::ui_index))
-        .route("/ui/{file}", get(ui::ui_file))
+        .merge(ui::routes(ui::UiConfig::Single))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

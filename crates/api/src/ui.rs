@@ -4,9 +4,12 @@
 //! from a read model or the log. Its Content-Security-Policy allows only this origin, so the page
 //! cannot load or send anything elsewhere.
 
+use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Serialize;
 
 use crate::Problem;
 
@@ -43,6 +46,36 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
+/// What the page needs to know of the deployment that serves it (`GET /ui/config.json`): which
+/// form of `GET /v1/events` to follow, and which position read-your-writes waits for.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum UiConfig {
+    /// One log: positions, `?min_position=`.
+    Single,
+    /// A cluster's writer node: the tenant-wide feed with its vector cursor, `?bookmark=`.
+    Cluster {
+        /// The cluster's partition count.
+        partitions: u32,
+    },
+}
+
+/// The dashboard's routes: `/ui`, `/ui/`, `/ui/{file}` and `/ui/config.json`.
+pub fn routes<S: Clone + Send + Sync + 'static>(config: UiConfig) -> Router<S> {
+    let config = serde_json::to_string(&config).expect("the dashboard's settings serialize");
+    Router::new()
+        .route("/ui", get(ui_redirect))
+        .route("/ui/", get(ui_index))
+        .route(
+            "/ui/config.json",
+            get(move || {
+                let body = config.clone();
+                async move { with_headers(body.into_response(), "application/json") }
+            }),
+        )
+        .route("/ui/{file}", get(ui_file))
+}
+
 fn asset(name: &str) -> Response {
     let Some(&(_, content_type, body)) = UI_ASSETS.iter().find(|(n, _, _)| *n == name) else {
         return Problem::new(
@@ -52,7 +85,11 @@ fn asset(name: &str) -> Response {
         )
         .into_response();
     };
-    let mut response = body.into_response();
+    with_headers(body.into_response(), content_type)
+}
+
+/// A dashboard file's headers: its type, revalidation, and the page's security policy.
+fn with_headers(mut response: Response, content_type: &'static str) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Small files that change with the binary: revalidate instead of caching stale copies.
@@ -73,16 +110,16 @@ fn asset(name: &str) -> Response {
 }
 
 /// `GET /ui`: to `/ui/`, so the page's relative asset paths resolve under it.
-pub async fn ui_redirect() -> Redirect {
+async fn ui_redirect() -> Redirect {
     Redirect::permanent("/ui/")
 }
 
 /// `GET /ui/`: the page.
-pub async fn ui_index() -> Response {
+async fn ui_index() -> Response {
     asset("index.html")
 }
 
 /// `GET /ui/{file}`: one of its files.
-pub async fn ui_file(Path(name): Path<String>) -> Response {
+async fn ui_file(Path(name): Path<String>) -> Response {
     asset(&name)
 }

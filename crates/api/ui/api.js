@@ -123,25 +123,62 @@ export async function auditTrail(planId, filters, fetched) {
   });
 }
 
-/** The last position of the log (the tenant's view of it). */
-export async function lastPosition() {
-  const page = await get("/v1/events", { from_position: Number.MAX_SAFE_INTEGER, limit: 1 });
-  return page.last_position;
+let settings = null;
+
+/**
+ * What the process serving the page says of its deployment (`/ui/config.json`, no token):
+ * `{mode: "single"}`, or `{mode: "cluster", partitions}` on a cluster's writer node.
+ */
+export function deployment() {
+  if (!settings) {
+    settings = fetch("/ui/config.json", { headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : { mode: "single" }))
+      .catch(() => ({ mode: "single" }));
+  }
+  return settings;
 }
 
 /**
- * Tails the log from `from` with server-sent events read through fetch (EventSource cannot send
- * the Authorization header). Calls onEvent(envelope) per event and onError(ApiError) when the
- * stream fails; reconnects after a dropped connection from the last position seen. Returns a
- * function that stops it.
+ * Where the live feed starts and how it resumes.
+ *
+ * One log: 20 positions before its end, so the recent activity is shown too (`isNew` tells the
+ * events recorded after the page asked). A cluster: the tenant-wide feed from the end of every
+ * partition (its `last_cursor`), resumed with the cursor each event carries as its id; there is
+ * no "recent" across partitions, so only what is recorded from then on is shown.
  */
-export function tail(from, onEvent, onError, onOpen) {
+export async function feedStart() {
+  if ((await deployment()).mode === "cluster") {
+    const page = await get("/v1/events", { limit: 1 });
+    return {
+      cluster: true,
+      resume: { cursor: page.last_cursor },
+      after: (envelope, id) => ({ cursor: id }),
+      isNew: () => true,
+    };
+  }
+  const page = await get("/v1/events", { from_position: Number.MAX_SAFE_INTEGER, limit: 1 });
+  const last = page.last_position;
+  return {
+    cluster: false,
+    resume: { from_position: Math.max(1, last - 19) },
+    after: (envelope) => ({ from_position: envelope.position + 1 }),
+    isNew: (envelope) => envelope.position > last,
+  };
+}
+
+/**
+ * Tails the log from `start` (see feedStart) with server-sent events read through fetch
+ * (EventSource cannot send the Authorization header). Calls onEvent(envelope, id) per event and
+ * onError(ApiError) when the stream fails; reconnects after a dropped connection after the last
+ * event seen. Returns a function that stops it.
+ */
+export function tail(start, onEvent, onError, onOpen) {
   const stop = new AbortController();
-  let next = from;
+  let next = start.resume;
   async function run() {
     while (!stop.signal.aborted) {
       try {
-        const response = await fetch("/v1/events" + query({ from_position: next }), {
+        const response = await fetch("/v1/events" + query(next), {
           headers: headers({ Accept: "text/event-stream" }),
           signal: stop.signal,
         });
@@ -158,17 +195,19 @@ export function tail(from, onEvent, onError, onOpen) {
           buffer += value;
           let end;
           while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const frame = buffer.slice(0, end);
+            const frame = buffer.slice(0, end).split("\n");
             buffer = buffer.slice(end + 2);
-            const data = frame
-              .split("\n")
-              .filter((line) => line.startsWith("data:"))
-              .map((line) => line.slice(5).replace(/^ /, ""))
-              .join("\n");
+            const field = (name) =>
+              frame
+                .filter((line) => line.startsWith(name + ":"))
+                .map((line) => line.slice(name.length + 1).replace(/^ /, ""))
+                .join("\n");
+            const data = field("data");
             if (!data) continue;
             const envelope = JSON.parse(data);
-            next = envelope.position + 1;
-            onEvent(envelope);
+            const id = field("id");
+            next = start.after(envelope, id);
+            onEvent(envelope, id);
           }
         }
       } catch (e) {

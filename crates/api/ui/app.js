@@ -59,6 +59,8 @@ function signedOut(error) {
 // Routing and sign-in
 
 let leavePage = () => {};
+/** Served by a cluster's writer node (`/ui/config.json`): positions are per partition. */
+let cluster = false;
 
 function route() {
   leavePage();
@@ -101,7 +103,8 @@ ${refused ? problem(refused) : ""}
 // Plans list
 
 async function plansList() {
-  main.innerHTML = `<h1>Plans</h1><div id="plans"><p class="loading">Loading plans…</p></div>`;
+  const scope = cluster ? `<p class="note">Every partition's plans, from the cluster's progress read model.</p>` : "";
+  main.innerHTML = `<h1>Plans</h1>${scope}<div id="plans"><p class="loading">Loading plans…</p></div>`;
   const box = document.getElementById("plans");
   const rows = [];
   let after = null;
@@ -140,7 +143,8 @@ function planPage(planId) {
     planId,
     path: `/v1/plans/${encodeURIComponent(planId)}`,
     asOf: null, // null: live
-    minPosition: null,
+    minPosition: null, // single node: the position of the last event of this plan seen live
+    bookmark: null, // cluster: the feed's cursor after the last event of this plan seen live
     tab: "goals",
     trail: null, // every event, when the caller may read them
     trailError: null,
@@ -167,6 +171,7 @@ ${TABS.map(([id], i) => `<section role="tabpanel" id="panel-${id}" aria-labelled
   setupSlider(page);
   startFeed(page);
   leavePage = () => {
+    page.left = true;
     if (page.stopFeed) page.stopFeed();
     clearTimeout(page.refreshTimer);
   };
@@ -270,7 +275,8 @@ function setupSlider(page) {
 }
 
 function readParams(page, extra = {}) {
-  return { as_of: page.asOf, min_position: page.asOf ? null : page.minPosition, ...extra };
+  const live = page.asOf === null;
+  return { as_of: page.asOf, min_position: live ? page.minPosition : null, bookmark: live ? page.bookmark : null, ...extra };
 }
 
 /** Loads and renders the plan head, the time readout and the open tab. */
@@ -286,7 +292,7 @@ async function render(page) {
     const s = body.state;
     head.innerHTML = `<h1>${esc(s.title)}</h1><p class="sub">${esc(page.planId)}${s.outcome ? " · " + esc(s.outcome) : ""} · ${esc(s.starts_on)} → ${esc(s.ends_on)} · check-ins every ${s.checkin_cadence_days} d${s.archived_at ? " · archived" : ""}</p>`;
     out.innerHTML = page.asOf
-      ? `as of <time>${esc(when(page.asOf))}</time> · <span id="as-of-version">version ${body.version}</span> · position ${body.as_of_position ?? "—"}`
+      ? `as of <time>${esc(when(page.asOf))}</time> · <span id="as-of-version">version ${body.version}</span> · position ${body.as_of_position ?? "—"}${cluster ? " of its partition" : ""}`
       : `live · <span id="as-of-version">version ${body.version}</span>`;
   } catch (error) {
     if (seq !== page.seq || signedOut(error)) return;
@@ -564,7 +570,7 @@ function bindAudit(page) {
     }, events);
     document.getElementById("audit-count").textContent = `${shown.length} of ${events.length} events`;
     document.getElementById("audit-rows").innerHTML = table(
-      ["Version", "Position", "Recorded", "Actor", "Type", "Hash"],
+      ["Version", cluster ? "Position (of its partition)" : "Position", "Recorded", "Actor", "Type", "Hash"],
       shown.map((e) => `<tr><td class="n">${e.version}</td><td class="n">${e.position}</td><td>${esc(when(e.recorded_at))}</td><td class="actor">${esc(e.actor)}</td><td>${esc(e.type)}</td><td><code class="hash" title="previous ${esc(e.prev_hash)}">${esc(e.hash)}</code></td></tr>`),
       "audit",
     );
@@ -580,46 +586,53 @@ function bindAudit(page) {
 async function startFeed(page) {
   const feed = document.getElementById("feed");
   const note = document.getElementById("feed-state");
-  let from;
+  let start;
   try {
-    page.feedStart = await api.lastPosition();
-    from = Math.max(1, page.feedStart - 19);
+    start = await api.feedStart();
   } catch (error) {
     if (signedOut(error)) return;
     note.innerHTML = problem(error);
     return;
   }
+  if (page.left) return;
   const stream = `${api.claims()?.tenant}/${page.planId}`;
   page.stopFeed = api.tail(
-    from,
-    (e) => {
+    start,
+    (e, id) => {
       const item = document.createElement("li");
       item.className = e.stream === stream ? "this-plan" : "";
-      item.innerHTML = `<span class="feed-type">${esc(e.type)}</span> <span class="sub">${esc(e.stream.split("/").slice(1).join("/"))} · v${e.version} · ${esc(e.actor)} · ${esc(when(e.recorded_at).slice(11))}</span>`;
+      const partition = e.partition === undefined ? "" : ` · partition ${e.partition}`;
+      item.innerHTML = `<span class="feed-type">${esc(e.type)}</span> <span class="sub">${esc(e.stream.split("/").slice(1).join("/"))} · v${e.version}${partition} · ${esc(e.actor)} · ${esc(when(e.recorded_at).slice(11))}</span>`;
       feed.prepend(item);
       while (feed.children.length > 50) feed.lastChild.remove();
       // The recent events replayed at the start are already on the page.
-      if (e.stream === stream && e.position > page.feedStart) planChanged(page, e);
+      if (e.stream === stream && start.isNew(e)) planChanged(page, e, start.cluster ? id : null);
     },
     (error) => {
       if (signedOut(error)) return;
       note.innerHTML = problem(error);
     },
     () => {
-      note.textContent = "Connected: new events appear here as they are recorded.";
+      note.textContent = start.cluster
+        ? "Connected: new events of every partition appear here as they are recorded."
+        : "Connected: new events appear here as they are recorded.";
     },
   );
 }
 
-/** A new event of this plan: extend the trail, and re-render when showing the live state. */
-function planChanged(page, envelope) {
+/**
+ * A new event of this plan: extend the trail, and re-render when showing the live state, read
+ * after the event (a single node's position, or a cluster feed's cursor as the bookmark).
+ */
+function planChanged(page, envelope, cursor) {
   if (page.trail && !page.trail.some((e) => e.version === envelope.version)) {
     page.trail.push(envelope);
     page.trail.sort((a, b) => a.version - b.version);
   }
   configureSlider(page);
   if (page.asOf !== null) return;
-  page.minPosition = Math.max(page.minPosition || 0, envelope.position);
+  if (cursor) page.bookmark = cursor;
+  else page.minPosition = Math.max(page.minPosition || 0, envelope.position);
   clearTimeout(page.refreshTimer);
   page.refreshTimer = setTimeout(() => render(page), 150);
 }
@@ -641,7 +654,10 @@ function boot() {
     route();
   });
   window.addEventListener("hashchange", route);
-  route();
+  api.deployment().then((d) => {
+    cluster = d.mode === "cluster";
+    route();
+  });
 }
 
 boot();

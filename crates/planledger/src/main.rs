@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod demo;
 mod export;
+mod forwarded;
 mod identity;
 mod node;
 mod projector;

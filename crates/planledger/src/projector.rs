@@ -164,10 +164,12 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
 
     // Over NATS the log is not opened at all: the projector may run on another machine.
+    let mut cluster_client = None;
     let (handles, tasks, store, origin) = match &args.nats {
         Some(url) if args.cluster => {
-            let (handles, tasks, origin) =
+            let (handles, tasks, origin, client) =
                 spawn_cluster(url, &name, projector, db, shutdown.clone()).await?;
+            cluster_client = Some(client);
             (handles, tasks, None, origin)
         }
         Some(url) => {
@@ -223,18 +225,36 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
             .join(", ")
     );
 
-    let server = match args.http {
-        Some(addr) => {
-            let auth =
-                crate::token::authenticator(&args.data_dir, args.jwt_secret_file.as_deref())?;
-            let state = ReadModelState {
-                read_models: ReadModels::new(handles.clone(), None),
-                auth,
-                limiter: Arc::new(RateLimiter::new(RateLimit {
-                    per_second: 200.0,
-                    burst: 400.0,
-                })),
-            };
+    let state = if args.http.is_some() || cluster_client.is_some() {
+        let auth = crate::token::authenticator(&args.data_dir, args.jwt_secret_file.as_deref())?;
+        Some(ReadModelState {
+            read_models: ReadModels::new(handles.clone(), None),
+            auth,
+            limiter: Arc::new(RateLimiter::new(RateLimit {
+                per_second: 200.0,
+                burst: 400.0,
+            })),
+        })
+    } else {
+        None
+    };
+    // Cluster mode: the writer nodes pass their read-model requests here over NATS.
+    let forwarded = match (cluster_client, &state) {
+        (Some(client), Some(state)) => {
+            let route = crate::forwarded::projector_route(&name);
+            eprintln!("projector {name} answering the writer nodes' requests on {route}.http");
+            Some(tokio::spawn(crate::forwarded::serve(
+                client,
+                route,
+                format!("planledger-projector-{name}"),
+                planledger_api::projector_router(state.clone(), Some(prometheus.clone())),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let server = match (args.http, state) {
+        (Some(addr), Some(state)) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
@@ -251,7 +271,7 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
                     .await
             }))
         }
-        None => None,
+        _ => None,
     };
 
     let mut ended = Box::pin(futures::future::select_all(tasks));
@@ -286,12 +306,16 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
             .context("HTTP task")?
             .context("HTTP server failed")?;
     }
+    if let Some(forwarded) = forwarded {
+        forwarded.await.context("the forwarded requests' task")?;
+    }
     drop(store);
     Ok(())
 }
 
 /// Cluster mode: one runtime per partition of the read model `name`, each over its partition's
-/// stream through its own durable consumer (`planledger-<name>-p<nn>`), all into one database.
+/// stream through its own durable consumer (`planledger-<name>-p<nn>`), all into one database;
+/// also the NATS connection, over which it answers the writer nodes' read-model requests.
 async fn spawn_cluster(
     url: &str,
     name: &str,
@@ -302,6 +326,7 @@ async fn spawn_cluster(
     Vec<ProjectionHandle>,
     Vec<JoinHandle<Result<(), ProjectionError>>>,
     String,
+    async_nats::Client,
 )> {
     let client = planledger_bus::connect(url, &format!("planledger-projector-{name}"))
         .await
@@ -310,7 +335,7 @@ async fn spawn_cluster(
     let count = config.partition_count;
     db.claim_partitions(count)
         .with_context(|| format!("opening the {name} read model for {count} partitions"))?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     for partition in 0..count {
@@ -333,5 +358,5 @@ async fn spawn_cluster(
     let origin = format!(
         "the {count} partition streams at {url} (durable consumers planledger-{name}-p<nn>)"
     );
-    Ok((handles, tasks, origin))
+    Ok((handles, tasks, origin, client))
 }

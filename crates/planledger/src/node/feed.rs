@@ -251,6 +251,16 @@ async fn merged_page(
     limit: usize,
 ) -> Result<Response, Refusal> {
     let tenant = principal.tenant.as_str();
+    // Each partition's last position, read before its page (as a single node's page tells its
+    // `last_position`): the live feed from `last_cursor` delivers only what is committed after.
+    let ends = futures::future::try_join_all(feeds.iter().map(|feed| async move {
+        feed.last_position()
+            .await
+            .map(|last| (feed.partition(), last))
+    }))
+    .await
+    .map_err(feed_refusal)?;
+    let last_cursor: BTreeMap<u32, u64> = ends.into_iter().collect();
     let pages = futures::future::try_join_all(feeds.iter().map(|feed| {
         let after = cursor.get(&feed.partition()).copied().unwrap_or(0);
         async move {
@@ -261,6 +271,10 @@ async fn merged_page(
     }))
     .await
     .map_err(feed_refusal)?;
+    // Every partition is named, so even a cursor before any event parses back.
+    for feed in feeds {
+        cursor.entry(feed.partition()).or_insert(0);
+    }
     let mut at_end = pages.iter().all(|(_, page)| page.at_end);
     let mut heads: Vec<(u32, VecDeque<Envelope>)> = pages
         .into_iter()
@@ -293,9 +307,10 @@ async fn merged_page(
     }
     at_end &= heads.iter().all(|(_, queue)| queue.is_empty());
     let body = format!(
-        "{{\"events\":[{}],\"next_cursor\":{},\"at_end\":{at_end}}}",
+        "{{\"events\":[{}],\"next_cursor\":{},\"at_end\":{at_end},\"last_cursor\":{}}}",
         events.join(","),
         serde_json::Value::String(cursor_text(&cursor)),
+        serde_json::Value::String(cursor_text(&last_cursor)),
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::StreamExt;
-use planledger_api::Problem;
+use planledger_api::{Problem, UiConfig};
 use planledger_app::Refusal;
 use planledger_bus::refusal_reply;
 use planledger_proto::v1::{CommandReply, command_reply};
@@ -38,19 +38,13 @@ use serde_json::json;
 use tower::ServiceExt as _;
 
 use super::{Located, Node, not_owner, unavailable};
+use crate::forwarded::{
+    self, HEADER_FORWARDED, HEADER_METHOD, HEADER_NOT_OWNER, HEADER_STATUS, HEADER_URI,
+    NATS_HEADROOM,
+};
 
-/// Marks a request forwarded by another node: it is run only if the partition is served here.
-const HEADER_FORWARDED: &str = "Planledger-Forwarded";
-/// The HTTP method of a forwarded request.
-const HEADER_METHOD: &str = "Planledger-Http-Method";
-/// The path and query of a forwarded request.
-const HEADER_URI: &str = "Planledger-Http-Uri";
-/// The status of a forwarded request's answer.
-const HEADER_STATUS: &str = "Planledger-Http-Status";
 /// The NATS queue group every node serves public commands in.
 const COMMAND_QUEUE_GROUP: &str = "planledger-nodes";
-/// Room left in a NATS message for the headers of a forwarded request or answer.
-const NATS_HEADROOM: usize = 16 * 1024;
 /// How many times a request is sent again after an answer that proves nothing ran.
 const FORWARD_ATTEMPTS: usize = 4;
 
@@ -64,6 +58,17 @@ pub(super) fn http_router(node: Arc<Node>) -> Router {
         .route("/v1/plans/{plan_id}/commands", post(plan_request))
         .route("/v1/plans/{plan_id}", get(plan_request))
         .route("/v1/plans/{plan_id}/events", get(plan_request))
+        .route("/v1/plans", get(read_model_request))
+        .route("/v1/plans/{plan_id}/progress", get(plan_read_model))
+        .route("/v1/plans/{plan_id}/progress/history", get(plan_read_model))
+        .route("/v1/plans/{plan_id}/accountability", get(plan_read_model))
+        .route("/v1/plans/{plan_id}/agility", get(plan_read_model))
+        .route("/v1/plans/{plan_id}/drift", get(plan_read_model))
+        .route("/v1/plans/{plan_id}/restatements", get(plan_read_model))
+        .route(
+            "/v1/people/{person}/accountability",
+            get(read_model_request),
+        )
         .route("/v1/events", get(super::feed::events))
         .route("/v1/audit/verify", get(partition_request))
         .route("/v1/audit/digest", get(partition_request))
@@ -74,6 +79,9 @@ pub(super) fn http_router(node: Arc<Node>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(planledger_api::ui_routes(UiConfig::Cluster {
+            partitions: node.count.get(),
+        }))
         .fallback(not_served)
         .with_state(node)
 }
@@ -128,14 +136,15 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
-/// Routes the node does not serve in cluster mode (read models, the global log, audit).
+/// Routes the node does not serve in cluster mode (projector status and operations, the
+/// audit routes over no one log).
 async fn not_served(request: Request) -> Problem {
     if request.uri().path().starts_with("/v1/") {
         Problem(Refusal::new(
             501,
             "not_in_cluster_mode",
             format!(
-                "{} is not served by cluster nodes: a cluster node serves commands, a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events), the event feed (/v1/events, tenant-wide or ?partition=P) and the audit routes per partition; read models (progress, accountability, agility, plans list, projections) are served by `planledger projector --cluster --http ADDR`, with ?bookmark= from a command's answer to read your writes",
+                "{} is not served by cluster nodes: a cluster node serves commands, a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events), the read models (passed to `planledger projector --cluster`), the event feed (/v1/events, tenant-wide or ?partition=P) and the audit routes per partition; a projector's status, rebuilds and quarantines are served by the projector itself (`planledger projector --cluster --http ADDR`)",
                 request.uri().path()
             ),
         ))
@@ -171,6 +180,64 @@ async fn plan_request(
         Err(refusal) => return Problem(refusal).into_response(),
     };
     dispatch(&node, partition, request, None).await
+}
+
+/// The read model a read-model route is answered from.
+fn read_model_of(path: &str) -> &'static str {
+    if path.ends_with("/accountability") {
+        "accountability"
+    } else if path.ends_with("/agility") {
+        "agility"
+    } else {
+        "progress"
+    }
+}
+
+/// A plan's read model: as of a past time, from the log (the plan's partition owner answers it
+/// from its cache, as a single node does); otherwise from the read model's projector.
+async fn plan_read_model(
+    State(node): State<Arc<Node>>,
+    Path(plan_id): Path<String>,
+    request: Request,
+) -> Response {
+    let as_of = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| pair == "as_of" || pair.starts_with("as_of="));
+    if as_of {
+        plan_request(State(node), Path(plan_id), request).await
+    } else {
+        read_model_request(State(node), request).await
+    }
+}
+
+/// A read-model route: forwarded over NATS to a projector of the read model (`planledger
+/// projector --cluster`, which serves every partition's records from one database), whose
+/// answer comes back unchanged.
+async fn read_model_request(State(node): State<Arc<Node>>, request: Request) -> Response {
+    let name = read_model_of(request.uri().path());
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, node.api.body_limit_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return Problem(Refusal::body_too_large(node.api.body_limit_bytes)).into_response();
+        }
+    };
+    let route = forwarded::projector_route(name);
+    let why = match forward_http(&node, &route, &parts, body, false).await {
+        Forwarded::Answer(response) => return response,
+        Forwarded::NothingRan(_) => format!(
+            "no projector of the {name} read model answers on this cluster's NATS: start `planledger projector --cluster --name {name} --nats URLS` (docs/operations.md, \"Projector services\")"
+        ),
+        Forwarded::Unknown(_) => format!(
+            "the {name} read model's projector did not answer within {} ms",
+            forward_timeout(&node).as_millis()
+        ),
+    };
+    metrics::counter!("planledger_route_unavailable_total", "door" => "read_model").increment(1);
+    Problem(Refusal::new(503, "read_model_unavailable", why).retry_after(1)).into_response()
 }
 
 /// A partition route (a page of `/v1/events?partition=P`, `/v1/audit/verify`, `/digest`, `/checkpoint`, `/proof/…`) with
@@ -470,7 +537,7 @@ async fn forward_http(
                 }
                 continue;
             }
-            if name.eq_ignore_ascii_case("Planledger-Not-Owner") {
+            if name.eq_ignore_ascii_case(HEADER_NOT_OWNER) {
                 refused_not_owner = true;
                 continue;
             }
@@ -552,90 +619,20 @@ async fn run_forwarded_http(
     headers: Option<&HeaderMap>,
     payload: Bytes,
 ) -> (HeaderMap, Bytes) {
-    let mut builder = Request::builder();
-    let mut method = Method::GET;
-    let mut uri = "/".to_string();
-    if let Some(headers) = headers {
-        for (name, values) in headers.iter() {
-            let name: &str = name.as_ref();
-            if name.eq_ignore_ascii_case(HEADER_METHOD) {
-                if let Some(m) = values
-                    .first()
-                    .and_then(|v| Method::from_str(v.as_str()).ok())
-                {
-                    method = m;
-                }
-                continue;
-            }
-            if name.eq_ignore_ascii_case(HEADER_URI) {
-                if let Some(u) = values.first() {
-                    uri = u.as_str().to_string();
-                }
-                continue;
-            }
-            for value in values {
-                builder = builder.header(name, value.as_str());
+    let response = match forwarded::request(headers, payload) {
+        Ok(mut request) => {
+            request.extensions_mut().insert(ForwardedMark);
+            match node.router.get() {
+                Some(router) => match router.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                None => Problem(unavailable("the node is starting")).into_response(),
             }
         }
-    }
-    builder = builder.extension(ForwardedMark);
-    let response = match builder.method(method).uri(uri).body(Body::from(payload)) {
-        Ok(request) => match node.router.get() {
-            Some(router) => match router.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
-            None => Problem(unavailable("the node is starting")).into_response(),
-        },
-        Err(error) => Problem(Refusal::new(
-            400,
-            "invalid_input",
-            format!("a forwarded request could not be rebuilt: {error}"),
-        ))
-        .into_response(),
+        Err(refusal) => Problem(refusal).into_response(),
     };
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    let max_payload = node.client.server_info().max_payload;
-    let (parts, body) = if body.len() + NATS_HEADROOM > max_payload {
-        // The answer cannot travel back over NATS: say so rather than leave the caller to time
-        // out.
-        let refusal = Refusal::new(
-            413,
-            "answer_too_large",
-            format!(
-                "the answer ({} bytes) is larger than a forwarded answer can carry (the NATS server's max_payload is {max_payload} bytes); ask for less (a smaller limit), or send the request to the node that owns the plan's partition",
-                body.len()
-            ),
-        );
-        let (parts, body) = Problem(refusal).into_response().into_parts();
-        let body = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .unwrap_or_default();
-        (parts, body)
-    } else {
-        (parts, body)
-    };
-    let mut out = HeaderMap::new();
-    out.insert(HEADER_STATUS, parts.status.as_u16().to_string().as_str());
-    let refused_not_owner = parts.status == StatusCode::SERVICE_UNAVAILABLE
-        && body
-            .windows(b"\"code\":\"not_owner\"".len())
-            .any(|w| w == b"\"code\":\"not_owner\"");
-    if refused_not_owner {
-        out.insert("Planledger-Not-Owner", "1");
-    }
-    for (name, value) in &parts.headers {
-        if let (Ok(name), Ok(value)) = (
-            async_nats::HeaderName::from_str(name.as_str()),
-            value.to_str(),
-        ) {
-            out.append(name, value);
-        }
-    }
-    (out, body)
+    forwarded::reply(response, node.client.server_info().max_payload).await
 }
 
 /// A command on the public NATS subject, or forwarded to this node (`forwarded`): run it here
