@@ -355,10 +355,7 @@ fn decode(message: &Message, source_name: &str) -> Result<Delivery, SourceError>
             ),
         ));
     }
-    Ok(Delivery {
-        position: envelope.position,
-        envelope,
-    })
+    Ok(Delivery::new(envelope.position, envelope))
 }
 
 impl EventSource for JetStreamSource {

@@ -109,11 +109,32 @@ pub struct Checkpoint {
     pub recorded_at: Option<Timestamp>,
 }
 
+/// The largest buffer [`Staged::clear`] keeps for the next commit.
+const STAGED_KEEP_BYTES: usize = 16 * 1024 * 1024;
+
 /// Writes staged for one commit, in order, packed in one buffer (no allocation per record).
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     bytes: Vec<u8>,
-    records: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
+    records: Vec<(std::ops::Range<usize>, Staging)>,
+}
+
+/// What a staged record does with its key.
+#[derive(Debug)]
+enum Staging {
+    /// Puts the value at this range of the buffer.
+    Put(std::ops::Range<usize>),
+    /// Deletes the key.
+    Delete,
+    /// Deletes every key from the key (inclusive) to the one at this range (exclusive).
+    DeleteRange(std::ops::Range<usize>),
+}
+
+/// One staged write, as [`ReadModelDb::commit`] applies it.
+pub(crate) enum Write<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+    DeleteRange(&'a [u8], &'a [u8]),
 }
 
 impl Staged {
@@ -131,7 +152,7 @@ impl Staged {
             return Err(error);
         }
         self.records
-            .push((start..middle, Some(middle..self.bytes.len())));
+            .push((start..middle, Staging::Put(middle..self.bytes.len())));
         Ok(self.bytes.len() - middle)
     }
 
@@ -139,7 +160,29 @@ impl Staged {
     pub(crate) fn delete(&mut self, key: impl FnOnce(&mut Vec<u8>)) {
         let start = self.bytes.len();
         key(&mut self.bytes);
-        self.records.push((start..self.bytes.len(), None));
+        self.records
+            .push((start..self.bytes.len(), Staging::Delete));
+    }
+
+    /// Stages a delete of every key from the one `from` writes (inclusive) to the one `to`
+    /// writes (exclusive): one record however many keys it covers.
+    pub(crate) fn delete_range(
+        &mut self,
+        from: impl FnOnce(&mut Vec<u8>),
+        to: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.bytes.len();
+        from(&mut self.bytes);
+        let middle = self.bytes.len();
+        to(&mut self.bytes);
+        debug_assert!(
+            self.bytes[start..middle] < self.bytes[middle..],
+            "a range delete runs forwards"
+        );
+        self.records.push((
+            start..middle,
+            Staging::DeleteRange(middle..self.bytes.len()),
+        ));
     }
 
     /// Records staged.
@@ -147,12 +190,26 @@ impl Staged {
         self.records.len()
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.records.iter().map(|(key, value)| {
-            (
-                &self.bytes[key.clone()],
-                value.as_ref().map(|v| &self.bytes[v.clone()]),
-            )
+    /// Forgets every staged record after a commit, keeping the buffers (up to
+    /// [`STAGED_KEEP_BYTES`]) for the next one: growing them again from nothing on every commit
+    /// costs a page fault per new page.
+    pub(crate) fn clear(&mut self) {
+        if self.bytes.capacity() > STAGED_KEEP_BYTES {
+            *self = Self::default();
+            return;
+        }
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Write<'_>> {
+        self.records.iter().map(|(key, staging)| {
+            let key = &self.bytes[key.clone()];
+            match staging {
+                Staging::Put(value) => Write::Put(key, &self.bytes[value.clone()]),
+                Staging::Delete => Write::Delete(key),
+                Staging::DeleteRange(to) => Write::DeleteRange(key, &self.bytes[to.clone()]),
+            }
         })
     }
 }
@@ -172,10 +229,10 @@ pub(crate) enum Durability {
 }
 
 /// The writes of one commit and the new checkpoint.
-#[derive(Debug, Default)]
-pub(crate) struct CommitBatch {
+#[derive(Debug)]
+pub(crate) struct CommitBatch<'a> {
     /// Records to put or delete, in order.
-    pub writes: Staged,
+    pub writes: &'a Staged,
     /// The checkpoint after these writes.
     pub checkpoint: Checkpoint,
 }
@@ -608,15 +665,16 @@ impl ReadModelDb {
     pub(crate) fn commit(
         &self,
         generation: u64,
-        batch: &CommitBatch,
+        batch: &CommitBatch<'_>,
         durability: Durability,
     ) -> Result<(), ProjectionError> {
         let cf = self.cf_or_err(generation)?;
         let mut write = WriteBatch::default();
-        for (key, value) in batch.writes.iter() {
-            match value {
-                Some(value) => write.put_cf(&cf, key, value),
-                None => write.delete_cf(&cf, key),
+        for staged in batch.writes.iter() {
+            match staged {
+                Write::Put(key, value) => write.put_cf(&cf, key, value),
+                Write::Delete(key) => write.delete_cf(&cf, key),
+                Write::DeleteRange(from, to) => write.delete_range_cf(&cf, from, to),
             }
         }
         let checkpoint = serde_json::to_vec(&batch.checkpoint)

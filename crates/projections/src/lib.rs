@@ -40,7 +40,7 @@ pub use db::{
 };
 pub use decode::{decode_event, split_stream};
 pub use error::{ProjectionError, SourceError};
-pub use local::LocalLogSource;
+pub use local::{LocalLogSource, SharedTail};
 pub use progress::ProgressProjector;
 pub use projector::{IndexChange, ProjectedEvent, Projector, fold};
 pub use quarantine::{Poison, Quarantine, QuarantineRequest, quarantine_offline};
@@ -92,6 +92,8 @@ pub fn spawn_embedded(
     options: RuntimeOptions,
     shutdown: CancellationToken,
 ) -> Result<Vec<Running>, ProjectionError> {
+    // The read models follow the same log: what one reads and decodes, the others reuse.
+    let tail = SharedTail::new();
     PROJECTION_NAMES
         .iter()
         .map(|name| {
@@ -99,7 +101,7 @@ pub fn spawn_embedded(
             spawn(
                 projector(name)?,
                 db,
-                LocalLogSource::new(store.clone()),
+                LocalLogSource::with_tail(store.clone(), tail.clone()),
                 options.clone(),
                 shutdown.clone(),
             )

@@ -27,7 +27,7 @@ use crate::db::{
     Checkpoint, CommitBatch, Durability, ReadModelDb, Staged, StoredPlan, snapshot_due,
     write_event_key, write_index_key, write_snapshot_key,
 };
-use crate::decode::{decode_event, event_record_len, split_stream, write_event_record};
+use crate::decode::{event_record_len, split_stream, write_event_record};
 use crate::projector::{IndexChange, ProjectedEvent, Projector};
 use crate::quarantine::{Poison, Quarantine, QuarantineRequest};
 use crate::source::{Delivery, EventSource};
@@ -296,9 +296,8 @@ impl Working {
     ) -> Result<Applied, ProjectionError> {
         let mut applied = Applied::default();
         let mut changes: Vec<IndexChange> = Vec::new();
-        let mut decoded = decode_all(deliveries).into_iter();
+        decode_all(deliveries);
         for delivery in deliveries {
-            let decoded = decoded.next();
             let position = delivery.position.get();
             if position <= self.applied.position {
                 applied.skipped += 1;
@@ -323,10 +322,7 @@ impl Working {
                 continue;
             }
             let stream = envelope.stream.as_str();
-            let event = match decoded {
-                Some(result) => result?,
-                None => decode_event(envelope)?,
-            };
+            let event = delivery.event()?;
             let Some((tenant, plan_id)) = split_stream(stream) else {
                 return Err(ProjectionError::NotAPlanStream {
                     position,
@@ -349,7 +345,7 @@ impl Working {
                     stream,
                     tenant,
                     plan_id,
-                    event: &event,
+                    event,
                 },
                 &mut changes,
             );
@@ -369,8 +365,14 @@ impl Working {
                         |v| serde_json::to_writer(v, plan),
                     )
                     .map_err(corrupt)?;
-                for older in stored.snapshot_version + 1..version {
-                    self.writes.delete(|k| write_event_key(k, stream, older));
+                // The tail the snapshot replaces, versions snapshot_version + 1 .. version - 1
+                // (the event at `version` was never written as a record): one range delete,
+                // not a delete per record.
+                if stored.snapshot_version + 1 < version {
+                    self.writes.delete_range(
+                        |k| write_event_key(k, stream, stored.snapshot_version + 1),
+                        |k| write_event_key(k, stream, version),
+                    );
                 }
                 stored.snapshot_version = version;
                 stored.tail_bytes = 0;
@@ -421,10 +423,12 @@ impl Working {
         }
         let started = Instant::now();
         let batch = CommitBatch {
-            writes: std::mem::take(&mut self.writes),
+            writes: &self.writes,
             checkpoint: self.applied,
         };
         db.commit(self.number, &batch, durability)?;
+        let records = self.writes.len();
+        self.writes.clear();
         self.committed = self.applied;
         self.pending = 0;
         self.pending_since = None;
@@ -440,17 +444,21 @@ impl Working {
         metrics::histogram!("planledger_projector_commit_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("planledger_projector_commit_records", "projection" => db.name().to_owned())
-            .record(batch.writes.len() as f64);
+            .record(records as f64);
         Ok(())
     }
 }
 
-/// Decodes a batch's events, on two threads when the batch is large: decoding is the costliest
-/// part of applying and needs no state, so it overlaps with itself while the projector's
-/// folding stays in order on one thread.
-fn decode_all(deliveries: &[Delivery]) -> Vec<Result<planledger_domain::Event, ProjectionError>> {
-    let decode =
-        |part: &[Delivery]| -> Vec<_> { part.iter().map(|d| decode_event(&d.envelope)).collect() };
+/// Decodes a batch's events ahead of applying them, on two threads when the batch is large:
+/// decoding is the costliest part of applying and needs no state, so it overlaps with itself
+/// while the projector's folding stays in order on one thread. Each delivery keeps its event
+/// ([`Delivery::event`]); one that does not decode is left for the fold to report.
+fn decode_all(deliveries: &[Delivery]) {
+    let decode = |part: &[Delivery]| {
+        for delivery in part {
+            let _ = delivery.event();
+        }
+    };
     let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     if deliveries.len() < 512 || !parallel {
         return decode(deliveries);
@@ -458,14 +466,10 @@ fn decode_all(deliveries: &[Delivery]) -> Vec<Result<planledger_domain::Event, P
     let (first, second) = deliveries.split_at(deliveries.len() / 2);
     std::thread::scope(|scope| {
         let helper = scope.spawn(|| decode(second));
-        let mut out = decode(first);
-        match helper.join() {
-            Ok(rest) => out.extend(rest),
-            // A panic while decoding is a bug; decode the rest here so it surfaces as usual.
-            Err(_) => out.extend(decode(second)),
-        }
-        out
-    })
+        decode(first);
+        // A panic while decoding is a bug; the fold decodes what is left and surfaces it as usual.
+        let _ = helper.join();
+    });
 }
 
 /// Applies a batch and commits when `commit_now` or the commit policy says so; on an event it

@@ -5,18 +5,47 @@
 //! source to a runtime.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
+use planledger_domain::Event;
 use planledger_store::{Envelope, Position};
 
-use crate::SourceError;
+use crate::decode::decode_event;
+use crate::{ProjectionError, SourceError};
 
 /// One event handed to a projector: its global position and its envelope.
+///
+/// Clones share the envelope and its decoded event: where several projectors are handed the
+/// same delivery (the embedded read models tailing one log), the event is decoded once.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     /// The event's global log position (what checkpoints count).
     pub position: Position,
     /// The stored envelope (stream, type, schema version, data, recorded_at, ...).
-    pub envelope: Envelope,
+    pub envelope: Arc<Envelope>,
+    /// The domain event, once some holder of this delivery has decoded it.
+    decoded: Arc<OnceLock<Event>>,
+}
+
+impl Delivery {
+    /// A delivery of `envelope` at `position`.
+    pub fn new(position: Position, envelope: Envelope) -> Self {
+        Self {
+            position,
+            envelope: Arc::new(envelope),
+            decoded: Arc::default(),
+        }
+    }
+
+    /// The envelope's domain event ([`decode_event`]), decoded by the first caller among the
+    /// delivery's clones; an event that does not decode is an error each time it is asked for.
+    pub fn event(&self) -> Result<&Event, ProjectionError> {
+        if let Some(event) = self.decoded.get() {
+            return Ok(event);
+        }
+        let event = decode_event(&self.envelope)?;
+        Ok(self.decoded.get_or_init(|| event))
+    }
 }
 
 /// What a source knows about the newest event that exists.

@@ -1073,6 +1073,14 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
         branching_factor: 4,
     });
 
+    // `commands` is looked up once per command by the command path (a repeat is answered
+    // before deciding) and once more by the writer, and nearly every lookup misses (a fresh
+    // command id). A bloom filter over the memtable's whole keys answers such a miss without
+    // searching the memtable's skiplist; the tables' filters already do so on disk.
+    let mut commands_options = cf_options.clone();
+    commands_options.set_memtable_prefix_bloom_ratio(0.1);
+    commands_options.set_memtable_whole_key_filtering(true);
+
     let mut db_options = Options::default();
     db_options.create_if_missing(true);
     db_options.create_missing_column_families(true);
@@ -1102,6 +1110,7 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
             let options = match *name {
                 CF_HEADS => heads_options.clone(),
                 CF_STREAMS => streams_options.clone(),
+                CF_COMMANDS => commands_options.clone(),
                 _ => cf_options.clone(),
             };
             ColumnFamilyDescriptor::new(*name, options)

@@ -6,5 +6,6 @@ mod poison;
 mod rebuild;
 mod redelivery;
 mod scripted;
+mod shared_tail;
 mod snapshots;
 mod support;

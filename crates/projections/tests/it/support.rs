@@ -207,10 +207,7 @@ impl EventSource for RedeliveringSource {
             .skip(start as usize)
             .take(repeated + max)
         {
-            let delivery = Delivery {
-                position: envelope.position,
-                envelope: envelope.clone(),
-            };
+            let delivery = Delivery::new(envelope.position, envelope.clone());
             if self.duplicate {
                 out.push(delivery.clone());
             }
