@@ -18,7 +18,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use planledger_e2e::client::{readyz, today_plus};
 use planledger_e2e::cluster::NatsCluster;
 use planledger_e2e::server::Planledger;
@@ -267,32 +266,11 @@ fn signups(progress: &Value) -> &Value {
 
 /// Reads `want` events from a live feed: (id, data).
 async fn read_live(response: reqwest::Response, want: usize) -> Vec<(String, Value)> {
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while events.len() < want {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {want} live events arrived", events.len()))
-            .expect("the live feed stays open")
-            .expect("a chunk");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut data) = (String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            if !data.is_empty() {
-                events.push((id, serde_json::from_str(&data).expect("JSON data")));
-            }
-        }
-    }
-    events
+    crate::cluster_feed::read_live(response, want)
+        .await
+        .into_iter()
+        .map(|event| (event.id, event.data))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -31,10 +31,10 @@ const PARTITIONS: u32 = 4;
 
 /// One server-sent event.
 #[derive(Clone, Debug)]
-struct Sse {
-    id: String,
-    event: String,
-    data: Value,
+pub(crate) struct Sse {
+    pub(crate) id: String,
+    pub(crate) event: String,
+    pub(crate) data: Value,
 }
 
 /// Opens a live feed at `url` (optionally resuming after `last_event_id`).
@@ -57,7 +57,7 @@ async fn open_live(url: &str, token: &str, last_event_id: Option<&str>) -> reqwe
 }
 
 /// Reads `want` events from a live feed (keep-alive comments are skipped).
-async fn read_live(response: reqwest::Response, want: usize) -> Vec<Sse> {
+pub(crate) async fn read_live(response: reqwest::Response, want: usize) -> Vec<Sse> {
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let mut events = Vec::new();

@@ -11,49 +11,15 @@ message on the first failed expectation.
 """
 
 import json
-import math
 import os
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-TIMEOUT_MS = 15_000
-
-
-def api(base, token, path, body=None):
-    request = urllib.request.Request(
-        base + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=20) as response:
-        return json.loads(response.read())
-
-
-def pct(x):
-    # As the page rounds (halves up, like Math.round), not Python's round-half-even.
-    return "—" if x is None else f"{math.floor(x * 100 + 0.5)}%"
-
-
-def wait_until(page, expression, arg=None):
-    """Polls a JS function of `arg` until it is truthy (the page's Content-Security-Policy
-    forbids Playwright's wait_for_function, which evaluates a string inside the page)."""
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        if page.evaluate(expression, arg):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {expression} ({arg!r})")
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
+from browser import api, check, launch, pct, wait_until
 
 
 def signups_progress(base, token, plan, bookmark):
@@ -81,23 +47,7 @@ def main():
     requested = []
 
     with sync_playwright() as p, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=chromium,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-            viewport={"width": 1280, "height": 900},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
+        context = launch(p, profile, chromium)
         page = context.new_page()
         page.on("request", lambda r: requested.append(r.url))
         errors = []
