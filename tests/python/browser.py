@@ -3,6 +3,7 @@ page, expectations, and headless Chromium (Playwright for Python, the system bro
 
 import json
 import math
+import sys
 import time
 import urllib.request
 
@@ -62,3 +63,19 @@ def launch(playwright, profile, chromium):
     )
     context.set_default_timeout(TIMEOUT_MS)
     return context
+
+
+def check_only_the_service(requested, base):
+    """Every request the page made went to the service (or was a data: URL)."""
+    outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
+    check(not outside, f"requests outside the service: {outside}")
+    print(f"{len(requested)} requests, all to {base}")
+
+
+def run(main):
+    """Runs a script's `main`, exiting 1 with the message of its first failed expectation."""
+    try:
+        main()
+    except AssertionError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        sys.exit(1)

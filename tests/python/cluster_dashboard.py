@@ -19,7 +19,7 @@ import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-from browser import api, check, launch, pct, wait_until
+from browser import api, check, check_only_the_service, launch, pct, run, wait_until
 
 
 def signups_progress(base, token, plan, bookmark):
@@ -147,16 +147,10 @@ def main():
         print(f"panels: accountability, agility, drift and an audit trail of {len(events)} events")
 
         check(not errors, f"errors in the page: {errors}")
-        outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
-        check(not outside, f"requests outside the service: {outside}")
-        print(f"{len(requested)} requests, all to {base}")
+        check_only_the_service(requested, base)
         context.close()
     print(f"screenshots in {out_dir}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as error:
-        print(f"FAILED: {error}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -18,7 +18,7 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 PLAN = "launch-2027"
-from browser import api, check, launch, pct, wait_until
+from browser import api, check, check_only_the_service, launch, pct, run, wait_until
 
 
 def main():
@@ -190,16 +190,10 @@ def main():
         check(len(text) > 10 and "401" in text, f"a refused token shows {text!r}")
 
         check(not console_errors, f"script errors: {console_errors}")
-        outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
-        check(not outside, f"requests outside the service: {outside}")
-        print(f"{len(requested)} requests, all to {base}")
+        check_only_the_service(requested, base)
         context.close()
     print(f"screenshots in {out_dir}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as error:
-        print(f"FAILED: {error}", file=sys.stderr)
-        sys.exit(1)
+    run(main)
