@@ -25,6 +25,19 @@ fn flip(path: &mut Value, index: usize) {
     path[index] = Value::String(STANDARD.encode(bytes));
 }
 
+/// Runs the Python verifier over `json` and asserts that it refuses with exactly one failure,
+/// whose text contains `reason`.
+fn refused_once(json: &Value, reason: &str) {
+    let (ok, summary) = python_verify(json);
+    assert!(!ok, "{summary}");
+    let failures = summary["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{summary}");
+    assert!(
+        failures[0].as_str().expect("text").contains(reason),
+        "{summary}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_python_verifier_accepts_proofs_taken_under_load_and_refuses_a_flipped_hash()
 {
@@ -79,17 +92,7 @@ async fn an_independent_python_verifier_accepts_proofs_taken_under_load_and_refu
         })
         .expect("a proof with a path");
     flip(&mut inclusion["proof"]["inclusion_path"], 0);
-    let (ok, summary) = python_verify(&json);
-    assert!(!ok, "{summary}");
-    let failures = summary["failures"].as_array().expect("failures");
-    assert_eq!(failures.len(), 1, "{summary}");
-    assert!(
-        failures[0]
-            .as_str()
-            .expect("text")
-            .contains("is not the checkpoint's root"),
-        "{summary}"
-    );
+    refused_once(&json, "is not the checkpoint's root");
 
     let mut json = bundle.to_json(&key);
     let Some(consistency) = json["consistency"]
@@ -106,17 +109,7 @@ async fn an_independent_python_verifier_accepts_proofs_taken_under_load_and_refu
         .len()
         - 1;
     flip(&mut consistency["proof"]["consistency_path"], last);
-    let (ok, summary) = python_verify(&json);
-    assert!(!ok, "{summary}");
-    let failures = summary["failures"].as_array().expect("failures");
-    assert_eq!(failures.len(), 1, "{summary}");
-    assert!(
-        failures[0]
-            .as_str()
-            .expect("text")
-            .contains("as the root of size"),
-        "{summary}"
-    );
+    refused_once(&json, "as the root of size");
 
     // A checkpoint whose tree size was changed no longer carries a valid signature.
     let mut json = bundle.to_json(&key);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use planledger_e2e::client::{Client, seed_plan};
+use planledger_e2e::copy_dir;
 use planledger_e2e::server::Planledger;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -336,19 +337,6 @@ async fn read_models_survive_a_crash_of_the_service() {
         .await;
     assert_eq!(status, StatusCode::OK, "{progress}");
     assert_eq!(goal(&progress, "signups")["progress"], 0.8);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
-    }
 }
 
 #[tokio::test]

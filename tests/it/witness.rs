@@ -7,6 +7,7 @@ use std::process::Command;
 
 use planledger_app::cosignature::{WITNESS_KEY_FILE, WitnessKey, check_cosignature};
 use planledger_e2e::client::{Client, today_plus};
+use planledger_e2e::copy_dir;
 use planledger_e2e::server::{Planledger, binary};
 use serde_json::json;
 
@@ -83,19 +84,6 @@ fn seed_of_hex(text: &str) -> [u8; 32] {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
         .collect();
     bytes.try_into().expect("32 bytes")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
-    }
 }
 
 #[tokio::test]

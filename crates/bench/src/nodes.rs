@@ -91,6 +91,22 @@ pub(crate) fn free_port() -> Result<u16> {
         .port())
 }
 
+/// A fresh token signing key in `scratch/jwt.key` (the nodes' `--jwt-secret-file`) and an
+/// hour's planner token of the bench's tenant signed with it.
+pub(crate) fn signing_key(scratch: &ScratchDir) -> Result<(PathBuf, String)> {
+    let secret: [u8; 32] = rand::random();
+    let key = scratch.join("jwt.key");
+    std::fs::write(&key, hex::encode(secret))?;
+    let token = Authenticator::from_secret(&secret)?.issue(
+        "bench",
+        TENANT,
+        vec![Role::Planner],
+        jiff::Timestamp::now(),
+        3600,
+    )?;
+    Ok((key, token))
+}
+
 /// The `planledger` binary the nodes run: `$PLANLEDGER_BIN`, else the one next to this binary.
 pub(crate) fn planledger_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("PLANLEDGER_BIN") {
@@ -412,16 +428,7 @@ pub async fn run(args: NodesArgs) -> Result<()> {
     provisioned.context("cluster init kept failing on the private cluster")?;
     let owners = planledger_bus::leases::Owners::open(&client).await?;
     let scratch = ScratchDir::new(None)?;
-    let secret: [u8; 32] = rand::random();
-    let key: PathBuf = scratch.join("jwt.key");
-    std::fs::write(&key, hex::encode(secret))?;
-    let token = Authenticator::from_secret(&secret)?.issue(
-        "bench",
-        TENANT,
-        vec![Role::Planner],
-        jiff::Timestamp::now(),
-        3600,
-    )?;
+    let (key, token) = signing_key(&scratch)?;
     let nats = cluster.urls();
     let http = reqwest::Client::new();
     let mut runs = Vec::new();

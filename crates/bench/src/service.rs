@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use planledger_app::{Authenticator, Role};
 
 use crate::nodes::{
     Node, cpu_seconds, drive, free_port, planledger_binary, quantile, run_clients, seed,
+    signing_key,
 };
 use crate::{ScratchDir, progress_bar};
 
@@ -49,8 +49,6 @@ pub struct ServiceArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
 }
-
-const TENANT: &str = "acme";
 
 /// One measured load.
 struct Figures {
@@ -570,16 +568,7 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
         bail!("--concurrency and --seconds must be at least 1");
     }
     let scratch = ScratchDir::new(args.dir.as_deref())?;
-    let secret: [u8; 32] = rand::random();
-    let key = scratch.join("jwt.key");
-    std::fs::write(&key, hex::encode(secret))?;
-    let token = Authenticator::from_secret(&secret)?.issue(
-        "bench",
-        TENANT,
-        vec![Role::Planner],
-        jiff::Timestamp::now(),
-        3600,
-    )?;
+    let (key, token) = signing_key(&scratch)?;
     println!(
         "bench service: {} clients, {} s per measurement, a fresh Idempotency-Key per command, \
          {} CPU cores shared by the server, the load generator and the peer",
