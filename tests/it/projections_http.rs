@@ -516,51 +516,56 @@ async fn progress_forecasts_name_their_check_ins_now_and_as_of() {
     assert_eq!(closing["events"][0]["position"], closed);
 }
 
+fn close_to(value: &Value, expected: f64) {
+    let actual = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{value} is a number"));
+    assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
+}
+
 #[tokio::test]
 async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
-    let server = Planledger::start(&[]);
+    // The demo plan: signups (KPI 40 -> 500, weight 2) and checkout (two steps, weight 1),
+    // defined three weeks ago; 85 told five days ago about seven days ago; today the target of
+    // signups lowered to 350.
+    let server = Planledger::start_demo();
     let client = Client::new();
-    let token = server.token("acme", "pat", "planner,auditor");
-    let viewer = server.token("acme", "vic", "viewer");
-    seed_plan(&server, &client, &token, "launch", "alice").await;
+    let token = server.token("demo", "audra", "auditor");
+    let viewer = server.token("demo", "vic", "viewer");
     let base = &server.base_url;
-    // 120 told today about five days ago: those days had progress 0 (no value yet), now 0.2.
-    let told = client
-        .command(
-            &server,
-            &token,
-            "launch",
-            json!({"type": "RecordCheckIn", "data": {"goal_id": "signups", "value": 120.0,
-                "confidence": 0.6, "effective_on": planledger_e2e::client::today_plus(-5)}}),
-        )
-        .await;
-
+    let path = "/v1/plans/launch-2027/restatements";
     let (status, body) = client
-        .get(
-            base,
-            &token,
-            &format!("/v1/plans/launch/restatements?min_position={told}"),
-        )
+        .get(base, &token, &format!("{path}?min_position=15"))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let restated = body["restatements"].as_array().expect("restatements");
     assert_eq!(restated.len(), 1, "{body}");
     let r = &restated[0];
     assert_eq!(r["goal_id"], "signups");
-    assert_eq!(r["days_late"], 5);
-    assert_eq!(r["reported_by"], "pat");
-    assert_eq!(r["event"]["version"], 6);
-    assert_eq!(r["event"]["position"], told);
-    let change = &r["changes"][0];
-    assert_eq!(change["from"], planledger_e2e::client::today_plus(-5));
-    assert_eq!(change["to"], planledger_e2e::client::today_plus(-1));
-    assert_eq!(change["progress_before"], 0.0);
-    assert_eq!(change["progress_after"], 0.2);
+    assert_eq!(r["days_late"], 2);
+    assert_eq!(r["reported_by"], "demo-seed");
+    assert_eq!(r["event"]["version"], 12);
+    assert_eq!(r["event"]["position"], 12);
+    // Days -7 and -6, with the target in force then (500, not today's 350): 70 -> 85 is
+    // (70 - 40) / 460 -> (85 - 40) / 460, off track either way.
+    let changes = r["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "{r}");
+    let change = &changes[0];
+    assert_eq!(change["goal_id"], "signups");
+    assert_eq!(change["from"], planledger_e2e::client::today_plus(-7));
+    assert_eq!(change["to"], planledger_e2e::client::today_plus(-6));
+    close_to(&change["progress_before"], 30.0 / 460.0);
+    close_to(&change["progress_after"], 45.0 / 460.0);
+    assert_eq!(change["status_after"], "off_track");
+    // The plan: (2 * p_signups + 1 * 0 steps done) / 3.
+    let plan = &r["plan_changes"][0];
+    assert_eq!(plan["from"], change["from"]);
+    assert_eq!(plan["to"], change["to"]);
+    close_to(&plan["progress_before"], 2.0 * 30.0 / 460.0 / 3.0);
+    close_to(&plan["progress_after"], 2.0 * 45.0 / 460.0 / 3.0);
 
     // A viewer sees the figures but not who told them (audit-trail data).
-    let (_, seen) = client
-        .get(base, &viewer, "/v1/plans/launch/restatements")
-        .await;
+    let (_, seen) = client.get(base, &viewer, path).await;
     assert_eq!(
         seen["restatements"][0]["reported_by"],
         Value::Null,
@@ -579,20 +584,12 @@ async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
     )
     .expect("a time");
     let (status, none) = client
-        .get(
-            base,
-            &token,
-            &format!("/v1/plans/launch/restatements?since={later}"),
-        )
+        .get(base, &token, &format!("{path}?since={later}"))
         .await;
     assert_eq!(status, StatusCode::OK, "{none}");
     assert_eq!(none["restatements"], json!([]));
     let (status, bad) = client
-        .get(
-            base,
-            &token,
-            "/v1/plans/launch/restatements?since=yesterday",
-        )
+        .get(base, &token, &format!("{path}?since=yesterday"))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     assert_eq!(bad["errors"][0]["field"], "since");
@@ -600,7 +597,7 @@ async fn restatements_list_back_dated_check_ins_with_what_they_changed() {
         .get(
             base,
             &token,
-            "/v1/plans/launch/progress?since=2026-01-01T00:00:00Z",
+            "/v1/plans/launch-2027/progress?since=2026-01-01T00:00:00Z",
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

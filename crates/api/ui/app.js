@@ -540,15 +540,20 @@ async function auditView(page, element) {
 
 /** The plan's restatements: check-ins told after the day they describe, and what they changed. */
 async function restatementsSection(page) {
-  const head = `<h2>Restatements</h2><p class="note">Check-ins told after the day they describe: what a reader of those days was told vs what the check-in made true.</p>`;
+  const head = `<h2>Restatements</h2><p class="note">Check-ins told after the day they describe: what a reader of those days was told vs what the check-in made true (each day measured with the targets, due dates and steps in force then).</p>`;
   try {
     const r = await api.get(`${page.path}/restatements`, readParams(page));
-    const rows = r.restatements.flatMap((x) =>
-      x.changes.map(
-        (c, i) => `<tr data-checkin="${esc(x.checkin_id)}">${i === 0 ? `<th scope="row" rowspan="${x.changes.length}">${esc(x.checkin_id)}<div class="sub">${esc(x.goal_id)} · about ${esc(x.effective_on)}, told ${esc(when(x.recorded_at))}${x.reported_by ? " by " + esc(x.reported_by) : ""} · ${x.days_late} d late</div></th>` : ""}<td>${esc(c.goal_id)}</td><td>${esc(c.from)}${c.to !== c.from ? " → " + esc(c.to) : ""}</td><td class="n">${pct(c.progress_before)} → ${pct(c.progress_after)}</td><td>${status(c.status_before)} → ${status(c.status_after)}</td></tr>`,
-      ),
-    );
-    return head + table(["Check-in", "Goal", "Days", "Progress", "Status"], rows, "restatements");
+    const rows = r.restatements.flatMap((x) => {
+      // The goal and its ancestors, then the plan's own figures.
+      const lines = [
+        ...x.changes.map((c) => ({ ...c, of: esc(c.goal_id) })),
+        ...x.plan_changes.map((c) => ({ ...c, of: "<em>the plan</em>" })),
+      ];
+      return lines.map(
+        (c, i) => `<tr data-checkin="${esc(x.checkin_id)}">${i === 0 ? `<th scope="row" rowspan="${lines.length}">${esc(x.checkin_id)}<div class="sub">${esc(x.goal_id)} · about ${esc(x.effective_on)}, told ${esc(when(x.recorded_at))}${x.reported_by ? " by " + esc(x.reported_by) : ""} · ${x.days_late} d late</div></th>` : ""}<td>${c.of}</td><td>${esc(c.from)}${c.to !== c.from ? " → " + esc(c.to) : ""}</td><td class="n">${pct(c.progress_before)} → ${pct(c.progress_after)}</td><td>${status(c.status_before)} → ${status(c.status_after)}</td></tr>`,
+      );
+    });
+    return head + table(["Check-in", "Goal or plan", "Days", "Progress", "Status"], rows, "restatements");
   } catch (error) {
     if (signedOut(error)) return "";
     return head + problem(error);

@@ -36,7 +36,9 @@ pub use progress::{
     CheckInSummary, GoalProgress, MeasuredBy, ProgressReport, StatusMismatch, progress_report,
     progress_report_against,
 };
-pub use restatement::{FigureChange, Restatement, RestatementReport, restatements};
+pub use restatement::{
+    FigureChange, PlanFigureChange, Restatement, RestatementReport, restatements,
+};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -179,6 +181,54 @@ pub(crate) struct Lens<'a> {
     baseline: Option<&'a Baseline>,
     /// Only the check-ins told by then count. `None`: every check-in in the plan.
     told: Option<Told<'a>>,
+    /// Targets, due dates, weights, goals and steps as they stood at the end of this day
+    /// (later adjustments undone; goals and steps defined later, and goals dropped later, as
+    /// they were then). `None`: the plan's current ones. Ignored against a baseline.
+    in_force_on: Option<Date>,
+}
+
+/// What a goal's definition said at the end of a day: its target, due date and weight with
+/// every adjustment decided on a later UTC day undone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct InForce {
+    pub target: Option<f64>,
+    pub due: Date,
+    pub weight: f64,
+}
+
+impl InForce {
+    pub(crate) fn on(goal: &Goal, day: Date) -> Self {
+        let mut definition = Self {
+            target: goal.kpi.as_ref().map(|k| k.target),
+            due: goal.due,
+            weight: goal.weight,
+        };
+        let later = |t: &Timestamp| calendar::utc_date(*t) > day;
+        for adjustment in goal.adjustments.iter().rev().filter(|a| later(&a.at)) {
+            if let (Some(change), Some(_)) = (&adjustment.target, definition.target) {
+                definition.target = Some(change.before);
+            }
+            if let Some(change) = &adjustment.due {
+                definition.due = change.before;
+            }
+            if let Some(change) = &adjustment.weight {
+                definition.weight = change.before;
+            }
+        }
+        definition
+    }
+}
+
+/// Whether the goal had been defined by the end of `day`.
+fn defined_by(goal: &Goal, day: Date) -> bool {
+    calendar::utc_date(goal.defined_at) <= day
+}
+
+/// Whether the goal had been dropped by the end of `day`.
+fn dropped_by(goal: &Goal, day: Date) -> bool {
+    goal.closed
+        .as_ref()
+        .is_some_and(|c| c.outcome == Outcome::Dropped && calendar::utc_date(c.at) <= day)
 }
 
 /// Which check-ins were known: those recorded before an instant, and at most one more.
@@ -211,7 +261,19 @@ impl<'a> Lens<'a> {
             cutoff: None,
             baseline: None,
             told: None,
+            in_force_on: None,
         }
+    }
+
+    /// Measure with the definitions in force at the end of `day` instead of the current ones.
+    pub(crate) fn in_force_on(mut self, day: Date) -> Self {
+        self.in_force_on = Some(day);
+        self
+    }
+
+    /// The definitions in force, when measuring with a past day's (and no baseline).
+    fn definitions_on(&self) -> Option<Date> {
+        self.in_force_on.filter(|_| self.baseline.is_none())
     }
 
     pub(crate) fn told(mut self, told: Told<'a>) -> Self {
@@ -232,9 +294,10 @@ impl<'a> Lens<'a> {
     fn weight_of(&self, goal: &Goal) -> f64 {
         match self.rule {
             RollUp::Equal => 1.0,
-            RollUp::Weighted => match self.baseline {
-                Some(b) => b.goals.get(&goal.goal_id).map_or(goal.weight, |g| g.weight),
-                None => goal.weight,
+            RollUp::Weighted => match (self.baseline, self.definitions_on()) {
+                (Some(b), _) => b.goals.get(&goal.goal_id).map_or(goal.weight, |g| g.weight),
+                (None, Some(day)) => InForce::on(goal, day).weight,
+                (None, None) => goal.weight,
             },
         }
     }
@@ -259,7 +322,11 @@ impl<'a> Lens<'a> {
 
     /// Goals that take part in roll-ups under this lens (not dropped; in the baseline, when one is set).
     fn counts(&self, goal: &Goal) -> bool {
-        !goal.is_dropped()
+        let present = match self.definitions_on() {
+            Some(day) => defined_by(goal, day) && !dropped_by(goal, day),
+            None => !goal.is_dropped(),
+        };
+        present
             && self
                 .baseline
                 .is_none_or(|b| b.goals.contains_key(&goal.goal_id))
@@ -281,7 +348,14 @@ impl<'a> Lens<'a> {
     /// Steps of `goal` under this lens: (total, completed).
     pub(crate) fn step_counts(&self, goal: &Goal) -> (usize, usize) {
         let steps: Vec<&Step> = match self.baseline {
-            None => self.plan.steps_of(&goal.goal_id).collect(),
+            None => self
+                .plan
+                .steps_of(&goal.goal_id)
+                .filter(|s| {
+                    self.definitions_on()
+                        .is_none_or(|day| calendar::utc_date(s.added_at) <= day)
+                })
+                .collect(),
             Some(b) => b
                 .steps
                 .iter()
@@ -299,9 +373,10 @@ impl<'a> Lens<'a> {
     /// The target under this lens (baseline target when measuring against a baseline).
     pub(crate) fn target(&self, goal: &Goal) -> Option<f64> {
         let kpi = goal.kpi.as_ref()?;
-        match self.baseline {
-            None => Some(kpi.target),
-            Some(b) => b.goals.get(&goal.goal_id).and_then(|g| g.target),
+        match (self.baseline, self.definitions_on()) {
+            (Some(b), _) => b.goals.get(&goal.goal_id).and_then(|g| g.target),
+            (None, Some(day)) => InForce::on(goal, day).target,
+            (None, None) => Some(kpi.target),
         }
     }
 
@@ -312,10 +387,12 @@ impl<'a> Lens<'a> {
     }
 
     fn measure_at_depth(&self, goal: &Goal, depth: usize) -> Measured {
-        if self
-            .baseline
-            .is_some_and(|b| !b.goals.contains_key(&goal.goal_id))
-        {
+        let absent = match (self.baseline, self.definitions_on()) {
+            (Some(b), _) => !b.goals.contains_key(&goal.goal_id),
+            (None, Some(day)) => !defined_by(goal, day),
+            (None, None) => false,
+        };
+        if absent {
             return Measured {
                 progress: None,
                 measured_by: MeasuredBy::None,
@@ -393,9 +470,10 @@ impl<'a> Lens<'a> {
 
     /// Due date under this lens.
     pub(crate) fn due(&self, goal: &Goal) -> Date {
-        match self.baseline {
-            Some(b) => b.goals.get(&goal.goal_id).map_or(goal.due, |g| g.due),
-            None => goal.due,
+        match (self.baseline, self.definitions_on()) {
+            (Some(b), _) => b.goals.get(&goal.goal_id).map_or(goal.due, |g| g.due),
+            (None, Some(day)) => InForce::on(goal, day).due,
+            (None, None) => goal.due,
         }
     }
 

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use super::{EventRef, Lens, RollUp, Told, computed_status, expected_progress, goal_start};
+use super::{EventRef, Lens, RollUp, Told, computed_status, expected_progress, goal_start, ratio};
 use crate::calendar;
 use crate::id::{GoalId, PlanId};
 use crate::plan::{CheckIn, Goal, Plan, TrackStatus};
@@ -30,6 +30,23 @@ pub struct FigureChange {
     pub status_after: Option<TrackStatus>,
 }
 
+/// How the plan's own figures (its roll-up over root goals) changed over a run of days.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanFigureChange {
+    /// First day of the run.
+    pub from: Date,
+    /// Last day of the run.
+    pub to: Date,
+    /// Plan progress on those days before the check-in was told.
+    pub progress_before: Option<f64>,
+    /// Plan progress with it.
+    pub progress_after: Option<f64>,
+    /// Plan status before.
+    pub status_before: Option<TrackStatus>,
+    /// Plan status with it.
+    pub status_after: Option<TrackStatus>,
+}
+
 /// A check-in that changed figures of days before it was told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Restatement {
@@ -49,6 +66,8 @@ pub struct Restatement {
     pub event: Option<EventRef>,
     /// The figures it changed, per goal in runs of days with the same change.
     pub changes: Vec<FigureChange>,
+    /// The plan's progress and status it changed, in runs of days with the same change.
+    pub plan_changes: Vec<PlanFigureChange>,
 }
 
 /// The restatements of a plan.
@@ -72,10 +91,11 @@ impl RestatementReport {
 }
 
 /// Check-ins told at or after `since` (all when `None`) and by `now` about an earlier day, each
-/// with the figures it changed: for every goal from its own up through its ancestors, and each
-/// day from the day it describes to the day before it was told, progress and computed status
-/// with the check-ins told before it vs with it too (targets, due dates and steps as the plan
-/// has them now, as the progress history does). Check-ins that changed nothing are left out.
+/// with the figures it changed: for every goal from its own up through its ancestors, and for
+/// the plan, on each day from the day it describes to the day before it was told, progress and
+/// computed status with the check-ins told before it vs with it too, measured with the
+/// targets, due dates, weights, goals and steps in force at the end of that day (what that
+/// day's dashboard showed). Check-ins that changed nothing are left out.
 pub fn restatements(plan: &Plan, since: Option<Timestamp>, now: Timestamp) -> RestatementReport {
     let today = calendar::utc_date(now);
     let mut late: Vec<(&Goal, &CheckIn)> = plan
@@ -114,54 +134,63 @@ fn restatement(plan: &Plan, goal: &Goal, check_in: &CheckIn, today: Date) -> Opt
         before: check_in.recorded_at,
         also: Some(check_in.checkin_id.as_str()),
     });
+    let days = || Days {
+        next: check_in.effective_on,
+        last,
+    };
     let mut changes = Vec::new();
     for affected in lineage(plan, goal) {
         let start = goal_start(plan, affected);
-        let mut day = check_in.effective_on;
-        let mut run: Option<FigureChange> = None;
-        while day <= last {
-            let figures = |lens: Lens<'_>| {
-                let at_day = lens.with_cutoff(day);
-                let progress = at_day.measure(affected).progress;
-                let open = affected
-                    .closed
-                    .as_ref()
-                    .is_none_or(|c| calendar::utc_date(c.at) > day);
-                let e = expected_progress(start, affected.due, day);
-                let status = progress.filter(|_| open).map(|p| computed_status(p, e));
-                (progress, status)
-            };
-            let (p0, s0) = figures(before);
-            let (p1, s1) = figures(after);
-            let changed = p0 != p1 || s0 != s1;
-            match &mut run {
-                Some(r)
-                    if changed
-                        && r.progress_before == p0
-                        && r.progress_after == p1
-                        && r.status_before == s0
-                        && r.status_after == s1 =>
-                {
-                    r.to = day;
-                }
-                _ => {
-                    changes.extend(run.take());
-                    run = changed.then(|| FigureChange {
-                        goal_id: affected.goal_id.clone(),
-                        from: day,
-                        to: day,
-                        progress_before: p0,
-                        progress_after: p1,
-                        status_before: s0,
-                        status_after: s1,
-                    });
-                }
-            }
-            day = calendar::add_days(day, 1);
-        }
-        changes.extend(run);
+        let figures = |lens: Lens<'_>, day: Date| {
+            let progress = lens.measure(affected).progress;
+            let open = affected
+                .closed
+                .as_ref()
+                .is_none_or(|c| calendar::utc_date(c.at) > day);
+            let e = expected_progress(start, lens.due(affected), day);
+            let status = progress.filter(|_| open).map(|p| computed_status(p, e));
+            (progress, status)
+        };
+        let runs = runs(days().map(|day| {
+            let (p0, s0) = figures(on(before, day), day);
+            let (p1, s1) = figures(on(after, day), day);
+            (day, (p0, p1, s0, s1))
+        }));
+        changes.extend(runs.into_iter().map(|run| FigureChange {
+            goal_id: affected.goal_id.clone(),
+            from: run.from,
+            to: run.to,
+            progress_before: run.change.0,
+            progress_after: run.change.1,
+            status_before: run.change.2,
+            status_after: run.change.3,
+        }));
     }
-    (!changes.is_empty()).then(|| Restatement {
+    let plan_figures = |lens: Lens<'_>, day: Date| {
+        let sums = lens.plan_sums(day);
+        let progress = ratio(sums.ev, sums.weight);
+        let expected = ratio(sums.pv, sums.weight);
+        (
+            progress,
+            progress.zip(expected).map(|(p, e)| computed_status(p, e)),
+        )
+    };
+    let plan_changes: Vec<PlanFigureChange> = runs(days().map(|day| {
+        let (p0, s0) = plan_figures(on(before, day), day);
+        let (p1, s1) = plan_figures(on(after, day), day);
+        (day, (p0, p1, s0, s1))
+    }))
+    .into_iter()
+    .map(|run| PlanFigureChange {
+        from: run.from,
+        to: run.to,
+        progress_before: run.change.0,
+        progress_after: run.change.1,
+        status_before: run.change.2,
+        status_after: run.change.3,
+    })
+    .collect();
+    (!changes.is_empty() || !plan_changes.is_empty()).then(|| Restatement {
         checkin_id: check_in.checkin_id.clone(),
         goal_id: goal.goal_id.clone(),
         effective_on: check_in.effective_on,
@@ -170,7 +199,73 @@ fn restatement(plan: &Plan, goal: &Goal, check_in: &CheckIn, today: Date) -> Opt
         reported_by: None,
         event: EventRef::at(check_in.version),
         changes,
+        plan_changes,
     })
+}
+
+/// The lens of day `day`: the facts effective by its end, measured with the definitions in
+/// force at its end (what that day's dashboard showed, give or take the check-in).
+fn on(lens: Lens<'_>, day: Date) -> Lens<'_> {
+    lens.in_force_on(day).with_cutoff(day)
+}
+
+/// Progress and status before and after a check-in.
+type Figures = (
+    Option<f64>,
+    Option<f64>,
+    Option<TrackStatus>,
+    Option<TrackStatus>,
+);
+
+/// A run of consecutive days with the same change.
+struct Run {
+    from: Date,
+    to: Date,
+    change: Figures,
+}
+
+/// The days `next..=last`.
+struct Days {
+    next: Date,
+    last: Date,
+}
+
+impl Iterator for Days {
+    type Item = Date;
+
+    fn next(&mut self) -> Option<Date> {
+        let day = self.next;
+        (day <= self.last).then(|| {
+            self.next = calendar::add_days(day, 1);
+            day
+        })
+    }
+}
+
+/// Consecutive days with the same change as one run; days whose figures did not change (before
+/// equals after) are left out and end the run.
+fn runs(days: impl Iterator<Item = (Date, Figures)>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut open = false;
+    for (day, change) in days {
+        let (p0, p1, s0, s1) = change;
+        if p0 == p1 && s0 == s1 {
+            open = false;
+            continue;
+        }
+        match runs.last_mut() {
+            Some(run) if open && run.change == change => run.to = day,
+            _ => {
+                runs.push(Run {
+                    from: day,
+                    to: day,
+                    change,
+                });
+                open = true;
+            }
+        }
+    }
+    runs
 }
 
 /// The goal and its ancestors, nearest first (bounded by the number of goals: the tree is

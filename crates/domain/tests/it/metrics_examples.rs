@@ -898,16 +898,25 @@ fn example_9_progress_history_marks_check_ins_and_the_target_change() {
     assert_eq!(adjustment.reason, "smaller market");
 }
 
-/// docs/metrics.md, example 13: a check-in back-dated over a status change.
+/// docs/metrics.md, example 13: a check-in back-dated over a status change, then g's target
+/// lowered and a step added to h after the days it restated.
 fn example_13() -> Scenario {
     Scenario::year_2026()
-        .plain_goal("2026-01-01", "root", "2026-04-11")
+        .with(
+            "2026-01-01",
+            json!({"type": "DefineGoal", "data": {"goal_id": "root", "title": "Goal root",
+                "due": "2026-04-11", "weight": 3}}),
+        )
         .with(
             "2026-01-01",
             json!({"type": "DefineGoal", "data": {"goal_id": "g", "title": "Goal g",
                 "parent_goal_id": "root", "due": "2026-04-11",
                 "kpi": {"unit": "u", "baseline": 0, "target": 100, "direction": "increase"}}}),
         )
+        .plain_goal("2026-01-01", "h", "2026-04-11")
+        .step("2026-01-01", "s1", "h", "2026-04-11")
+        .step("2026-01-01", "s2", "h", "2026-04-11")
+        .complete("2026-01-10", "s1")
         .value("2026-01-21", "g", 20.0, 0.6)
         .value("2026-02-06", "g", 25.0, 0.5)
         .with(
@@ -915,61 +924,142 @@ fn example_13() -> Scenario {
             json!({"type": "RecordCheckIn", "data": {"goal_id": "g", "value": 30, "confidence": 0.7,
                 "effective_on": "2026-02-01"}}),
         )
+        .with(
+            "2026-02-20",
+            json!({"type": "AdjustGoal", "data": {"goal_id": "g", "target": 80,
+                "reason": "smaller market"}}),
+        )
+        .step("2026-02-20", "s3", "h", "2026-04-11")
+}
+
+type Run<'a> = (
+    &'a str,
+    jiff::civil::Date,
+    jiff::civil::Date,
+    Option<f64>,
+    Option<f64>,
+    Option<TrackStatus>,
+    Option<TrackStatus>,
+);
+
+fn runs(r: &metrics::Restatement) -> Vec<Run<'_>> {
+    let goals = r.changes.iter().map(|c| {
+        (
+            c.goal_id.as_str(),
+            c.from,
+            c.to,
+            c.progress_before,
+            c.progress_after,
+            c.status_before,
+            c.status_after,
+        )
+    });
+    let plan = r.plan_changes.iter().map(|c| {
+        (
+            "(plan)",
+            c.from,
+            c.to,
+            c.progress_before,
+            c.progress_after,
+            c.status_before,
+            c.status_after,
+        )
+    });
+    goals.chain(plan).collect()
+}
+
+/// Rounds the progress figures of runs to 1e-9, so hand-computed decimals compare.
+fn rounded(runs: Vec<Run<'_>>) -> Vec<Run<'_>> {
+    let round = |p: Option<f64>| p.map(|p| (p * 1e9).round() / 1e9);
+    runs.into_iter()
+        .map(|(g, from, to, p0, p1, s0, s1)| (g, from, to, round(p0), round(p1), s0, s1))
+        .collect()
 }
 
 #[test]
 fn example_13_a_back_dated_check_in_restates_the_days_it_describes() {
     let s = example_13();
-    let report = metrics::restatements(&s.plan, None, ts("2026-02-12"));
+    let report = metrics::restatements(&s.plan, None, ts("2026-02-21"));
     assert_eq!(report.restatements.len(), 1);
     let r = &report.restatements[0];
     assert_eq!(r.effective_on, day("2026-02-01"));
     assert_eq!(r.days_late, 9);
-    // Versions: 1 plan, 2 root, 3 g, 4-6 the check-ins.
-    assert_eq!(r.event, metrics::EventRef::at(6));
-    let runs: Vec<_> = r
-        .changes
-        .iter()
-        .map(|c| {
-            (
-                c.goal_id.as_str(),
-                c.from,
-                c.to,
-                c.progress_before,
-                c.progress_after,
-                c.status_before,
-                c.status_after,
-            )
-        })
-        .collect();
-    let off = Some(TrackStatus::OffTrack);
-    // 02-01: e = 31/100, 0.2 / 0.31 = 0.65 -> 0.3 / 0.31 = 0.97; 02-02..02-05: e up to 0.35,
-    // 0.3 / 0.35 = 0.86 at risk. From 02-06 the 25 told on that day is the latest either way.
-    let expected = |goal| {
+    // Versions: 1 plan, 2 root, 3 g, 4 h, 5-6 its steps, 7 s1 done, 8-10 the check-ins.
+    assert_eq!(r.event, metrics::EventRef::at(10));
+    let (on, risk, off) = (
+        Some(TrackStatus::OnTrack),
+        Some(TrackStatus::AtRisk),
+        Some(TrackStatus::OffTrack),
+    );
+    // With the definitions in force on those days (target 100, h with two steps), not today's
+    // (target 80, three steps). 02-01: e = 31/100, g 0.2 / 0.31 = 0.65 -> 0.3 / 0.31 = 0.97;
+    // 02-02..02-05: e up to 0.35, 0.3 / 0.35 = 0.86 at risk. From 02-06 the 25 told on that day
+    // is the latest either way. The plan: (3 * p_root + 1 * 0.5) / 4 against e:
+    // 0.275 / 0.31 = 0.89 .. 0.275 / 0.35 = 0.79 at risk -> 0.35 / 0.35 = 1 on track.
+    let goal = |id| {
         [
             (
-                goal,
+                id,
                 day("2026-02-01"),
                 day("2026-02-01"),
                 Some(0.2),
                 Some(0.3),
                 off,
-                Some(TrackStatus::OnTrack),
+                on,
             ),
             (
-                goal,
+                id,
                 day("2026-02-02"),
                 day("2026-02-05"),
                 Some(0.2),
                 Some(0.3),
                 off,
-                Some(TrackStatus::AtRisk),
+                risk,
             ),
         ]
     };
-    let mut want = expected("g").to_vec();
-    want.extend(expected("root"));
-    assert_eq!(runs, want);
+    let mut want = goal("g").to_vec();
+    want.extend(goal("root"));
+    want.push((
+        "(plan)",
+        day("2026-02-01"),
+        day("2026-02-05"),
+        Some(0.275),
+        Some(0.35),
+        risk,
+        on,
+    ));
+    assert_eq!(rounded(runs(r)), want);
+}
+
+#[test]
+fn example_13_later_definitions_do_not_change_what_earlier_days_were_told() {
+    let s = example_13();
+    // As of 02-12 (before the target change and the new step) the restatement is the same.
+    let then_at = ts("2026-02-12");
+    let then = metrics::restatements(&as_of(&s.events, then_at), None, then_at);
+    let now = metrics::restatements(&s.plan, None, ts("2026-02-21"));
+    assert_eq!(then.restatements, now.restatements);
+    // Today's definitions would tell another story: the progress history, which measures
+    // every day against the current target (80), has g at 30 / 80 = 0.375 on 02-01, where the
+    // restatement says 0.3 (30 against the 100 in force then).
+    let history = metrics::progress_history(&s.plan, ts("2026-02-21"), None);
+    let g = history
+        .goals
+        .iter()
+        .find(|h| h.goal_id == gid("g"))
+        .expect("g has a history");
+    let point = g
+        .points
+        .iter()
+        .find(|p| p.date == day("2026-02-01"))
+        .expect("a point on the day the check-in describes");
+    close(point.progress, 0.375);
+    let restated = &now.restatements[0].changes[0];
+    assert_eq!(
+        (restated.from, restated.progress_after),
+        (day("2026-02-01"), Some(0.3))
+    );
 }
 
 #[test]
