@@ -10,23 +10,25 @@
 //! [`LogView`], like any other reader of the store). Its Parquet dependencies live here, not in
 //! `store`, so the service's own crates do not compile them.
 
+mod envelope;
 mod ndjson;
 mod parquet_file;
+mod row_groups;
 
 use std::io::Write;
 use std::ops::ControlFlow;
 
 use planledger_store::{LogView, Position, StoreError};
-use serde::Deserialize;
 
-pub use parquet_file::{ROW_GROUP_ROWS, partitioned_schema, schema};
+pub use parquet_file::{partitioned_schema, schema};
+pub use row_groups::ROW_GROUP_ROWS;
 
 /// The file format of an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// One envelope JSON per line, byte for byte as the log stores it and `/v1/events` renders it.
     Ndjson,
-    /// Apache Parquet, one row per event, snappy-compressed.
+    /// Apache Parquet, one row per event, zstd-compressed.
     Parquet,
 }
 
@@ -92,8 +94,9 @@ pub enum ExportError {
     /// Building an Arrow batch failed.
     #[error("building an Arrow batch failed: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
-    /// The Parquet encoder stopped before the scan ended (its own error is reported instead).
-    #[error("the Parquet encoder stopped")]
+    /// The thread writing the file stopped before the scan ended (its own error is reported
+    /// instead).
+    #[error("the export's writer thread stopped")]
     EncoderStopped,
     /// Reading the events to export failed (a cluster's partition streams).
     #[error("reading the events to export failed: {0}")]
@@ -111,8 +114,8 @@ pub enum ExportError {
 /// Writes the events of `view` selected by `options` to `out` in the chosen format, calling
 /// `progress` with each position read (for progress bars), and reports what it wrote.
 ///
-/// Memory stays bounded: NDJSON streams line by line, Parquet builds batches of a few thousand
-/// rows and flushes a row group every [`ROW_GROUP_ROWS`] rows.
+/// Memory stays bounded: NDJSON goes out in buffers of a few MiB, Parquet in batches of a few
+/// thousand rows, each encoder holding the one row group of [`ROW_GROUP_ROWS`] rows it makes.
 pub fn export<W: Write + Send>(
     view: &LogView<'_>,
     options: &ExportOptions,
@@ -172,6 +175,9 @@ pub fn export_partitioned<W: Write + Send>(
 }
 
 /// Runs `feed` into the sink of `format` over `out` and reports what it wrote.
+///
+/// Both formats write on a thread of their own, fed through a small queue, while this one
+/// scans (and for Parquet decodes and builds columns): on two cores the two halves overlap.
 fn write_with<W: Write + Send>(
     format: Format,
     schema: arrow_schema::SchemaRef,
@@ -182,33 +188,41 @@ fn write_with<W: Write + Send>(
         inner: out,
         bytes: 0,
     };
-    let mut report = match format {
+    let mut report = std::thread::scope(|scope| match format {
         Format::Ndjson => {
-            let mut sink = ndjson::NdjsonSink::new(&mut out);
-            let report = feed(&mut sink)?;
-            sink.finish()?;
-            report
+            let (sink, writer) = ndjson::spawn_writer(scope, &mut out)?;
+            feed_then_join(sink, writer, feed)
         }
-        // The encoder runs on a thread of its own, fed batches through a small queue, while
-        // this one scans and decodes: on two cores the two halves overlap.
-        Format::Parquet => std::thread::scope(|scope| {
-            let (batches, writer) = parquet_file::spawn_writer(scope, &mut out, schema.clone())?;
-            let mut sink = parquet_file::ParquetSink::new(batches, schema);
-            let scanned = feed(&mut sink).and_then(|report| {
-                sink.finish()?;
-                Ok(report)
-            });
-            drop(sink);
-            let written = writer
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            // A failed write stops the scan too (its queue is gone): report the write's error.
-            written.and(scanned)
-        })?,
-    };
+        Format::Parquet => {
+            let (sink, writer) = parquet_file::spawn_writer(scope, &mut out, schema)?;
+            feed_then_join(sink, writer, feed)
+        }
+    })?;
     out.flush()?;
     report.bytes = out.bytes;
     Ok(report)
+}
+
+/// The thread writing an export's file; it answers how the writing ended.
+type WriterThread<'scope> = std::thread::ScopedJoinHandle<'scope, Result<(), ExportError>>;
+
+/// Runs `feed` into `sink`, finishes it and waits for its writer thread.
+fn feed_then_join<S: Sink>(
+    mut sink: S,
+    writer: WriterThread<'_>,
+    feed: impl FnOnce(&mut dyn Sink) -> Result<ExportReport, ExportError>,
+) -> Result<ExportReport, ExportError> {
+    let scanned = feed(&mut sink).and_then(|report| {
+        sink.finish()?;
+        Ok(report)
+    });
+    // Dropping the sink closes the writer's queue, whatever happened to the scan.
+    drop(sink);
+    let written = writer
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    // A failed write stops the scan too (its queue is gone): report the write's error.
+    written.and(scanned)
 }
 
 /// Feeds `sink` the selected events of `from..=to`: what was written and read through.
@@ -223,7 +237,7 @@ fn scan(
     let through = view.scan_raw(options.from, to, |position, bytes| {
         progress(position);
         if let Some(tenant) = &options.tenant
-            && tenant_and_plan(&stream_of(position, bytes)?).0 != tenant.as_str()
+            && tenant_and_plan(&envelope::stream(position, bytes)?).0 != tenant.as_str()
         {
             return Ok::<_, ExportError>(ControlFlow::Continue(()));
         }
@@ -248,18 +262,6 @@ trait Sink {
     fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError>;
     /// Writes whatever is buffered and the file's footer, if the format has one.
     fn finish(&mut self) -> Result<(), ExportError>;
-}
-
-/// The stream of a stored envelope, decoded without the rest of it.
-fn stream_of(position: Position, stored: &[u8]) -> Result<std::borrow::Cow<'_, str>, ExportError> {
-    #[derive(Deserialize)]
-    struct StreamOnly<'a> {
-        #[serde(borrow)]
-        stream: std::borrow::Cow<'a, str>,
-    }
-    serde_json::from_slice::<StreamOnly<'_>>(stored)
-        .map(|found| found.stream)
-        .map_err(|e| envelope_error(position, e))
 }
 
 /// A stream id's tenant and plan id: `<tenant>/<plan_id>`, split at the last slash (plan ids

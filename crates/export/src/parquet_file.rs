@@ -1,41 +1,44 @@
-//! Parquet: one typed row per event, snappy-compressed, in row groups of [`ROW_GROUP_ROWS`].
+//! Parquet: one typed row per event, zstd-compressed, in row groups of [`ROW_GROUP_ROWS`].
 
-use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 
 use arrow_array::builder::{
     StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use planledger_store::Position;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use crate::{ExportError, Sink, envelope_error, tenant_and_plan};
+use crate::envelope::{self, Fields};
+use crate::row_groups::{self, ROW_GROUP_ROWS, RowGroups};
+use crate::{ExportError, Sink, WriterThread, envelope_error, tenant_and_plan};
 
-/// Rows per row group: large enough for column compression and scans to pay off, small enough
-/// that a reader can skip by position and the writer's buffered group stays tens of MiB.
-pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Rows per Arrow batch handed to the writer (the builders' memory).
 const BATCH_ROWS: usize = 8 * 1024;
 
-/// Columns whose values are (nearly) all distinct: dictionary encoding would only cost time.
-const DISTINCT_COLUMNS: [&str; 7] = [
+/// Columns whose values are (nearly) all distinct, or too many to fit one dictionary page:
+/// dictionary encoding would only cost time (hashing each value, then falling back to plain).
+const DISTINCT_COLUMNS: [&str; 11] = [
+    "position",
+    "version",
     "event_id",
     "occurred_at",
     "recorded_at",
+    "command_id",
+    "correlation_id",
     "traceparent",
     "data",
     "prev_hash",
     "hash",
 ];
+
+/// Columns no reader selects by range (a JSON payload, random hex): min/max would only cost a
+/// comparison per value.
+const UNORDERED_COLUMNS: [&str; 4] = ["traceparent", "data", "prev_hash", "hash"];
 
 /// The Arrow schema of an export: the envelope's fields in its order, with the stream also
 /// split into `tenant` and `plan_id`, and both times as UTC timestamps in nanoseconds.
@@ -82,43 +85,6 @@ fn schema_with(partitioned: bool) -> SchemaRef {
         fields.push(Field::new("partition", DataType::UInt32, false));
     }
     Arc::new(Schema::new(fields))
-}
-
-/// A stored envelope, borrowed from its bytes where no unescaping is needed.
-#[derive(Deserialize)]
-struct Row<'a> {
-    position: u64,
-    #[serde(borrow)]
-    stream: Cow<'a, str>,
-    version: u64,
-    #[serde(borrow)]
-    event_id: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    event_type: Cow<'a, str>,
-    schema_version: u32,
-    #[serde(borrow)]
-    occurred_at: Cow<'a, str>,
-    #[serde(borrow)]
-    recorded_at: Cow<'a, str>,
-    #[serde(borrow)]
-    actor: Cow<'a, str>,
-    #[serde(borrow)]
-    command_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    correlation_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    causation_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    traceparent: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    #[serde(borrow)]
-    prev_hash: Cow<'a, str>,
-    #[serde(borrow)]
-    hash: Cow<'a, str>,
-    /// A cluster's events carry their partition.
-    #[serde(default)]
-    partition: Option<u32>,
 }
 
 /// One builder per column, in schema order.
@@ -176,7 +142,7 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, position: Position, row: &Row<'_>) -> Result<(), ExportError> {
+    fn push(&mut self, position: Position, row: &Fields<'_>) -> Result<(), ExportError> {
         let (tenant, plan_id) = tenant_and_plan(&row.stream);
         self.position.append_value(row.position);
         self.stream.append_value(&row.stream);
@@ -186,17 +152,15 @@ impl Columns {
         self.event_id.append_value(&row.event_id);
         self.event_type.append_value(&row.event_type);
         self.schema_version.append_value(row.schema_version);
-        self.occurred_at
-            .append_value(nanoseconds(position, "occurred_at", &row.occurred_at)?);
-        self.recorded_at
-            .append_value(nanoseconds(position, "recorded_at", &row.recorded_at)?);
+        self.occurred_at.append_value(row.occurred_at);
+        self.recorded_at.append_value(row.recorded_at);
         self.actor.append_value(&row.actor);
         self.command_id.append_option(row.command_id.as_deref());
         self.correlation_id
             .append_option(row.correlation_id.as_deref());
         self.causation_id.append_option(row.causation_id.as_deref());
         self.traceparent.append_option(row.traceparent.as_deref());
-        self.data.append_value(row.data.get());
+        self.data.append_value(row.data);
         self.prev_hash.append_value(&row.prev_hash);
         self.hash.append_value(&row.hash);
         if let Some(partition) = &mut self.partition {
@@ -242,35 +206,10 @@ impl Columns {
     }
 }
 
-/// An RFC 3339 time as nanoseconds since the Unix epoch (what the timestamp columns hold).
-fn nanoseconds(position: Position, field: &str, text: &str) -> Result<i64, ExportError> {
-    let time: jiff::Timestamp = text
-        .parse()
-        .map_err(|e| envelope_error(position, format!("{field} {text:?}: {e}")))?;
-    i64::try_from(time.as_nanosecond()).map_err(|_| {
-        envelope_error(
-            position,
-            format!(
-                "{field} {text} is outside the years 1677 to 2262 that nanosecond timestamps hold"
-            ),
-        )
-    })
-}
-
-/// The thread encoding and writing the Parquet file; it answers how the writing ended.
-pub(crate) type WriterThread<'scope> =
-    std::thread::ScopedJoinHandle<'scope, Result<(), ExportError>>;
-
-/// Starts parquet's Arrow writer over `out` on a thread of `scope`: it encodes and compresses
-/// the batches sent to the returned queue (at most two wait in it, so memory stays bounded),
-/// and writes the footer once the queue closes.
-pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    out: W,
-    schema: SchemaRef,
-) -> Result<(SyncSender<RecordBatch>, WriterThread<'scope>), ExportError> {
+/// How the file is written: zstd, dictionaries only where values repeat, min/max per chunk.
+fn properties() -> WriterProperties {
     let mut properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Min/max per column chunk (enough to skip row groups by position or time);
         // per-page statistics of long strings would cost more than they save.
@@ -279,50 +218,43 @@ pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
     for column in DISTINCT_COLUMNS {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
-    let mut writer = ArrowWriter::try_new(
-        BufWriter::with_capacity(1 << 20, out),
-        schema,
-        Some(properties.build()),
-    )?;
-    let (batches, queue) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-    let encoder = std::thread::Builder::new()
-        .name("planledger-export-parquet".into())
-        .spawn_scoped(scope, move || {
-            for batch in queue {
-                writer.write(&batch)?;
-            }
-            writer.finish()?;
-            writer.inner_mut().flush()?;
-            Ok(())
-        })?;
-    Ok((batches, encoder))
+    for column in UNORDERED_COLUMNS {
+        properties = properties
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    properties.build()
 }
 
-/// Builds Arrow batches from stored envelopes and queues them for the writer thread.
+/// Starts the threads that encode and write the file over `out` (see [`row_groups`]) and
+/// returns the sink that feeds them.
+pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    out: W,
+    schema: SchemaRef,
+) -> Result<(ParquetSink, WriterThread<'scope>), ExportError> {
+    let out = BufWriter::with_capacity(1 << 20, out);
+    let (row_groups, writer) = row_groups::spawn(scope, out, schema.clone(), properties())?;
+    let partitioned = schema.field_with_name("partition").is_ok();
+    let sink = ParquetSink {
+        row_groups,
+        columns: Columns::new(partitioned),
+        schema,
+    };
+    Ok((sink, writer))
+}
+
+/// Builds Arrow batches from stored envelopes, decoding each once, and hands them on.
 pub(crate) struct ParquetSink {
-    batches: Option<SyncSender<RecordBatch>>,
+    row_groups: RowGroups,
     columns: Columns,
     schema: SchemaRef,
 }
 
 impl ParquetSink {
-    pub(crate) fn new(batches: SyncSender<RecordBatch>, schema: SchemaRef) -> Self {
-        let partitioned = schema.field_with_name("partition").is_ok();
-        Self {
-            batches: Some(batches),
-            columns: Columns::new(partitioned),
-            schema,
-        }
-    }
-
     fn send_batch(&mut self) -> Result<(), ExportError> {
         if self.columns.rows > 0 {
             let batch = self.columns.take(&self.schema)?;
-            self.batches
-                .as_ref()
-                .ok_or(ExportError::EncoderStopped)?
-                .send(batch)
-                .map_err(|_| ExportError::EncoderStopped)?;
+            self.row_groups.send(batch)?;
         }
         Ok(())
     }
@@ -330,10 +262,9 @@ impl ParquetSink {
 
 impl Sink for ParquetSink {
     fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError> {
-        let row: Row<'_> =
-            serde_json::from_slice(stored).map_err(|e| envelope_error(position, e))?;
+        let row = envelope::decode(position, stored)?;
         self.columns.push(position, &row)?;
-        if self.columns.rows >= BATCH_ROWS {
+        if self.columns.rows >= BATCH_ROWS.min(self.row_groups.room()) {
             self.send_batch()?;
         }
         Ok(())
@@ -341,8 +272,6 @@ impl Sink for ParquetSink {
 
     fn finish(&mut self) -> Result<(), ExportError> {
         self.send_batch()?;
-        // Closing the queue lets the writer thread write the footer.
-        self.batches = None;
-        Ok(())
+        self.row_groups.finish()
     }
 }

@@ -15,7 +15,7 @@ use planledger_store::{LogReader, Position, StoreOptions};
 pub enum ExportFormat {
     /// One envelope JSON per line, exactly as `GET /v1/events` renders it.
     Ndjson,
-    /// Apache Parquet: one typed row per event, snappy-compressed.
+    /// Apache Parquet: one typed row per event, zstd-compressed.
     Parquet,
 }
 
