@@ -176,8 +176,9 @@ pub fn export_partitioned<W: Write + Send>(
 
 /// Runs `feed` into the sink of `format` over `out` and reports what it wrote.
 ///
-/// Both formats write on a thread of their own, fed through a small queue, while this one
-/// scans (and for Parquet decodes and builds columns): on two cores the two halves overlap.
+/// Both formats write on threads of their own, fed through small queues, while this one scans
+/// (Parquet's encoders also decode the envelopes and build the columns): on two cores or more
+/// the scan and the rest overlap.
 fn write_with<W: Write + Send>(
     format: Format,
     schema: arrow_schema::SchemaRef,

@@ -15,10 +15,10 @@ use planledger_store::Position;
 
 use crate::envelope::{self, Fields};
 use crate::row_groups::{self, ROW_GROUP_ROWS, RowGroups};
-use crate::{ExportError, Sink, WriterThread, envelope_error, tenant_and_plan};
+use crate::{ExportError, WriterThread, envelope_error, tenant_and_plan};
 
-/// Rows per Arrow batch handed to the writer (the builders' memory).
-const BATCH_ROWS: usize = 8 * 1024;
+/// Rows per Arrow batch an encoder builds (the builders' memory).
+pub(crate) const BATCH_ROWS: usize = 8 * 1024;
 
 /// Columns whose values are (nearly) all distinct, or too many to fit one dictionary page:
 /// dictionary encoding would only cost time (hashing each value, then falling back to plain).
@@ -87,8 +87,8 @@ fn schema_with(partitioned: bool) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// One builder per column, in schema order.
-struct Columns {
+/// One builder per column, in schema order: an encoder's, reused batch after batch.
+pub(crate) struct Columns {
     position: UInt64Builder,
     stream: StringBuilder,
     tenant: StringBuilder,
@@ -113,7 +113,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn new(partitioned: bool) -> Self {
+    pub(crate) fn new(partitioned: bool) -> Self {
         let text = |bytes_per_row: usize| {
             StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * bytes_per_row)
         };
@@ -176,6 +176,20 @@ impl Columns {
         Ok(())
     }
 
+    /// The batch of `envelopes`, each decoded once.
+    pub(crate) fn batch_of(
+        &mut self,
+        envelopes: &Envelopes,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, ExportError> {
+        for (position, stored) in envelopes.iter() {
+            let row = envelope::decode(position, stored)?;
+            self.push(position, &row)?;
+        }
+        assert_eq!(self.rows, envelopes.len(), "one row per envelope");
+        self.take(schema)
+    }
+
     /// The rows so far as one batch; the builders start over empty.
     fn take(&mut self, schema: &SchemaRef) -> Result<RecordBatch, ExportError> {
         let mut columns: Vec<ArrayRef> = vec![
@@ -225,53 +239,46 @@ fn properties() -> WriterProperties {
     properties.build()
 }
 
-/// Starts the threads that encode and write the file over `out` (see [`row_groups`]) and
-/// returns the sink that feeds them.
+/// Starts the threads that decode, encode and write the file over `out` (see [`row_groups`])
+/// and returns the sink that feeds them.
 pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     out: W,
     schema: SchemaRef,
-) -> Result<(ParquetSink, WriterThread<'scope>), ExportError> {
+) -> Result<(RowGroups, WriterThread<'scope>), ExportError> {
     let out = BufWriter::with_capacity(1 << 20, out);
-    let (row_groups, writer) = row_groups::spawn(scope, out, schema.clone(), properties())?;
-    let partitioned = schema.field_with_name("partition").is_ok();
-    let sink = ParquetSink {
-        row_groups,
-        columns: Columns::new(partitioned),
-        schema,
-    };
-    Ok((sink, writer))
+    row_groups::spawn(scope, out, schema, properties())
 }
 
-/// Builds Arrow batches from stored envelopes, decoding each once, and hands them on.
-pub(crate) struct ParquetSink {
-    row_groups: RowGroups,
-    columns: Columns,
-    schema: SchemaRef,
+/// Stored envelopes gathered for one batch: their bytes end to end, and where each ends.
+#[derive(Default)]
+pub(crate) struct Envelopes {
+    bytes: Vec<u8>,
+    /// Each envelope's position and the end of its bytes.
+    ends: Vec<(Position, usize)>,
 }
 
-impl ParquetSink {
-    fn send_batch(&mut self) -> Result<(), ExportError> {
-        if self.columns.rows > 0 {
-            let batch = self.columns.take(&self.schema)?;
-            self.row_groups.send(batch)?;
-        }
-        Ok(())
-    }
-}
-
-impl Sink for ParquetSink {
-    fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError> {
-        let row = envelope::decode(position, stored)?;
-        self.columns.push(position, &row)?;
-        if self.columns.rows >= BATCH_ROWS.min(self.row_groups.room()) {
-            self.send_batch()?;
-        }
-        Ok(())
+impl Envelopes {
+    pub(crate) fn push(&mut self, position: Position, stored: &[u8]) {
+        self.bytes.extend_from_slice(stored);
+        self.ends.push((position, self.bytes.len()));
     }
 
-    fn finish(&mut self) -> Result<(), ExportError> {
-        self.send_batch()?;
-        self.row_groups.finish()
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Empties it, keeping its memory for the next batch.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Position, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, end)| end));
+        self.ends
+            .iter()
+            .zip(starts)
+            .map(|(&(position, end), start)| (position, &self.bytes[start..end]))
     }
 }

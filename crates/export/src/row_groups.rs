@@ -1,12 +1,12 @@
-//! The Parquet file's writing, off the scan's thread: each row group is encoded and compressed
-//! whole by one of a few encoder threads (row groups taken in turn), and a writer thread
-//! appends the finished groups to the file in order, then writes the footer.
+//! The Parquet file's making, off the scan's thread: the scan gathers the stored envelopes of
+//! each row group and hands them to one of a few encoder threads (row groups taken in turn),
+//! which decodes each envelope once, builds the columns, encodes and compresses them; a writer
+//! thread appends the finished groups to the file in order, then writes the footer.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
@@ -15,7 +15,10 @@ use parquet::arrow::arrow_writer::{
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-use crate::{ExportError, WriterThread};
+use planledger_store::Position;
+
+use crate::parquet_file::{BATCH_ROWS, Columns, Envelopes};
+use crate::{ExportError, Sink, WriterThread};
 
 /// Rows per row group: large enough for column compression and scans to pay off, small enough
 /// that a reader can skip by position and each encoder's buffered group stays tens of MiB.
@@ -28,8 +31,8 @@ enum Job {
         index: usize,
         writers: Vec<ArrowColumnWriter>,
     },
-    /// The next rows of the group.
-    Batch(RecordBatch),
+    /// The next rows of the group, as stored.
+    Batch(Envelopes),
     /// The group is complete: close its column chunks and pass them to the file's writer.
     Close,
 }
@@ -37,12 +40,17 @@ enum Job {
 /// An encoded row group: its index and its column chunks in schema order.
 type Encoded = (usize, Vec<ArrowColumnChunk>);
 
-/// The scan's end of the pipeline: cuts the batches it is given into row groups of
-/// [`ROW_GROUP_ROWS`] rows and hands each group to the next encoder.
+/// The scan's end of the pipeline, the Parquet sink: gathers the stored envelopes into batches,
+/// cuts them into row groups of [`ROW_GROUP_ROWS`] rows and hands each group to the next
+/// encoder.
 pub(crate) struct RowGroups {
     factory: ArrowRowGroupWriterFactory,
     /// One queue per encoder; empty once finished.
     encoders: Vec<SyncSender<Job>>,
+    /// The batch being gathered.
+    pending: Envelopes,
+    /// Batches the encoders are done with, for reuse.
+    spare: Receiver<Envelopes>,
     /// The row group being filled.
     index: usize,
     /// Rows sent of it so far.
@@ -64,16 +72,17 @@ pub(crate) fn spawn<'scope, W: Write + Send + 'scope>(
         ArrowWriter::try_new(out, schema.clone(), Some(properties))?.into_serialized_writer()?;
     let encoders = encoder_count();
     let (encoded, finished) = std::sync::mpsc::sync_channel::<Encoded>(encoders);
+    let (recycle, spare) = std::sync::mpsc::sync_channel::<Envelopes>(2 * encoders);
     let mut queues = Vec::with_capacity(encoders);
     let mut threads = Vec::with_capacity(encoders);
     for n in 0..encoders {
         // Two batches wait at most per encoder, so memory stays bounded.
         let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(2);
-        let (schema, encoded) = (schema.clone(), encoded.clone());
+        let (schema, encoded, recycle) = (schema.clone(), encoded.clone(), recycle.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("planledger-export-encode-{n}"))
-                .spawn_scoped(scope, move || encode(&jobs, &schema, &encoded))?,
+                .spawn_scoped(scope, move || encode(&jobs, &schema, &encoded, &recycle))?,
         );
         queues.push(queue);
     }
@@ -94,6 +103,8 @@ pub(crate) fn spawn<'scope, W: Write + Send + 'scope>(
     let row_groups = RowGroups {
         factory,
         encoders: queues,
+        pending: Envelopes::default(),
+        spare,
         index: 0,
         rows: 0,
     };
@@ -107,11 +118,37 @@ fn encoder_count() -> usize {
         .clamp(2, 4)
 }
 
+impl Sink for RowGroups {
+    fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError> {
+        self.pending.push(position, stored);
+        // A batch never spans two groups.
+        if self.pending.len() >= BATCH_ROWS.min(ROW_GROUP_ROWS - self.rows) {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the last batch, closes the last group and the encoders' queues: the writer then
+    /// writes the footer.
+    fn finish(&mut self) -> Result<(), ExportError> {
+        self.send_batch()?;
+        if self.rows > 0 {
+            self.close_group()?;
+        }
+        self.encoders.clear();
+        Ok(())
+    }
+}
+
 impl RowGroups {
-    /// Queues `batch` for the group being filled; a batch never spans two groups.
-    pub(crate) fn send(&mut self, batch: RecordBatch) -> Result<(), ExportError> {
+    /// Queues the gathered batch for the group being filled, and closes the group when full.
+    fn send_batch(&mut self) -> Result<(), ExportError> {
+        let rows = self.pending.len();
+        if rows == 0 {
+            return Ok(());
+        }
         assert!(
-            self.rows + batch.num_rows() <= ROW_GROUP_ROWS,
+            self.rows + rows <= ROW_GROUP_ROWS,
             "a batch fits in the rest of its row group"
         );
         if self.rows == 0 {
@@ -121,25 +158,14 @@ impl RowGroups {
                 writers,
             })?;
         }
-        self.rows += batch.num_rows();
+        let next = self.spare.try_recv().unwrap_or_default();
+        debug_assert_eq!(next.len(), 0, "a spare batch comes back empty");
+        let batch = std::mem::replace(&mut self.pending, next);
         self.to_encoder(Job::Batch(batch))?;
+        self.rows += rows;
         if self.rows == ROW_GROUP_ROWS {
             self.close_group()?;
         }
-        Ok(())
-    }
-
-    /// Rows the group being filled still takes.
-    pub(crate) fn room(&self) -> usize {
-        ROW_GROUP_ROWS - self.rows
-    }
-
-    /// Closes the last group and the encoders' queues: the writer then writes the footer.
-    pub(crate) fn finish(&mut self) -> Result<(), ExportError> {
-        if self.rows > 0 {
-            self.close_group()?;
-        }
-        self.encoders.clear();
         Ok(())
     }
 
@@ -162,13 +188,15 @@ impl RowGroups {
     }
 }
 
-/// An encoder: encodes and compresses the row groups it is given, one at a time, and passes
-/// each finished group on.
+/// An encoder: decodes, encodes and compresses the row groups it is given, one at a time, and
+/// passes each finished group on.
 fn encode(
     jobs: &Receiver<Job>,
     schema: &SchemaRef,
     encoded: &SyncSender<Encoded>,
+    recycle: &SyncSender<Envelopes>,
 ) -> Result<(), ExportError> {
+    let mut columns = Columns::new(schema.field_with_name("partition").is_ok());
     let mut group: Option<(usize, Vec<ArrowColumnWriter>)> = None;
     for job in jobs {
         match job {
@@ -176,10 +204,14 @@ fn encode(
                 assert!(group.is_none(), "a row group starts after the last closed");
                 group = Some((index, writers));
             }
-            Job::Batch(batch) => {
+            Job::Batch(mut envelopes) => {
                 let (_, writers) = group
                     .as_mut()
                     .expect("a batch comes after its group's start");
+                let batch = columns.batch_of(&envelopes, schema)?;
+                envelopes.clear();
+                // The scan may have enough spares already: then this one goes.
+                let _ = recycle.try_send(envelopes);
                 let mut writers = writers.iter_mut();
                 for (field, column) in schema.fields().iter().zip(batch.columns()) {
                     for leaf in compute_leaves(field, column)? {
