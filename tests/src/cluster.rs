@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use planledger_bench::cluster::localize;
 use tempfile::TempDir;
 
-/// How long a starting member may take before the test gives up.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long starting members may take to be healthy before the test gives up: generous, since
+/// on a loaded machine electing the JetStream meta leader can take tens of seconds; the wait
+/// ends as soon as the condition holds.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Member names, as `server_name` in the configurations.
 pub const MEMBERS: [&str; 3] = ["n1", "n2", "n3"];
@@ -39,7 +41,8 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts all three members and waits until each accepts clients and reports JetStream
-    /// healthy (the meta group has a leader). Panics with the members' logs otherwise.
+    /// healthy (the meta group of all three has a leader). Panics naming what was not ready,
+    /// with the members' logs, otherwise.
     pub fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("planledger-nats-cluster-")
@@ -84,9 +87,7 @@ impl NatsCluster {
         for index in 0..cluster.members.len() {
             cluster.spawn(index);
         }
-        for index in 0..cluster.members.len() {
-            cluster.wait_healthy(index);
-        }
+        cluster.wait_healthy(&[0, 1, 2]);
         cluster
     }
 
@@ -157,7 +158,7 @@ impl NatsCluster {
         let index = self.index(member);
         self.kill(member);
         self.spawn(index);
-        self.wait_healthy(index);
+        self.wait_healthy(&[index]);
     }
 
     /// Stops one member with SIGSTOP (a frozen VM, a long GC pause): it holds its sockets and
@@ -215,37 +216,77 @@ impl NatsCluster {
         member.child = Some(child);
     }
 
-    /// Waits until the member accepts clients and its monitoring `/healthz` answers 200 (which
-    /// needs JetStream up and a meta leader known).
-    fn wait_healthy(&mut self, index: usize) {
+    /// Waits until each of `members` is healthy ([`NatsCluster::not_healthy`] says nothing),
+    /// within one deadline for all of them. Panics naming each member that was not, with what it
+    /// lacked, and the logs.
+    fn wait_healthy(&mut self, members: &[usize]) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let monitor = self.members[index].monitor_port;
         loop {
-            let name = self.members[index].name;
-            let port = self.members[index].client_port;
-            let running = self.members[index]
-                .child
-                .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-            if !running {
-                panic!("nats member {name} exited; logs:\n{}", self.logs());
+            let mut waiting = Vec::new();
+            for &index in members {
+                if let Some(reason) = self.not_healthy(index) {
+                    waiting.push(format!("{}: {reason}", self.members[index].name));
+                }
             }
-            let accepting = TcpStream::connect_timeout(
-                &([127, 0, 0, 1], port).into(),
-                Duration::from_millis(200),
-            )
-            .is_ok();
-            if accepting && healthz_ok(monitor) {
+            if waiting.is_empty() {
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "nats member {name} not healthy within {START_TIMEOUT:?}; logs:\n{}",
+                    "the NATS cluster was not healthy within {START_TIMEOUT:?}; not ready:\n  {}\nlogs:\n{}",
+                    waiting.join("\n  "),
                     self.logs()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// What member `index` still lacks to be healthy, or `None`: it runs, accepts clients, its
+    /// monitoring `/healthz` answers 200 (JetStream up and current with a meta leader), and its
+    /// `/jsz` names the meta leader of a meta group of all the cluster's members. Panics if the
+    /// member exited.
+    fn not_healthy(&mut self, index: usize) -> Option<String> {
+        let cluster_size = self.members.len();
+        let member = &mut self.members[index];
+        let running = member
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        let (name, port, monitor) = (member.name, member.client_port, member.monitor_port);
+        if !running {
+            panic!("nats member {name} exited; logs:\n{}", self.logs());
+        }
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_err()
+        {
+            return Some(format!("not accepting clients on 127.0.0.1:{port}"));
+        }
+        match monitor_get(monitor, "/healthz") {
+            Err(error) => return Some(format!("monitoring port {monitor}: {error}")),
+            Ok((status, body)) if status != 200 => {
+                return Some(format!("/healthz answered {status}: {}", body.trim()));
+            }
+            Ok(_) => {}
+        }
+        let jsz = match monitor_get(monitor, "/jsz") {
+            Err(error) => return Some(format!("monitoring port {monitor}: {error}")),
+            Ok((status, body)) if status != 200 => {
+                return Some(format!("/jsz answered {status}: {}", body.trim()));
+            }
+            Ok((_, body)) => body,
+        };
+        let meta: serde_json::Value = serde_json::from_str::<serde_json::Value>(&jsz)
+            .map(|v| v["meta_cluster"].clone())
+            .unwrap_or_default();
+        let leader = meta["leader"].as_str().unwrap_or_default();
+        let size = meta["cluster_size"].as_u64().unwrap_or(0);
+        if leader.is_empty() || size != cluster_size as u64 {
+            return Some(format!(
+                "JetStream meta group not formed (leader {leader:?}, {size} of {cluster_size} members): {meta}"
+            ));
+        }
+        None
     }
 }
 
@@ -260,25 +301,28 @@ impl Drop for NatsCluster {
     }
 }
 
-/// Whether `GET /healthz` on the monitoring port answers 200 (plain HTTP/1.0 over a socket, so
-/// the harness needs no HTTP client of its own).
-fn healthz_ok(port: u16) -> bool {
+/// `GET path` on a member's monitoring port: the status code and body (plain HTTP/1.0 over a
+/// socket, so the harness needs no HTTP client of its own).
+fn monitor_get(port: u16, path: &str) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
-    let Ok(mut stream) =
+    let mut stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
+            .map_err(|e| format!("not answering ({e})"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .map_err(|e| format!("GET {path}: {e}"))?;
     let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("GET {path}: not an HTTP answer: {answer:?}"))?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status, body.to_string()))
 }
 
 fn read_log(path: &Path) -> String {

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// How long a starting server may take before the test gives up.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a starting server may take before the test gives up (generous for a loaded machine:
+/// the wait ends as soon as the server is ready).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -182,9 +183,13 @@ impl NatsServer {
                 return;
             }
             if Instant::now() > deadline {
+                let missing = if accepting {
+                    format!("its log does not say {ready_marker:?} (JetStream not up)")
+                } else {
+                    format!("not accepting clients on 127.0.0.1:{}", self.port)
+                };
                 panic!(
-                    "nats-server did not become ready on port {} within {START_TIMEOUT:?}; its log:\n{}",
-                    self.port,
+                    "nats-server was not ready within {START_TIMEOUT:?}: {missing}; its log:\n{}",
                     read_log(&self.log_path())
                 );
             }
