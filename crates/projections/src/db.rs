@@ -264,6 +264,9 @@ struct Inner {
     quarantines: RwLock<QuarantineMap>,
     /// Held while a partition marks its rebuild caught up, so exactly one switches.
     switching: std::sync::Mutex<()>,
+    /// Cluster mode: generations that stopped being live, with the partitions whose runtimes
+    /// have moved off them (see [`ReadModelDb::left_generation`]).
+    left: std::sync::Mutex<BTreeMap<u64, std::collections::BTreeSet<u32>>>,
 }
 
 /// The quarantine record's key in the default column family.
@@ -445,6 +448,7 @@ impl ReadModelDb {
                 live: AtomicU64::new(0),
                 quarantines: RwLock::default(),
                 switching: std::sync::Mutex::new(()),
+                left: std::sync::Mutex::default(),
             }),
             scope: None,
         };
@@ -797,9 +801,9 @@ impl ReadModelDb {
     /// Starts a new, empty generation beside the live one and records it as being built.
     ///
     /// In cluster mode a partition joins the generation another partition's rebuild started
-    /// (every partition fills the same one); generations left by an earlier switch are dropped
-    /// only when the database is opened again, since another partition's runtime may still be
-    /// committing to one until it sees the switch.
+    /// (every partition fills the same one); a generation left by an earlier switch is dropped
+    /// once every partition's runtime has moved off it ([`Self::left_generation`]), or when the
+    /// database is opened again.
     pub fn start_generation(&self) -> Result<u64, ProjectionError> {
         let _switching = self.lock_switching();
         if let Some(building) = self.building_generation()? {
@@ -845,9 +849,10 @@ impl ReadModelDb {
 
     /// Cluster mode: records that this partition's rebuild into `generation` has caught up
     /// with its live runtime, and switches readers to it once every partition has. Returns
-    /// whether `generation` is live now. The old generation is kept until the next rebuild or
-    /// open (the other partitions' live runtimes may still be committing to it until they see
-    /// the switch); single-node handles switch at once.
+    /// whether `generation` is live now. The old generation is kept until every partition's
+    /// runtime has moved off it (the other partitions' live runtimes may still be committing to
+    /// it until they see the switch; [`Self::left_generation`] drops it then); single-node
+    /// handles switch at once.
     pub fn caught_up(&self, generation: u64) -> Result<bool, ProjectionError> {
         let Some(scope) = self.scope else {
             self.switch_to(generation)?;
@@ -885,6 +890,41 @@ impl ReadModelDb {
             return Ok(false);
         }
         self.switch_live(generation, false)?;
+        Ok(true)
+    }
+
+    /// Cluster mode: this partition's runtime has moved its live model off `generation` (a
+    /// coordinated rebuild made another one live), so it never commits to it again. Once every
+    /// partition has, the generation is dropped: no runtime writes to it any more, and readers
+    /// still holding it finish their reads (RocksDB frees its files when the last handle goes).
+    /// Returns whether it was dropped now. Single-node handles drop the old generation at the
+    /// switch itself.
+    pub fn left_generation(&self, generation: u64) -> Result<bool, ProjectionError> {
+        let Some(scope) = self.scope else {
+            return Ok(false);
+        };
+        let _switching = self.lock_switching();
+        assert_ne!(
+            generation,
+            self.live_generation(),
+            "a partition leaves a generation only once another one is live"
+        );
+        let mut left = self
+            .inner
+            .left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let partitions = left.entry(generation).or_default();
+        partitions.insert(scope.partition);
+        if partitions.len() < scope.of as usize {
+            return Ok(false);
+        }
+        left.remove(&generation);
+        if self.building_generation()? == Some(generation) || self.cf(generation).is_none() {
+            return Ok(false);
+        }
+        tracing::info!(projection = %self.inner.name, generation, "every partition moved off the old read-model generation; dropping it");
+        self.inner.db.drop_cf(&generation_cf(generation))?;
         Ok(true)
     }
 

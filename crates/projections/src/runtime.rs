@@ -846,7 +846,14 @@ impl Runner {
                     && job.working.committed.position >= live.applied.position;
                 if switched_elsewhere || (caught_up && !job.marked_caught_up) {
                     match self.switch(source, job).await? {
-                        Ok(rebuilt) => live = rebuilt,
+                        Ok(rebuilt) => {
+                            let old = std::mem::replace(&mut live, rebuilt).number;
+                            if old != live.number {
+                                // Cluster mode: the last partition to move drops the old one.
+                                let db = self.db.clone();
+                                blocking(move || db.left_generation(old)).await?;
+                            }
+                        }
                         Err(waiting) => rebuild = Some(waiting),
                     }
                     if self

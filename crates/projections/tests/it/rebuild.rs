@@ -163,3 +163,78 @@ async fn an_interrupted_rebuild_resumes_after_a_restart() {
     task.await.expect("task").expect("clean stop");
     assert_eq!(db.checkpoint(2).expect("checkpoint").position, last);
 }
+
+/// Cluster mode: a coordinated rebuild (every partition's runtime fills one new generation)
+/// goes live once every partition has caught up, and the old generation's keys are dropped as
+/// soon as every partition's runtime has moved off it, not at the next restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinated_rebuild_drops_the_old_generation_once_every_partition_moved_off_it() {
+    const PARTITIONS: u32 = 3;
+    let dir = tempfile::tempdir().expect("dir");
+    // One log per partition, each with its own plans.
+    let mut logs = Vec::new();
+    for p in 0..PARTITIONS {
+        let store = open_store(&dir.path().join(format!("log-{p}")));
+        let scripts: Vec<Script> = (0..3)
+            .map(|i| busy_plan("acme", &format!("p{p}-{i}"), 10))
+            .collect();
+        append_scripts(&store, &scripts.iter().collect::<Vec<_>>()).await;
+        logs.push(store);
+    }
+    let db = ReadModelDb::open(dir.path().join("progress"), "progress").expect("open");
+    db.claim_partitions(PARTITIONS).expect("claim");
+    let shutdown = CancellationToken::new();
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for (p, store) in (0..PARTITIONS).zip(&logs) {
+        let (handle, task) = spawn(
+            Arc::new(ProgressProjector),
+            db.for_partition(p, PARTITIONS),
+            LocalLogSource::new(store.clone()),
+            small_batches(),
+            shutdown.clone(),
+        )
+        .expect("spawn");
+        handles.push(handle);
+        tasks.push(task);
+    }
+    for (handle, store) in handles.iter().zip(&logs) {
+        caught_up(handle, store.last_position().get()).await;
+    }
+    let old = db.live_generation();
+    let facts = |db: &ReadModelDb| {
+        dump_live(db)
+            .into_iter()
+            .filter(|(key, _)| !planledger_projections::is_bookkeeping_key(key))
+            .collect::<Vec<_>>()
+    };
+    let before = facts(&db);
+    assert!(!before.is_empty(), "the old generation holds the model");
+
+    for handle in &handles {
+        handle.rebuild().await.expect("rebuild accepted");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while handles.iter().any(|h| {
+        let status = h.status();
+        status.generation == old || status.rebuild.is_some()
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coordinated rebuild never went live on every partition: {:?}",
+            handles.iter().map(|h| h.status()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = db.live_generation();
+    assert!(new > old, "generation {new} replaced {old}");
+    assert!(
+        db.dump_generation(old).is_err(),
+        "the old generation {old} is dropped once every partition moved off it, with its keys"
+    );
+    assert!(facts(&db) == before, "the rebuilt model equals the old one");
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("join").expect("the projector ran");
+    }
+}
