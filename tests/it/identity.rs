@@ -353,3 +353,131 @@ fn serve_refuses_to_start_when_the_key_set_cannot_be_read() {
         );
     }
 }
+
+/// Cluster mode: a writer node passes the read-model routes to the read model's projector over
+/// NATS with the caller's token, so the projector must accept the provider's tokens too. The
+/// projector takes `serve`'s identity flags; with them a provider token writes through a node
+/// and reads the progress model (answered by the projector) through it, and the projector's own
+/// routes check the issuer and audience as the node does.
+#[tokio::test]
+async fn a_provider_token_reads_a_cluster_read_model_through_a_writer_node() {
+    let key = ProviderKey::rsa("rsa-1");
+    let jwks = JwksServer::start(identity::jwks(&[&key]));
+    let trust = [
+        "--jwt-jwks-url",
+        jwks.url.as_str(),
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ];
+    let nats = planledger_e2e::cluster::NatsCluster::start();
+    nats.init_planledger(2);
+    let urls = nats.urls().join(",");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).expect("dir");
+    let mut node_args = vec![
+        "--log-commit",
+        "jetstream",
+        "--nats",
+        urls.as_str(),
+        "--node-id",
+        "n1",
+        "--lease-ttl",
+        "2s",
+    ];
+    node_args.extend_from_slice(&trust);
+    let node = Planledger::start_in(&node_dir, &node_args);
+    assert!(
+        node.wait_ready().await,
+        "the node never got ready: {}",
+        node.log()
+    );
+    let mut projector_args = vec!["--nats", urls.as_str(), "--cluster"];
+    projector_args.extend_from_slice(&trust);
+    let projector_dir = dir.path().join("progress");
+    std::fs::create_dir_all(&projector_dir).expect("dir");
+    let projector = Planledger::start_projector(&projector_dir, "progress", &projector_args);
+
+    let http = reqwest::Client::new();
+    let planner = key.sign(&claims("ana@idp", "acme", &["planner"]));
+    let mut bookmark = String::new();
+    for body in [
+        json!({"type": "CreatePlan", "data": {"title": "Q plan", "starts_on": today_plus(-1),
+            "ends_on": today_plus(30), "checkin_cadence_days": 7}}),
+        json!({"type": "DefineGoal", "data": {"goal_id": "g1", "title": "Signups",
+            "due": today_plus(20), "kpi": {"unit": "users", "baseline": 0.0, "target": 10.0,
+            "direction": "increase"}}}),
+    ] {
+        let response = http
+            .post(node.url("/v1/plans/p1/commands"))
+            .bearer_auth(&planner)
+            .json(&body)
+            .send()
+            .await
+            .expect("the command is sent");
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a provider token's command: {answer}"
+        );
+        bookmark = answer["bookmark"].as_str().expect("a bookmark").to_string();
+    }
+
+    // Through the node: the projector answers (503 read_model_unavailable until it listens).
+    let viewer = key.sign(&claims("bo@idp", "acme", &["viewer"]));
+    let path = format!("/v1/plans/p1/progress?bookmark={bookmark}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let response = http
+            .get(node.url(&path))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .expect("the read is sent");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == StatusCode::OK {
+            break body;
+        }
+        assert_ne!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the projector refused the provider's token the node accepted: {body}\n{}",
+            projector.log()
+        );
+        assert!(
+            Instant::now() < deadline && body["code"] == "read_model_unavailable",
+            "{status} {body}\n{}\n{}",
+            node.log(),
+            projector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(progress["plan_id"], "p1", "{progress}");
+
+    // The projector's own routes: the provider's token passes, one for another audience not.
+    let direct = http
+        .get(projector.url(&path))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("the read is sent");
+    assert_eq!(direct.status(), StatusCode::OK);
+    let mut elsewhere = claims("bo@idp", "acme", &["viewer"]);
+    elsewhere["aud"] = json!("another-service");
+    let refused = http
+        .get(projector.url(&path))
+        .bearer_auth(key.sign(&elsewhere))
+        .send()
+        .await
+        .expect("the read is sent");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = refused.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["code"], "invalid_token", "{body}");
+    drop(projector);
+    drop(node);
+}

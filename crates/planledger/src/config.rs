@@ -175,31 +175,9 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "PLANLEDGER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// JWT signing secret file (hex).
-    #[arg(long, env = "PLANLEDGER_JWT_SECRET_FILE")]
-    pub jwt_secret_file: Option<PathBuf>,
-    /// An OpenID Connect provider's key set (JWKS) file: accept its RS256 and EdDSA tokens.
-    #[arg(
-        long,
-        env = "PLANLEDGER_JWT_JWKS_FILE",
-        conflicts_with = "jwt_jwks_url"
-    )]
-    pub jwt_jwks_file: Option<PathBuf>,
-    /// The provider's key set URL (its jwks_uri), fetched at start and refreshed.
-    #[arg(long, env = "PLANLEDGER_JWT_JWKS_URL")]
-    pub jwt_jwks_url: Option<String>,
-    /// How often the key set is read again (e.g. 5m; units ms, s, m, h).
-    #[arg(long, env = "PLANLEDGER_JWT_JWKS_REFRESH")]
-    pub jwt_jwks_refresh: Option<String>,
-    /// Least time between refetches caused by tokens naming an unknown kid (e.g. 30s).
-    #[arg(long, env = "PLANLEDGER_JWT_JWKS_MIN_REFETCH")]
-    pub jwt_jwks_min_refetch: Option<String>,
-    /// The issuer (iss) the provider's tokens must carry; required in production.
-    #[arg(long, env = "PLANLEDGER_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-    /// The audience (aud) the provider's tokens must include; required in production.
-    #[arg(long, env = "PLANLEDGER_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
+    /// The token flags (`serve` and `projector` take the same).
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Longest a client may take to send a request's headers, and may keep a connection idle
     /// (e.g. 10s); the connection is closed after it.
     #[arg(long, env = "PLANLEDGER_HTTP_HEADER_READ_TIMEOUT")]
@@ -237,6 +215,67 @@ pub struct ServeArgs {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// How tokens are checked: the service's own signing key and an identity provider's key set.
+/// `serve` and `projector` take the same flags, so every process that answers the API accepts
+/// the same tokens.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct IdentityArgs {
+    /// JWT signing secret file (hex); default <DATA_DIR>/jwt-signing.key.
+    #[arg(long, env = "PLANLEDGER_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// An OpenID Connect provider's key set (JWKS) file: accept its RS256 and EdDSA tokens.
+    #[arg(
+        long,
+        env = "PLANLEDGER_JWT_JWKS_FILE",
+        conflicts_with = "jwt_jwks_url"
+    )]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The provider's key set URL (its jwks_uri), fetched at start and refreshed.
+    #[arg(long, env = "PLANLEDGER_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// How often the key set is read again (e.g. 5m; units ms, s, m, h).
+    #[arg(long, env = "PLANLEDGER_JWT_JWKS_REFRESH")]
+    pub jwt_jwks_refresh: Option<String>,
+    /// Least time between refetches caused by tokens naming an unknown kid (e.g. 30s).
+    #[arg(long, env = "PLANLEDGER_JWT_JWKS_MIN_REFETCH")]
+    pub jwt_jwks_min_refetch: Option<String>,
+    /// The issuer (iss) the provider's tokens must carry; required in production.
+    #[arg(long, env = "PLANLEDGER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The audience (aud) the provider's tokens must include; required in production.
+    #[arg(long, env = "PLANLEDGER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl IdentityArgs {
+    /// Sets the configuration's token fields given on the command line or in the environment.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(v) = &self.jwt_secret_file {
+            config.jwt_secret_file = Some(v.clone());
+        }
+        if let Some(v) = &self.jwt_jwks_file {
+            config.jwt_jwks_file = Some(v.clone());
+            config.jwt_jwks_url = None;
+        }
+        if let Some(v) = &self.jwt_jwks_url {
+            config.jwt_jwks_url = Some(v.clone());
+            config.jwt_jwks_file = None;
+        }
+        if let Some(v) = &self.jwt_jwks_refresh {
+            config.jwt_jwks_refresh = v.clone();
+        }
+        if let Some(v) = &self.jwt_jwks_min_refetch {
+            config.jwt_jwks_min_refetch = v.clone();
+        }
+        if let Some(v) = &self.jwt_issuer {
+            config.jwt_issuer = Some(v.clone());
+        }
+        if let Some(v) = &self.jwt_audience {
+            config.jwt_audience = Some(v.clone());
+        }
+    }
 }
 
 impl ServeArgs {
@@ -286,29 +325,7 @@ impl ServeArgs {
         if let Some(v) = self.log_format {
             config.log_format = v;
         }
-        if let Some(v) = &self.jwt_secret_file {
-            config.jwt_secret_file = Some(v.clone());
-        }
-        if let Some(v) = &self.jwt_jwks_file {
-            config.jwt_jwks_file = Some(v.clone());
-            config.jwt_jwks_url = None;
-        }
-        if let Some(v) = &self.jwt_jwks_url {
-            config.jwt_jwks_url = Some(v.clone());
-            config.jwt_jwks_file = None;
-        }
-        if let Some(v) = &self.jwt_jwks_refresh {
-            config.jwt_jwks_refresh = v.clone();
-        }
-        if let Some(v) = &self.jwt_jwks_min_refetch {
-            config.jwt_jwks_min_refetch = v.clone();
-        }
-        if let Some(v) = &self.jwt_issuer {
-            config.jwt_issuer = Some(v.clone());
-        }
-        if let Some(v) = &self.jwt_audience {
-            config.jwt_audience = Some(v.clone());
-        }
+        self.identity.apply(&mut config);
         if let Some(v) = &self.http_header_read_timeout {
             config.http_header_read_timeout = v.clone();
         }
@@ -442,6 +459,21 @@ impl Config {
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("nats_replicas must be 1 to 5");
         }
+        self.validate_identity()?;
+        if self.header_read_timeout()? < Duration::from_millis(100) {
+            bail!("http_header_read_timeout must be at least 100ms");
+        }
+        if !(1..=1_000_000).contains(&self.http_max_connections) {
+            bail!("http_max_connections must be 1 to 1000000");
+        }
+        if self.nats_duplicate_window_secs == 0 {
+            bail!("nats_duplicate_window_secs must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Checks the token fields (what `projector` checks of the same flags).
+    pub fn validate_identity(&self) -> Result<()> {
         if self.jwt_jwks_file.is_some() && self.jwt_jwks_url.is_some() {
             bail!("set one of jwt_jwks_file and jwt_jwks_url, not both");
         }
@@ -461,15 +493,6 @@ impl Config {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 bail!("{name} must not be empty (leave it out to accept any)");
             }
-        }
-        if self.header_read_timeout()? < Duration::from_millis(100) {
-            bail!("http_header_read_timeout must be at least 100ms");
-        }
-        if !(1..=1_000_000).contains(&self.http_max_connections) {
-            bail!("http_max_connections must be 1 to 1000000");
-        }
-        if self.nats_duplicate_window_secs == 0 {
-            bail!("nats_duplicate_window_secs must be at least 1");
         }
         Ok(())
     }
@@ -568,7 +591,10 @@ mod tests {
         std::fs::write(&path, "jwt_jwks_url = \"https://idp.example/jwks\"\n").expect("write");
         let args = ServeArgs {
             config: Some(path),
-            jwt_jwks_file: Some("local.json".into()),
+            identity: IdentityArgs {
+                jwt_jwks_file: Some("local.json".into()),
+                ..IdentityArgs::default()
+            },
             ..ServeArgs::default()
         };
         let config = args.load().expect("loads");

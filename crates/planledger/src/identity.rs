@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use planledger_app::{IdentityProvider, KeySet};
+use planledger_app::{Authenticator, IdentityProvider, KeySet};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -184,4 +185,26 @@ pub async fn keep_current(
         }
         keys.attempted();
     }
+}
+
+/// The token checks `config` names, as every process that answers the API builds them (`serve`,
+/// a writer node, `projector`): the service's own HS256 key (`jwt_secret_file`, else the data
+/// directory's) and, with `jwt_jwks_file`/`jwt_jwks_url`, the identity provider's keys
+/// (`jwt_issuer`, `jwt_audience` checked) with the task that keeps them current until
+/// `shutdown`.
+pub async fn authenticator(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Authenticator, Option<JoinHandle<()>>)> {
+    let auth = crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
+    let Some((provider, source)) = provider(config).await? else {
+        return Ok((auth, None));
+    };
+    let refresh = tokio::spawn(keep_current(
+        source,
+        provider.keys.clone(),
+        config.jwks_refresh()?,
+        shutdown.clone(),
+    ));
+    Ok((auth.with_provider(provider), Some(refresh)))
 }

@@ -71,9 +71,10 @@ pub struct ProjectorArgs {
     /// Serve the read model's query routes, /healthz and /metrics on this address.
     #[arg(long, env = "PLANLEDGER_HTTP")]
     pub http: Option<SocketAddr>,
-    /// JWT signing secret file (hex); default <DIR>/jwt-signing.key.
-    #[arg(long, env = "PLANLEDGER_JWT_SECRET_FILE")]
-    pub jwt_secret_file: Option<PathBuf>,
+    /// The token flags of `serve` (its signing key, an identity provider's key set, issuer and
+    /// audience), so the tokens the writer nodes accept work here too.
+    #[command(flatten)]
+    pub identity: crate::config::IdentityArgs,
     /// Log format.
     #[arg(
         long,
@@ -162,6 +163,18 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     let prometheus = crate::install_metrics()?;
     let db = planledger_projections::open_model(&args.data_dir, &name)?;
     let shutdown = CancellationToken::new();
+    // The routes (over HTTP, or the writer nodes' over NATS) check tokens as `serve` does.
+    let auth = if args.http.is_some() || args.cluster {
+        let mut config = crate::config::Config {
+            data_dir: args.data_dir.clone(),
+            ..crate::config::Config::default()
+        };
+        args.identity.apply(&mut config);
+        config.validate_identity()?;
+        Some(crate::identity::authenticator(&config, &shutdown).await?)
+    } else {
+        None
+    };
 
     // Over NATS the log is not opened at all: the projector may run on another machine.
     let mut cluster_client = None;
@@ -225,8 +238,9 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
             .join(", ")
     );
 
-    let state = if args.http.is_some() || cluster_client.is_some() {
-        let auth = crate::token::authenticator(&args.data_dir, args.jwt_secret_file.as_deref())?;
+    let mut refresh_keys = None;
+    let state = if let Some((auth, refresh)) = auth {
+        refresh_keys = refresh;
         Some(ReadModelState {
             read_models: ReadModels::new(handles.clone(), None),
             auth,
@@ -308,6 +322,9 @@ pub async fn run(args: ProjectorArgs) -> Result<()> {
     }
     if let Some(forwarded) = forwarded {
         forwarded.await.context("the forwarded requests' task")?;
+    }
+    if let Some(refresh) = refresh_keys {
+        refresh.await.context("the key set refresh task")?;
     }
     drop(store);
     Ok(())

@@ -137,14 +137,8 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         LogCommit::Local => open_store(&config)?,
         LogCommit::Jetstream => open_cluster_store(&config).await?,
     };
-    let mut auth =
-        crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
-    let provider = crate::identity::provider(&config).await?;
-    let mut key_source = None;
-    if let Some((provider, source)) = provider {
-        key_source = Some((source, provider.keys.clone()));
-        auth = auth.with_provider(provider);
-    }
+    let shutdown = CancellationToken::new();
+    let (auth, refresh_keys) = crate::identity::authenticator(&config, &shutdown).await?;
     let digest_key = planledger_app::DigestKey::load_or_create(&config.data_dir)
         .context("loading the digest signing key")?;
     tracing::info!(key_id = %digest_key.public().key_id, log_id = %store.log_id(), "signing digests");
@@ -153,7 +147,6 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         prelude(app.clone(), config.clone()).await?;
     }
 
-    let shutdown = CancellationToken::new();
     let projectors =
         crate::projector::start_embedded(&mut app, &store, &config.data_dir, shutdown.clone())?;
     let mut state = ApiState::new(
@@ -178,14 +171,7 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         Arc::new(move || vec![("log".to_string(), open_log.clone())]),
         shutdown.clone(),
     )));
-    if let Some((source, keys)) = key_source {
-        background.push(tokio::spawn(crate::identity::keep_current(
-            source,
-            keys,
-            config.jwks_refresh()?,
-            shutdown.clone(),
-        )));
-    }
+    background.extend(refresh_keys);
     if let (LogCommit::Jetstream, Some(partition)) = (config.log_commit, config.partition) {
         background.push(tokio::spawn(export_partition_state(
             store.clone(),

@@ -275,19 +275,10 @@ pub async fn run(config: Config, prometheus: PrometheusHandle) -> Result<()> {
         .await
         .context("opening the partition leases")?;
 
-    let mut auth =
-        crate::token::authenticator(&config.data_dir, config.jwt_secret_file.as_deref())?;
     let shutdown = CancellationToken::new();
     let mut background = Vec::new();
-    if let Some((provider, source)) = crate::identity::provider(&config).await? {
-        background.push(tokio::spawn(crate::identity::keep_current(
-            source,
-            provider.keys.clone(),
-            config.jwks_refresh()?,
-            shutdown.clone(),
-        )));
-        auth = auth.with_provider(provider);
-    }
+    let (auth, refresh_keys) = crate::identity::authenticator(&config, &shutdown).await?;
+    background.extend(refresh_keys);
     let api = ApiConfig {
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout(),
