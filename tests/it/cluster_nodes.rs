@@ -452,6 +452,46 @@ async fn every_node_takes_commands_for_every_partition() {
             "partition {partition}'s chain verifies"
         );
     }
+    // The signing keys are per partition (its owner's): a partition's digest names one of them.
+    for partition in 0..PARTITIONS {
+        let read = |path: String| {
+            let request = client
+                .get(cluster.nodes[2].url(&path))
+                .bearer_auth(&cluster.token);
+            async move {
+                let answer = request.send().await.expect("send");
+                assert_eq!(answer.status().as_u16(), 200, "{path}");
+                answer.json::<Value>().await.expect("json")
+            }
+        };
+        let keys = read(format!("/v1/audit/keys?partition={partition}")).await;
+        let digest = read(format!("/v1/audit/digest?partition={partition}")).await;
+        let listed: Vec<&Value> = keys["keys"].as_array().expect("keys").iter().collect();
+        assert!(
+            listed.iter().any(|k| k["key_id"] == digest["key_id"]),
+            "partition {partition}'s digest is signed by a key its /v1/audit/keys lists: {digest} {keys}"
+        );
+    }
+    // Without ?partition= an audit route has no one log to answer for: 400 naming the parameter
+    // and the range.
+    for route in ["/v1/audit/keys", "/v1/audit/digest", "/v1/audit/verify"] {
+        let answer = client
+            .get(cluster.nodes[0].url(route))
+            .bearer_auth(&cluster.token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status().as_u16(), 400, "{route}");
+        let problem: Value = answer.json().await.expect("problem");
+        assert_eq!(problem["code"], "partition_required", "{route}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "partition", "{problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("?partition=") && detail.contains(&format!("0 to {}", PARTITIONS - 1)),
+            "{route}: {problem}"
+        );
+    }
+
     // The tenant-wide feed is served (tests/it/cluster_feed.rs); a partition it lacks is not.
     for (query, status) in [("", 200), ("?partition=9", 400)] {
         let answer = client

@@ -72,6 +72,7 @@ pub(super) fn http_router(node: Arc<Node>) -> Router {
         .route("/v1/events", get(super::feed::events))
         .route("/v1/audit/verify", get(partition_request))
         .route("/v1/audit/digest", get(partition_request))
+        .route("/v1/audit/keys", get(partition_request))
         .route("/v1/audit/checkpoint", get(partition_request))
         .route("/v1/audit/proof/inclusion", get(partition_request))
         .route("/v1/audit/proof/consistency", get(partition_request))
@@ -144,7 +145,7 @@ async fn not_served(request: Request) -> Problem {
             501,
             "not_in_cluster_mode",
             format!(
-                "{} is not served by cluster nodes: a cluster node serves commands, a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events), the read models (passed to `planledger projector --cluster`), the event feed (/v1/events, tenant-wide or ?partition=P) and the audit routes per partition; a projector's status, rebuilds and quarantines are served by the projector itself (`planledger projector --cluster --http ADDR`)",
+                "{} is not served by cluster nodes: a cluster node serves commands, a plan's state and events (/v1/plans/{{plan_id}}, /v1/plans/{{plan_id}}/events), the read models (passed to `planledger projector --cluster`), the event feed (/v1/events, tenant-wide or ?partition=P) and the audit routes per partition (?partition=P); a projector's status, rebuilds and quarantines are served by the projector itself (`planledger projector --cluster --http ADDR`)",
                 request.uri().path()
             ),
         ))
@@ -240,9 +241,11 @@ async fn read_model_request(State(node): State<Arc<Node>>, request: Request) -> 
     Problem(Refusal::new(503, "read_model_unavailable", why).retry_after(1)).into_response()
 }
 
-/// A partition route (a page of `/v1/events?partition=P`, `/v1/audit/verify`, `/digest`, `/checkpoint`, `/proof/…`) with
-/// `?partition=P`: the single-node endpoint of that partition's log, run by its owner. Without
-/// the parameter there is no one log to answer from.
+/// A partition route (a page of `/v1/events?partition=P`, `/v1/audit/verify`, `/digest`,
+/// `/keys`, `/checkpoint`, `/proof/…`) with `?partition=P`: the single-node endpoint of that
+/// partition's log, run by its owner (so `/keys` names the keys that sign that partition's
+/// digests and checkpoints: its owner's). Without the parameter there is no one log to answer
+/// from: 400 naming the parameter and its range.
 pub(super) async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> Response {
     let query = request.uri().query().unwrap_or("");
     let mut partition = None;
@@ -268,15 +271,18 @@ pub(super) async fn partition_request(State(node): State<Arc<Node>>, request: Re
         .into_response();
     }
     let Some(raw) = partition else {
-        return Problem(Refusal::new(
-            501,
-            "not_in_cluster_mode",
-            format!(
-                "{} answers for one partition's log on a cluster node: add ?partition=P (0 to {})",
-                request.uri().path(),
-                count - 1
-            ),
-        ))
+        return Problem(
+            Refusal::new(
+                400,
+                "partition_required",
+                format!(
+                    "{} answers for one partition's log on a cluster node: add ?partition=P with P from 0 to {} (each partition's log has its own chain, tree and signer)",
+                    request.uri().path(),
+                    count - 1
+                ),
+            )
+            .with_field("partition", format!("0 to {}", count - 1)),
+        )
         .into_response();
     };
     let partition = match raw.parse::<u32>() {
