@@ -4,13 +4,15 @@
 //! - over plain HTTP, every call the page makes, through a writer node: the page and its
 //!   `config.json` (cluster mode), the plans list with every partition's plans, each plan's
 //!   state and read models (passed to the projectors), the same as of a past time (answered
-//!   from the plan's partition log), the tenant-wide live feed from its `last_cursor` (only what
-//!   is recorded after it, from two partitions) whose event ids read the plan's writes as
-//!   bookmarks (its cursors parse back even for a tenant without events), and a clear 503
+//!   from the plan's partition log), the recent activity the page starts with (`?recent=20`:
+//!   the newest 20 events across partitions, merged by time), the tenant-wide live feed from
+//!   that page's `next_cursor` (only what is recorded after it, from two partitions) whose
+//!   event ids read the plan's writes as bookmarks (its cursors parse back even for a tenant without events), and a clear 503
 //!   naming the command to run when a read model's projector is missing;
 //! - in headless Chromium (`tests/python/cluster_dashboard.py`; skipped loudly without a
 //!   browser): the plans list shows every partition's plans, a plan's panels render without a
-//!   problem, a check-in on its partition and one on another partition arrive in the live feed
+//!   problem, the live activity starts with the 20 newest events (each naming its partition),
+//!   a check-in on its partition and one on another partition arrive in the live feed
 //!   and the plan's progress follows without a reload, the time slider reads the past, and no
 //!   script or console error occurs.
 
@@ -398,17 +400,51 @@ async fn a_cluster_node_serves_the_dashboard_every_partitions_plans_and_the_live
         assert_eq!(page["events"], json!([]), "from {field}: {page}");
     }
 
-    // The live feed from the end of every partition: only what is recorded after, from two
+    // Where the live activity starts (`?recent=20`): the newest 20 events across partitions,
+    // merged by time, the same as the tail of the whole tenant-wide feed.
+    let all = read(n1, token, "/v1/events?limit=1000").await;
+    assert_eq!(
+        all["at_end"],
+        json!(true),
+        "one page holds the history: {all}"
+    );
+    let all = all["events"].as_array().expect("events").clone();
+    assert!(all.len() > 20, "more history than the recent page shows");
+    let start = read(n1, token, "/v1/events?recent=20").await;
+    let recent = start["events"].as_array().expect("events");
+    assert_eq!(
+        recent.as_slice(),
+        &all[all.len() - 20..],
+        "the recent page is the newest 20 of the merged feed, oldest first"
+    );
+    let partitions: std::collections::BTreeSet<u64> = recent
+        .iter()
+        .map(|e| e["partition"].as_u64().expect("partition"))
+        .collect();
+    eprintln!(
+        "recent activity: 20 events of {} total, from partitions {partitions:?}",
+        all.len()
+    );
+    for bad in [
+        "recent=0",
+        "recent=1001",
+        "recent=5&limit=5",
+        "recent=5&cursor=pb1.cDA9MQ",
+    ] {
+        let (status, problem) = get(n1, token, &format!("/v1/events?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "recent", "{bad}: {problem}");
+    }
+    // The live feed from the recent page's `next_cursor`: only what is recorded after, from two
     // partitions, each event's id a cursor that reads the plan's write as a bookmark.
-    let start = read(n1, token, "/v1/events?limit=1").await;
-    let last_cursor = start["last_cursor"]
+    let next_cursor = start["next_cursor"]
         .as_str()
-        .unwrap_or_else(|| panic!("a tenant-wide page carries last_cursor: {start}"))
+        .unwrap_or_else(|| panic!("a tenant-wide page carries next_cursor: {start}"))
         .to_string();
-    assert!(last_cursor.starts_with("pb1."), "{last_cursor}");
+    assert!(next_cursor.starts_with("pb1."), "{next_cursor}");
     let live = reqwest::Client::new()
         .get(n2.url("/v1/events"))
-        .query(&[("cursor", last_cursor.as_str())])
+        .query(&[("cursor", next_cursor.as_str())])
         .bearer_auth(token)
         .header("Accept", "text/event-stream")
         .send()

@@ -72,6 +72,13 @@ def main():
         wait_until(page, "() => document.getElementById('feed-state').textContent.startsWith('Connected')")
         check(page.locator("#panel-goals .problem").count() == 0, "the goals panel shows a problem")
         page.wait_for_selector("svg[role='img']")
+        # The live activity starts with the recent events of every partition (?recent=20).
+        recent = page.locator("#feed li").count()
+        check(recent == 20, f"the live activity starts with the 20 newest events, not {recent}")
+        labels = page.evaluate("() => [...document.querySelectorAll('#feed li')].map(li => li.textContent.match(/partition (\\d+)/)?.[1])")
+        check(None not in labels, f"each recent event names its partition: {labels}")
+        print(f"recent activity: {recent} events from partitions {sorted(set(labels))}")
+        shown_before = feed_count(page, plan_a)
 
         # A check-in on A's partition: the feed shows it and the progress follows, no reload.
         page.evaluate("window.__not_reloaded = true")
@@ -101,7 +108,7 @@ def main():
         )
         wait_until(page, "p => [...document.querySelectorAll('#feed li')].some(li => li.textContent.includes(p[0]) && li.textContent.includes('partition ' + p[1]))", [plan_b, partition[plan_b]])
         check(page.evaluate("window.__not_reloaded === true"), "the page was reloaded")
-        check(feed_count(page, plan_a) == 1, "A's check-in is shown once")
+        check(feed_count(page, plan_a) == shown_before + 1, "A's new check-in is shown once")
         print(f"live feed: {plan_b}'s check-in on partition {partition[plan_b]} arrived too")
         page.screenshot(path=f"{out_dir}/plan.png", full_page=True)
 

@@ -142,16 +142,18 @@ export function deployment() {
  * Where the live feed starts and how it resumes.
  *
  * One log: 20 positions before its end, so the recent activity is shown too (`isNew` tells the
- * events recorded after the page asked). A cluster: the tenant-wide feed from the end of every
- * partition (its `last_cursor`), resumed with the cursor each event carries as its id; there is
- * no "recent" across partitions, so only what is recorded from then on is shown.
+ * events recorded after the page asked). A cluster: the tenant-wide feed's newest 20 events
+ * across partitions (`?recent=20`: each partition's last 20 positions, merged by time), shown
+ * at once as `recent`, then live from that page's `next_cursor`, resumed with the cursor each
+ * event carries as its id.
  */
 export async function feedStart() {
   if ((await deployment()).mode === "cluster") {
-    const page = await get("/v1/events", { limit: 1 });
+    const page = await get("/v1/events", { recent: 20 });
     return {
       cluster: true,
-      resume: { cursor: page.last_cursor },
+      recent: page.events,
+      resume: { cursor: page.next_cursor },
       after: (envelope, id) => ({ cursor: id }),
       isNew: () => true,
     };
@@ -160,6 +162,7 @@ export async function feedStart() {
   const last = page.last_position;
   return {
     cluster: false,
+    recent: [],
     resume: { from_position: Math.max(1, last - 19) },
     after: (envelope) => ({ from_position: envelope.position + 1 }),
     isNew: (envelope) => envelope.position > last,

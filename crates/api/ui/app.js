@@ -601,15 +601,20 @@ async function startFeed(page) {
   }
   if (page.left) return;
   const stream = `${api.claims()?.tenant}/${page.planId}`;
+  const show = (e) => {
+    const item = document.createElement("li");
+    item.className = e.stream === stream ? "this-plan" : "";
+    const partition = e.partition === undefined ? "" : ` · partition ${e.partition}`;
+    item.innerHTML = `<span class="feed-type">${esc(e.type)}</span> <span class="sub">${esc(e.stream.split("/").slice(1).join("/"))} · v${e.version}${partition} · ${esc(e.actor)} · ${esc(when(e.recorded_at).slice(11))}</span>`;
+    feed.prepend(item);
+    while (feed.children.length > 50) feed.lastChild.remove();
+  };
+  // A cluster's recent events come with the start (oldest first), already on the page.
+  start.recent.forEach(show);
   page.stopFeed = api.tail(
     start,
     (e, id) => {
-      const item = document.createElement("li");
-      item.className = e.stream === stream ? "this-plan" : "";
-      const partition = e.partition === undefined ? "" : ` · partition ${e.partition}`;
-      item.innerHTML = `<span class="feed-type">${esc(e.type)}</span> <span class="sub">${esc(e.stream.split("/").slice(1).join("/"))} · v${e.version}${partition} · ${esc(e.actor)} · ${esc(when(e.recorded_at).slice(11))}</span>`;
-      feed.prepend(item);
-      while (feed.children.length > 50) feed.lastChild.remove();
+      show(e);
       // The recent events replayed at the start are already on the page.
       if (e.stream === stream && start.isNew(e)) planChanged(page, e, start.cluster ? id : null);
     },

@@ -12,6 +12,9 @@
 //!   per partition (the bookmark format, `pb1.`...), so resuming loses and repeats nothing.
 //!   Within a partition events come in position order; across partitions a page is merged by
 //!   `recorded_at` (then partition), and the live feed in the order events are committed.
+//!   `?recent=N` (a page, instead of `?cursor=`) is where a view of the recent activity starts:
+//!   the newest N of the caller's events among each partition's last N positions, merged by
+//!   `recorded_at`, with the `next_cursor` to follow live from.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -44,6 +47,7 @@ struct FeedQuery {
     from_position: Option<u64>,
     limit: Option<usize>,
     proof: Option<bool>,
+    recent: Option<usize>,
 }
 
 /// `GET /v1/events`.
@@ -63,7 +67,7 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 400,
                 "invalid_query",
                 format!(
-                    "the query of /v1/events does not parse ({}); it takes partition, cursor, from_position, limit and proof",
+                    "the query of /v1/events does not parse ({}); it takes partition, cursor, from_position, limit, proof and recent",
                     e.body_text()
                 ),
             )
@@ -152,6 +156,7 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 )
                 .with_field("proof", "only with partition"));
             }
+            let resumes = query.cursor.is_some() || (live && last_event_id.is_some());
             // A reconnecting EventSource resumes after the last id it saw; a page follows ?cursor=.
             let resume = if live {
                 last_event_id.or(query.cursor)
@@ -162,11 +167,36 @@ async fn serve(node: &Arc<Node>, request: Request) -> Result<Response, Refusal> 
                 Some(text) => parse_cursor(&text, count)?,
                 None => BTreeMap::new(),
             };
+            if let Some(recent) = query.recent {
+                if live || resumes || query.limit.is_some() {
+                    return Err(Refusal::new(
+                        400,
+                        "invalid_query",
+                        "recent starts the tenant-wide feed with its newest events: it is a page (not live) and takes no cursor or limit; follow its next_cursor afterwards (live, or ?cursor=)",
+                    )
+                    .with_field("recent", "alone, on a page"));
+                }
+                if !(1..=MAX_LIMIT).contains(&recent) {
+                    return Err(Refusal::new(
+                        400,
+                        "invalid_query",
+                        format!("recent={recent} is out of range: ask for 1 to {MAX_LIMIT} events"),
+                    )
+                    .with_field("recent", format!("1 to {MAX_LIMIT}")));
+                }
+                let ends = last_positions(&feeds).await?;
+                let start = ends
+                    .iter()
+                    .map(|(p, last)| (*p, last.saturating_sub(recent as u64)))
+                    .collect();
+                return merged_page(&principal, &feeds, start, ends, recent, Keep::Newest).await;
+            }
             if live {
                 live_feed(node, principal, feeds, cursor, LiveIds::Cursor).await
             } else {
                 let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-                merged_page(&principal, &feeds, cursor, limit).await
+                let ends = last_positions(&feeds).await?;
+                merged_page(&principal, &feeds, cursor, ends, limit, Keep::Oldest).await
             }
         }
     }
@@ -241,18 +271,10 @@ fn cursor_text(positions: &BTreeMap<u32, u64>) -> String {
     bookmark.to_string()
 }
 
-/// A page of the tenant-wide feed: up to `limit` events from each partition after the cursor,
-/// merged by `recorded_at` (each partition's order kept), the first `limit` of them.
+/// Each partition's last position, read before its page (as a single node's page tells its
+/// `last_position`): the live feed from `last_cursor` delivers only what is committed after.
 #[allow(clippy::result_large_err)]
-async fn merged_page(
-    principal: &Principal,
-    feeds: &[PartitionFeed],
-    mut cursor: BTreeMap<u32, u64>,
-    limit: usize,
-) -> Result<Response, Refusal> {
-    let tenant = principal.tenant.as_str();
-    // Each partition's last position, read before its page (as a single node's page tells its
-    // `last_position`): the live feed from `last_cursor` delivers only what is committed after.
+async fn last_positions(feeds: &[PartitionFeed]) -> Result<BTreeMap<u32, u64>, Refusal> {
     let ends = futures::future::try_join_all(feeds.iter().map(|feed| async move {
         feed.last_position()
             .await
@@ -260,7 +282,32 @@ async fn merged_page(
     }))
     .await
     .map_err(feed_refusal)?;
-    let last_cursor: BTreeMap<u32, u64> = ends.into_iter().collect();
+    Ok(ends.into_iter().collect())
+}
+
+/// Which events of the merged partitions a page keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// The first `limit` (paging forward from a cursor).
+    Oldest,
+    /// The last `limit` (`?recent=`): every event read moves the cursor, the older ones are
+    /// left out.
+    Newest,
+}
+
+/// A page of the tenant-wide feed: up to `limit` events from each partition after the cursor,
+/// merged by `recorded_at` (each partition's order kept), the first `limit` of them (or the
+/// last, with [`Keep::Newest`]). `last_cursor` is `ends`.
+#[allow(clippy::result_large_err)]
+async fn merged_page(
+    principal: &Principal,
+    feeds: &[PartitionFeed],
+    mut cursor: BTreeMap<u32, u64>,
+    last_cursor: BTreeMap<u32, u64>,
+    limit: usize,
+    keep: Keep,
+) -> Result<Response, Refusal> {
+    let tenant = principal.tenant.as_str();
     let pages = futures::future::try_join_all(feeds.iter().map(|feed| {
         let after = cursor.get(&feed.partition()).copied().unwrap_or(0);
         async move {
@@ -280,8 +327,8 @@ async fn merged_page(
         .into_iter()
         .map(|(p, page)| (p, page.events.into()))
         .collect();
-    let mut events = Vec::new();
-    while events.len() < limit {
+    let mut events = VecDeque::new();
+    while keep == Keep::Newest || events.len() < limit {
         let next = heads
             .iter_mut()
             .filter_map(|(p, queue)| {
@@ -300,15 +347,18 @@ async fn merged_page(
             previous.is_none_or(|p| p < envelope.position.get()),
             "the feed cursor only moves forward in each partition"
         );
-        events.push(
+        events.push_back(
             event_json(partition, &envelope)
                 .map_err(|e| Refusal::new(500, "internal", e.to_string()))?,
         );
+        if events.len() > limit {
+            events.pop_front();
+        }
     }
     at_end &= heads.iter().all(|(_, queue)| queue.is_empty());
     let body = format!(
         "{{\"events\":[{}],\"next_cursor\":{},\"at_end\":{at_end},\"last_cursor\":{}}}",
-        events.join(","),
+        Vec::from(events).join(","),
         serde_json::Value::String(cursor_text(&cursor)),
         serde_json::Value::String(cursor_text(&last_cursor)),
     );
