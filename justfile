@@ -96,7 +96,7 @@ soak CYCLES="200": setup
 
 # Benchmarks, the `planledger-bench` binary (crates/bench; the product binary has none):
 # `just bench append`, `just bench http`, `just bench relay`, `just bench projections`,
-# `just bench history`, `just bench cluster`, `just bench service`.
+# `just bench history`, `just bench progress`, `just bench cluster`, `just bench service`.
 bench WHAT="append" *ARGS: build
     "$CARGO_TARGET_DIR/release/planledger-bench" {{WHAT}} {{ARGS}}
 

@@ -1,4 +1,4 @@
-//! The benchmarks people run by hand (`just bench append|http|projections|history|service`) run end to end at
+//! The benchmarks people run by hand (`just bench append|http|projections|history|progress|service`) run end to end at
 //! a tiny size: each prints its table and leaves nothing behind in the directory it was given.
 //! Counts and shapes are checked, never speed (that is for `just bench` to print, not for tests
 //! to judge).
@@ -322,5 +322,30 @@ fn bench_service_drives_serve_from_outside_beside_postgres_and_cleans_up() {
             stdout.contains("ratio serve (embedded) / PostgreSQL:"),
             "{stdout}"
         );
+    }
+}
+
+#[test]
+fn bench_progress_prints_cold_and_warm_progress_reads_and_the_domain_share_and_cleans_up() {
+    let stdout = bench("progress --goals 6 --check-ins 60 --samples 3");
+    assert!(
+        stdout.contains("6 goals, 60 check-ins"),
+        "the plan's shape:\n{stdout}"
+    );
+    for kind in [
+        "cold-read-model",
+        "cold-as-of-log",
+        "warm-read-model",
+        "warm-as-of-log",
+        "forecast_backtest",
+        "progress_report",
+    ] {
+        let columns = row(&stdout, kind);
+        for (index, what) in [(1, "p50"), (2, "p99"), (3, "max")] {
+            let value: f64 = columns[index]
+                .parse()
+                .unwrap_or_else(|_| panic!("{kind} {what} is a number:\n{stdout}"));
+            assert!(value >= 0.0, "{kind} {what}: {value}");
+        }
     }
 }

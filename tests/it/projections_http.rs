@@ -506,6 +506,20 @@ async fn progress_forecasts_name_their_check_ins_now_and_as_of() {
     assert_eq!(backtest["forecasts"], 1, "{backtest}");
     assert_eq!(backtest["goals"][0]["closed_event"]["version"], 8);
     assert_eq!(backtest["goals"][0]["forecasts"][0]["event"]["version"], 7);
+    // The closed goal's row is kept between reads: the same from the read model again, and
+    // from the log as of now.
+    let (_, again) = client.get(base, &token, "/v1/plans/launch/progress").await;
+    assert_eq!(&again["forecast_backtest"], backtest);
+    let now = jiff::Timestamp::now();
+    let (status, logged) = client
+        .get(
+            base,
+            &token,
+            &format!("/v1/plans/launch/progress?as_of={now}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{logged}");
+    assert_eq!(&logged["forecast_backtest"], backtest);
     let (_, closing) = client
         .get(
             base,

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+mod backtests;
 pub mod bookmark;
 pub mod checkpoint;
 mod commands;

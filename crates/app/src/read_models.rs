@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::AppError;
 use crate::auth::{Permission, Principal};
+use crate::backtests::BacktestRows;
 use crate::bookmark::{Bookmark, LogRef};
 use crate::plans::stream_of;
 use crate::queries::{QueryService, StateAt};
@@ -177,6 +178,8 @@ pub struct ReadModels {
     handles: Arc<Vec<ProjectionHandle>>,
     queries: Option<QueryService>,
     wait: Duration,
+    /// The forecast back-test's rows of closed goals, kept between progress reads.
+    backtests: Arc<BacktestRows>,
 }
 
 impl std::fmt::Debug for ReadModels {
@@ -248,6 +251,7 @@ impl ReadModels {
             handles: Arc::new(handles),
             queries,
             wait: DEFAULT_MIN_POSITION_WAIT,
+            backtests: Arc::default(),
         }
     }
 
@@ -503,11 +507,22 @@ impl ReadModels {
             )
             .await?;
         let id = plan_id.clone();
+        let stream = stream_of(&principal.tenant, plan_id)?;
+        let backtests = self.backtests.clone();
         // The events behind the forecasts are named by version only: the progress answer is the
-        // same from every process (a projector of its own and `history replay` included).
+        // same from every process (a projector of its own and `history replay` included). The
+        // back-test's rows of closed goals are kept between reads (`backtests`).
         let body = blocking(move || {
-            progress_view(&plan, &id, now, query.rule, query.baseline.as_deref())
-                .map_err(AppError::from)
+            let backtest = backtests.backtest(stream.as_str(), &plan, now);
+            progress_view(
+                &plan,
+                &id,
+                now,
+                query.rule,
+                query.baseline.as_deref(),
+                Some(backtest),
+            )
+            .map_err(AppError::from)
         })
         .await?;
         Ok(ReadModelResponse {
@@ -719,7 +734,7 @@ impl ReadModels {
             let Some(store) = store else {
                 return Ok(report);
             };
-            for restatement in report.restatements_mut() {
+            for restatement in &mut report.restatements {
                 let Some(event) = restatement.event.as_mut() else {
                     continue;
                 };

@@ -21,6 +21,7 @@ pub mod history;
 pub mod http;
 pub mod nodes;
 pub mod plain_log;
+pub mod progress;
 pub mod projections;
 mod projections_cluster;
 pub mod relay;
@@ -65,6 +66,9 @@ pub enum BenchCommand {
     /// latency (inclusion, consistency) over that log, and export throughput (NDJSON, Parquet)
     /// vs the raw read rate of the log column family.
     History(crate::history::HistoryArgs),
+    /// Progress-read latency on a plan of 200 goals and 20,000 check-ins with half its goals
+    /// closed (the forecast back-test's worst case), current and as of, with the domain's share.
+    Progress(crate::progress::ProgressArgs),
     /// Cluster mode: commands/s through the HTTP door of 1, 2 and 3 writer nodes (with each
     /// process's CPU), the routing overhead of a forwarded command, and the failover time.
     Cluster(crate::nodes::NodesArgs),
@@ -146,6 +150,7 @@ pub async fn run(what: BenchCommand) -> Result<()> {
             BenchCommand::Relay(args) => run_relay(args).await,
             BenchCommand::Projections(args) => crate::projections::run(args).await,
             BenchCommand::History(args) => crate::history::run(args).await,
+            BenchCommand::Progress(args) => crate::progress::run(args).await,
             BenchCommand::Cluster(args) => crate::nodes::run(args).await,
             BenchCommand::Service(args) => crate::service::run(args).await,
         }

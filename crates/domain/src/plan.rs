@@ -391,15 +391,6 @@ impl Tenure<'_> {
     pub fn covers(&self, t: Timestamp) -> bool {
         self.from <= t && self.until.is_none_or(|until| t < until)
     }
-
-    /// Whether the role applies to `subject`.
-    pub fn is_on(&self, subject: &RoleSubject) -> bool {
-        match subject {
-            RoleSubject::Plan => self.goal_id.is_none() && self.step_id.is_none(),
-            RoleSubject::Goal(goal) => self.goal_id == Some(goal),
-            RoleSubject::Step(step) => self.goal_id.is_none() && self.step_id == Some(step),
-        }
-    }
 }
 
 /// A goal as frozen in a baseline.
@@ -555,11 +546,6 @@ impl Plan {
         self.baselines.values().min_by_key(|b| b.sequence)
     }
 
-    /// The baseline set most recently, if any.
-    pub fn latest_baseline(&self) -> Option<&Baseline> {
-        self.baselines.values().max_by_key(|b| b.sequence)
-    }
-
     /// The check-in with this id, and its goal.
     pub fn check_in(&self, checkin_id: &str) -> Option<(&Goal, &CheckIn)> {
         let (goal_id, at) = self.checkin_index.get(&self.goals).get(checkin_id)?;
@@ -625,19 +611,6 @@ impl Plan {
             until: None,
         });
         past.chain(current)
-    }
-
-    /// Holders of `role` on `subject` at instant `t` (each person once, in id order). With
-    /// `t` at or after the last event this is [`Plan::holders`].
-    pub fn holders_at(&self, role: Role, subject: &RoleSubject, t: Timestamp) -> Vec<&PersonId> {
-        let mut holders: Vec<&PersonId> = self
-            .tenures()
-            .filter(|r| r.role == role && r.is_on(subject) && r.covers(t))
-            .map(|r| r.person)
-            .collect();
-        holders.sort_unstable();
-        holders.dedup();
-        holders
     }
 
     /// The check-in id `decide` derives when the client gives none: "c{n}", first free n.

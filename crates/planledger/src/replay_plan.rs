@@ -141,7 +141,14 @@ fn replay(view: &LogView<'_>, tenant: &str, plan_id: &PlanId, until: Until) -> R
         Until::End => recorded_at(view.last_position())?,
     }
     .ok_or_else(|| anyhow!("the log holds no event at the point asked for"))?;
-    let progress = progress_view(&state.plan, plan_id, evaluated_at, RollUp::Weighted, None)?;
+    let progress = progress_view(
+        &state.plan,
+        plan_id,
+        evaluated_at,
+        RollUp::Weighted,
+        None,
+        None,
+    )?;
     Ok(Replayed {
         state,
         evaluated_at,

@@ -7,8 +7,8 @@
 
 use jiff::Timestamp;
 use planledger_domain::metrics::{
-    DriftReport, Momentum, ProgressHistory, ProgressReport, RollUp, drift_report, momentum,
-    progress_history, progress_report, progress_report_against,
+    DriftReport, ForecastBacktest, Momentum, ProgressHistory, ProgressReport, RollUp, drift_report,
+    momentum, progress_history, progress_report, progress_report_against, progress_report_with,
 };
 use planledger_domain::{DomainError, Plan, PlanId};
 use serde::Serialize;
@@ -40,17 +40,20 @@ pub struct ProgressView {
 }
 
 /// Progress of `plan` as of `now` under `rule`, compared with the baseline `baseline` (the
-/// first baseline when `None`).
+/// first baseline when `None`), with `backtest` as its forecast back-test when the caller
+/// kept it (it must be the plan's as of `now`), else computed.
 pub fn progress_view(
     plan: &Plan,
     plan_id: &PlanId,
     now: Timestamp,
     rule: RollUp,
     baseline: Option<&str>,
+    backtest: Option<ForecastBacktest>,
 ) -> Result<ProgressView, DomainError> {
-    let mut report = match baseline {
-        Some(label) => progress_report_against(plan, now, rule, label)?,
-        None => progress_report(plan, now, rule),
+    let mut report = match (backtest, baseline) {
+        (Some(backtest), baseline) => progress_report_with(plan, now, rule, baseline, backtest)?,
+        (None, Some(label)) => progress_report_against(plan, now, rule, label)?,
+        (None, None) => progress_report(plan, now, rule),
     };
     report.plan_id.get_or_insert_with(|| plan_id.clone());
     let mut momentum = momentum(plan, now);

@@ -69,13 +69,24 @@ pub struct ForecastBacktest {
 }
 
 impl ForecastBacktest {
-    /// Every event reference in the back-test, to fill in log positions.
-    pub fn event_refs_mut(&mut self) -> impl Iterator<Item = &mut EventRef> {
-        self.goals.iter_mut().flat_map(|g| {
-            g.closed_event
-                .iter_mut()
-                .chain(g.forecasts.iter_mut().flat_map(|f| f.event.iter_mut()))
-        })
+    /// The back-test made of these goal rows (in goal id order), with its counts and coverages.
+    pub fn of(goals: Vec<BacktestGoal>) -> Self {
+        let mut report = Self::default();
+        for f in goals.iter().flat_map(|g| &g.forecasts) {
+            report.forecasts += 1;
+            if let Some(held) = f.p85_held {
+                report.p85_judged += 1;
+                report.p85_held += u32::from(held);
+            }
+            if let Some(held) = f.p50_held {
+                report.p50_judged += 1;
+                report.p50_held += u32::from(held);
+            }
+        }
+        report.p85_coverage = ratio(f64::from(report.p85_held), f64::from(report.p85_judged));
+        report.p50_coverage = ratio(f64::from(report.p50_held), f64::from(report.p50_judged));
+        report.goals = goals;
+        report
     }
 }
 
@@ -87,30 +98,19 @@ pub fn forecast_backtest(
     window: usize,
     min_points: usize,
 ) -> ForecastBacktest {
-    let mut report = ForecastBacktest::default();
-    for goal in plan.goals.values() {
-        let Some(row) = backtest_goal(goal, now, window, min_points) else {
-            continue;
-        };
-        for f in &row.forecasts {
-            report.forecasts += 1;
-            if let Some(held) = f.p85_held {
-                report.p85_judged += 1;
-                report.p85_held += u32::from(held);
-            }
-            if let Some(held) = f.p50_held {
-                report.p50_judged += 1;
-                report.p50_held += u32::from(held);
-            }
-        }
-        report.goals.push(row);
-    }
-    report.p85_coverage = ratio(f64::from(report.p85_held), f64::from(report.p85_judged));
-    report.p50_coverage = ratio(f64::from(report.p50_held), f64::from(report.p50_judged));
-    report
+    ForecastBacktest::of(
+        plan.goals
+            .values()
+            .filter_map(|goal| backtest_goal(goal, now, window, min_points))
+            .collect(),
+    )
 }
 
-fn backtest_goal(
+/// One goal's row of the back-test as of `now`: `None` unless it is a KPI goal closed achieved
+/// or missed by `now` with at least one trend forecast. A function of the goal alone, which
+/// takes no check-in or adjustment once closed: a caller may keep the row of a closed goal
+/// and reuse it for an equal goal (the API does, `app::backtests`).
+pub fn backtest_goal(
     goal: &Goal,
     now: Timestamp,
     window: usize,

@@ -77,16 +77,6 @@ pub struct TrendForecast {
     pub events: Vec<EventRef>,
 }
 
-impl CompletionForecast {
-    /// The events the forecast rests on, to fill in log positions.
-    pub fn event_refs_mut(&mut self) -> impl Iterator<Item = &mut EventRef> {
-        match self {
-            Self::NotEnoughData { events, .. } | Self::Reached { events, .. } => events.iter_mut(),
-            Self::Trend(trend) => trend.events.iter_mut(),
-        }
-    }
-}
-
 /// Completion forecast of `goal` as of `now` (the check-ins effective by then), with the
 /// latest `window` check-in days and at least `min_points`. `None` for a goal without a KPI or
 /// a closed goal.

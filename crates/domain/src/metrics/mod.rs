@@ -22,7 +22,9 @@ pub use accountability::{
 pub use agility::{
     AdjustmentCounts, AgilityReport, BaselineInfo, GoalAgility, UnansweredSignal, agility_report,
 };
-pub use backtest::{BacktestForecast, BacktestGoal, ForecastBacktest, forecast_backtest};
+pub use backtest::{
+    BacktestForecast, BacktestGoal, ForecastBacktest, backtest_goal, forecast_backtest,
+};
 pub use drift::{
     DriftReport, EventRef, GapPoint, GoalDrift, ScopeChange, ScopeItems, drift_report, target_drift,
 };
@@ -34,7 +36,7 @@ pub use history::{AdjustmentMark, GoalHistory, HistoryPoint, ProgressHistory, pr
 pub use momentum::{Momentum, MomentumWeek, momentum};
 pub use progress::{
     CheckInSummary, GoalProgress, MeasuredBy, ProgressReport, StatusMismatch, progress_report,
-    progress_report_against,
+    progress_report_against, progress_report_with,
 };
 pub use restatement::{
     FigureChange, PlanFigureChange, Restatement, RestatementReport, restatements,

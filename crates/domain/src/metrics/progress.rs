@@ -6,9 +6,9 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CompletionForecast, EventRef, FORECAST_MIN_POINTS, FORECAST_WINDOW, ForecastBacktest, Lens,
-    RollUp, chronological, completion_forecast, computed_status, expected_progress,
-    forecast_backtest, goal_start, ratio,
+    CompletionForecast, FORECAST_MIN_POINTS, FORECAST_WINDOW, ForecastBacktest, Lens, RollUp,
+    chronological, completion_forecast, computed_status, expected_progress, forecast_backtest,
+    goal_start, ratio,
 };
 use crate::calendar;
 use crate::error::DomainError;
@@ -175,20 +175,47 @@ pub struct ProgressReport {
     pub forecast_backtest: ForecastBacktest,
 }
 
-impl ProgressReport {
-    /// Every event reference in the report (forecasts and their back-test), to fill in log
-    /// positions.
-    pub fn event_refs_mut(&mut self) -> impl Iterator<Item = &mut EventRef> {
-        self.goals
-            .iter_mut()
-            .flat_map(|g| g.forecast.iter_mut().flat_map(|f| f.event_refs_mut()))
-            .chain(self.forecast_backtest.event_refs_mut())
-    }
-}
-
 /// Progress as of `now` under `rule`, compared with the first baseline (if any).
 pub fn progress_report(plan: &Plan, now: Timestamp, rule: RollUp) -> ProgressReport {
-    build(plan, now, rule, plan.first_baseline())
+    build(
+        plan,
+        now,
+        rule,
+        plan.first_baseline(),
+        default_backtest(plan, now),
+    )
+}
+
+/// [`progress_report`] (`baseline_label: None`) or [`progress_report_against`], carrying
+/// `backtest` as its forecast back-test: for a caller that keeps the back-test's rows of
+/// closed goals between reads. `backtest` must be
+/// `forecast_backtest(plan, now, FORECAST_WINDOW, FORECAST_MIN_POINTS)` (asserted in debug
+/// builds), so the report is the same either way.
+pub fn progress_report_with(
+    plan: &Plan,
+    now: Timestamp,
+    rule: RollUp,
+    baseline_label: Option<&str>,
+    backtest: ForecastBacktest,
+) -> Result<ProgressReport, DomainError> {
+    debug_assert_eq!(backtest, default_backtest(plan, now));
+    let baseline = match baseline_label {
+        Some(label) => Some(named_baseline(plan, label)?),
+        None => plan.first_baseline(),
+    };
+    Ok(build(plan, now, rule, baseline, backtest))
+}
+
+fn default_backtest(plan: &Plan, now: Timestamp) -> ForecastBacktest {
+    forecast_backtest(plan, now, FORECAST_WINDOW, FORECAST_MIN_POINTS)
+}
+
+fn named_baseline<'a>(plan: &'a Plan, label: &str) -> Result<&'a Baseline, DomainError> {
+    plan.baselines
+        .get(label)
+        .ok_or_else(|| DomainError::UnknownBaseline {
+            label: label.to_owned(),
+        })
 }
 
 /// Progress as of `now` under `rule`, compared with the baseline named `baseline_label`.
@@ -198,16 +225,23 @@ pub fn progress_report_against(
     rule: RollUp,
     baseline_label: &str,
 ) -> Result<ProgressReport, DomainError> {
-    let baseline =
-        plan.baselines
-            .get(baseline_label)
-            .ok_or_else(|| DomainError::UnknownBaseline {
-                label: baseline_label.to_owned(),
-            })?;
-    Ok(build(plan, now, rule, Some(baseline)))
+    let baseline = named_baseline(plan, baseline_label)?;
+    Ok(build(
+        plan,
+        now,
+        rule,
+        Some(baseline),
+        default_backtest(plan, now),
+    ))
 }
 
-fn build(plan: &Plan, now: Timestamp, rule: RollUp, baseline: Option<&Baseline>) -> ProgressReport {
+fn build(
+    plan: &Plan,
+    now: Timestamp,
+    rule: RollUp,
+    baseline: Option<&Baseline>,
+    backtest: ForecastBacktest,
+) -> ProgressReport {
     let today = calendar::utc_date(now);
     let lens = Lens::current(plan, rule);
     let goals = plan
@@ -245,7 +279,7 @@ fn build(plan: &Plan, now: Timestamp, rule: RollUp, baseline: Option<&Baseline>)
         spi_t,
         schedule_slip_days: slip,
         goals,
-        forecast_backtest: forecast_backtest(plan, now, FORECAST_WINDOW, FORECAST_MIN_POINTS),
+        forecast_backtest: backtest,
     }
 }
 

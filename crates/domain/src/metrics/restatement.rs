@@ -83,13 +83,6 @@ pub struct RestatementReport {
     pub restatements: Vec<Restatement>,
 }
 
-impl RestatementReport {
-    /// Every event reference in the report, to fill in log positions and actors.
-    pub fn restatements_mut(&mut self) -> impl Iterator<Item = &mut Restatement> {
-        self.restatements.iter_mut()
-    }
-}
-
 /// Check-ins told at or after `since` (all when `None`) and by `now` about an earlier day, each
 /// with the figures it changed: for every goal from its own up through its ancestors, and for
 /// the plan, on each day from the day it describes to the day before it was told, progress and

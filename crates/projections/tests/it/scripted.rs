@@ -219,8 +219,15 @@ fn plan_id() -> PlanId {
 async fn scripted_plan_progress_matches_hand_computed_figures() {
     let (_dir, dbs) = project().await;
     let plan = plan_from(&dbs[0], "acme/launch");
-    let view = progress_view(&plan, &plan_id(), support::at(NOW), RollUp::Weighted, None)
-        .expect("progress");
+    let view = progress_view(
+        &plan,
+        &plan_id(),
+        support::at(NOW),
+        RollUp::Weighted,
+        None,
+        None,
+    )
+    .expect("progress");
     let v = serde_json::to_value(&view).expect("json");
 
     // signups: p = (220-100)/(400-100) = 0.4; e = 24/40 = 0.6; p/e = 0.667 -> off_track.
@@ -304,8 +311,15 @@ async fn scripted_plan_progress_matches_hand_computed_figures() {
 async fn scripted_plan_progress_under_the_equal_rule() {
     let (_dir, dbs) = project().await;
     let plan = plan_from(&dbs[0], "acme/launch");
-    let view =
-        progress_view(&plan, &plan_id(), support::at(NOW), RollUp::Equal, None).expect("progress");
+    let view = progress_view(
+        &plan,
+        &plan_id(),
+        support::at(NOW),
+        RollUp::Equal,
+        None,
+        None,
+    )
+    .expect("progress");
     let v = serde_json::to_value(&view).expect("json");
     // Every weight 1: EV = 0.4 + 0.5 + 0.5 = 1.4, PV = 0.6 + 1 + 0.8 = 2.4, sum w = 3.
     close(&v, "progress", 1.4 / 3.0);
@@ -509,7 +523,7 @@ async fn read_models_use_the_json_names_of_the_design() {
     let now = support::at(NOW);
     let plan = plan_from(&dbs[0], "acme/launch");
     let progress = serde_json::to_value(
-        progress_view(&plan, &plan_id(), now, RollUp::Weighted, None).expect("progress"),
+        progress_view(&plan, &plan_id(), now, RollUp::Weighted, None, None).expect("progress"),
     )
     .expect("json");
     for key in [
