@@ -32,11 +32,13 @@ pub use error::AppError;
 pub use keyset::{KeyKind, KeySet, KeySetError, ParsedKeys};
 pub use limits::{RateLimit, RateLimiter};
 pub use plans::{
-    LoadedPlan, PlanLoader, decode_event, load_at_position, load_at_version, snapshot_interval,
-    stream_of,
+    LADDER_RUNGS, LADDER_STEP, LadderStats, LoadedPlan, PlanLoader, StateLadder, decode_event,
+    load_at_position, load_at_position_via, load_at_version, load_at_version_via,
+    snapshot_interval, stream_of,
 };
 pub use queries::{
     EventFilter, EventsPage, LogPage, MAX_PAGE, PlanState, QueryService, StateAt, plan_state_in,
+    plan_state_via,
 };
 pub use read_models::{
     DEFAULT_MIN_POSITION_WAIT, MAX_PLANS_PAGE, PlanList, PlanSummary, ProgressQuery, ReadAfter,

@@ -21,10 +21,10 @@ pub fn stream_of(tenant: &str, plan_id: &PlanId) -> Result<StreamId, AppError> {
 
 /// Decodes a stored envelope into the current shape of its domain event (upcasting old versions).
 pub fn decode_event(envelope: &Envelope) -> Result<Event, AppError> {
-    Event::from_stored(
+    Event::from_stored_json(
         &envelope.event_type,
         envelope.schema_version,
-        envelope.data_value(),
+        envelope.data.get(),
     )
     .map_err(|e| AppError::Corrupt {
         position: envelope.position.get(),
@@ -68,6 +68,7 @@ pub struct PlanLoader {
     cache: Mutex<HashMap<StreamId, LoadedPlan>>,
     cache_capacity: usize,
     snapshot_every: u64,
+    ladder: StateLadder,
 }
 
 impl std::fmt::Debug for PlanLoader {
@@ -82,12 +83,33 @@ impl PlanLoader {
     /// A loader over `store` whose snapshot interval starts at `snapshot_every` versions and
     /// grows with the plan ([`snapshot_interval`]).
     pub fn new(store: EventStore, cache_capacity: usize, snapshot_every: u64) -> Self {
+        Self::with_ladder(
+            store,
+            cache_capacity,
+            snapshot_every,
+            StateLadder::default(),
+        )
+    }
+
+    /// [`PlanLoader::new`] with historic reads going through `ladder`.
+    pub fn with_ladder(
+        store: EventStore,
+        cache_capacity: usize,
+        snapshot_every: u64,
+        ladder: StateLadder,
+    ) -> Self {
         Self {
             store,
             cache: Mutex::new(HashMap::new()),
             cache_capacity,
             snapshot_every: snapshot_every.max(1),
+            ladder,
         }
+    }
+
+    /// The decoded states historic reads of this log start from.
+    pub fn ladder(&self) -> &StateLadder {
+        &self.ladder
     }
 
     /// The current state of a stream, at least at version `at_least` (which forces a reload
@@ -178,7 +200,7 @@ impl PlanLoader {
 
     /// The state of a stream after version `version` (or its last version if lower).
     pub fn at_version(&self, stream: &StreamId, version: Version) -> Result<LoadedPlan, AppError> {
-        load_at_version(&self.store.view(), stream, version)
+        load_at_version_via(&self.store.view(), Some(&self.ladder), stream, version)
     }
 
     /// The state of a stream as of global position `position`.
@@ -187,7 +209,7 @@ impl PlanLoader {
         stream: &StreamId,
         position: Position,
     ) -> Result<LoadedPlan, AppError> {
-        load_at_position(&self.store.view(), stream, position)
+        load_at_position_via(&self.store.view(), Some(&self.ladder), stream, position)
     }
 
     /// The event store this loader reads.
@@ -204,19 +226,59 @@ pub fn load_at_version(
     stream: &StreamId,
     version: Version,
 ) -> Result<LoadedPlan, AppError> {
-    let (mut plan, mut at) = match log.latest_snapshot(stream, version)? {
-        Some((snap_version, bytes)) => match serde_json::from_slice::<Plan>(&bytes) {
-            Ok(plan) => (plan, snap_version),
-            Err(error) => {
-                // An unreadable snapshot (e.g. written by an older build) is only a cache.
-                tracing::warn!(%stream, %error, "ignoring unreadable snapshot");
-                (Plan::default(), Version(0))
-            }
-        },
-        None => (Plan::default(), Version(0)),
+    load_at_version_via(log, None, stream, version)
+}
+
+/// [`load_at_version`], starting from the nearest state `ladder` holds when that is closer
+/// than the newest snapshot, and leaving a rung in `ladder` at every multiple of its step the
+/// replay passes.
+pub fn load_at_version_via(
+    log: &LogView<'_>,
+    ladder: Option<&StateLadder>,
+    stream: &StreamId,
+    version: Version,
+) -> Result<LoadedPlan, AppError> {
+    let rung = ladder.and_then(|ladder| ladder.below(stream, version));
+    let below = rung.as_ref().map_or(Version(0), |(at, _)| *at);
+    // With a ladder, replaying from its highest rung (or from version 1) fills the rungs on
+    // the way, so every later read in that stretch replays at most a step. Up to `FILL_STEPS`
+    // steps that is worth it; past it the snapshot is read (the first read of a very long
+    // plan, or a plan longer than the ladder holds).
+    let fill = ladder.is_some_and(|ladder| {
+        let steps = FILL_STEPS.min(ladder.capacity as u64);
+        version.get() - below.get() <= ladder.step.saturating_mul(steps)
+    });
+    let snapshot = if fill {
+        None
+    } else {
+        match log.latest_snapshot(stream, version)? {
+            Some((snap_version, _)) if snap_version <= below => None,
+            Some((snap_version, bytes)) => match serde_json::from_slice::<Plan>(&bytes) {
+                Ok(plan) => Some((plan, snap_version)),
+                Err(error) => {
+                    // An unreadable snapshot (e.g. written by an older build) is only a cache.
+                    tracing::warn!(%stream, %error, "ignoring unreadable snapshot");
+                    None
+                }
+            },
+            None => None,
+        }
     };
+    let (start, mut plan, mut at) = match (snapshot, rung) {
+        (Some((plan, at)), _) => ("snapshot", plan, at),
+        (None, Some((at, plan))) => ("rung", Arc::unwrap_or_clone(plan), at),
+        (None, None) => ("empty", Plan::default(), Version(0)),
+    };
+    let from = at;
     while at < version {
-        let page = log.read_stream(stream, Version(at.get() + 1), ReadDirection::Forward, PAGE)?;
+        // No more than the versions still wanted: a page's envelopes are all read and parsed.
+        let wanted = (version.get() - at.get()).min(PAGE as u64) as usize;
+        let page = log.read_stream(
+            stream,
+            Version(at.get() + 1),
+            ReadDirection::Forward,
+            wanted,
+        )?;
         if page.is_empty() {
             break;
         }
@@ -224,12 +286,27 @@ pub fn load_at_version(
             if envelope.version > version {
                 break;
             }
+            assert_eq!(
+                envelope.version.get(),
+                at.get() + 1,
+                "a stream's versions are dense: replaying {stream} after version {at}"
+            );
             plan = evolve(plan, &decode_event(envelope)?);
             at = envelope.version;
+            if let Some(ladder) = ladder
+                && at.get() % ladder.step == 0
+            {
+                // A clone shares the plan's histories and steps (persistent structures), so a
+                // rung costs what changed since the one before it.
+                ladder.put(stream, at, Arc::new(plan.clone()));
+            }
         }
-        if page.len() < PAGE {
+        if page.len() < wanted {
             break;
         }
+    }
+    if let Some(ladder) = ladder {
+        ladder.count(start, at.get() - from.get());
     }
     Ok(LoadedPlan {
         plan: Arc::new(plan),
@@ -243,6 +320,16 @@ pub fn load_at_position(
     stream: &StreamId,
     position: Position,
 ) -> Result<LoadedPlan, AppError> {
+    load_at_position_via(log, None, stream, position)
+}
+
+/// [`load_at_position`] through a [`StateLadder`], as [`load_at_version_via`].
+pub fn load_at_position_via(
+    log: &LogView<'_>,
+    ladder: Option<&StateLadder>,
+    stream: &StreamId,
+    position: Position,
+) -> Result<LoadedPlan, AppError> {
     let version = log.stream_version_at(stream, position)?;
     if version.get() == 0 {
         return Ok(LoadedPlan {
@@ -250,7 +337,183 @@ pub fn load_at_position(
             version,
         });
     }
-    load_at_version(log, stream, version)
+    load_at_version_via(log, ladder, stream, version)
+}
+
+/// A historic read through a [`StateLadder`] replays from the ladder's highest rung below its
+/// point (or from version 1), filling the rungs between, when that is at most this many steps
+/// of events (and no more than the ladder holds); else it starts from the newest snapshot. So
+/// the first historic read of a plan of up to 131,072 versions replays it once, and every later
+/// one replays at most a step.
+pub const FILL_STEPS: u64 = 128;
+
+/// Versions between two rungs of a [`StateLadder`] by default.
+pub const LADDER_STEP: u64 = 1024;
+/// Rungs a [`StateLadder`] keeps by default, over all plans.
+pub const LADDER_RUNGS: usize = 512;
+
+/// Decoded states of plans at every multiple of a fixed version step, kept in memory for
+/// historic reads (as-of reads, the time slider, the read models' `as_of`).
+///
+/// A historic read starts from the highest rung at or below its point and replays at most a
+/// step of events, however long the plan has lived; the replay leaves a rung at each multiple
+/// of the step it passes, so the first read of a region pays for the ones after it. A stream's
+/// events never change once written, so a rung never goes stale. States share their check-ins,
+/// adjustments and steps (persistent structures), so a rung costs the memory of what changed
+/// since the rung before it, not of the whole plan. At most `capacity` rungs are kept: past
+/// it, the plan read least recently loses its rungs.
+pub struct StateLadder {
+    step: u64,
+    capacity: usize,
+    inner: Mutex<LadderInner>,
+    stats: Mutex<LadderStats>,
+}
+
+/// What historic reads through a [`StateLadder`] did since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LadderStats {
+    /// Reads that started from a rung.
+    pub from_rung: u64,
+    /// Reads that started from a snapshot.
+    pub from_snapshot: u64,
+    /// Reads that started from an empty plan (no rung or snapshot below the point).
+    pub from_empty: u64,
+    /// Events replayed by all of them.
+    pub replayed: u64,
+}
+
+#[derive(Default)]
+struct LadderInner {
+    plans: HashMap<StreamId, Rungs>,
+    rungs: usize,
+    clock: u64,
+}
+
+struct Rungs {
+    states: std::collections::BTreeMap<Version, Arc<Plan>>,
+    used: u64,
+}
+
+impl std::fmt::Debug for StateLadder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateLadder")
+            .field("step", &self.step)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for StateLadder {
+    fn default() -> Self {
+        Self::new(LADDER_STEP, LADDER_RUNGS)
+    }
+}
+
+impl StateLadder {
+    /// A ladder with a rung every `step` versions and at most `capacity` rungs.
+    pub fn new(step: u64, capacity: usize) -> Self {
+        Self {
+            step: step.max(1),
+            capacity,
+            inner: Mutex::new(LadderInner::default()),
+            stats: Mutex::new(LadderStats::default()),
+        }
+    }
+
+    /// What reads through it did so far.
+    pub fn stats(&self) -> LadderStats {
+        *self
+            .stats
+            .lock()
+            .expect("ladder stats lock is never poisoned")
+    }
+
+    fn count(&self, start: &'static str, replayed: u64) {
+        let mut stats = self
+            .stats
+            .lock()
+            .expect("ladder stats lock is never poisoned");
+        match start {
+            "rung" => stats.from_rung += 1,
+            "snapshot" => stats.from_snapshot += 1,
+            _ => stats.from_empty += 1,
+        }
+        stats.replayed += replayed;
+        metrics::counter!("planledger_as_of_reads_total", "start" => start).increment(1);
+        metrics::counter!("planledger_as_of_replayed_events_total").increment(replayed);
+    }
+
+    /// Versions between two rungs.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Rungs held now, over all plans.
+    pub fn len(&self) -> usize {
+        self.lock().rungs
+    }
+
+    /// Whether it holds no rung.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LadderInner> {
+        self.inner.lock().expect("ladder lock is never poisoned")
+    }
+
+    /// The highest rung of `stream` at or below `version`.
+    fn below(&self, stream: &StreamId, version: Version) -> Option<(Version, Arc<Plan>)> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let clock = inner.clock;
+        let rungs = inner.plans.get_mut(stream)?;
+        rungs.used = clock;
+        let (at, plan) = rungs.states.range(..=version).next_back()?;
+        Some((*at, Arc::clone(plan)))
+    }
+
+    /// Keeps `plan` as the state of `stream` after `version`.
+    fn put(&self, stream: &StreamId, version: Version, plan: Arc<Plan>) {
+        assert_eq!(
+            plan.version,
+            version.get(),
+            "a rung holds the state after its own version"
+        );
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let clock = inner.clock;
+        let rungs = inner.plans.entry(stream.clone()).or_insert_with(|| Rungs {
+            states: std::collections::BTreeMap::new(),
+            used: clock,
+        });
+        rungs.used = clock;
+        if rungs.states.insert(version, plan).is_none() {
+            inner.rungs += 1;
+        }
+        while inner.rungs > self.capacity {
+            // The plan read least recently, but never the one just written unless it is alone.
+            let victim = inner
+                .plans
+                .iter()
+                .filter(|(id, _)| *id != stream || inner.plans.len() == 1)
+                .min_by_key(|(_, r)| r.used)
+                .map(|(id, _)| id.clone());
+            let Some(victim) = victim else { break };
+            if victim == *stream {
+                // One plan over the whole capacity: drop its lowest rung.
+                let rungs = inner.plans.get_mut(stream).expect("the plan just written");
+                rungs.states.pop_first();
+                inner.rungs -= 1;
+            } else if let Some(gone) = inner.plans.remove(&victim) {
+                inner.rungs -= gone.states.len();
+            }
+        }
+        metrics::gauge!("planledger_as_of_ladder_rungs").set(inner.rungs as f64);
+    }
 }
 
 #[cfg(test)]
@@ -376,11 +639,33 @@ mod tests {
                 &serde_json::to_vec(&marked).expect("json"),
             )
             .expect("overwrite snapshot");
-        let loader = PlanLoader::new(store.clone(), 16, 10);
+        // (A loader whose ladder holds no rung, and fills none: capacity 0, one-version step,
+        // so every read that is not within a step of the version it asks for reads a snapshot.)
+        let loader = PlanLoader::with_ladder(store.clone(), 16, 10, StateLadder::new(1, 0));
         let at_399 = loader.at_version(&stream, Version(399)).expect("load");
         assert_eq!(at_399.plan.title, "from the snapshot");
         assert_eq!(at_399.plan.checkin_count, 397);
         let at_319 = loader.at_version(&stream, Version(319)).expect("load");
         assert_eq!(at_319.plan.title, "grow");
+        // Without a ladder, the same: the free function reads the snapshot too.
+        let view = store.view();
+        let at_399 = load_at_version(&view, &stream, Version(399)).expect("load");
+        assert_eq!(at_399.plan.title, "from the snapshot");
+
+        // Through a ladder, a read fills the rungs from version 1 instead (fewer than
+        // `FILL_STEPS` steps to replay), so the marked snapshot is not what it starts from, and
+        // a later read starts from a rung.
+        let filled = PlanLoader::with_ladder(store.clone(), 16, 10, StateLadder::new(50, 16));
+        let at_399 = filled.at_version(&stream, Version(399)).expect("load");
+        assert_eq!(at_399.plan.title, "grow");
+        assert_eq!(filled.ladder().len(), 7);
+        let at_210 = filled.at_version(&stream, Version(210)).expect("load");
+        assert_eq!(at_210.plan.checkin_count, 208);
+        let stats = filled.ladder().stats();
+        assert_eq!(
+            (stats.from_empty, stats.from_rung, stats.from_snapshot),
+            (1, 1, 0)
+        );
+        assert_eq!(stats.replayed, 399 + 10);
     }
 }

@@ -7,7 +7,7 @@ use planledger_store::{Envelope, LogView, Position, ReadDirection, Version};
 
 use crate::AppError;
 use crate::auth::{Permission, Principal};
-use crate::plans::{PlanLoader, load_at_position, load_at_version, stream_of};
+use crate::plans::{PlanLoader, StateLadder, load_at_position_via, load_at_version_via, stream_of};
 
 /// Largest page of events a query returns.
 pub const MAX_PAGE: usize = 1000;
@@ -171,7 +171,13 @@ impl QueryService {
     ) -> Result<PlanState, AppError> {
         principal.require(Permission::Read)?;
         if at != StateAt::Current {
-            return plan_state_in(&self.plans.store().view(), &principal.tenant, plan_id, at);
+            return plan_state_via(
+                &self.plans.store().view(),
+                Some(self.plans.ladder()),
+                &principal.tenant,
+                plan_id,
+                at,
+            );
         }
         let stream = stream_of(&principal.tenant, plan_id)?;
         // Readers see durable events only: the command path may already have loaded (and
@@ -331,10 +337,22 @@ pub fn plan_state_in(
     plan_id: &PlanId,
     at: StateAt,
 ) -> Result<PlanState, AppError> {
+    plan_state_via(log, None, tenant, plan_id, at)
+}
+
+/// [`plan_state_in`], starting from `ladder`'s nearest decoded state when it has one (see
+/// [`StateLadder`]); the answer is the same.
+pub fn plan_state_via(
+    log: &LogView<'_>,
+    ladder: Option<&StateLadder>,
+    tenant: &str,
+    plan_id: &PlanId,
+    at: StateAt,
+) -> Result<PlanState, AppError> {
     let stream = stream_of(tenant, plan_id)?;
     let durable = log.last_position();
     let (loaded, as_of_position) = match at {
-        StateAt::Current => (load_at_position(log, &stream, durable)?, None),
+        StateAt::Current => (load_at_position_via(log, ladder, &stream, durable)?, None),
         StateAt::Version(v) => {
             let head = log.stream_version_at(&stream, durable)?;
             if head.get() == 0 {
@@ -346,16 +364,16 @@ pub fn plan_state_in(
                     message: format!("plan {plan_id} has versions 1 to {head}; {v} is outside"),
                 });
             }
-            (load_at_version(log, &stream, Version(v))?, None)
+            (load_at_version_via(log, ladder, &stream, Version(v))?, None)
         }
         StateAt::Position(p) => (
-            load_at_position(log, &stream, Position(p.min(durable.get())))?,
+            load_at_position_via(log, ladder, &stream, Position(p.min(durable.get())))?,
             Some(p),
         ),
         StateAt::Time(t) => {
             let position = log.position_at(t)?.min(durable);
             (
-                load_at_position(log, &stream, position)?,
+                load_at_position_via(log, ladder, &stream, position)?,
                 Some(position.get()),
             )
         }

@@ -205,7 +205,7 @@ fn as_of_latency(
     plan_events: u64,
     samples: usize,
 ) -> Result<()> {
-    let queries = QueryService::new(loader);
+    let queries = QueryService::new(loader.clone());
     let principal = Principal {
         subject: "bench".into(),
         tenant: "bench".into(),
@@ -232,18 +232,41 @@ fn as_of_latency(
     let (from_time, to_time) = (time_of(first)?, time_of(last)?);
     let span = to_time.duration_since(from_time).as_nanos().max(1) as u64;
     let mut points = Points(0x9e37_79b9_7f4a_7c15);
+    let snapshot = store
+        .latest_snapshot(large, Version(plan_events))?
+        .map(|(version, bytes)| (version.get(), bytes.len()));
+    let ladder = loader.ladder();
     println!(
         "\nas-of reads of {} ({plan_events} events), {samples} random points per kind, through the API's query path:",
         large
     );
+    match snapshot {
+        Some((version, bytes)) => println!(
+            "newest snapshot: version {version}, {:.1} MB of JSON; state ladder: a rung every {} versions, at most {} rungs",
+            bytes as f64 / 1e6,
+            ladder.step(),
+            planledger_app::LADDER_RUNGS
+        ),
+        None => println!("no snapshot of the large plan"),
+    }
+    // The first read of the plan in this process finds no rung: it decodes a snapshot and
+    // replays up to a quarter of the plan, leaving rungs on its way.
+    let started = Instant::now();
+    queries.plan_state(&principal, &plan_id, StateAt::Version(plan_events))?;
     println!(
-        "{:>10} {:>9} {:>9} {:>9} {:>14}",
-        "as of", "p50 ms", "p99 ms", "max ms", "mean version"
+        "first read (at the head, no rung yet): {} ms, {} rungs after it",
+        ms(started.elapsed()),
+        ladder.len()
+    );
+    println!(
+        "{:>10} {:>9} {:>9} {:>9} {:>14} {:>10} {:>16}",
+        "as of", "p50 ms", "p99 ms", "max ms", "mean version", "replayed", "rung/snap/empty"
     );
     let mut all = Vec::new();
     for kind in ["version", "position", "time"] {
         let mut latencies = Vec::with_capacity(samples);
         let mut versions = 0u64;
+        let before = ladder.stats();
         for _ in 0..samples {
             let at = match kind {
                 "version" => StateAt::Version(points.within(1, plan_events)),
@@ -260,12 +283,20 @@ fn as_of_latency(
         }
         all.extend_from_slice(&latencies);
         let latency = summarize(&mut latencies);
+        let after = ladder.stats();
         println!(
-            "{kind:>10} {:>9} {:>9} {:>9} {:>14}",
+            "{kind:>10} {:>9} {:>9} {:>9} {:>14} {:>10} {:>16}",
             ms(latency.p50),
             ms(latency.p99),
             ms(latency.max),
-            versions / samples.max(1) as u64
+            versions / samples.max(1) as u64,
+            (after.replayed - before.replayed) / samples.max(1) as u64,
+            format!(
+                "{}/{}/{}",
+                after.from_rung - before.from_rung,
+                after.from_snapshot - before.from_snapshot,
+                after.from_empty - before.from_empty
+            )
         );
     }
     let latency = summarize(&mut all);
@@ -275,6 +306,29 @@ fn as_of_latency(
         ms(latency.p50),
         ms(latency.p99),
         ms(latency.max)
+    );
+    // The same reads without the ladder (newest snapshot at or below the point, then the
+    // events after it: what `planledger replay --plan` does, and what the service did before
+    // the ladder), on a fifth of the samples.
+    let mut latencies = Vec::new();
+    let mut versions = 0u64;
+    let view = store.view();
+    for _ in 0..(samples / 5).max(1) {
+        let at = StateAt::Version(points.within(1, plan_events));
+        let started = Instant::now();
+        let state = planledger_app::plan_state_in(&view, &principal.tenant, &plan_id, at)?;
+        latencies.push(started.elapsed());
+        versions += state.version;
+    }
+    let count = latencies.len() as u64;
+    let latency = summarize(&mut latencies);
+    println!(
+        "{:>10} {:>9} {:>9} {:>9} {:>14}   (by version, snapshot and replay, {count} reads)",
+        "no ladder",
+        ms(latency.p50),
+        ms(latency.p99),
+        ms(latency.max),
+        versions / count.max(1)
     );
     Ok(())
 }

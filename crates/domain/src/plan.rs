@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use imbl::{OrdMap, Vector};
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -216,10 +218,12 @@ pub struct Goal {
     pub defined_at: Timestamp,
     /// Outcome, once closed.
     pub closed: Option<GoalClosure>,
-    /// Check-ins in recorded order.
-    pub check_ins: Vec<CheckIn>,
-    /// Adjustments in recorded order.
-    pub adjustments: Vec<GoalAdjusted>,
+    /// Check-ins in recorded order. A persistent vector: a clone of the plan shares it, so
+    /// states of the plan at many versions cost memory in proportion to what changed between
+    /// them (serialized as a JSON array, like a `Vec`).
+    pub check_ins: Vector<CheckIn>,
+    /// Adjustments in recorded order (a persistent vector, as `check_ins`).
+    pub adjustments: Vector<GoalAdjusted>,
     /// Stream version of the `GoalDefined` event (0 in state stored before versions were kept).
     #[serde(default)]
     pub defined_version: u64,
@@ -469,8 +473,9 @@ pub struct Plan {
     pub created_at: Option<Timestamp>,
     /// Goals by id.
     pub goals: BTreeMap<GoalId, Goal>,
-    /// Steps by id.
-    pub steps: BTreeMap<StepId, Step>,
+    /// Steps by id: a persistent ordered map, shared between clones like the goals' histories
+    /// (serialized as a JSON object, like a `BTreeMap`).
+    pub steps: OrdMap<StepId, Step>,
     /// Current role assignments in assignment order.
     pub roles: Vec<RoleAssignment>,
     /// Revoked role assignments, in revocation order: with `roles`, who held which role when.
@@ -684,8 +689,8 @@ fn apply_goal_defined(plan: &mut Plan, e: &GoalDefined) {
             weight: e.weight,
             defined_at: e.at,
             closed: None,
-            check_ins: Vec::new(),
-            adjustments: Vec::new(),
+            check_ins: Vector::new(),
+            adjustments: Vector::new(),
             defined_version: plan.version,
             due_version: None,
             target_version: None,
@@ -752,7 +757,7 @@ fn apply_check_in(plan: &mut Plan, e: &CheckInRecorded) {
                 .entry(e.checkin_id.clone())
                 .or_insert_with(|| (e.goal_id.clone(), goal.check_ins.len()));
         }
-        goal.check_ins.push(CheckIn {
+        goal.check_ins.push_back(CheckIn {
             checkin_id: e.checkin_id.clone(),
             value: e.value,
             confidence: e.confidence,
@@ -799,7 +804,7 @@ fn apply_goal_adjusted(plan: &mut Plan, e: &GoalAdjusted) {
         if let Some(change) = &e.weight {
             goal.weight = change.after;
         }
-        goal.adjustments.push(e.clone());
+        goal.adjustments.push_back(e.clone());
     }
 }
 

@@ -1,6 +1,5 @@
 //! Turning a stored envelope into a domain event, and a stream id into tenant and plan.
 
-use planledger_domain::event::current_version;
 use planledger_domain::{Event, UpcastError};
 use planledger_store::Envelope;
 
@@ -12,9 +11,8 @@ use crate::ProjectionError;
 /// knows and for data that does not decode: each would otherwise make the read model silently
 /// wrong, so the runtime stops at such a poison event until it is quarantined.
 ///
-/// Current-version events are parsed straight from the stored text into [`Event`] (the same
-/// result as [`Event::from_stored`], without an intermediate `serde_json::Value`); older versions
-/// go through the domain's upcasters.
+/// Current-version events are parsed straight from the stored text
+/// ([`Event::from_stored_json`]); older versions go through the domain's upcasters.
 pub fn decode_event(envelope: &Envelope) -> Result<Event, ProjectionError> {
     decode_parts(
         envelope.position.get(),
@@ -43,22 +41,7 @@ pub(crate) fn decode_parts(
         event_type: event_type.to_owned(),
         schema_version,
     };
-    let Some(current) = current_version(event_type) else {
-        return Err(unknown());
-    };
-    if schema_version == current {
-        // Type names are plain identifiers (checked by `current_version`), so no escaping is needed.
-        let mut tagged = String::with_capacity(event_type.len() + data.len() + 20);
-        tagged.push_str("{\"type\":\"");
-        tagged.push_str(event_type);
-        tagged.push_str("\",\"data\":");
-        tagged.push_str(data);
-        tagged.push('}');
-        return serde_json::from_str::<Event>(&tagged).map_err(|e| undecodable(e.to_string()));
-    }
-    let data: serde_json::Value =
-        serde_json::from_str(data).map_err(|e| undecodable(e.to_string()))?;
-    match Event::from_stored(event_type, schema_version, data) {
+    match Event::from_stored_json(event_type, schema_version, data) {
         Ok(event) => Ok(event),
         Err(UpcastError::UnknownType { .. }) => Err(unknown()),
         Err(other) => Err(undecodable(other.to_string())),

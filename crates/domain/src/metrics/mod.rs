@@ -137,8 +137,8 @@ fn clamp01(x: f64) -> f64 {
 }
 
 /// Check-ins in "describes a later state" order: by effective day, then recording time.
-fn chronological(check_ins: &[CheckIn]) -> Vec<&CheckIn> {
-    let mut sorted: Vec<&CheckIn> = check_ins.iter().collect();
+fn chronological<'a>(check_ins: impl IntoIterator<Item = &'a CheckIn>) -> Vec<&'a CheckIn> {
+    let mut sorted: Vec<&CheckIn> = check_ins.into_iter().collect();
     sorted.sort_by(|a, b| {
         a.effective_on
             .cmp(&b.effective_on)

@@ -23,9 +23,14 @@ fn stored(entry: &Value) -> (String, u32, Value) {
 fn every_event_version_ever_written_reads_into_the_current_shape() {
     for entry in fixture() {
         let (event_type, version, data) = stored(&entry);
+        let text = data.to_string();
         let event = Event::from_stored(&event_type, version, data)
             .unwrap_or_else(|e| panic!("{event_type} v{version}: {e}"));
         assert_eq!(event.event_type(), event_type);
+        // From the stored text: the same event, current version or not.
+        let from_text = Event::from_stored_json(&event_type, version, &text)
+            .unwrap_or_else(|e| panic!("{event_type} v{version} from text: {e}"));
+        assert_eq!(from_text, event);
         // Upcast events written again in the current version read back identically.
         let again = Event::from_stored(event.event_type(), event.schema_version(), event.to_data())
             .expect("current version reads back");
@@ -78,6 +83,18 @@ fn goal_adjusted_v1_upcasts_with_kinds_derived_from_changed_fields() {
 #[test]
 fn unknown_event_type_is_refused() {
     let error = Event::from_stored("GoalDeleted", 1, json!({})).expect_err("refused");
+    assert!(matches!(
+        Event::from_stored_json("GoalDeleted", 1, "{}"),
+        Err(UpcastError::UnknownType { .. })
+    ));
+    assert!(matches!(
+        Event::from_stored_json("CheckInRecorded", 3, "{}"),
+        Err(UpcastError::UnknownVersion { .. })
+    ));
+    assert!(matches!(
+        Event::from_stored_json("StepCompleted", 1, r#"{"step_id": 5}"#),
+        Err(UpcastError::Malformed { .. })
+    ));
     assert!(matches!(error, UpcastError::UnknownType { .. }));
 }
 
