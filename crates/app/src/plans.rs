@@ -122,7 +122,9 @@ impl PlanLoader {
         {
             return Ok(hit);
         }
-        let loaded = self.at_version(stream, Version(u64::MAX))?;
+        // The current state is not a historic read: newest snapshot and tail, no ladder (a
+        // ladder would fill rungs on the command path).
+        let loaded = load_at_version(&self.store.view(), stream, Version(u64::MAX))?;
         self.remember(stream, loaded.clone());
         Ok(loaded)
     }
@@ -198,12 +200,14 @@ impl PlanLoader {
         Ok(())
     }
 
-    /// The state of a stream after version `version` (or its last version if lower).
+    /// The state of a stream after version `version` (or its last version if lower): a
+    /// historic read, through the ladder.
     pub fn at_version(&self, stream: &StreamId, version: Version) -> Result<LoadedPlan, AppError> {
         load_at_version_via(&self.store.view(), Some(&self.ladder), stream, version)
     }
 
-    /// The state of a stream as of global position `position`.
+    /// The state of a stream as of global position `position`: a historic read, through the
+    /// ladder.
     pub fn at_position(
         &self,
         stream: &StreamId,

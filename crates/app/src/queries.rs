@@ -7,7 +7,9 @@ use planledger_store::{Envelope, LogView, Position, ReadDirection, Version};
 
 use crate::AppError;
 use crate::auth::{Permission, Principal};
-use crate::plans::{PlanLoader, StateLadder, load_at_position_via, load_at_version_via, stream_of};
+use crate::plans::{
+    PlanLoader, StateLadder, load_at_position, load_at_position_via, load_at_version_via, stream_of,
+};
 
 /// Largest page of events a query returns.
 pub const MAX_PAGE: usize = 1000;
@@ -186,7 +188,9 @@ impl QueryService {
         let durable = store.last_position();
         let current = self.plans.current(&stream, Version(0))?;
         let loaded = if current.version > store.stream_version_at(&stream, durable)? {
-            self.plans.at_position(&stream, durable)?
+            // The durable state just behind the cache: newest snapshot and tail, not the
+            // ladder (a first fill would replay the whole plan on a current read).
+            load_at_position(&store.view(), &stream, durable)?
         } else {
             current
         };

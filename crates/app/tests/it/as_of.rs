@@ -237,6 +237,12 @@ fn a_read_near_the_head_leaves_rungs_below_it() {
     let written = write(&ops, 1_000, 16, 64);
     assert_eq!(written.refused, 0);
     assert!(written.plans.ladder().is_empty(), "writes leave no rungs");
+    // Nor does loading the current state cold (the command path's load after a cache miss).
+    let cold = PlanLoader::with_ladder(written.store.clone(), 16, 1_000, StateLadder::new(16, 64));
+    let stream = stream_of("t", &written.plan_id).expect("stream");
+    let current = cold.current(&stream, Version(0)).expect("current state");
+    assert_eq!(current.version, Version(304));
+    assert!(cold.ladder().is_empty(), "a current load leaves no rungs");
     let queries = QueryService::new(written.plans.clone());
     let read = queries
         .plan_state(&written.principal, &written.plan_id, StateAt::Version(300))
