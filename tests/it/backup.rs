@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use planledger_e2e::client::readyz;
 use planledger_e2e::cluster::NatsCluster;
-use planledger_e2e::load::{CommandLoad, LogContents};
+use planledger_e2e::load::{Acked, CommandLoad, LogContents};
 use planledger_e2e::nats::NatsServer;
 use planledger_e2e::server::{Planledger, binary};
 use planledger_store::{LogCopy, PartitionCount, StreamId};
@@ -89,7 +89,8 @@ async fn grows_by(what: &str, more: u64, mut position: impl AsyncFnMut() -> u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_under_load_restores_verifies_and_its_relay_resumes_without_duplicates() {
+async fn a_backup_under_load_restores_verifies_resumes_its_relay_without_duplicates_and_answers_repeats()
+ {
     let nats = NatsServer::start();
     let url = nats.url();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -182,11 +183,32 @@ async fn a_backup_under_load_restores_verifies_and_its_relay_resumes_without_dup
         printed.contains(&format!("caught up positions {} to {total}", at + 1)),
         "{printed}"
     );
+    // The relay published each append's command record, so the caught-up appends have theirs.
+    assert!(
+        printed.contains("caught-up appends carried its command record"),
+        "{printed}"
+    );
     let mut resumed = serve(&caught_up, &url);
     assert!(resumed.wait_ready().await, "{}", resumed.log());
     assert_eq!(
         LogContents::read(&resumed, &token).await.events,
         history.events
+    );
+    // Keys from before the backup (in the backup's log) and after it (caught up from the
+    // stream) are repeats: answered with the first answer, nothing appended.
+    let acked = load.acked();
+    let (before, after): (Vec<_>, Vec<_>) = acked.iter().partition(|a| a.events[0].0 <= at);
+    assert!(
+        !before.is_empty() && !after.is_empty(),
+        "keys on both sides of {at}"
+    );
+    for command in before.iter().take(20).chain(after.iter().take(20)) {
+        assert_resend_is_a_repeat(&resumed, &token, command).await;
+    }
+    assert_eq!(
+        log_position(&resumed, &token).await,
+        total,
+        "no resend appended"
     );
     let mut after = CommandLoad::on_existing_plans(&resumed, &token, 4, "after-restore-");
     after.start();
@@ -238,6 +260,38 @@ async fn backup_and_restore_refuse_a_target_that_is_not_empty() {
     let (ok, printed) = planledger(&["restore", "--from", path(&backup), "--data-dir", &data_dir]);
     assert!(!ok && printed.contains("is not empty"), "{printed}");
     server.terminate();
+}
+
+/// Sends `command` again with its key: it must be answered as a repeat with its first answer.
+async fn assert_resend_is_a_repeat(server: &Planledger, token: &str, command: &Acked) {
+    let response = reqwest::Client::new()
+        .post(server.url(&format!("/v1/plans/{}/commands", command.plan)))
+        .bearer_auth(token)
+        .header("Idempotency-Key", &command.key)
+        .json(&command.body)
+        .send()
+        .await
+        .expect("the resend is answered");
+    let status = response.status();
+    let answer: Value = response.json().await.expect("a JSON answer");
+    assert_eq!(status, reqwest::StatusCode::OK, "{}: {answer}", command.key);
+    assert_eq!(answer["deduplicated"], true, "{}: {answer}", command.key);
+    let events: Vec<(u64, String)> = answer["events"]
+        .as_array()
+        .expect("the answer lists its events")
+        .iter()
+        .map(|e| {
+            (
+                e["position"].as_u64().expect("a position"),
+                e["event_id"].as_str().expect("an event id").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events, command.events,
+        "{}: the first answer's events",
+        command.key
+    );
 }
 
 /// A single node serving with its relay on `nats`, without a rate limit.

@@ -276,6 +276,12 @@ fn symlink(target: &PathBuf, link: &Path) {
 }
 
 /// A command over NATS request/reply (the JSON body), answered by whichever node gets it.
+/// The command [`nats_command`] sends.
+fn nats_command_body() -> Value {
+    serde_json::json!({"type": "RecordCheckIn", "data": {
+        "goal_id": "signups", "value": 7.0, "confidence": 0.5}})
+}
+
 async fn nats_command(
     url: &str,
     token: &str,
@@ -288,8 +294,7 @@ async fn nats_command(
     headers.insert("Authorization", format!("Bearer {token}").as_str());
     headers.insert("Content-Type", "application/json");
     headers.insert("Idempotency-Key", key);
-    let body = serde_json::json!({"type": "RecordCheckIn", "data": {
-        "goal_id": "signups", "value": 7.0, "confidence": 0.5}});
+    let body = nats_command_body();
     let reply = client
         .send_request(
             format!("planledger.cmd.{TENANT}.{plan}"),
@@ -397,6 +402,7 @@ async fn every_node_takes_commands_for_every_partition() {
                 acked.push(Acked {
                     key: format!("nats-{plan}"),
                     plan: plan.to_string(),
+                    body: nats_command_body(),
                     events: result
                         .events
                         .iter()

@@ -25,6 +25,8 @@ pub struct Acked {
     pub key: String,
     /// The plan it went to.
     pub plan: String,
+    /// The command's body, as sent (a resend with the key sends it again).
+    pub body: Value,
     /// Each event's position and id, as answered.
     pub events: Vec<(u64, String)>,
     /// How many times it was sent before this answer.
@@ -282,6 +284,7 @@ async fn write_until_stopped(
             state.acked.push(Acked {
                 key,
                 plan: state.plan.clone(),
+                body,
                 events,
                 attempts,
                 deduplicated: answer["deduplicated"].as_bool().unwrap_or(false),

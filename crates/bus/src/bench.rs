@@ -10,5 +10,5 @@ use crate::relay::message_for;
 /// The protobuf body and the subject/headers the relay publishes `envelope` with: the raw
 /// ceiling publishes exactly these.
 pub fn publish_for(envelope: &Envelope, subject_prefix: &str) -> (String, Publish) {
-    message_for(&envelope_to_proto(envelope), subject_prefix)
+    message_for(&envelope_to_proto(envelope), None, subject_prefix)
 }

@@ -7,10 +7,13 @@
 //! The relay publishes position `p` at sequence `p + offset`, one constant offset per stream
 //! (0 unless the stream was reset from a later position); the offset is read from the stream's
 //! last message (its sequence minus its `Planledger-Position` header), as a relay adopting a
-//! stream does. The relay's messages carry no command headers, so the appends caught up this
-//! way have no idempotency records: a repeated `Idempotency-Key` of one of them is appended
-//! again.
+//! stream does. The relay publishes an append's command record (the `Planledger-Command-*`
+//! headers) on its first event, as the partition committer does, so the appends caught up this
+//! way get their idempotency records back and a repeated `Idempotency-Key` is answered as a
+//! repeat. Messages published by a relay before it did carry none: [`EventStreamLog::caught_up`]
+//! counts the appends read without one, for the restore to say so.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::Client;
@@ -21,6 +24,7 @@ use planledger_store::{CommitError, CommitEvent, CommittedEvent, Committer, Posi
 use tokio::runtime::Handle;
 
 use crate::BusError;
+use crate::command_headers;
 use crate::connection::find_stream;
 use crate::envelope::{envelope_from_proto, header_position};
 
@@ -34,6 +38,65 @@ pub struct EventStreamLog {
     /// The stream's first sequence when opened (earlier positions are not in it).
     first_sequence: u64,
     timeout: Duration,
+    counts: Mutex<Counts>,
+}
+
+/// What the catch-up read: appends, and those whose first event carried no command record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Appends read (an append's events share a stream and a command id).
+    pub appends: u64,
+    /// Appends whose first event carried no command record: published by a relay that did not
+    /// publish them, or made without an `Idempotency-Key` (nothing to remember).
+    pub without_command: u64,
+    /// Events of those appends.
+    pub events_without_command: u64,
+}
+
+/// [`CaughtUp`] so far, and the last event counted (a position read twice counts once).
+#[derive(Debug, Default)]
+struct Counts {
+    caught_up: CaughtUp,
+    /// The last counted event: position, stream, command id, whether its append had a record.
+    last: Option<(u64, String, Option<String>, bool)>,
+}
+
+impl Counts {
+    fn count(&mut self, event: &CommittedEvent) {
+        let envelope = &event.envelope;
+        let position = envelope.position.get();
+        if self.last.as_ref().is_some_and(|last| position <= last.0) {
+            return;
+        }
+        let continued = match &self.last {
+            Some((last, stream, command_id, recorded))
+                if event.command.is_none()
+                    && last + 1 == position
+                    && stream == envelope.stream.as_str()
+                    && envelope.command_id.is_some()
+                    && *command_id == envelope.command_id =>
+            {
+                Some(*recorded)
+            }
+            _ => None,
+        };
+        let recorded = continued.unwrap_or(event.command.is_some());
+        if continued.is_none() {
+            self.caught_up.appends += 1;
+            if !recorded {
+                self.caught_up.without_command += 1;
+            }
+        }
+        if !recorded {
+            self.caught_up.events_without_command += 1;
+        }
+        self.last = Some((
+            position,
+            envelope.stream.as_str().to_string(),
+            envelope.command_id.clone(),
+            recorded,
+        ));
+    }
 }
 
 impl std::fmt::Debug for EventStreamLog {
@@ -78,7 +141,16 @@ impl EventStreamLog {
             offset: last_sequence as i64 - position as i64,
             first_sequence,
             timeout: Duration::from_secs(10),
+            counts: Mutex::new(Counts::default()),
         }))
+    }
+
+    /// What has been read so far: appends, and those without a command record.
+    pub fn caught_up(&self) -> CaughtUp {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .caught_up
     }
 
     /// The last position the stream holds.
@@ -132,10 +204,15 @@ impl EventStreamLog {
                     envelope.position
                 )));
             }
-            events.push(CommittedEvent {
-                envelope,
-                command: None,
-            });
+            let command = command_headers::decode(Some(&message.headers)).map_err(invalid)?;
+            events.push(CommittedEvent { envelope, command });
+        }
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for event in &events {
+            counts.count(event);
         }
         Ok(events)
     }
@@ -186,5 +263,66 @@ impl Committer for EventStreamLog {
             }
             self.read(after.get() + 1, to).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use planledger_store::{CommandHeader, Envelope, StreamId, Version};
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn event(position: u64, plan: &str, command_id: &str, recorded: bool) -> CommittedEvent {
+        let envelope = Envelope {
+            position: Position(position),
+            stream: StreamId::new(format!("acme/{plan}")).expect("a stream id"),
+            version: Version(position),
+            event_id: uuid::Uuid::from_u128(u128::from(position)),
+            event_type: "CheckInRecorded".into(),
+            schema_version: 1,
+            occurred_at: jiff::Timestamp::UNIX_EPOCH,
+            recorded_at: jiff::Timestamp::UNIX_EPOCH,
+            actor: "pat".into(),
+            command_id: Some(command_id.into()),
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            data: RawValue::from_string("{}".into()).expect("JSON"),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let command = recorded.then(|| CommandHeader {
+            scope: "acme".into(),
+            id: command_id.into(),
+            fingerprint: None,
+        });
+        CommittedEvent { envelope, command }
+    }
+
+    #[test]
+    fn appends_without_a_command_record_are_counted_once_with_their_events() {
+        let mut counts = Counts::default();
+        let events = [
+            event(1, "a", "k1", true),
+            event(2, "a", "k1", false), // continues k1's append, which has its record
+            event(3, "a", "g1", false), // an append published without a record
+            event(4, "a", "g1", false),
+            event(5, "b", "g1", false), // another plan: another append
+            event(6, "a", "k2", true),
+        ];
+        for event in &events {
+            counts.count(event);
+        }
+        // A position read again (a retried read) counts once.
+        counts.count(&events[3]);
+        assert_eq!(
+            counts.caught_up,
+            CaughtUp {
+                appends: 4,
+                without_command: 2,
+                events_without_command: 3,
+            }
+        );
     }
 }

@@ -24,6 +24,7 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod cluster;
+mod command_headers;
 pub mod connection;
 pub mod envelope;
 pub mod event_stream_log;
@@ -43,7 +44,7 @@ pub use envelope::{
     EnvelopeDecodeError, envelope_from_proto, envelope_into_proto, envelope_to_proto,
     header_position,
 };
-pub use event_stream_log::EventStreamLog;
+pub use event_stream_log::{CaughtUp, EventStreamLog};
 pub use ingress::{
     CommandIngress, IngressConfig, refusal_from_proto, refusal_into_proto, refusal_reply,
     reply_message,

@@ -31,17 +31,17 @@ use async_nats::{Client, HeaderMap, StatusCode, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use planledger_proto::subjects::{
-    self, HEADER_COMMAND_FINGERPRINT, HEADER_COMMAND_ID, HEADER_COMMAND_SCOPE, HEADER_CONTENT_TYPE,
-    HEADER_MSG_ID, HEADER_PARTITION, HEADER_POSITION,
+    self, HEADER_CONTENT_TYPE, HEADER_MSG_ID, HEADER_PARTITION, HEADER_POSITION,
 };
 use planledger_proto::v1::EventEnvelope;
 use planledger_proto::{EVENT_ENVELOPE_CONTENT_TYPE, Message as _};
 use planledger_store::{
-    CommandHeader, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS, Position,
+    CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS, Position,
 };
 use tokio::runtime::Handle;
 
 use crate::BusError;
+use crate::command_headers;
 use crate::connection::find_stream;
 use crate::envelope::{envelope_from_proto, stored_json_to_proto};
 
@@ -128,21 +128,8 @@ pub fn partition_message(
     headers.insert(HEADER_PARTITION, partition.to_string().as_str());
     headers.insert(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE);
     if let Some(command) = &event.command {
-        // Encoded as subject tokens are: a client's command id may hold any character, and a
-        // line break in a header value would end the header.
-        headers.insert(
-            HEADER_COMMAND_SCOPE,
-            subjects::encode_token(&command.scope).as_str(),
-        );
-        headers.insert(
-            HEADER_COMMAND_ID,
-            subjects::encode_token(&command.id).as_str(),
-        );
-        if let Some(fingerprint) = &command.fingerprint {
-            headers.insert(
-                HEADER_COMMAND_FINGERPRINT,
-                subjects::encode_token(fingerprint).as_str(),
-            );
+        for (name, value) in command_headers::encode(command) {
+            headers.insert(name, value.as_str());
         }
     }
     Ok((subject, headers, Bytes::from(wire.encode_to_vec())))
@@ -175,39 +162,16 @@ pub fn committed_event(
             envelope.position
         )));
     }
-    let header = |name: &str| {
-        headers
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-    };
-    let decoded = |name: &str| -> Result<Option<String>, BusError> {
-        header(name)
-            .map(|value| {
-                subjects::decode_token(&value)
-                    .ok_or_else(|| invalid(format!("its {name} header {value:?} is not encoded")))
-            })
-            .transpose()
-    };
-    if let Some(position) = header(HEADER_POSITION)
+    if let Some(position) = headers
+        .and_then(|h| h.get(HEADER_POSITION))
+        .map(|v| v.as_str())
         && position != sequence.to_string()
     {
         return Err(invalid(format!(
             "its {HEADER_POSITION} header is {position}"
         )));
     }
-    let command = match (decoded(HEADER_COMMAND_SCOPE)?, decoded(HEADER_COMMAND_ID)?) {
-        (Some(scope), Some(id)) => Some(CommandHeader {
-            scope,
-            id,
-            fingerprint: decoded(HEADER_COMMAND_FINGERPRINT)?,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(invalid(format!(
-                "it carries only one of {HEADER_COMMAND_SCOPE} and {HEADER_COMMAND_ID}"
-            )));
-        }
-    };
+    let command = command_headers::decode(headers).map_err(invalid)?;
     Ok(CommittedEvent { envelope, command })
 }
 

@@ -1,9 +1,11 @@
 //! Reads the log ahead of the relay's publisher, on its own task, and prepares each message
-//! (protobuf body, subject, headers), so that reading and encoding overlap with publishing.
+//! (protobuf body, subject, headers, and on an append's first event the command record it
+//! remembers), so that reading and encoding overlap with publishing.
 
 use async_nats::jetstream::message::PublishMessage;
 use jiff::Timestamp;
-use planledger_store::{EventStore, Position, StoreError};
+use planledger_proto::v1::EventEnvelope;
+use planledger_store::{CommandHeader, EventStore, Position, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -79,6 +81,7 @@ async fn read_ahead(
     sender: mpsc::Sender<Batch>,
 ) {
     let mut head = store.subscribe();
+    let mut appends = Appends::default();
     loop {
         let last = *head.borrow_and_update();
         if next > last {
@@ -95,7 +98,9 @@ async fn read_ahead(
             }
             entries
                 .iter()
-                .map(|(position, bytes)| prepare(*position, bytes, &subject_prefix))
+                .map(|(position, bytes)| {
+                    prepare(&store, &mut appends, *position, bytes, &subject_prefix)
+                })
                 .collect::<Result<Vec<_>, _>>()
         });
         let failed = prepared.is_err();
@@ -110,8 +115,58 @@ async fn read_ahead(
     }
 }
 
+/// Where the events read so far stand in their appends: the stream and command id of the last
+/// one, so the first event of each append is told from the ones that continue it.
+#[derive(Default)]
+struct Appends {
+    last: Option<(Position, String, Option<String>)>,
+}
+
+impl Appends {
+    /// Whether the event continues the append of the event before it (same stream and command
+    /// id, the next position): only an append's first event can carry its command record.
+    fn continues(&mut self, wire: &EventEnvelope) -> bool {
+        let continues = matches!(
+            &self.last,
+            Some((position, stream, command_id))
+                if position.get() + 1 == wire.position
+                    && *stream == wire.stream
+                    && wire.command_id.is_some()
+                    && *command_id == wire.command_id
+        );
+        self.last = Some((
+            Position(wire.position),
+            wire.stream.clone(),
+            wire.command_id.clone(),
+        ));
+        continues
+    }
+}
+
+/// The command record the first event of an append carries, when the append remembers its
+/// key: a single node remembers keys per tenant (the command path's scope there).
+fn command_of(
+    store: &EventStore,
+    appends: &mut Appends,
+    wire: &EventEnvelope,
+) -> Result<Option<CommandHeader>, StoreError> {
+    if appends.continues(wire) {
+        return Ok(None);
+    }
+    match &wire.command_id {
+        Some(id) => store.command_header_at(&wire.tenant, id, Position(wire.position)),
+        None => Ok(None),
+    }
+}
+
 /// Decodes one stored entry and builds its message.
-fn prepare(position: Position, bytes: &[u8], subject_prefix: &str) -> Result<Prepared, StoreError> {
+fn prepare(
+    store: &EventStore,
+    appends: &mut Appends,
+    position: Position,
+    bytes: &[u8],
+    subject_prefix: &str,
+) -> Result<Prepared, StoreError> {
     let (wire, recorded_at) = stored_json_to_proto(bytes).map_err(|e| StoreError::Corrupt {
         what: format!("log position {position}"),
         detail: e.to_string(),
@@ -122,7 +177,8 @@ fn prepare(position: Position, bytes: &[u8], subject_prefix: &str) -> Result<Pre
             detail: format!("the envelope says position {}", wire.position),
         });
     }
-    let (subject, publish) = message_for(&wire, subject_prefix);
+    let command = command_of(store, appends, &wire)?;
+    let (subject, publish) = message_for(&wire, command.as_ref(), subject_prefix);
     Ok(Prepared {
         position,
         recorded_at,

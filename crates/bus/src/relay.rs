@@ -37,11 +37,12 @@ use planledger_proto::subjects::{
 };
 use planledger_proto::v1::EventEnvelope;
 use planledger_proto::{EVENT_ENVELOPE_CONTENT_TYPE, Message as _};
-use planledger_store::{EventStore, Position, StoreError};
+use planledger_store::{CommandHeader, EventStore, Position, StoreError};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::BusError;
+use crate::command_headers;
 use crate::connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
 use crate::envelope::header_position;
 use crate::reader::{LogReader, Prepared};
@@ -627,17 +628,24 @@ impl Backoff {
     }
 }
 
-/// The subject and message (body and headers) of one wire envelope.
-pub(crate) fn message_for(wire: &EventEnvelope, subject_prefix: &str) -> (String, Publish) {
+/// The subject and message (body and headers) of one wire envelope, with the command record
+/// of its append when it is the append's first event and the append remembers its key.
+pub(crate) fn message_for(
+    wire: &EventEnvelope,
+    command: Option<&CommandHeader>,
+    subject_prefix: &str,
+) -> (String, Publish) {
     let subject =
         subjects::event_subject(subject_prefix, &wire.tenant, &wire.plan_id, &wire.r#type);
     let body = Bytes::from(wire.encode_to_vec());
-    let publish = Publish::build()
+    let mut publish = Publish::build()
         .message_id(&wire.event_id)
         .header(HEADER_POSITION, wire.position.to_string())
-        .header(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE)
-        .payload(body);
-    (subject, publish)
+        .header(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE);
+    for (name, value) in command.map(command_headers::encode).unwrap_or_default() {
+        publish = publish.header(name, value);
+    }
+    (subject, publish.payload(body))
 }
 
 impl Relay {

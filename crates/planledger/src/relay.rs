@@ -149,6 +149,22 @@ async fn reset(args: ResetArgs) -> Result<()> {
 /// How long a catch-up from the event stream may go without progress before it gives up.
 const CATCH_UP_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Says how many caught-up appends came without their command record: a resend of one of
+/// their `Idempotency-Key`s is appended again instead of being answered as a repeat.
+fn report_command_records(caught_up: &planledger_bus::CaughtUp) {
+    if caught_up.without_command == 0 {
+        println!(
+            "every one of the {} caught-up appends carried its command record: a resent Idempotency-Key of any of them is answered as a repeat",
+            caught_up.appends
+        );
+        return;
+    }
+    println!(
+        "{} of the {} caught-up appends ({} events) had no command record: their commands had no Idempotency-Key, or a relay that did not publish command headers yet published them; a resent key of one of those is appended again",
+        caught_up.without_command, caught_up.appends, caught_up.events_without_command
+    );
+}
+
 /// Brings the log in `log` (restored from a backup, no service running on it) up to what the
 /// relay's event stream holds: the events published after the backup are read back from the
 /// stream and applied with the writer's checks (the log must be a prefix of the stream), so a
@@ -174,8 +190,9 @@ pub async fn catch_up_from_stream(log: &std::path::Path, url: &str, stream: &str
         );
         return Ok(());
     }
+    let source = std::sync::Arc::new(source);
     let options = StoreOptions {
-        commit: planledger_store::Commit::External(std::sync::Arc::new(source)),
+        commit: planledger_store::Commit::External(source.clone()),
         ..StoreOptions::default()
     };
     let path = log.to_path_buf();
@@ -227,5 +244,6 @@ pub async fn catch_up_from_stream(log: &std::path::Path, url: &str, stream: &str
         "caught up positions {} to {caught_up} from the event stream {stream}; the relay resumes after {caught_up}",
         log_last.get() + 1
     );
+    report_command_records(&source.caught_up());
     Ok(())
 }

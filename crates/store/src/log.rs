@@ -20,7 +20,7 @@ use crate::writer::{
     AppendOutcome, AppendRequest, CatchUp, CommandRecord, CommitterThread, Halt, Head, Pending,
     Resync, SpaceGuard, SyncFault, WriteFailure, Writer, WriterStats,
 };
-use crate::{Commit, Committer};
+use crate::{CommandHeader, Commit, Committer};
 
 /// A log entry as stored: its position and the envelope's JSON bytes.
 pub type RawEntry = (Position, Box<[u8]>);
@@ -703,6 +703,34 @@ impl EventStore {
             fingerprint: record.fingerprint,
             envelopes,
         }))
+    }
+
+    /// The idempotency record of the append whose first event is at `first_position`, as a
+    /// commit carries it on that event: `Some` only when `command_id` is remembered in `scope`
+    /// and its append starts at that position (what the relay publishes with the event).
+    pub fn command_header_at(
+        &self,
+        scope: &str,
+        command_id: &str,
+        first_position: Position,
+    ) -> Result<Option<CommandHeader>, StoreError> {
+        let key = keys::command_key(scope, command_id);
+        let Some(bytes) = self
+            .inner
+            .db
+            .get_pinned_cf(cf(&self.inner.db, CF_COMMANDS), key)?
+        else {
+            return Ok(None);
+        };
+        let record: CommandRecord =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt("command record", e))?;
+        Ok(
+            (record.first_position == first_position).then(|| CommandHeader {
+                scope: scope.to_string(),
+                id: command_id.to_string(),
+                fingerprint: record.fingerprint,
+            }),
+        )
     }
 
     /// The stream's version as of global position `position` (0 if it had no event by then).

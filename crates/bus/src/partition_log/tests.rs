@@ -2,7 +2,10 @@
 //! so an event read back from the stream must render to exactly the bytes that were committed.
 
 use jiff::Timestamp;
-use planledger_store::{Envelope, StreamId, Version};
+use planledger_proto::subjects::{
+    HEADER_COMMAND_FINGERPRINT, HEADER_COMMAND_ID, HEADER_COMMAND_SCOPE,
+};
+use planledger_store::{CommandHeader, Envelope, StreamId, Version};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 use uuid::Uuid;
