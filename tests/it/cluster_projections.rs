@@ -7,7 +7,11 @@
 //!   coordinated rebuild's (`POST /v1/projections/progress/rebuild`, which switches once every
 //!   partition has caught up; SIGKILLed once while it runs), and to a single-log model built from the same events in a
 //!   different interleaving of the partitions (records are per plan, so it must not matter);
-//! - a query given the bookmark of a just-acknowledged command sees that command.
+//! - a query given the bookmark of a just-acknowledged command sees that command;
+//! - an event no build knows, in one partition, stops only that partition's runtime, at
+//!   (partition, position); a quarantine naming the partition lets it pass over the event, the
+//!   record is listed under that partition, and live model, rebuild and an offline quarantine
+//!   after the model was deleted all give the model of the same events without it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +24,10 @@ use planledger_e2e::server::Planledger;
 use planledger_projections::{
     Delivery, EventSource, RuntimeOptions, SourceError, SourceHead, is_bookkeeping_key,
 };
-use planledger_store::Position;
+use planledger_store::{
+    AppendMeta, AppendRequest, Commit, EventStore, ExpectedVersion, LogHealth, NewEvent,
+    PartitionCount, Position, StoreOptions, StreamId,
+};
 use serde_json::Value;
 
 use crate::cluster_nodes::writer;
@@ -364,5 +371,340 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     // One partition after another, not interleaved at all.
     let sequential: Vec<Vec<Delivery>> = vec![events.concat()];
     assert!(single_log_facts(&sequential, &[0]).await == rebuilt);
+    drop(node);
+}
+
+/// Each partition's status in the projector's `GET /v1/projections`, by partition.
+async fn partition_statuses(projector: &Planledger, token: &str) -> BTreeMap<u32, Value> {
+    let body: Value = reqwest::Client::new()
+        .get(projector.url("/v1/projections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /v1/projections")
+        .json()
+        .await
+        .expect("statuses");
+    body["projections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("statuses: {body}"))
+        .iter()
+        .map(|status| {
+            let partition = status["partition"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("a partition: {status}"));
+            (partition as u32, status.clone())
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the projector's statuses satisfy `done`.
+async fn wait_statuses(
+    projector: &Planledger,
+    token: &str,
+    what: &str,
+    done: impl Fn(&BTreeMap<u32, Value>) -> bool,
+) -> BTreeMap<u32, Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let statuses = partition_statuses(projector, token).await;
+        if done(&statuses) {
+            return statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {statuses:#?}\n{}",
+            projector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether partition `poisoned` is stopped at `position` (its checkpoint just before it) and
+/// every other partition has applied its stream to its head.
+fn stopped_only_at(
+    statuses: &BTreeMap<u32, Value>,
+    heads: &BTreeMap<u32, u64>,
+    poisoned: u32,
+    position: u64,
+) -> bool {
+    statuses.len() == heads.len()
+        && statuses.iter().all(|(p, status)| {
+            if *p == poisoned {
+                status["state"] == "stopped"
+                    && status["poison"]["position"] == position
+                    && status["checkpoint"] == position - 1
+            } else {
+                status["poison"].is_null() && status["checkpoint"] == heads[p]
+            }
+        })
+}
+
+/// Whether every partition has applied its stream to its head, no rebuild running.
+fn all_caught_up(statuses: &BTreeMap<u32, Value>, heads: &BTreeMap<u32, u64>) -> bool {
+    statuses.len() == heads.len()
+        && statuses
+            .iter()
+            .all(|(p, status)| status["checkpoint"] == heads[p] && status["rebuild"].is_null())
+}
+
+/// Commits an event of a type no build knows (written by a newer writer) to `plan`'s partition
+/// stream, through the partition's committer as a writer node would; its position.
+async fn commit_unknown_event(nats: &NatsCluster, partition: u32, plan: &str) -> u64 {
+    let client = planledger_bus::connect(&nats.urls().join(","), "cluster-poison-test")
+        .await
+        .expect("connect to NATS");
+    let config = planledger_bus::read_cluster_config(&client)
+        .await
+        .expect("read the cluster's configuration")
+        .expect("the cluster is initialised");
+    let log_id = config.partitions[partition as usize].log_id.to_string();
+    let count = PartitionCount::new(config.partition_count).expect("a partition count");
+    let committer = planledger_bus::JetStreamCommitter::open(
+        client,
+        planledger_bus::PartitionLogConfig::new(partition),
+    )
+    .await
+    .expect("the partition's stream");
+    let dir = tempfile::tempdir().expect("dir");
+    let options = StoreOptions {
+        commit: Commit::External(std::sync::Arc::new(committer)),
+        log_id: Some(log_id),
+        partition: Some((count, partition)),
+        ..StoreOptions::default()
+    };
+    let path = dir.path().join("log");
+    let store = tokio::task::spawn_blocking(move || EventStore::open(&path, options))
+        .await
+        .expect("open task")
+        .expect("a cache of the partition opens");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(store.health(), LogHealth::Writable) {
+        assert!(Instant::now() < deadline, "the cache never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data =
+        serde_json::value::RawValue::from_string("{\"teleported\": true}".into()).expect("JSON");
+    let appended = store
+        .append(AppendRequest {
+            stream: StreamId::new(format!("{TENANT}/{plan}")).expect("stream id"),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent::new(
+                "GoalTeleported",
+                1,
+                jiff::Timestamp::now(),
+                data,
+            )],
+            meta: AppendMeta {
+                actor: "newer-writer".into(),
+                ..AppendMeta::default()
+            },
+        })
+        .await
+        .expect("the stream commits the event");
+    let position = appended.position().get();
+    tokio::task::block_in_place(|| drop(store));
+    position
+}
+
+/// POST /v1/projections/progress/quarantine on the projector.
+async fn quarantine(projector: &Planledger, token: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(projector.url("/v1/projections/progress/quarantine"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("quarantine request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The first plan id `<prefix>N` whose stream is in `partition`.
+fn plan_in(partition: u32, prefix: &str) -> String {
+    let count = PartitionCount::new(PARTITIONS).expect("a partition count");
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|plan| {
+            let stream = StreamId::new(format!("{TENANT}/{plan}")).expect("stream id");
+            count.partition_of(&stream).index() == partition
+        })
+        .expect("some plan id falls in every partition")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_in_one_partition_stops_only_that_partition_until_quarantined() {
+    let nats = NatsCluster::start();
+    nats.init_planledger(PARTITIONS);
+    let dir = tempfile::tempdir().expect("dir");
+    let node = writer(&nats, &dir.path().join("n1"), "n1", None);
+    assert!(node.wait_ready().await, "{}", node.log());
+    let keys = node.data_dir.clone();
+    let token = node.token(TENANT, "writer", "admin");
+    let mut load = CommandLoad::seed(&node, &token, 8).await;
+    load.start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.stop().await;
+
+    // A newer writer's event lands in one partition (the one load-0 is in).
+    let poisoned = PartitionCount::new(PARTITIONS)
+        .expect("a partition count")
+        .partition_of(&StreamId::new(format!("{TENANT}/load-0")).expect("stream id"))
+        .index();
+    let poison_plan = plan_in(poisoned, "teleported-");
+    let position = commit_unknown_event(&nats, poisoned, &poison_plan).await;
+    // Commands keep coming to every partition, the poisoned one included.
+    let mut after = CommandLoad::on_existing_plans(&node, &token, 8, "after-poison-");
+    after.start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    after.stop().await;
+    let heads = stream_heads(&nats).await;
+    assert!(
+        heads[&poisoned] > position,
+        "commands after the poison: {heads:?}"
+    );
+    assert!(
+        heads
+            .iter()
+            .filter(|(p, _)| **p != poisoned)
+            .any(|(_, h)| *h >= position),
+        "another partition holds the same position number: {heads:?}"
+    );
+
+    // Only that partition stops, at (partition, position); the others project to their heads.
+    let mut projector = projector(&nats, &dir.path().join("projector"), &keys);
+    let admin = projector.token(TENANT, "ops", "admin");
+    let statuses = wait_statuses(
+        &projector,
+        &admin,
+        "only the poisoned partition to stop",
+        |s| stopped_only_at(s, &heads, poisoned, position),
+    )
+    .await;
+    assert_eq!(
+        statuses[&poisoned]["poison"]["event_type"], "GoalTeleported",
+        "{statuses:#?}"
+    );
+    let ready = reqwest::Client::new()
+        .get(projector.url("/readyz"))
+        .send()
+        .await
+        .expect("/readyz")
+        .status()
+        .as_u16();
+    assert_eq!(
+        ready, 503,
+        "a stopped partition makes the projector not ready"
+    );
+
+    // The quarantine names the partition: without it 400, another partition (not stopped
+    // there) 409, the poisoned one 200 with the record.
+    let reason = "written by a newer build";
+    let (status, body) = quarantine(
+        &projector,
+        &admin,
+        serde_json::json!({"position": position, "reason": reason}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].to_string().contains("partition"), "{body}");
+    let other = (poisoned + 1) % PARTITIONS;
+    let (status, body) = quarantine(
+        &projector,
+        &admin,
+        serde_json::json!({"position": position, "partition": other, "reason": reason}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "quarantine_refused", "{body}");
+    let (status, record) = quarantine(
+        &projector,
+        &admin,
+        serde_json::json!({"position": position, "partition": poisoned, "reason": reason}),
+    )
+    .await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["position"], position);
+    assert_eq!(record["stream"], format!("{TENANT}/{poison_plan}"));
+
+    // The partition passes over it and catches up; the record is listed under that partition
+    // only, and the model is the one a log without the event builds.
+    let statuses = wait_statuses(&projector, &admin, "every partition to catch up", |s| {
+        all_caught_up(s, &heads)
+    })
+    .await;
+    for (p, status) in &statuses {
+        let listed: Vec<u64> = status["quarantined"]
+            .as_array()
+            .map(|q| q.iter().filter_map(|r| r["position"].as_u64()).collect())
+            .unwrap_or_default();
+        let expected = if *p == poisoned {
+            vec![position]
+        } else {
+            vec![]
+        };
+        assert_eq!(listed, expected, "partition {p}: {status}");
+    }
+    let mut events = partition_events(&nats, &heads).await;
+    events[poisoned as usize].retain(|delivery| delivery.position.get() != position);
+    let without_the_event = single_log_facts(&events, &[0, 1, 2, 3]).await;
+    projector.terminate();
+    assert!(
+        facts(&projector.data_dir) == without_the_event,
+        "the model after the quarantine differs from one built without the event"
+    );
+
+    // A rebuild passes over it too (the quarantine is kept beside every generation).
+    projector.restart();
+    let generation = wait_caught_up(&projector, &admin, &heads).await;
+    let started = reqwest::Client::new()
+        .post(projector.url("/v1/projections/progress/rebuild"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("rebuild");
+    assert_eq!(started.status(), 202);
+    wait_statuses(&projector, &admin, "the rebuild to go live", |s| {
+        all_caught_up(s, &heads)
+            && s.values()
+                .all(|status| status["generation"].as_u64() > Some(generation))
+    })
+    .await;
+    projector.terminate();
+    assert!(facts(&projector.data_dir) == without_the_event);
+
+    // There is no un-quarantine: a model rebuilt without the record (its directory deleted)
+    // stops at the event again, and the offline quarantine of that partition passes over it.
+    std::fs::remove_dir_all(projector.data_dir.join("projections").join("progress"))
+        .expect("delete the read model");
+    projector.restart();
+    wait_statuses(
+        &projector,
+        &admin,
+        "the poisoned partition to stop again",
+        |s| stopped_only_at(s, &heads, poisoned, position),
+    )
+    .await;
+    projector.terminate();
+    let printed = std::process::Command::new(planledger_e2e::server::binary())
+        .args(["projector", "quarantine", "--data-dir"])
+        .arg(&projector.data_dir)
+        .args(["--name", "progress", "--position", &position.to_string()])
+        .args(["--partition", &poisoned.to_string(), "--reason", reason])
+        .args(["--by", "ops-oncall"])
+        .output()
+        .expect("run planledger projector quarantine");
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    projector.restart();
+    wait_statuses(&projector, &admin, "every partition to catch up", |s| {
+        all_caught_up(s, &heads)
+    })
+    .await;
+    projector.terminate();
+    assert!(facts(&projector.data_dir) == without_the_event);
     drop(node);
 }
