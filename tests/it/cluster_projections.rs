@@ -6,7 +6,10 @@
 //!   byte-identical to a clean build's (a new projector on an empty directory), as is a
 //!   coordinated rebuild's (`POST /v1/projections/progress/rebuild`, which switches once every
 //!   partition has caught up; SIGKILLed once while it runs), and to a single-log model built from the same events in a
-//!   different interleaving of the partitions (records are per plan, so it must not matter);
+//!   different interleaving of the partitions (records are per plan, so it must not matter),
+//!   and to the model an embedded single node (`serve --no-nats`) builds from the same
+//!   commands (each instant written as its rank in its record: the single node decides the
+//!   commands later, and an event carries the time its command was decided at);
 //! - a query given the bookmark of a just-acknowledged command sees that command;
 //! - an event no build knows, in one partition, stops only that partition's runtime, at
 //!   (partition, position); a quarantine naming the partition lets it pass over the event, the
@@ -252,16 +255,21 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     // Read your writes: each answer's bookmark, given to the projector at once, shows the
     // command's version of its plan.
     let http = reqwest::Client::new();
+    // (plan, key, body) of each, for the single node below.
+    let mut bookmarked = Vec::new();
     for round in 0..12 {
         let plan = format!("load-{round}");
+        let key = format!("bookmark-{round}");
+        let body = serde_json::json!({
+            "type": "RecordCheckIn",
+            "data": {"goal_id": "signups", "value": 10 + round, "confidence": 0.5}
+        });
+        bookmarked.push((plan.clone(), key.clone(), body.clone()));
         let answer: Value = http
             .post(node.url(&format!("/v1/plans/{plan}/commands")))
             .bearer_auth(&token)
-            .header("Idempotency-Key", format!("bookmark-{round}"))
-            .json(&serde_json::json!({
-                "type": "RecordCheckIn",
-                "data": {"goal_id": "signups", "value": 10 + round, "confidence": 0.5}
-            }))
+            .header("Idempotency-Key", key)
+            .json(&body)
             .send()
             .await
             .expect("command")
@@ -371,7 +379,173 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     // One partition after another, not interleaved at all.
     let sequential: Vec<Vec<Delivery>> = vec![events.concat()];
     assert!(single_log_facts(&sequential, &[0]).await == rebuilt);
+
+    // An embedded single node (`serve --no-nats`) given the same commands, plan by plan in the
+    // same order and by the same subjects, builds the same model.
+    let (single, single_facts) = single_node_facts(&node, &load.acked(), &bookmarked).await;
+    assert_eq!(
+        single_facts.len(),
+        rebuilt.len(),
+        "the single node's model has as many records"
+    );
+    let mut instants = 0;
+    for ((key, value), (cluster_key, cluster_value)) in single_facts.iter().zip(&rebuilt) {
+        assert_eq!(key, cluster_key, "the same records, in the same order");
+        let ((single, found), (cluster, _)) =
+            (normalised_times(value), normalised_times(cluster_value));
+        instants += found;
+        assert!(
+            single == cluster,
+            "the record {} differs:\nsingle node: {}\ncluster:     {}",
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(&single),
+            String::from_utf8_lossy(&cluster)
+        );
+    }
+    eprintln!(
+        "embedded single node: {} fact records equal to the cluster's, {instants} distinct instants written as their ranks",
+        single_facts.len()
+    );
+    drop(single);
     drop(node);
+}
+
+/// `record` (a plan's stored JSON) with each instant written as its rank among the record's
+/// distinct instants (`"t0"`, `"t1"`, ...), every other byte kept; and how many there were.
+///
+/// The only thing that must differ between two services given the same commands: an event
+/// carries the time its command was decided at (a plan keeps it as `created_at`, a check-in's
+/// `recorded_at`, an adjustment's `at`, ...), and the single node decides each command later
+/// than the cluster did. A plan's commands are decided one after another, so the order of its
+/// instants, and which of them are equal (the events of one command), is the same in both.
+/// Positions, partitions and event ids are in no stored fact of the progress model. Days (`effective_on`, a plan's
+/// horizon) are kept: both run on the same day (a run across midnight UTC would differ).
+fn normalised_times(record: &[u8]) -> (Vec<u8>, usize) {
+    fn instants(value: &Value, found: &mut std::collections::BTreeSet<jiff::Timestamp>) {
+        match value {
+            Value::String(text) => {
+                if let Ok(instant) = text.parse::<jiff::Timestamp>() {
+                    found.insert(instant);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| instants(item, found)),
+            Value::Object(fields) => fields.values().for_each(|field| instants(field, found)),
+            _ => {}
+        }
+    }
+    let value: Value = serde_json::from_slice(record).expect("a stored plan is JSON");
+    let mut found = std::collections::BTreeSet::new();
+    instants(&value, &mut found);
+    let mut text = String::from_utf8(record.to_vec()).expect("stored JSON is UTF-8");
+    for (rank, instant) in found.iter().enumerate() {
+        text = text.replace(&format!("\"{instant}\""), &format!("\"t{rank}\""));
+    }
+    (text.into_bytes(), found.len())
+}
+
+/// Sends a fresh `serve --no-nats` the commands the cluster took (the load's seeds, each
+/// acknowledged load command, then the bookmarked ones), checks that every plan ends at the
+/// version it has on the cluster, and returns the node with its progress model's facts (read
+/// once it has stopped).
+async fn single_node_facts(
+    cluster_node: &Planledger,
+    acked: &[planledger_e2e::load::Acked],
+    bookmarked: &[(String, String, Value)],
+) -> (Planledger, Vec<(Vec<u8>, Vec<u8>)>) {
+    let mut single = Planledger::start(&["--rate-limit-per-second", "0"]);
+    assert!(single.wait_ready().await, "{}", single.log());
+    let writer = single.token(TENANT, "writer", "admin");
+    let ops = single.token(TENANT, "ops", "admin");
+    let plans: std::collections::BTreeSet<&str> = acked
+        .iter()
+        .map(|a| a.plan.as_str())
+        .chain(bookmarked.iter().map(|(plan, _, _)| plan.as_str()))
+        .collect();
+    // The load seeded load-0, load-1, ... in order, then each writer sent its plan's commands.
+    CommandLoad::seed(&single, &writer, plans.len()).await;
+    let http = reqwest::Client::new();
+    let send = async |token: &str, plan: &str, key: &str, body: &Value| {
+        let response = http
+            .post(single.url(&format!("/v1/plans/{plan}/commands")))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("the single node answers");
+        assert_eq!(response.status(), 200, "{plan} {key}");
+    };
+    for command in acked {
+        send(&writer, &command.plan, &command.key, &command.body).await;
+    }
+    for (plan, key, body) in bookmarked {
+        send(&ops, plan, key, body).await;
+    }
+    let version = async |server: &Planledger, token: &str, plan: &str| -> Value {
+        let state: Value = http
+            .get(server.url(&format!("/v1/plans/{plan}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("plan state")
+            .json()
+            .await
+            .expect("JSON");
+        state["version"].clone()
+    };
+    let cluster_token = cluster_node.token(TENANT, "ops", "admin");
+    for plan in &plans {
+        assert_eq!(
+            version(&single, &ops, plan).await,
+            version(cluster_node, &cluster_token, plan).await,
+            "{plan} took the same commands on both"
+        );
+    }
+    // The embedded projector applies the whole log before the node stops.
+    let last = single_last_position(&single, &ops).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = http
+            .get(single.url("/v1/projections"))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .expect("statuses")
+            .json()
+            .await
+            .expect("JSON");
+        let caught_up = body["projections"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|p| p["name"] == "progress" && p["checkpoint"] == last)
+        });
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the single node's projector: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    single.terminate();
+    let facts = facts(&single.data_dir);
+    (single, facts)
+}
+
+/// The last position of a single node's log.
+async fn single_last_position(server: &Planledger, token: &str) -> u64 {
+    let page: Value = reqwest::Client::new()
+        .get(server.url("/v1/events?from_position=1&limit=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("JSON");
+    page["last_position"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{page}"))
 }
 
 /// Each partition's status in the projector's `GET /v1/projections`, by partition.
