@@ -355,6 +355,16 @@ async fn a_digest_taken_over_http_verifies_later_and_each_fault_fails_with_its_o
     assert_eq!(key["key_id"], digest["key_id"]);
     assert_eq!(key["algorithm"], "Ed25519");
     let public_key = key["public_key"].as_str().expect("hex key").to_string();
+    // The audit routes have no live form: asked for as server-sent events they answer the same.
+    let as_events = reqwest::Client::new()
+        .get(server.url("/v1/audit/keys"))
+        .header("Accept", "text/event-stream")
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(as_events.status(), StatusCode::OK);
+    assert_eq!(as_events.json::<Value>().await.expect("JSON"), keys);
     let (ok, printed, stderr) = planledger(&[
         "audit",
         "public-key",

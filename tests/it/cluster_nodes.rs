@@ -477,12 +477,30 @@ async fn every_node_takes_commands_for_every_partition() {
             listed.iter().any(|k| k["key_id"] == digest["key_id"]),
             "partition {partition}'s digest is signed by a key its /v1/audit/keys lists: {digest} {keys}"
         );
+        // Asked for as server-sent events, an audit route (which has no live form) is answered
+        // as a single node answers it: the partition's JSON, from its owner.
+        let answer = client
+            .get(cluster.nodes[2].url(&format!("/v1/audit/keys?partition={partition}")))
+            .header("Accept", "text/event-stream")
+            .bearer_auth(&cluster.token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status().as_u16(), 200, "partition {partition}");
+        assert_eq!(answer.json::<Value>().await.expect("json"), keys);
     }
     // Without ?partition= an audit route has no one log to answer for: 400 naming the parameter
     // and the range.
-    for route in ["/v1/audit/keys", "/v1/audit/digest", "/v1/audit/verify"] {
+    for (route, accept) in [
+        ("/v1/audit/keys", "application/json"),
+        ("/v1/audit/digest", "application/json"),
+        ("/v1/audit/verify", "application/json"),
+        ("/v1/audit/digest", "text/event-stream"),
+        ("/v1/audit/checkpoint", "text/event-stream"),
+    ] {
         let answer = client
             .get(cluster.nodes[0].url(route))
+            .header("Accept", accept)
             .bearer_auth(&cluster.token)
             .send()
             .await

@@ -245,7 +245,7 @@ async fn read_model_request(State(node): State<Arc<Node>>, request: Request) -> 
 /// `/keys`, `/checkpoint`, `/proof/…`) with `?partition=P`: the single-node endpoint of that
 /// partition's log, run by its owner (so `/keys` names the keys that sign that partition's
 /// digests and checkpoints: its owner's). Without the parameter there is no one log to answer
-/// from: 400 naming the parameter and its range.
+/// from: 400 naming the parameter and its range. `Accept: text/event-stream` changes nothing.
 pub(super) async fn partition_request(State(node): State<Arc<Node>>, request: Request) -> Response {
     let query = request.uri().query().unwrap_or("");
     let mut partition = None;
@@ -257,19 +257,8 @@ pub(super) async fn partition_request(State(node): State<Arc<Node>>, request: Re
         }
     }
     let count = node.count.get();
-    let live = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    if live {
-        return Problem(Refusal::new(
-            501,
-            "not_in_cluster_mode",
-            format!("{} has no live form: the live feed is GET /v1/events (with ?partition=P for one partition)", request.uri().path()),
-        ))
-        .into_response();
-    }
+    // Asked for as server-sent events too: these routes have no live form, and the owner's
+    // single-node endpoint answers its JSON whatever the request accepts, as a single node does.
     let Some(raw) = partition else {
         return Problem(
             Refusal::new(
