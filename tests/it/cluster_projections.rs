@@ -10,7 +10,9 @@
 //!   and to the model an embedded single node (`serve --no-nats`) builds from the same
 //!   commands (each instant written as its rank in its record: the single node decides the
 //!   commands later, and an event carries the time its command was decided at);
-//! - a query given the bookmark of a just-acknowledged command sees that command;
+//! - a query given the bookmark of a just-acknowledged command sees that command; one naming
+//!   a position not reached yet is 503 once the bounded wait is over, and `?min_position=`
+//!   (a single log's position) is refused;
 //! - an event no build knows, in one partition, stops only that partition's runtime, at
 //!   (partition, position); a quarantine naming the partition lets it pass over the event, the
 //!   record is listed under that partition, and live model, rebuild and an offline quarantine
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
 use planledger_e2e::cluster::NatsCluster;
 use planledger_e2e::load::CommandLoad;
@@ -302,6 +305,32 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
     }
     let heads = stream_heads(&nats).await;
     wait_caught_up(&killed, &token, &heads).await;
+    // The wait is bounded: a bookmark naming a position its partition has not reached is
+    // answered 503 `not_caught_up` once the wait is over; `?min_position=` names a single
+    // log, which a cluster has not: 400 naming the bookmark to pass instead.
+    let ahead = format!(
+        "pb1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("p0={}", heads[&0] + 1_000_000))
+    );
+    for (query, status, code) in [
+        (("bookmark", ahead.as_str()), 503, "not_caught_up"),
+        (("min_position", "1"), 400, "invalid_input"),
+    ] {
+        let answer = http
+            .get(killed.url("/v1/plans"))
+            .query(&[query])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("query");
+        assert_eq!(answer.status().as_u16(), status, "{query:?}");
+        let problem: Value = answer.json().await.expect("problem");
+        assert_eq!(problem["code"], code, "{problem}");
+        if query.0 == "min_position" {
+            assert!(problem.to_string().contains("bookmark"), "{problem}");
+        }
+    }
     // What the kills left, before any rebuild replaces it.
     killed.terminate();
     let after_kills = facts(&killed.data_dir);
