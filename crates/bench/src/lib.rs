@@ -560,7 +560,7 @@ async fn append(args: AppendArgs) -> Result<()> {
         // Each round measures the log and then the raw ceiling on fresh databases; the round
         // with the median ratio is printed, so one slow fsync spell does not decide the result.
         let mut rounds = Vec::with_capacity(args.rounds.max(1));
-        let mut tree_rounds: Vec<(f64, f64, f64)> = Vec::with_capacity(args.rounds.max(1));
+        let mut tree_rounds: Vec<TreeRound> = Vec::with_capacity(args.rounds.max(1));
         for round in 0..args.rounds.max(1) {
             let run = run_appends(
                 &base.join(format!("log-{index}-{round}")),
@@ -598,7 +598,11 @@ async fn append(args: AppendArgs) -> Result<()> {
             )
             .await?;
             let bare_rate = bare.events as f64 / bare.elapsed.as_secs_f64();
-            tree_rounds.push((rate / bare_rate, rate, bare_rate));
+            tree_rounds.push(TreeRound {
+                ratio: rate / bare_rate,
+                with: RunShape::of(&run),
+                without: RunShape::of(&bare),
+            });
             rounds.push((
                 rate / raw_rate,
                 rate,
@@ -608,15 +612,13 @@ async fn append(args: AppendArgs) -> Result<()> {
                 layout_rate,
             ));
         }
-        tree_rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (ratio, with, without) = tree_rounds[tree_rounds.len() / 2];
+        tree_rounds.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+        let median = tree_rounds[tree_rounds.len() / 2];
         tree_costs.push(TreeCost {
             concurrency,
-            ratio,
-            with,
-            without,
-            lowest: tree_rounds.first().map_or(0.0, |r| r.0),
-            highest: tree_rounds.last().map_or(0.0, |r| r.0),
+            median,
+            lowest: tree_rounds.first().map_or(0.0, |r| r.ratio),
+            highest: tree_rounds.last().map_or(0.0, |r| r.ratio),
         });
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         let lowest = rounds.first().map_or(0.0, |r| r.0);
@@ -664,32 +666,73 @@ async fn append(args: AppendArgs) -> Result<()> {
 /// and the range of all rounds' ratios.
 struct TreeCost {
     concurrency: usize,
-    /// Events/s with the tree over events/s without it.
-    ratio: f64,
-    /// Events/s with the tree.
-    with: f64,
-    /// Events/s of the same log keeping no tree.
-    without: f64,
+    median: TreeRound,
     lowest: f64,
     highest: f64,
+}
+
+/// One round of the same appends with the tree and without it.
+#[derive(Clone, Copy)]
+struct TreeRound {
+    /// Events/s with the tree over events/s without it.
+    ratio: f64,
+    with: RunShape,
+    without: RunShape,
+}
+
+/// A run's rate and where its time went, per event.
+#[derive(Clone, Copy)]
+struct RunShape {
+    events_per_second: f64,
+    events_per_batch: f64,
+    writer_us: f64,
+    cpu_us: f64,
+}
+
+impl RunShape {
+    fn of(run: &AppendRun) -> Self {
+        let per_event = |d: Duration| d.as_secs_f64() * 1e6 / run.events.max(1) as f64;
+        Self {
+            events_per_second: run.events as f64 / run.elapsed.as_secs_f64(),
+            events_per_batch: run.events as f64 / run.batches.max(1) as f64,
+            writer_us: per_event(run.writer_busy),
+            cpu_us: per_event(run.cpu),
+        }
+    }
 }
 
 /// The Merkle tree's cost: the log's append rate with the tree and without it (same appends,
 /// fresh databases, each round), and their ratio.
 fn print_tree_costs(costs: &[TreeCost]) {
-    println!("Merkle tree: the log's append rate with the tree vs the same log keeping none");
     println!(
-        "{:>11} {:>14} {:>14} {:>6} {:>12}",
-        "concurrency", "with tree ev/s", "no tree ev/s", "ratio", "ratio range"
+        "Merkle tree: the log's append rate with the tree vs the same log keeping none (with / without)"
+    );
+    println!(
+        "{:>11} {:>14} {:>14} {:>6} {:>12} {:>13} {:>15} {:>13}",
+        "concurrency",
+        "with tree ev/s",
+        "no tree ev/s",
+        "ratio",
+        "ratio range",
+        "ev/batch",
+        "writer µs/ev",
+        "cpu µs/ev"
     );
     for cost in costs {
+        let (with, without) = (cost.median.with, cost.median.without);
         println!(
-            "{:>11} {:>14.0} {:>14.0} {:>6.2} {:>12}",
+            "{:>11} {:>14.0} {:>14.0} {:>6.2} {:>12} {:>13} {:>15} {:>13}",
             cost.concurrency,
-            cost.with,
-            cost.without,
-            cost.ratio,
-            format!("{:.2}-{:.2}", cost.lowest, cost.highest)
+            with.events_per_second,
+            without.events_per_second,
+            cost.median.ratio,
+            format!("{:.2}-{:.2}", cost.lowest, cost.highest),
+            format!(
+                "{:.0} / {:.0}",
+                with.events_per_batch, without.events_per_batch
+            ),
+            format!("{:.2} / {:.2}", with.writer_us, without.writer_us),
+            format!("{:.2} / {:.2}", with.cpu_us, without.cpu_us),
         );
     }
 }

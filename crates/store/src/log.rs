@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::envelope::{Envelope, GENESIS_HASH};
 use crate::keys::{
-    self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_META, CF_SNAPSHOTS, CF_STREAMS,
+    self, ALL_CFS, CF_CHECKPOINTS, CF_COMMANDS, CF_HEADS, CF_LOG, CF_MERKLE, CF_META, CF_SNAPSHOTS,
+    CF_STREAMS,
 };
 use crate::merkle::stored::TreeReport;
 use crate::view::LogView;
@@ -479,6 +480,8 @@ impl EventStore {
             keep_tree: options.merkle_tree,
             #[cfg(not(feature = "bench"))]
             keep_tree: true,
+            leaves: crate::writer::LeafHasher::start(),
+            tree_nodes: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("planledger-log-writer".into())
@@ -1109,6 +1112,11 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
     commands_options.set_memtable_prefix_bloom_ratio(0.1);
     commands_options.set_memtable_whole_key_filtering(true);
 
+    // `merkle` holds SHA-256 hashes, which do not compress: LZ4 would only spend the flushes'
+    // and compactions' time finding that out.
+    let mut merkle_options = cf_options.clone();
+    merkle_options.set_compression_type(rocksdb::DBCompressionType::None);
+
     let mut db_options = Options::default();
     db_options.create_if_missing(true);
     db_options.create_missing_column_families(true);
@@ -1139,6 +1147,7 @@ pub(crate) fn database_options(options: &StoreOptions) -> (Options, Vec<ColumnFa
                 CF_HEADS => heads_options.clone(),
                 CF_STREAMS => streams_options.clone(),
                 CF_COMMANDS => commands_options.clone(),
+                CF_MERKLE => merkle_options.clone(),
                 _ => cf_options.clone(),
             };
             ColumnFamilyDescriptor::new(*name, options)

@@ -21,6 +21,53 @@ pub(crate) trait Nodes {
     fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError>;
 }
 
+/// A source that answers every node with zeros and lists the nodes asked for: which nodes the
+/// algorithms here read depends only on the sizes and indexes they are given, so a run over a
+/// recorder lists the reads a run over the real tree will make.
+#[derive(Default)]
+pub(crate) struct Recorder(std::cell::RefCell<Vec<(u8, u64)>>);
+
+impl Recorder {
+    /// The nodes asked for, sorted by (level, index) as the `merkle` keys sort, without repeats.
+    pub(crate) fn into_sorted(self) -> Vec<(u8, u64)> {
+        let mut wanted = self.0.into_inner();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+}
+
+impl Nodes for Recorder {
+    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        self.0.borrow_mut().push((level, index));
+        Ok([0; 32])
+    }
+}
+
+/// Nodes read ahead of a run (sorted by (level, index)), as a source for it.
+pub(crate) struct Fetched {
+    wanted: Vec<(u8, u64)>,
+    hashes: Vec<Hash>,
+}
+
+impl Fetched {
+    /// The hashes of `wanted` (sorted, as [`Recorder::into_sorted`] gives them), in its order.
+    pub(crate) fn new(wanted: Vec<(u8, u64)>, hashes: Vec<Hash>) -> Self {
+        assert_eq!(wanted.len(), hashes.len(), "one hash per node read");
+        Self { wanted, hashes }
+    }
+}
+
+impl Nodes for Fetched {
+    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        let at = self
+            .wanted
+            .binary_search(&(level, index))
+            .expect("a run reads the nodes its recorded run read");
+        Ok(self.hashes[at])
+    }
+}
+
 /// An inclusion proof: the audit path of leaf `leaf_index` in the tree of `tree_size` leaves
 /// (RFC 9162 2.1.3.1), from the leaf's sibling up to the root's child.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +164,7 @@ pub fn base64_hash(hash: &Hash) -> String {
 
 /// The root of the leaves `start..end` (`end > start`, `start` a multiple of the largest power
 /// of two not above `end - start`).
-pub(crate) fn subtree_root(nodes: &impl Nodes, start: u64, end: u64) -> Result<Hash, StoreError> {
+pub(crate) fn subtree_root(nodes: &dyn Nodes, start: u64, end: u64) -> Result<Hash, StoreError> {
     let size = end - start;
     assert!(size > 0, "a subtree holds at least one leaf");
     if size.is_power_of_two() {
@@ -136,7 +183,7 @@ pub(crate) fn subtree_root(nodes: &impl Nodes, start: u64, end: u64) -> Result<H
 }
 
 /// The root of the tree of the first `size` leaves (RFC 9162 2.1.1; the empty tree's root for 0).
-pub(crate) fn root(nodes: &impl Nodes, size: u64) -> Result<Hash, StoreError> {
+pub(crate) fn root(nodes: &dyn Nodes, size: u64) -> Result<Hash, StoreError> {
     if size == 0 {
         return Ok(empty_root());
     }
@@ -146,7 +193,7 @@ pub(crate) fn root(nodes: &impl Nodes, size: u64) -> Result<Hash, StoreError> {
 /// The inclusion proof of leaf `leaf_index` in the tree of `tree_size` leaves (RFC 9162
 /// 2.1.3.1; `leaf_index < tree_size`).
 pub(crate) fn inclusion_proof(
-    nodes: &impl Nodes,
+    nodes: &dyn Nodes,
     leaf_index: u64,
     tree_size: u64,
 ) -> Result<InclusionProof, StoreError> {
@@ -162,7 +209,7 @@ pub(crate) fn inclusion_proof(
 
 /// PATH(m, D[start:end]), appended to `out` from the bottom up.
 fn inclusion_path(
-    nodes: &impl Nodes,
+    nodes: &dyn Nodes,
     leaf: u64,
     start: u64,
     end: u64,
@@ -185,7 +232,7 @@ fn inclusion_path(
 /// The consistency proof from the tree of `from` leaves to the tree of `to` leaves (RFC 9162
 /// 2.1.4.1; `0 < from <= to`, empty when they are equal).
 pub(crate) fn consistency_proof(
-    nodes: &impl Nodes,
+    nodes: &dyn Nodes,
     from: u64,
     to: u64,
 ) -> Result<ConsistencyProof, StoreError> {
@@ -203,7 +250,7 @@ pub(crate) fn consistency_proof(
 /// SUBPROOF(m, D[start:end], complete), appended to `out` from the bottom up; `m` counts the
 /// older tree's leaves inside `start..end`.
 fn subproof(
-    nodes: &impl Nodes,
+    nodes: &dyn Nodes,
     m: u64,
     start: u64,
     end: u64,

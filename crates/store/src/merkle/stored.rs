@@ -55,13 +55,40 @@ pub(crate) fn read_node(db: &DB, level: u8, index: u64) -> Result<Hash, StoreErr
     })
 }
 
-/// The stored tree as a source of perfect-subtree hashes.
-struct StoredNodes<'a>(&'a DB);
-
-impl Nodes for StoredNodes<'_> {
-    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
-        read_node(self.0, level, index)
+/// Runs `compute` (a root or a proof) over the stored tree with all its reads made at once:
+/// which nodes the algorithms read depends only on the sizes and indexes asked for, never on
+/// a hash, so a first run over [`proof::Recorder`] lists them, one batched `MultiGet` reads
+/// them (sorted, so nodes sharing a table block are read together), and the second run is
+/// answered from those.
+fn with_stored_nodes<T>(
+    db: &DB,
+    compute: impl Fn(&dyn Nodes) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let recorder = proof::Recorder::default();
+    compute(&recorder)?;
+    let wanted = recorder.into_sorted();
+    let keys: Vec<[u8; 9]> = wanted
+        .iter()
+        .map(|&(level, index)| keys::merkle_key(level, index))
+        .collect();
+    let found = db.batched_multi_get_cf(merkle_cf(db)?, &keys, true);
+    let mut hashes = Vec::with_capacity(wanted.len());
+    for (&(level, index), value) in wanted.iter().zip(found) {
+        let bytes = value?.ok_or_else(|| {
+            corrupt(
+                format!("merkle node at level {level} index {index}"),
+                "missing from the merkle column family; run planledger verify",
+            )
+        })?;
+        let hash: Hash = bytes.as_ref().try_into().map_err(|_| {
+            corrupt(
+                format!("merkle node at level {level} index {index}"),
+                format!("{} bytes, not 32", bytes.len()),
+            )
+        })?;
+        hashes.push(hash);
     }
+    compute(&proof::Fetched::new(wanted, hashes))
 }
 
 /// A tree size or position outside the tree this view shows.
@@ -78,7 +105,7 @@ impl LogView<'_> {
     /// The root of the tree of the first `size` positions (`size` at most [`Self::tree_size`]).
     pub fn tree_root(&self, size: u64) -> Result<Hash, StoreError> {
         self.check_size("tree_size", size)?;
-        proof::root(&StoredNodes(self.db()), size)
+        with_stored_nodes(self.db(), |nodes| proof::root(nodes, size))
     }
 
     /// The leaf hash of the event at `position`, as the tree holds it.
@@ -95,7 +122,9 @@ impl LogView<'_> {
     ) -> Result<InclusionProof, StoreError> {
         self.check_size("tree_size", tree_size)?;
         self.check_position(position, tree_size)?;
-        proof::inclusion_proof(&StoredNodes(self.db()), position.0 - 1, tree_size)
+        with_stored_nodes(self.db(), |nodes| {
+            proof::inclusion_proof(nodes, position.0 - 1, tree_size)
+        })
     }
 
     /// The consistency proof from the tree of `from` positions to the tree of `to`.
@@ -118,7 +147,7 @@ impl LogView<'_> {
                 ),
             ));
         }
-        proof::consistency_proof(&StoredNodes(self.db()), from, to)
+        with_stored_nodes(self.db(), |nodes| proof::consistency_proof(nodes, from, to))
     }
 
     fn check_size(&self, field: &'static str, size: u64) -> Result<(), StoreError> {

@@ -1,7 +1,8 @@
 //! Group commit: the one thread that owns the write path, and what makes its batches durable.
 //!
 //! Files by job: [`request`] (what an append asks and is answered), [`writer`] (checks, places
-//! and hashes each batch), [`syncer`] (local mode: fsyncs the write-ahead log and answers),
+//! and hashes each batch), [`leaves`] (the Merkle tree's leaf hashes of a batch, taken on a
+//! thread of their own while the writer prepares it), [`syncer`] (local mode: fsyncs the write-ahead log and answers),
 //! [`committer`] (cluster mode: commits each batch to the partition's log, then applies it),
 //! [`catch_up`] (cluster mode: applies the partition's log to the cache, verifying it), and
 //! [`halt`] (what stops the write path, and the free-space reserve).
@@ -55,6 +56,7 @@
 mod catch_up;
 mod committer;
 mod halt;
+mod leaves;
 mod request;
 mod syncer;
 #[allow(clippy::module_inception)] // the writer thread, beside the syncer and the committer
@@ -64,6 +66,7 @@ pub(crate) use catch_up::{CatchUp, Resync};
 pub(crate) use committer::CommitterThread;
 pub use halt::WriteFailure;
 pub(crate) use halt::{Halt, SpaceGuard, WRITES_STOPPED, low_space_message};
+pub(crate) use leaves::LeafHasher;
 pub use request::{AppendMeta, AppendOutcome, AppendRequest, CommandRef, WriterStats};
 pub(crate) use request::{CommandRecord, Head, Pending};
 pub use syncer::SyncFault;

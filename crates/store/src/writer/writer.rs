@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::catch_up::{CatchUp, Resync};
 use super::halt::{Halt, SpaceGuard, WriteFailure, copy_refusal, count_storage_full};
+use super::leaves::LeafHasher;
 use super::request::{
     AppendOutcome, AppendRequest, CommandRecord, Fresh, Head, Pending, Placed, SpareLists,
     WriterStats, Written,
@@ -20,7 +21,7 @@ use super::syncer::{SyncFault, record_sync, sync_wal};
 use crate::envelope::{Canonical, hex_text, render_time, seal};
 use crate::keys::{self, AppendCfs, CF_COMMANDS, CF_HEADS};
 use crate::log::{cf, read_envelope_range};
-use crate::merkle::{frontier::Frontier, leaf_hash};
+use crate::merkle::{Hash, frontier::Frontier};
 use crate::{CommandRef, MAX_COMMIT_EVENTS, Position, StoreError, StreamId, Version};
 
 /// Most requests one batch takes before it is written.
@@ -43,6 +44,10 @@ pub(crate) struct Writer {
     /// Whether the tree is kept: always, but for the append benchmark's run without it
     /// (`StoreOptions::merkle_tree`, `bench` feature only).
     pub keep_tree: bool,
+    /// The leaf hashes of the batch being prepared, taken on a thread of their own.
+    pub leaves: LeafHasher,
+    /// The tree nodes of the batch being prepared, by level (kept for their capacity).
+    pub tree_nodes: Vec<Vec<(u64, Hash)>>,
     pub stats: Arc<Mutex<WriterStats>>,
     /// Stream versions as written, so an append does not read `heads` from RocksDB. Only the
     /// writer changes heads; it updates this as it prepares each append, before the batch is
@@ -302,6 +307,9 @@ impl Writer {
         }
         commands.clear();
         self.batch_commands = commands;
+        if self.keep_tree {
+            self.add_leaves(&context.cfs, &mut write);
+        }
 
         let mut write_result = Ok(());
         // In cluster mode the batch is applied by the committer, after its commit.
@@ -523,9 +531,7 @@ impl Writer {
                 &bytes,
             );
             if self.keep_tree {
-                self.tree.append(leaf_hash(&bytes), |level, index, node| {
-                    keys::put_node(&context.cfs, write, level, index, node);
-                });
+                self.leaves.add(&bytes);
             }
             self.head.hash = hash;
             self.head.position = position;
@@ -585,6 +591,29 @@ impl Writer {
             },
             stored,
         })))
+    }
+
+    /// Adds the batch's leaves to the tree's right edge and their nodes to `write`: the leaf
+    /// hashes come from the hashing thread (`leaves`), so the writer only combines them. The
+    /// nodes go in level by level, each level's in index order, so that each memtable insert
+    /// lands next to the one before it rather than searching the whole skiplist.
+    fn add_leaves(&mut self, cfs: &AppendCfs<'_>, write: &mut WriteBatch) {
+        let (tree, nodes) = (&mut self.tree, &mut self.tree_nodes);
+        self.leaves.take(|leaf| {
+            tree.append(leaf, |level, index, node| {
+                let level = usize::from(level);
+                if nodes.len() <= level {
+                    nodes.resize_with(level + 1, Vec::new);
+                }
+                nodes[level].push((index, *node));
+            });
+        });
+        for (level, level_nodes) in self.tree_nodes.iter_mut().enumerate() {
+            let level = u8::try_from(level).expect("a tree has at most 64 levels");
+            for (index, node) in level_nodes.drain(..) {
+                keys::put_node(cfs, write, level, index, &node);
+            }
+        }
     }
 
     fn stored_command(&self, key: &[u8]) -> Result<Option<CommandRecord>, StoreError> {
