@@ -469,7 +469,8 @@ async fn graceful_shutdown_keeps_every_answered_command() {
 
 /// The path of every `.route("...")` in the API crate's sources (the routers of `serve` and of
 /// `planledger projector`), found by reading the sources: a route added without a line in
-/// `openapi.json` fails the test below.
+/// the generated document (a handler without `#[utoipa::path]`, or not listed in
+/// `crates/api/src/openapi.rs`) fails the test below.
 fn served_paths() -> std::collections::BTreeSet<String> {
     let dir = planledger_e2e::workspace_root().join("crates/api/src");
     let mut paths = std::collections::BTreeSet::new();
@@ -548,6 +549,6 @@ async fn every_documented_route_is_served_and_every_served_route_is_documented()
     let undocumented: Vec<_> = served.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
-        "served but missing from crates/api/openapi.json: {undocumented:?}"
+        "served but missing from the OpenAPI document (give the handler a #[utoipa::path] and list it in crates/api/src/openapi.rs): {undocumented:?}"
     );
 }

@@ -63,6 +63,22 @@ pub(crate) async fn events_with_proofs<P: Send + 'static>(
 }
 
 /// Walks the hash chain from position 1 (to `to_position`, or the last durable position).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    operation_id = "verifyChain",
+    summary = "Walk the hash chain from position 1 (auditor, admin)",
+    description = "Checks positions, hashes and links from position 1 to `to_position` (default and at most: the last durable position). The chain is global, so the answer covers every tenant's events (positions and hashes only). On a large log bound it with `to_position`, or run `planledger verify` on the stopped service: the request times out after the request timeout (10 s by default).",
+    params(
+        ("to_position" = Option<u64>, Query, minimum = 1, description = "Last position to verify"),
+        crate::openapi::PartitionParam,
+    ),
+    responses(
+        (status = 200, description = "OK", body = ChainReport),
+        crate::openapi::AuditRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_verify(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -83,6 +99,20 @@ pub async fn get_verify(
 }
 
 /// A signed digest of the last durable position.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/digest",
+    operation_id = "getDigest",
+    summary = "A signed digest of the last durable position (auditor, admin)",
+    description = "Ed25519 signature over the UTF-8 text `planledger-digest-v1\\n<log_id>\\n<position>\\n<hash>\\n<recorded_at>` (no trailing newline; recorded_at as RFC 3339 in UTC exactly as the envelope stores it). Keep it; `planledger verify --digest FILE` later proves the log still holds that position with that hash and that the chain from 1 to it verifies.",
+    params(crate::openapi::PartitionParam),
+    responses(
+        (status = 200, description = "OK", body = SignedDigest),
+        (status = 404, description = "The log holds no events yet", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::AuditRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_digest(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -96,13 +126,26 @@ pub async fn get_digest(
 }
 
 /// The public keys digests are signed with.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct KeysResponse {
     /// The keys, the current one first.
     pub keys: Vec<PublicKey>,
 }
 
 /// Lists the digest public keys.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/keys",
+    operation_id = "getDigestKeys",
+    summary = "Public keys digests and checkpoints are signed with (auditor, admin)",
+    description = "In cluster mode `?partition=P` is required: P's owner node answers with the keys that sign that partition's digests and checkpoints.",
+    params(crate::openapi::PartitionParam),
+    responses(
+        (status = 200, description = "OK", body = KeysResponse),
+        crate::openapi::AuditRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_keys(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -114,6 +157,19 @@ pub async fn get_keys(
 }
 
 /// A signed checkpoint of the Merkle tree (C2SP `tlog-checkpoint`, `text/plain`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoint",
+    operation_id = "getCheckpoint",
+    summary = "A signed checkpoint of the log's Merkle tree (auditor, admin)",
+    description = "C2SP tlog-checkpoint text: the origin `planledger/<log_id>`, the tree size (the last durable position) and the base64 root hash, each on its own line, a blank line, then the signed-note signature line `— <origin> <base64(4-byte key id || 64-byte Ed25519 signature)>`, the key id being SHA-256(origin || 0x0A || 0x01 || public key)[:4] and the key the digest key of GET /v1/audit/keys. Check with `planledger audit verify-event` / `verify-consistency`.",
+    params(crate::openapi::PartitionParam),
+    responses(
+        (status = 200, description = "OK", body = String, content_type = "text/plain"),
+        crate::openapi::AuditRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_checkpoint(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -136,6 +192,23 @@ pub struct InclusionQuery {
 }
 
 /// The inclusion proof of one event in a tree size.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/inclusion",
+    operation_id = "getInclusionProof",
+    summary = "The Merkle inclusion proof of one event (auditor, admin)",
+    description = "RFC 9162 2.1.3: the audit path of the event at `position` in the tree of `tree_size` events (default: the last durable position). Leaves are SHA-256(0x00 || the stored envelope JSON), nodes SHA-256(0x01 || left || right).",
+    params(
+        ("position" = u64, Query, minimum = 1, description = "The event's log position"),
+        ("tree_size" = Option<u64>, Query, minimum = 1, description = "The tree size (default: the last durable position)"),
+        crate::openapi::PartitionParam,
+    ),
+    responses(
+        (status = 200, description = "OK", body = InclusionProofBody),
+        crate::openapi::AuditRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_inclusion_proof(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -165,6 +238,23 @@ pub struct ConsistencyQuery {
 }
 
 /// The consistency proof between two tree sizes.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/consistency",
+    operation_id = "getConsistencyProof",
+    summary = "The Merkle consistency proof between two tree sizes (auditor, admin)",
+    description = "RFC 9162 2.1.4: proves the tree of `from` events is a prefix of the tree of `to` events (default: the last durable position).",
+    params(
+        ("from" = u64, Query, minimum = 1, description = "The older tree size"),
+        ("to" = Option<u64>, Query, minimum = 1, description = "The newer tree size (default: the last durable position)"),
+        crate::openapi::PartitionParam,
+    ),
+    responses(
+        (status = 200, description = "OK", body = ConsistencyProofBody),
+        crate::openapi::AuditRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_consistency_proof(
     State(state): State<SharedState>,
     Caller(principal): Caller,

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::{Problem, SharedState};
 
 /// The answer to an accepted command.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CommandResponse {
     /// The plan.
     pub plan_id: String,
@@ -22,8 +22,9 @@ pub struct CommandResponse {
     pub version: u64,
     /// Position of the last event written in its log (single node: use as `min_position`).
     pub position: u64,
-    /// Cluster mode: the partition whose log holds the plan.
+    /// Cluster mode: the partition whose log holds the plan (absent on a single node).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub partition: Option<u32>,
     /// Pass as `?bookmark=` to a read-model query to read this write (both modes).
     pub bookmark: String,
@@ -76,6 +77,37 @@ pub fn correlation_id(headers: &HeaderMap) -> Option<&str> {
 
 /// Runs a command against a plan: the body and headers go through the one command door
 /// ([`planledger_app::door`]), as NATS requests do.
+#[utoipa::path(
+    post,
+    path = "/v1/plans/{plan_id}/commands",
+    operation_id = "postCommand",
+    summary = "Run a command against a plan",
+    description = "The body is one command, `{\"type\": ..., \"data\": {...}}`; unknown fields are refused. The answer carries the stored events, the plan's new version (also as ETag) and a bookmark for read-your-writes.",
+    params(
+        crate::openapi::PlanIdPath,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 128, pattern = r"^[!-~]+$",
+            description = "Command id; a repeat returns the first result"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^"[0-9]+"$"#,
+            description = "Expected plan version, quoted; otherwise 400 invalid_header"),
+        ("traceparent" = Option<String>, Header, nullable = false, pattern = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$",
+            description = "W3C trace context, stored on the events; a malformed one is refused (400 invalid_header)"),
+        ("Planledger-Causation-Id" = Option<String>, Header, nullable = false, min_length = 1, max_length = 128, pattern = r"^[!-~]+$",
+            description = "Id of the event or message this command reacts to; stored as the events' causation_id"),
+    ),
+    request_body(content = planledger_domain::Command, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Accepted; events appended", body = CommandResponse),
+        (status = 400, description = "Invalid input (field-level detail): invalid_body (malformed JSON, an unknown top-level or data field), invalid_input, invalid_id, invalid_header (If-Match, traceparent, Planledger-Causation-Id), domain codes of kind invalid",
+            body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::AuthRefusals,
+        (status = 404, description = "No such plan for this tenant", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Version conflict (current_version given)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A domain rule rejected the command", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Timed out, or the event log cannot take the write: log_unavailable (a write or fsync failed; restart), log_outcome_unknown (resend with the same Idempotency-Key), storage_full (the log's disk is full; see Retry-After), partition_moved / partition_unavailable (cluster mode: nothing was appended; retry after Retry-After)",
+            body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn post_command(
     State(state): State<SharedState>,
     Caller(principal): Caller,

@@ -28,7 +28,8 @@ pub struct LogQuery {
 }
 
 /// A page of the global log (the caller's tenant only).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LogPage)]
 pub struct LogPageResponse {
     /// Events in position order.
     pub events: Vec<planledger_store::Envelope>,
@@ -43,6 +44,29 @@ pub struct LogPageResponse {
 }
 
 /// Pages through the global log, or tails it live with `Accept: text/event-stream`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "getEvents",
+    summary = "The global log of your tenant, paged; live with Accept: text/event-stream (auditor, admin)",
+    params(
+        ("from_position" = Option<u64>, Query, minimum = 0, description = "First position"),
+        ("limit" = Option<u64>, Query, minimum = 0, description = "Page size; values outside 1-1000 are clamped to that range"),
+        ("partition" = Option<u32>, Query, minimum = 0, maximum = 4095, description = "Cluster mode (writer nodes): one partition's log, 0 to the cluster's count - 1 (paged from its owner's cache, or live); without it, the tenant-wide feed of every partition (see cursor). Not accepted by a single node."),
+        ("cursor" = Option<String>, Query, description = "Cluster mode, tenant-wide feed (without partition): resume after this cursor (a page's next_cursor or last_cursor, or a live event's id); without it the feed starts at the beginning. Not accepted by a single node."),
+        ("proof" = Option<bool>, Query, description = "true: add proofs, each event's Merkle inclusion proof"),
+        ("recent" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Cluster mode, tenant-wide feed (without partition): a page of the newest events, where a view of the recent activity starts: each partition's last N positions (the caller's events among them) merged by recorded_at, the newest N, oldest first; follow its next_cursor afterwards. Not with cursor, limit or live. Not accepted by a single node."),
+    ),
+    responses(
+        (status = 200, description = "A page (JSON) or a live stream (text/event-stream)", content(
+            (crate::openapi::LogOrFeedPage = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "Invalid input (field-level detail)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::AuthRefusals,
+        (status = 503, description = "Timed out or not caught up", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get_events(
     State(state): State<SharedState>,
     Caller(principal): Caller,

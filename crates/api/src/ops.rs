@@ -8,15 +8,31 @@ use serde_json::json;
 
 use crate::SharedState;
 
-/// The OpenAPI document, kept beside the code and checked by the contract tests.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
-
 /// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness",
+    security(()),
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))),
+)]
 pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the log is open and every registered component reports ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness with component detail",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready: a component is not; components.log carries state, reason, detail and restart_required when the log cannot take writes (storage_full, write_failed)", body = Object),
+    ),
+)]
 pub async fn readyz(State(state): State<SharedState>) -> Response {
     let mut ready = !state.shutdown.is_cancelled();
     let mut components = serde_json::Map::new();
@@ -53,6 +69,14 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
 }
 
 /// Prometheus text exposition of every metric.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    security(()),
+    responses((status = 200, description = "Text exposition", body = String, content_type = "text/plain")),
+)]
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     match &state.prometheus {
         Some(handle) => (
@@ -64,9 +88,21 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     }
 }
 
-/// The OpenAPI 3.1 document.
+/// The OpenAPI 3.1 document, generated from the code ([`crate::openapi`]).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    summary = "This document",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)),
+)]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
 }
 
 /// A component that can tell whether it is ready (the relay, a projector).

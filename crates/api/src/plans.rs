@@ -23,7 +23,8 @@ pub struct StateQuery {
 }
 
 /// A plan's state.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PlanState)]
 pub struct PlanStateResponse {
     /// The plan.
     pub plan_id: String,
@@ -33,6 +34,7 @@ pub struct PlanStateResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of_position: Option<u64>,
     /// The state.
+    #[schema(value_type = planledger_domain::Plan)]
     pub state: serde_json::Value,
 }
 
@@ -83,6 +85,26 @@ pub fn query_rejection(rejection: axum::extract::rejection::QueryRejection) -> P
 }
 
 /// Returns a plan's state now, or as of a time, version or position.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}",
+    operation_id = "getPlan",
+    summary = "A plan's state, now or in the past",
+    description = "At most one of as_of, version and position. The plan's version is also sent as ETag.",
+    params(
+        crate::openapi::PlanIdPath,
+        ("as_of" = Option<String>, Query, format = DateTime, description = "State as recorded by this time"),
+        ("version" = Option<u64>, Query, minimum = 1, description = "State after this version"),
+        ("position" = Option<u64>, Query, minimum = 0, description = "State as of this global position"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = PlanStateResponse),
+        (status = 400, description = "Invalid input (field-level detail)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::AuthRefusals,
+        (status = 404, description = "No such plan for this tenant", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Timed out or not caught up; partition_unavailable (cluster mode: no node serves the plan's partition right now; retry after Retry-After)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get_plan(
     State(state): State<SharedState>,
     Caller(principal): Caller,
@@ -210,7 +232,8 @@ impl EventsQuery {
 }
 
 /// A page of a plan's events.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PlanEvents)]
 pub struct PlanEventsResponse {
     /// The plan.
     pub plan_id: String,
@@ -225,6 +248,30 @@ pub struct PlanEventsResponse {
 }
 
 /// Returns a plan's audit trail, filtered by actor, type and recorded time.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/events",
+    operation_id = "getPlanEvents",
+    summary = "A plan's audit trail, optionally filtered by actor, type and recorded time (auditor, admin)",
+    description = "Envelopes oldest first. Filters combine (all must hold). Without a filter a page holds the next `limit` events; with one, a page scans at most limit*20+1000 versions, so it may hold fewer than `limit` events (even none) while `next_from_version` is set: ask again with the same filters and `from_version=next_from_version` until it is null.",
+    params(
+        crate::openapi::PlanIdPath,
+        ("from_version" = Option<u64>, Query, minimum = 0, description = "First version"),
+        ("limit" = Option<u64>, Query, minimum = 0, description = "Page size; values outside 1-1000 are clamped to that range"),
+        ("actor" = Option<String>, Query, min_length = 1, description = "Only events caused by this subject (the token `sub` recorded as the envelope's actor)"),
+        ("type" = Option<Vec<crate::openapi::EventType>>, Query, description = "Only events of these types; repeat it (`type=GoalAdjusted&type=CheckInRecorded`) or separate with commas. An unknown type is 400."),
+        ("from" = Option<String>, Query, format = DateTime, description = "Only events recorded at or after this RFC 3339 time (inclusive, on recorded_at)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Only events recorded before this RFC 3339 time (exclusive, on recorded_at); `from` after `to` is 400"),
+        ("proof" = Option<bool>, Query, description = "true: add proofs, each event's Merkle inclusion proof"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = PlanEventsResponse),
+        (status = 400, description = "Invalid input; `errors[0].field` names the parameter (type, from, to, actor, limit, from_version)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::AuthRefusals,
+        (status = 404, description = "No such plan for this tenant", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Timed out or not caught up; partition_unavailable (cluster mode: no node serves the plan's partition right now; retry after Retry-After)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get_plan_events(
     State(state): State<SharedState>,
     Caller(principal): Caller,

@@ -14,19 +14,28 @@ pub use planledger_app::FieldError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem(pub Refusal);
 
-/// The body of a problem: the refusal without its retry hint (a header), with its type.
-#[derive(Serialize)]
-struct Body<'a> {
+/// An RFC 9457 problem: the refusal without its retry hint (sent as `Retry-After`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemBody<'a> {
+    /// A URI reference naming the problem type (`/problems/<code>`).
     #[serde(rename = "type")]
     kind: String,
+    /// A short summary of the status.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong and what to do about it.
     detail: &'a str,
+    /// A stable, machine-readable code (e.g. `invalid_input`, `version_conflict`).
     code: &'a str,
+    /// Field-level errors: which input was wrong and why.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    /// On a version conflict: the plan's current version.
     #[serde(skip_serializing_if = "Option::is_none")]
     current_version: Option<u64>,
+    /// On a version conflict: the log position of the plan's last event.
     #[serde(skip_serializing_if = "Option::is_none")]
     current_position: Option<u64>,
 }
@@ -55,7 +64,7 @@ impl Problem {
     /// The JSON body, as sent.
     pub fn body(&self) -> Vec<u8> {
         let refusal = &self.0;
-        serde_json::to_vec(&Body {
+        serde_json::to_vec(&ProblemBody {
             kind: refusal.kind(),
             title: &refusal.title,
             status: refusal.status,

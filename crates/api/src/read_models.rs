@@ -245,6 +245,18 @@ fn reject_unused(params: &ReadModelParams, allowed: &[&str]) -> Result<(), Probl
 }
 
 /// `GET /v1/plans/{plan_id}/progress`.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/progress",
+    operation_id = "getProgress",
+    summary = "Progress per plan and goal (current and baseline target, expected progress, status, SPI, slip, completion forecast and its back-test)",
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("rule" = Option<planledger_domain::metrics::RollUp>, Query, description = "How goals roll up (default weighted)"), ("baseline" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Baseline to compare with (default: the first one)")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_projections::progress::ProgressView>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_progress(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -268,6 +280,19 @@ pub async fn get_progress(
 }
 
 /// `GET /v1/plans/{plan_id}/progress/history`: each goal's chart series.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/progress/history",
+    operation_id = "getProgressHistory",
+    summary = "Each goal's progress day by day (chart series)",
+    description = "Per goal: points at its start, each day an effective fact changed and today, with progress against the current and the baseline target, expected progress, the KPI value and the check-ins of that day; and its adjustments (target and due before/after, reason). Formulas: docs/metrics.md.",
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("baseline" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Baseline to compare with (default: the first one)")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::ProgressHistory>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_history(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -304,6 +329,19 @@ pub struct PlansParams {
 }
 
 /// `GET /v1/plans`: the caller's tenant's plans, paged in plan id order.
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    operation_id = "listPlans",
+    summary = "The caller's tenant's plans, paged in plan id order (viewer and up)",
+    description = "From the progress read model: a plan created a moment ago appears once the projector has applied it (pass the command's bookmark as bookmark to wait for it).",
+    params(crate::openapi::ReadAfterParams, ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Continue after this plan id (the previous page's next_after)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 100)")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_app::PlanList>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_plans(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -324,6 +362,18 @@ pub async fn get_plans(
 }
 
 /// `GET /v1/plans/{plan_id}/accountability`.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/accountability",
+    operation_id = "getAccountability",
+    summary = "Accountability per plan and person",
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::AccountabilityReport>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_accountability(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -344,6 +394,18 @@ pub async fn get_accountability(
 }
 
 /// `GET /v1/plans/{plan_id}/agility`.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/agility",
+    operation_id = "getAgility",
+    summary = "Agility per plan and goal",
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::AgilityReport>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_agility(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -364,6 +426,18 @@ pub async fn get_agility(
 }
 
 /// `GET /v1/plans/{plan_id}/drift?baseline=LABEL`.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/drift",
+    operation_id = "getDrift",
+    summary = "Drift against a baseline; every figure names the events it rests on",
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("baseline" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Baseline to compare with (default: the first one)")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::DriftReport>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_drift(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -386,6 +460,18 @@ pub async fn get_drift(
 
 /// `GET /v1/plans/{plan_id}/restatements?since=TIME`: check-ins told after the day they
 /// describe, with the figures of earlier days each changed.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{plan_id}/restatements",
+    operation_id = "getRestatements",
+    summary = "Check-ins told after the day they describe, with the figures of earlier days each changed (goal and plan progress and status, from what to what, with the definitions in force on each day) and who told them when",
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("since" = Option<String>, Query, format = DateTime, description = "Only check-ins told (recorded) at or after this time; default: all")),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::RestatementReport>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_restatements(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -408,6 +494,18 @@ pub async fn get_restatements(
 }
 
 /// `GET /v1/people/{person}/accountability`.
+#[utoipa::path(
+    get,
+    path = "/v1/people/{person}/accountability",
+    operation_id = "getPersonAccountability",
+    summary = "A person's accountability across the tenant's plans",
+    params(("person" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "The person (a token subject)"), crate::openapi::ReadAfterParams),
+    responses(
+        (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_projections::accountability::PersonView>),
+        crate::openapi::ReadModelRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_person_accountability(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -427,6 +525,18 @@ pub async fn get_person_accountability(
 }
 
 /// `GET /v1/projections`: each projector's checkpoint, lag and state.
+#[utoipa::path(
+    get,
+    path = "/v1/projections",
+    operation_id = "getProjections",
+    summary = "Each projector's checkpoint, lag and state",
+    params(crate::openapi::ReadAfterParams),
+    responses(
+        (status = 200, description = "OK", body = ProjectionsResponse),
+        crate::openapi::ProjectorRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn get_projections(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -441,10 +551,22 @@ pub async fn get_projections(
         )?)
         .await?;
     let projections = state.read_models.statuses(&principal)?;
-    Ok(axum::Json(serde_json::json!({ "projections": projections })).into_response())
+    Ok(axum::Json(ProjectionsResponse { projections }).into_response())
 }
 
 /// `POST /v1/projections/{name}/rebuild` (admin): 202 with the projector's status.
+#[utoipa::path(
+    post,
+    path = "/v1/projections/{name}/rebuild",
+    operation_id = "rebuildProjection",
+    summary = "Rebuild a read model from position 0 beside the live one (admin)",
+    params(("name" = String, Path, description = "The read model: progress, accountability or agility")),
+    responses(
+        (status = 202, description = "Rebuild started", body = planledger_projections::ProjectorStatus),
+        crate::openapi::ProjectorRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn post_rebuild(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,
@@ -455,20 +577,44 @@ pub async fn post_rebuild(
 }
 
 /// Body of `POST /v1/projections/{name}/quarantine`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QuarantineBody {
-    /// The position the projector is stopped at.
+pub(crate) struct QuarantineBody {
+    /// The position the projector is stopped at (its `poison.position`).
+    #[schema(minimum = 1)]
     position: u64,
-    /// Cluster mode: the partition whose projector is stopped there.
+    /// Cluster mode (required there): the partition whose projector is stopped there.
     #[serde(default)]
+    #[schema(minimum = 0)]
     partition: Option<u32>,
     /// Why the event is passed over (kept in the record).
+    #[schema(min_length = 1)]
     reason: String,
+}
+
+/// The answer of `GET /v1/projections`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ProjectionsResponse {
+    /// Each projector of this process.
+    projections: Vec<planledger_projections::ProjectorStatus>,
 }
 
 /// `POST /v1/projections/{name}/quarantine` (admin): records a quarantine of the event the
 /// projector is stopped at; 200 with the record, 409 if it is not stopped at that position.
+#[utoipa::path(
+    post,
+    path = "/v1/projections/{name}/quarantine",
+    operation_id = "quarantineProjectionEvent",
+    summary = "Pass over the event a projector is stopped at (admin): recorded durably, listed in GET /v1/projections, skipped by the live model and every rebuild",
+    params(("name" = String, Path, description = "The read model: progress, accountability or agility")),
+    request_body(content = QuarantineBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded; the projector continues", body = planledger_projections::Quarantine),
+        (status = 409, description = "The projector is not stopped at that position (quarantine_refused)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::ProjectorRefusals,
+        crate::openapi::AuthRefusals,
+    ),
+)]
 pub async fn post_quarantine(
     State(state): State<ReadModelState>,
     Caller(principal): Caller,

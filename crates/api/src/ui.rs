@@ -48,7 +48,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
 
 /// What the page needs to know of the deployment that serves it (`GET /ui/config.json`): which
 /// form of `GET /v1/events` to follow, and which position read-your-writes waits for.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum UiConfig {
     /// One log: positions, `?min_position=`.
@@ -56,6 +56,7 @@ pub enum UiConfig {
     /// A cluster's writer node: the tenant-wide feed with its vector cursor, `?bookmark=`.
     Cluster {
         /// The cluster's partition count.
+        #[schema(minimum = 1)]
         partitions: u32,
     },
 }
@@ -66,13 +67,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(config: UiConfig) -> Router<S> {
     Router::new()
         .route("/ui", get(ui_redirect))
         .route("/ui/", get(ui_index))
-        .route(
-            "/ui/config.json",
-            get(move || {
-                let body = config.clone();
-                async move { with_headers(body.into_response(), "application/json") }
-            }),
-        )
+        .route("/ui/config.json", get(move || ui_config(config.clone())))
         .route("/ui/{file}", get(ui_file))
 }
 
@@ -110,16 +105,60 @@ fn with_headers(mut response: Response, content_type: &'static str) -> Response 
 }
 
 /// `GET /ui`: to `/ui/`, so the page's relative asset paths resolve under it.
-async fn ui_redirect() -> Redirect {
+#[utoipa::path(
+    get,
+    path = "/ui",
+    operation_id = "dashboardRedirect",
+    summary = "The web dashboard (redirects to /ui/)",
+    security(()),
+    responses((status = 308, description = "Redirect to /ui/")),
+)]
+pub(crate) async fn ui_redirect() -> Redirect {
     Redirect::permanent("/ui/")
 }
 
 /// `GET /ui/`: the page.
-async fn ui_index() -> Response {
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    operation_id = "dashboard",
+    summary = "The web dashboard's page (sign in with a token; it calls this API)",
+    security(()),
+    responses((status = 200, description = "The page", body = String, content_type = "text/html")),
+)]
+pub(crate) async fn ui_index() -> Response {
     asset("index.html")
 }
 
+/// `GET /ui/config.json`: the deployment's [`UiConfig`], rendered once when the routes are made.
+#[utoipa::path(
+    get,
+    path = "/ui/config.json",
+    operation_id = "dashboardConfig",
+    summary = "What the dashboard needs to know of the deployment serving it: {\"mode\": \"single\"}, or on a cluster's writer node {\"mode\": \"cluster\", \"partitions\": N}",
+    security(()),
+    responses((status = 200, description = "The settings", body = UiConfig)),
+)]
+pub(crate) async fn ui_config(body: String) -> Response {
+    with_headers(body.into_response(), "application/json")
+}
+
 /// `GET /ui/{file}`: one of its files.
-async fn ui_file(Path(name): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/ui/{file}",
+    operation_id = "dashboardFile",
+    summary = "One of the dashboard's files (scripts, styles), embedded in the binary",
+    security(()),
+    params(("file" = String, Path, description = "The file's name")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
+        (status = 404, description = "No such file", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn ui_file(Path(name): Path<String>) -> Response {
     asset(&name)
 }

@@ -154,6 +154,7 @@ fn key_file_error(path: &Path, message: String) -> DigestKeyError {
 
 /// A public key that checks digests, as `GET /v1/audit/keys` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicKey {
     /// The first 16 hex digits of sha256 of the 32 public key bytes.
     pub key_id: String,
@@ -213,6 +214,7 @@ pub fn signed_text(log_id: &str, position: u64, hash: &str, recorded_at: Timesta
 
 /// A signed digest: what `GET /v1/audit/digest` answers and `planledger verify --digest` reads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedDigest {
     /// Layout of the signed text: `planledger-digest-v1`.
     pub format: String,
@@ -423,6 +425,7 @@ pub fn check_digest(
 
 /// Where the chain first breaks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokenLink {
     /// The first bad position.
     pub position: u64,
@@ -432,6 +435,7 @@ pub struct BrokenLink {
 
 /// What `GET /v1/audit/verify` answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainReport {
     /// Events verified.
     pub checked: u64,

@@ -262,6 +262,7 @@ fn decode_hash(text: &str) -> Option<Hash> {
 
 /// An inclusion proof as the API serves it (RFC 9162 shape, hashes in base64).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InclusionProofBody {
     /// The log's checkpoint origin.
     pub origin: String,
@@ -277,6 +278,7 @@ pub struct InclusionProofBody {
 
 /// A consistency proof as the API serves it (RFC 9162 shape, hashes in base64).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsistencyProofBody {
     /// The log's checkpoint origin.
     pub origin: String,

@@ -52,6 +52,7 @@ pub const SHORT_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// One field-level complaint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Path of the field, e.g. `data.goal_id`, or the header's name, e.g. `If-Match`.
     pub field: String,

@@ -68,6 +68,7 @@ pub const MAX_PLANS_PAGE: usize = 500;
 
 /// One plan of the plans list.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanSummary {
     /// The plan.
     pub plan_id: String,
@@ -93,6 +94,7 @@ pub struct PlanSummary {
 
 /// A page of the caller's tenant's plans, in plan id order.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanList {
     /// The plans.
     pub plans: Vec<PlanSummary>,
@@ -143,6 +145,7 @@ impl From<Option<u64>> for ReadAfter {
 
 /// A read-model answer: which projection answered, at which log position, and the figures.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadModelResponse<T> {
     /// The read model that answered (`progress`, `accountability`, `agility`).
     pub projection: &'static str,

@@ -10,6 +10,7 @@ use crate::plan::{Direction, GoalRef, Outcome, Role, TrackStatus};
 
 /// A request to change a plan; `decide` turns it into events or refuses it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", content = "data")]
 pub enum Command {
     /// Start a plan.
@@ -76,6 +77,7 @@ impl Command {
 
 /// Data of [`Command::CreatePlan`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     /// The plan's own id (the application fills it from the URL so events are self-describing).
@@ -99,6 +101,7 @@ pub struct CreatePlan {
 
 /// A KPI as given in DefineGoal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KpiInput {
     /// Unit of measure, up to 50 characters (e.g. "%", "EUR", "customers").
@@ -113,6 +116,7 @@ pub struct KpiInput {
 
 /// Data of [`Command::DefineGoal`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DefineGoal {
     /// New goal's id.
@@ -137,6 +141,7 @@ pub struct DefineGoal {
 
 /// Data of [`Command::AddStep`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddStep {
     /// New step's id.
@@ -154,6 +159,7 @@ pub struct AddStep {
 
 /// Data of [`Command::AssignRole`]: a role on the plan (no ids), one goal, or one step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AssignRole {
     /// Who.
@@ -173,6 +179,7 @@ pub type RevokeRole = AssignRole;
 
 /// Data of [`Command::RecordCheckIn`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RecordCheckIn {
     /// The goal reported on.
@@ -201,6 +208,7 @@ pub struct RecordCheckIn {
 
 /// Data of [`Command::CompleteStep`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteStep {
     /// The step.
@@ -209,6 +217,7 @@ pub struct CompleteStep {
 
 /// Data of [`Command::ReopenStep`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReopenStep {
     /// The step.
@@ -220,6 +229,7 @@ pub struct ReopenStep {
 
 /// Data of [`Command::AdjustGoal`]: at least one field must change; the reason is required.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdjustGoal {
     /// The goal.
@@ -246,6 +256,7 @@ pub struct AdjustGoal {
 
 /// Data of [`Command::SetBaseline`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetBaseline {
     /// Name of the baseline, `[A-Za-z0-9._-]{1,64}`, unique in the plan.
@@ -254,6 +265,7 @@ pub struct SetBaseline {
 
 /// Data of [`Command::CloseGoal`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CloseGoal {
     /// The goal.
@@ -267,6 +279,7 @@ pub struct CloseGoal {
 
 /// Data of [`Command::ArchivePlan`] (`{}` or with a reason).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ArchivePlan {
     /// Why, up to 2000 characters.

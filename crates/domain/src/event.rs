@@ -19,6 +19,7 @@ use crate::plan::{
 
 /// A fact that happened to a plan. JSON form `{"type": "GoalAdjusted", "data": {...}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     /// A plan was started.
@@ -49,6 +50,7 @@ pub enum Event {
 
 /// Payload of [`Event::PlanCreated`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanCreated {
     /// The plan's id, when the command carried it.
     #[serde(default)]
@@ -72,6 +74,7 @@ pub struct PlanCreated {
 
 /// Payload of [`Event::GoalDefined`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalDefined {
     /// New goal.
     pub goal_id: GoalId,
@@ -96,6 +99,7 @@ pub struct GoalDefined {
 
 /// Payload of [`Event::StepAdded`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepAdded {
     /// New step.
     pub step_id: StepId,
@@ -114,6 +118,7 @@ pub struct StepAdded {
 
 /// Payload of [`Event::RoleAssigned`] (schema v1); no goal/step id means the whole plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoleAssigned {
     /// Who.
     pub person: PersonId,
@@ -135,6 +140,7 @@ pub type RoleRevoked = RoleAssigned;
 /// Payload of [`Event::CheckInRecorded`] (schema v2). Bitemporal: `effective_on` is the day
 /// described, `at` the time it was recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckInRecorded {
     /// Unique in the plan.
     pub checkin_id: String,
@@ -183,6 +189,7 @@ impl Serialize for Payload<'_> {
 
 /// Payload of [`Event::StepCompleted`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepCompleted {
     /// The step.
     pub step_id: StepId,
@@ -194,6 +201,7 @@ pub struct StepCompleted {
 
 /// Payload of [`Event::StepReopened`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepReopened {
     /// The step.
     pub step_id: StepId,
@@ -208,6 +216,7 @@ pub struct StepReopened {
 
 /// Payload of [`Event::GoalAdjusted`] (schema v2): before/after of each changed field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalAdjusted {
     /// The goal.
     pub goal_id: GoalId,
@@ -256,6 +265,7 @@ impl GoalAdjusted {
 
 /// Payload of [`Event::BaselineSet`] (schema v1): the frozen copy travels with the event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineSet {
     /// Its label.
     pub label: String,
@@ -269,6 +279,7 @@ pub struct BaselineSet {
 
 /// Payload of [`Event::GoalClosed`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalClosed {
     /// The goal.
     pub goal_id: GoalId,
@@ -283,6 +294,7 @@ pub struct GoalClosed {
 
 /// Payload of [`Event::PlanArchived`] (schema v1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanArchived {
     /// Why.
     #[serde(default)]

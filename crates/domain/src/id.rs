@@ -46,6 +46,18 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
     }
 }
 
+/// The pattern every identifier matches, as the API document states it.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
+/// The JSON schema of an identifier: a string matching [`ID_PATTERN`], inlined where it is used.
+#[cfg(feature = "openapi")]
+pub fn id_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(ID_PATTERN))
+        .into()
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -71,6 +83,16 @@ macro_rules! id_type {
                 self.0
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
 
         impl TryFrom<String> for $name {
             type Error = IdError;

@@ -17,6 +17,7 @@ use crate::id::{GoalId, PersonId, PlanId, StepId};
 
 /// Whether a KPI should go up or down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Higher is better.
@@ -37,6 +38,7 @@ impl Direction {
 
 /// A RACI role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Does the work.
@@ -63,6 +65,7 @@ impl Role {
 
 /// A goal's status, as reported in a check-in or computed from progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TrackStatus {
     /// Progress keeps pace with time.
@@ -91,6 +94,7 @@ impl TrackStatus {
 
 /// How a goal ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Reached.
@@ -114,6 +118,7 @@ impl Outcome {
 
 /// What an adjustment changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AdjustmentKind {
     /// The KPI target moved.
@@ -128,6 +133,7 @@ pub enum AdjustmentKind {
 
 /// A goal in another plan.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GoalRef {
     /// The other plan.
@@ -138,6 +144,7 @@ pub struct GoalRef {
 
 /// How a goal is measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Kpi {
     /// Unit of measure.
     pub unit: String,
@@ -151,6 +158,7 @@ pub struct Kpi {
 
 /// The before and after value of one changed field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change<T> {
     /// Value before the change.
     pub before: T,
@@ -160,6 +168,7 @@ pub struct Change<T> {
 
 /// A report on a goal. Bitemporal: `effective_on` is the day described, `recorded_at` when it was told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckIn {
     /// Unique in the plan.
     pub checkin_id: String,
@@ -185,6 +194,7 @@ pub struct CheckIn {
 
 /// A goal's closure: outcome on record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalClosure {
     /// What happened.
     pub outcome: Outcome,
@@ -199,6 +209,7 @@ pub struct GoalClosure {
 
 /// A goal with its KPI, check-ins and adjustment history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Goal {
     /// Its id.
     pub goal_id: GoalId,
@@ -221,8 +232,10 @@ pub struct Goal {
     /// Check-ins in recorded order. A persistent vector: a clone of the plan shares it, so
     /// states of the plan at many versions cost memory in proportion to what changed between
     /// them (serialized as a JSON array, like a `Vec`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<CheckIn>))]
     pub check_ins: Vector<CheckIn>,
     /// Adjustments in recorded order (a persistent vector, as `check_ins`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<GoalAdjusted>))]
     pub adjustments: Vector<GoalAdjusted>,
     /// Stream version of the `GoalDefined` event (0 in state stored before versions were kept).
     #[serde(default)]
@@ -254,6 +267,7 @@ impl Goal {
 
 /// A reopening of a step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepReopening {
     /// When.
     pub at: Timestamp,
@@ -263,6 +277,7 @@ pub struct StepReopening {
 
 /// An actionable step under a goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
     /// Its id.
     pub step_id: StepId,
@@ -328,6 +343,7 @@ impl fmt::Display for RoleSubject {
 
 /// A person holding a role on the plan, a goal or a step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoleAssignment {
     /// Who.
     pub person: PersonId,
@@ -350,6 +366,7 @@ impl RoleAssignment {
 
 /// A role a person held and no longer holds: from its `RoleAssigned` to its `RoleRevoked`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PastRole {
     /// Who.
     pub person: PersonId,
@@ -399,6 +416,7 @@ impl Tenure<'_> {
 
 /// A goal as frozen in a baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineGoal {
     /// Title then.
     pub title: String,
@@ -418,6 +436,7 @@ pub struct BaselineGoal {
 
 /// A step as frozen in a baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineStep {
     /// Its goal.
     pub goal_id: GoalId,
@@ -429,6 +448,7 @@ pub struct BaselineStep {
 
 /// A named, frozen copy of the plan's goals and steps, the reference for drift.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Baseline {
     /// Its label.
     pub label: String,
@@ -454,6 +474,7 @@ impl Baseline {
 
 /// The full state of one plan. `Plan::default()` is a plan that does not exist yet.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     /// Its id, when the creating command carried it.
     pub plan_id: Option<PlanId>,
@@ -475,6 +496,7 @@ pub struct Plan {
     pub goals: BTreeMap<GoalId, Goal>,
     /// Steps by id: a persistent ordered map, shared between clones like the goals' histories
     /// (serialized as a JSON object, like a `BTreeMap`).
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, Step>))]
     pub steps: OrdMap<StepId, Step>,
     /// Current role assignments in assignment order.
     pub roles: Vec<RoleAssignment>,

@@ -92,6 +92,9 @@ enum Commands {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Print the OpenAPI 3.1 document the service serves at `/openapi.json` (generated from
+    /// the code), e.g. to generate a client without a running service.
+    Openapi,
 }
 
 fn main() -> Result<()> {
@@ -113,6 +116,10 @@ fn main() -> Result<()> {
             Commands::Cluster { command } => cluster::run(command).await,
             Commands::Backup(args) => backup::run_backup(args).await,
             Commands::Restore(args) => backup::run_restore(args).await,
+            Commands::Openapi => {
+                println!("{}", planledger_api::openapi_document());
+                Ok(())
+            }
         }
     })
 }

@@ -85,6 +85,7 @@ pub fn accountability_view(plan: &Plan, plan_id: &PlanId, now: Timestamp) -> Acc
 
 /// One plan's row in a person's accountability.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonPlanRow {
     /// The plan.
     pub plan_id: PlanId,
@@ -96,6 +97,7 @@ pub struct PersonPlanRow {
 /// A person's figures pooled over every plan they hold a role on: counts are summed and the
 /// ratios recomputed from the sums (not averaged), so a plan with more slots weighs more.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonTotals {
     /// On-time slots / slots due, over all plans.
     pub punctuality: Option<f64>,
@@ -123,6 +125,7 @@ pub struct PersonTotals {
 
 /// A person's accountability across plans.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonView {
     /// The person.
     pub person: PersonId,

@@ -31,6 +31,7 @@ impl Projector for ProgressProjector {
 
 /// A plan's progress report with its momentum.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressView {
     /// The domain's progress report (plan and goal rows).
     #[serde(flatten)]

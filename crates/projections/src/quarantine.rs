@@ -17,6 +17,7 @@ use crate::{ProjectionError, ReadModelDb};
 
 /// The event a projector is stopped at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Poison {
     /// Its global position.
     pub position: u64,
@@ -56,6 +57,7 @@ impl Poison {
 
 /// An operator's decision to pass over one event: who, when, why, and what the event was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quarantine {
     /// The position passed over.
     pub position: u64,

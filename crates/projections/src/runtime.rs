@@ -62,6 +62,7 @@ impl Default for RuntimeOptions {
 /// What a projector is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ProjectorState {
     /// Opening its database and source.
     Starting,
@@ -78,6 +79,7 @@ pub enum ProjectorState {
 
 /// A rebuild in progress.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RebuildStatus {
     /// The generation being filled.
     pub generation: u64,
@@ -94,6 +96,7 @@ pub const REDACTED_STREAM: &str = "(another tenant's stream)";
 
 /// A projector's checkpoint, lag and state, as `GET /v1/projections` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectorStatus {
     /// The read model.
     pub name: String,

@@ -19,12 +19,16 @@ pub const GENESIS_HASH: &str = match std::str::from_utf8(&GENESIS) {
 /// Field order is part of the format: the hash covers the JSON of every field but `hash`, in
 /// this order, so it must not be rearranged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope {
     /// Global position in the log, from 1, gap-free.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 1))]
     pub position: Position,
     /// The stream the event belongs to (`<tenant>/<plan_id>`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub stream: StreamId,
     /// Version of the stream after this event, from 1, gap-free per stream.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 1))]
     pub version: Version,
     /// Unique event id (UUIDv7).
     pub event_id: Uuid,
@@ -48,6 +52,7 @@ pub struct Envelope {
     /// W3C trace context of the request that produced it.
     pub traceparent: Option<String>,
     /// The event payload, stored byte for byte as given.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
     /// Hash of the previous envelope (hex), [`GENESIS_HASH`] for position 1.
     pub prev_hash: String,

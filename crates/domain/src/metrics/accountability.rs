@@ -16,6 +16,7 @@ use crate::plan::{CheckIn, Goal, Outcome, Plan, Role, RoleSubject, Step, Tenure}
 
 /// A role a person holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoleHeld {
     /// The role.
     pub role: Role,
@@ -27,6 +28,7 @@ pub struct RoleHeld {
 
 /// A step past its due date and not completed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OverdueStep {
     /// The step.
     pub step_id: StepId,
@@ -40,6 +42,7 @@ pub struct OverdueStep {
 
 /// A blocker named in the latest check-in of an open goal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenBlocker {
     /// The goal.
     pub goal_id: GoalId,
@@ -51,6 +54,7 @@ pub struct OpenBlocker {
 
 /// Accountability figures of one goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalAccountability {
     /// The goal.
     pub goal_id: GoalId,
@@ -78,6 +82,7 @@ pub struct GoalAccountability {
 /// whoever answered for it (accountable, else responsible) at the moment it fell due or was
 /// reported, so a handover splits a goal's history between the people who held it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonAccountability {
     /// The person.
     pub person: PersonId,
@@ -115,6 +120,7 @@ pub struct PersonAccountability {
 
 /// Accountability of a plan, its goals and its people.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountabilityReport {
     /// The plan.
     pub plan_id: Option<PlanId>,

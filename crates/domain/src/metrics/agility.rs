@@ -11,6 +11,7 @@ use crate::plan::{AdjustmentKind, Baseline, Goal, Plan, TrackStatus};
 
 /// Adjustment counts by kind; each changed field counts once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdjustmentCounts {
     /// KPI target changes.
     pub target: u32,
@@ -46,6 +47,7 @@ impl AdjustmentCounts {
 
 /// An at_risk/off_track check-in not yet followed by a correction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnansweredSignal {
     /// The goal.
     pub goal_id: GoalId,
@@ -61,6 +63,7 @@ pub struct UnansweredSignal {
 
 /// A baseline of the plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineInfo {
     /// Its label.
     pub label: String,
@@ -72,6 +75,7 @@ pub struct BaselineInfo {
 
 /// Agility figures of one goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalAgility {
     /// The goal.
     pub goal_id: GoalId,
@@ -91,6 +95,7 @@ pub struct GoalAgility {
 
 /// Agility of a plan and its goals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgilityReport {
     /// The plan.
     pub plan_id: Option<PlanId>,

@@ -14,6 +14,7 @@ use crate::plan::{CheckIn, Goal, Outcome, Plan};
 
 /// What the forecast said at one past check-in, and whether its dates held.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BacktestForecast {
     /// When the forecast was made: the check-in's recording time.
     pub made_at: Timestamp,
@@ -31,6 +32,7 @@ pub struct BacktestForecast {
 
 /// The back-test of one closed KPI goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BacktestGoal {
     /// The goal.
     pub goal_id: GoalId,
@@ -49,6 +51,7 @@ pub struct BacktestGoal {
 
 /// The back-test of a plan's completion forecasts over its closed KPI goals.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastBacktest {
     /// Trend forecasts made (over all goals below).
     pub forecasts: u32,

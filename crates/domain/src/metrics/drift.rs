@@ -13,6 +13,7 @@ use crate::plan::{Baseline, Direction, Plan};
 
 /// Goals and steps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeItems {
     /// Goal ids.
     pub goals: Vec<GoalId>,
@@ -36,6 +37,7 @@ impl ScopeItems {
 /// application layer has looked it up (`None` where the log is not at hand). The domain knows
 /// versions only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventRef {
     /// The plan's stream version of the event.
     pub version: u64,
@@ -55,6 +57,7 @@ impl EventRef {
 
 /// A goal or step that entered or left the scope, and the event that did it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScopeChange {
     /// The goal (for a goal, or the goal whose drop removed a step).
     pub goal_id: GoalId,
@@ -66,6 +69,7 @@ pub struct ScopeChange {
 
 /// Drift of one goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalDrift {
     /// The goal.
     pub goal_id: GoalId,
@@ -103,6 +107,7 @@ pub struct GoalDrift {
 
 /// One point of the execution-gap series.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GapPoint {
     /// The day.
     pub date: Date,
@@ -116,6 +121,7 @@ pub struct GapPoint {
 
 /// Drift of a plan against one baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DriftReport {
     /// The plan.
     pub plan_id: Option<PlanId>,

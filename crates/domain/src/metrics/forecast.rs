@@ -28,6 +28,7 @@ pub const FORECAST_HORIZON_DAYS: i64 = 3660;
 /// The answer of [`completion_forecast`]. Each answer names the `CheckInRecorded` events whose
 /// values form its series (`events`, oldest first).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CompletionForecast {
     /// Fewer than the minimum number of check-in days with a value.
@@ -52,6 +53,7 @@ pub enum CompletionForecast {
 
 /// A forecast from the trend of the latest check-ins.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrendForecast {
     /// Check-in days used.
     pub points: usize,

@@ -16,6 +16,7 @@ use crate::plan::{AdjustmentKind, Baseline, Change, Goal, Plan};
 
 /// One day on a goal's chart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPoint {
     /// The day.
     pub date: Date,
@@ -33,6 +34,7 @@ pub struct HistoryPoint {
 
 /// An adjustment of a goal, placed on its chart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdjustmentMark {
     /// When it was decided.
     pub at: Timestamp,
@@ -50,6 +52,7 @@ pub struct AdjustmentMark {
 
 /// One goal's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalHistory {
     /// The goal.
     pub goal_id: GoalId,
@@ -74,6 +77,7 @@ pub struct GoalHistory {
 
 /// Every goal's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressHistory {
     /// The plan.
     pub plan_id: Option<PlanId>,

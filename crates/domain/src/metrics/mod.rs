@@ -51,6 +51,7 @@ use crate::plan::{Baseline, CheckIn, Direction, Goal, Outcome, Plan, Step, Track
 
 /// How parent goals and the plan combine their children's progress.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RollUp {
     /// `sum(w*p) / sum(w)` with each goal's weight.

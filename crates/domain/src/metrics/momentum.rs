@@ -15,6 +15,7 @@ pub const MOMENTUM_WINDOW_WEEKS: usize = 4;
 
 /// Activity in one week.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MomentumWeek {
     /// First day of the week (weeks run from the anchor day).
     pub week_start: Date,
@@ -30,6 +31,7 @@ pub struct MomentumWeek {
 
 /// Momentum of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Momentum {
     /// The plan.
     pub plan_id: Option<PlanId>,

@@ -17,6 +17,7 @@ use crate::plan::{Baseline, CheckIn, Goal, Outcome, Plan, TrackStatus};
 
 /// Where a goal's progress comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MeasuredBy {
     /// Its KPI.
@@ -31,6 +32,7 @@ pub enum MeasuredBy {
 
 /// How a reported status compares with the computed one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StatusMismatch {
     /// Same status.
@@ -43,6 +45,7 @@ pub enum StatusMismatch {
 
 /// The essentials of one check-in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckInSummary {
     /// Its id.
     pub checkin_id: String,
@@ -76,6 +79,7 @@ impl From<&CheckIn> for CheckInSummary {
 
 /// Progress of one goal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoalProgress {
     /// The goal.
     pub goal_id: GoalId,
@@ -136,6 +140,7 @@ pub struct GoalProgress {
 
 /// Progress of a plan and each of its goals.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressReport {
     /// The plan.
     pub plan_id: Option<PlanId>,

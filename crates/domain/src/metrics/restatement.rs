@@ -13,6 +13,7 @@ use crate::plan::{CheckIn, Goal, Plan, TrackStatus};
 
 /// How one goal's figures changed over a run of days.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FigureChange {
     /// The goal (the check-in's goal, or one of its ancestors).
     pub goal_id: GoalId,
@@ -32,6 +33,7 @@ pub struct FigureChange {
 
 /// How the plan's own figures (its roll-up over root goals) changed over a run of days.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanFigureChange {
     /// First day of the run.
     pub from: Date,
@@ -49,6 +51,7 @@ pub struct PlanFigureChange {
 
 /// A check-in that changed figures of days before it was told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Restatement {
     /// The check-in.
     pub checkin_id: String,
@@ -72,6 +75,7 @@ pub struct Restatement {
 
 /// The restatements of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestatementReport {
     /// The plan.
     pub plan_id: Option<PlanId>,

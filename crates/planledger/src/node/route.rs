@@ -94,7 +94,7 @@ async fn healthz() -> Response {
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        planledger_api::OPENAPI_JSON,
+        planledger_api::openapi_document(),
     )
         .into_response()
 }
