@@ -549,3 +549,35 @@ async fn drift_names_the_log_positions_of_the_events_behind_its_figures() {
                 "event": {"version": added["events"][0]["version"], "position": position_of(&added, 0)}}])
     );
 }
+
+/// A chain walk asked for as server-sent events is still bounded by the request timeout: only
+/// the live log (`GET /v1/events`) runs for as long as its client listens.
+#[tokio::test]
+async fn an_audit_route_asked_for_as_events_keeps_the_request_timeout() {
+    let dir = tempfile::tempdir().expect("a data dir");
+    {
+        let server = Planledger::start_in(dir.path(), &["--rate-limit-per-second", "0"]);
+        let client = Client::new();
+        let planner = server.token("acme", "ana", "planner");
+        planledger_e2e::client::seed_plan(&server, &client, &planner, "p1", "ana").await;
+        for n in 0..2_000 {
+            client
+                .command(&server, &planner, "p1", check_in("signups", f64::from(n)))
+                .await;
+        }
+    }
+    // The same log behind a 1 ms timeout: walking 2,000 events takes longer.
+    let server = Planledger::start_in(dir.path(), &["--request-timeout-ms", "1"]);
+    let auditor = server.token("acme", "audit", "auditor");
+    let response = reqwest::Client::new()
+        .get(server.url("/v1/audit/verify"))
+        .header("Accept", "text/event-stream")
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    let body: Value = response.json().await.expect("problem+json");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "timeout", "{body}");
+}

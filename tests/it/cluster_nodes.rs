@@ -275,13 +275,13 @@ fn symlink(target: &PathBuf, link: &Path) {
     std::os::unix::fs::symlink(target, link).expect("symlink");
 }
 
-/// A command over NATS request/reply (the JSON body), answered by whichever node gets it.
 /// The command [`nats_command`] sends.
 fn nats_command_body() -> Value {
     serde_json::json!({"type": "RecordCheckIn", "data": {
         "goal_id": "signups", "value": 7.0, "confidence": 0.5}})
 }
 
+/// A command over NATS request/reply (the JSON body), answered by whichever node gets it.
 async fn nats_command(
     url: &str,
     token: &str,

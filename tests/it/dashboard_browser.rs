@@ -8,6 +8,9 @@
 //! viewer (the audit panel and the live feed show the API's 403, the slider moves by time), checks
 //! the problems shown for an unknown plan and a refused token, and that every request stayed on
 //! the service. Screenshots are kept in a directory whose path is printed.
+//!
+//! `tests/python/large_plan.py` moves the time slider over a plan of 20,000 events and prints the
+//! time from each move to the redrawn page.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -94,4 +97,119 @@ pub(crate) fn python_with_playwright() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// Events in the large plan the slider test seeds.
+const LARGE_PLAN_EVENTS: u64 = 20_000;
+
+/// The time slider on a plan of 20,000 events (`tests/python/large_plan.py`): each move redraws
+/// the page at the version it names, and a drag faster than the page's debounce ends on its last
+/// move. It prints, and does not assert, the time from a move to the redrawn page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_plans_time_slider_redraws_the_page_at_each_version_it_is_moved_to() {
+    use futures::StreamExt;
+    use serde_json::json;
+
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED: no Chromium at /usr/bin/chromium (or $PLANLEDGER_CHROMIUM); `just setup` installs Debian's chromium as root"
+        );
+        return;
+    };
+    let python = python_with_playwright();
+    let server = Planledger::start(&["--rate-limit-per-second", "0"]);
+    let planner = server.token("acme", "pat", "planner");
+    let client = planledger_e2e::client::Client::new();
+    let plan = "big";
+    let goals = 20;
+    let today = planledger_e2e::client::today_plus;
+    client
+        .command(
+            &server,
+            &planner,
+            plan,
+            json!({"type": "CreatePlan", "data": {
+                "title": "A plan of many check-ins", "starts_on": today(-60),
+                "ends_on": today(300), "checkin_cadence_days": 7}}),
+        )
+        .await;
+    for goal in 0..goals {
+        client
+            .command(
+                &server,
+                &planner,
+                plan,
+                json!({"type": "DefineGoal", "data": {
+                    "goal_id": format!("g{goal}"), "title": format!("Goal {goal}"),
+                    "due": today(200),
+                    "kpi": {"unit": "units", "baseline": 0.0, "target": 1000.0,
+                            "direction": "increase"}}}),
+            )
+            .await;
+    }
+    // Check-ins, a few at a time. One plan: the service appends them one version after the
+    // other and retries a lost race once, so a 409 is sent again, as a client would.
+    let check_ins = LARGE_PLAN_EVENTS - 1 - goals;
+    let http = reqwest::Client::new();
+    let url = server.url(&format!("/v1/plans/{plan}/commands"));
+    futures::stream::iter(0..check_ins)
+        .for_each_concurrent(4, |n| {
+            let (http, url, planner) = (&http, &url, &planner);
+            async move {
+                let body = json!({"type": "RecordCheckIn", "data": {
+                    "goal_id": format!("g{}", n % goals),
+                    "value": (n / goals) as f64 % 1000.0,
+                    "confidence": 0.5 + (n % 5) as f64 / 10.0}});
+                loop {
+                    let response = http
+                        .post(url)
+                        .bearer_auth(planner)
+                        .header("Idempotency-Key", format!("seed-{n}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("a check-in is sent");
+                    match response.status() {
+                        reqwest::StatusCode::OK => break,
+                        reqwest::StatusCode::CONFLICT => continue,
+                        status => panic!("check-in {n}: {status} {:?}", response.text().await),
+                    }
+                }
+            }
+        })
+        .await;
+
+    let shots = tempfile::Builder::new()
+        .prefix("planledger-large-plan-")
+        .tempdir()
+        .expect("a directory for the screenshots")
+        .keep();
+    let output = tokio::task::spawn_blocking({
+        let (python, base) = (python.clone(), server.base_url.clone());
+        let auditor = server.token("acme", "audit", "auditor");
+        let shots = shots.clone();
+        move || {
+            Command::new(&python)
+                .arg(workspace_root().join("tests/python/large_plan.py"))
+                .arg(&chromium)
+                .arg(&base)
+                .arg(plan)
+                .arg(&shots)
+                .env("PLANLEDGER_AUDITOR_TOKEN", auditor)
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+                .output()
+                .expect("run tests/python/large_plan.py")
+        }
+    })
+    .await
+    .expect("the browser script's thread");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    println!("screenshots: {}", shots.display());
+    assert!(
+        output.status.success(),
+        "the large-plan browser test failed ({}); service log:\n{}",
+        output.status,
+        server.log()
+    );
 }

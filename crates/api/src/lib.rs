@@ -164,16 +164,23 @@ async fn not_found() -> Problem {
     )
 }
 
+/// The path of the one route with a live form (server-sent events, as long as the client
+/// listens), as routed in [`router`].
+const LIVE_ROUTE: &str = "/v1/events";
+
 /// Request metrics and the request timeout (answered as problem+json).
 async fn observe(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let streaming = request
-        .headers()
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    // Only the live log is exempt from the request timeout: the other routes have no live
+    // form and answer `Accept: text/event-stream` as they answer without it, timeout included.
+    let streaming = route.as_ref().is_some_and(|r| r.as_str() == LIVE_ROUTE)
+        && request
+            .headers()
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
     let response = if streaming {
         next.run(request).await
     } else {

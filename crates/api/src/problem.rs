@@ -34,9 +34,11 @@ pub(crate) struct ProblemBody<'a> {
     errors: &'a [FieldError],
     /// On a version conflict: the plan's current version.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     current_version: Option<u64>,
     /// On a version conflict: the log position of the plan's last event.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     current_position: Option<u64>,
 }
 

@@ -7,8 +7,9 @@ use planledger_store::Envelope;
 use crate::envelope::envelope_to_proto;
 use crate::relay::message_for;
 
-/// The protobuf body and the subject/headers the relay publishes `envelope` with: the raw
-/// ceiling publishes exactly these.
+/// The protobuf body and the subject/headers the relay publishes `envelope` with (without the
+/// command record headers the first event of an append with an `Idempotency-Key` carries): the
+/// raw ceiling publishes exactly these.
 pub fn publish_for(envelope: &Envelope, subject_prefix: &str) -> (String, Publish) {
     message_for(&envelope_to_proto(envelope), None, subject_prefix)
 }

@@ -186,6 +186,7 @@ pub struct RecordCheckIn {
     pub goal_id: GoalId,
     /// Client-chosen id; derived ("c1", "c2", ...) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,64}$"))]
     pub checkin_id: Option<String>,
     /// Current KPI value (only for goals with a KPI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,6 +261,7 @@ pub struct AdjustGoal {
 #[serde(deny_unknown_fields)]
 pub struct SetBaseline {
     /// Name of the baseline, `[A-Za-z0-9._-]{1,64}`, unique in the plan.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,64}$"))]
     pub label: String,
 }
 

@@ -49,7 +49,8 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), IdError> {
 /// The pattern every identifier matches, as the API document states it.
 pub const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
 
-/// The JSON schema of an identifier: a string matching [`ID_PATTERN`], inlined where it is used.
+/// The JSON schema of an identifier: a string matching [`ID_PATTERN`] (the id types' component
+/// schemas, and path parameters inline).
 #[cfg(feature = "openapi")]
 pub fn id_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     utoipa::openapi::ObjectBuilder::new()
