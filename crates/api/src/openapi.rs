@@ -239,15 +239,7 @@ pub(crate) struct PlanIdPath;
 
 impl IntoParams for PlanIdPath {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![
-            ParameterBuilder::new()
-                .name("plan_id")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some("The plan's id"))
-                .schema(Some(planledger_domain::id::id_schema()))
-                .build(),
-        ]
+        vec![id_param("plan_id", ParameterIn::Path, "The plan's id")]
     }
 }
 
@@ -288,6 +280,96 @@ impl IntoParams for ReadAfterParams {
                 ))
                 .build(),
         ]
+    }
+}
+
+/// An optional id-shaped query parameter or a required id-shaped path parameter.
+fn id_param(name: &str, at: ParameterIn, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(at.clone())
+        .required(if at == ParameterIn::Path {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(planledger_domain::id::id_schema()))
+        .build()
+}
+
+/// `?as_of=`: a read model's figures as of a time, from history.
+pub(crate) struct AsOfParam;
+
+impl IntoParams for AsOfParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("as_of")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("Figures as of this time (RFC 3339), from history"))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(
+                    Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::DateTime,
+                    )),
+                )))
+                .build(),
+        ]
+    }
+}
+
+/// `?baseline=`: the baseline a figure compares with.
+pub(crate) struct BaselineParam;
+
+impl IntoParams for BaselineParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![id_param(
+            "baseline",
+            ParameterIn::Query,
+            "Baseline to compare with (default: the first one)",
+        )]
+    }
+}
+
+/// `?after=`: where a page of the plans list continues.
+pub(crate) struct AfterParam;
+
+impl IntoParams for AfterParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![id_param(
+            "after",
+            ParameterIn::Query,
+            "Continue after this plan id (the previous page's next_after)",
+        )]
+    }
+}
+
+/// A person (a token subject) in the path.
+pub(crate) struct PersonPath;
+
+impl IntoParams for PersonPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![id_param(
+            "person",
+            ParameterIn::Path,
+            "The person (a token subject)",
+        )]
+    }
+}
+
+/// What a plan's state and events can refuse besides [`AuthRefusals`].
+pub(crate) struct PlanRefusals;
+
+impl IntoResponses for PlanRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        responses([
+            ("404", "No such plan for this tenant"),
+            (
+                "503",
+                "Timed out or not caught up; partition_unavailable (cluster mode: no node serves the plan's partition right now; retry after Retry-After)",
+            ),
+        ])
     }
 }
 

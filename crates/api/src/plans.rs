@@ -101,8 +101,7 @@ pub fn query_rejection(rejection: axum::extract::rejection::QueryRejection) -> P
         (status = 200, description = "OK", body = PlanStateResponse),
         (status = 400, description = "Invalid input (field-level detail)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         crate::openapi::AuthRefusals,
-        (status = 404, description = "No such plan for this tenant", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Timed out or not caught up; partition_unavailable (cluster mode: no node serves the plan's partition right now; retry after Retry-After)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::PlanRefusals,
     ),
 )]
 pub async fn get_plan(
@@ -268,8 +267,7 @@ pub struct PlanEventsResponse {
         (status = 200, description = "OK", body = PlanEventsResponse),
         (status = 400, description = "Invalid input; `errors[0].field` names the parameter (type, from, to, actor, limit, from_version)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         crate::openapi::AuthRefusals,
-        (status = 404, description = "No such plan for this tenant", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "Timed out or not caught up; partition_unavailable (cluster mode: no node serves the plan's partition right now; retry after Retry-After)", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::PlanRefusals,
     ),
 )]
 pub async fn get_plan_events(

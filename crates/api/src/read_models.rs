@@ -250,7 +250,13 @@ fn reject_unused(params: &ReadModelParams, allowed: &[&str]) -> Result<(), Probl
     path = "/v1/plans/{plan_id}/progress",
     operation_id = "getProgress",
     summary = "Progress per plan and goal (current and baseline target, expected progress, status, SPI, slip, completion forecast and its back-test)",
-    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("rule" = Option<planledger_domain::metrics::RollUp>, Query, description = "How goals roll up (default weighted)"), ("baseline" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Baseline to compare with (default: the first one)")),
+    params(
+        crate::openapi::PlanIdPath,
+        crate::openapi::ReadAfterParams,
+        crate::openapi::AsOfParam,
+        ("rule" = Option<planledger_domain::metrics::RollUp>, Query, description = "How goals roll up (default weighted)"),
+        crate::openapi::BaselineParam,
+    ),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_projections::progress::ProgressView>),
         crate::openapi::ReadModelRefusals,
@@ -286,7 +292,12 @@ pub async fn get_progress(
     operation_id = "getProgressHistory",
     summary = "Each goal's progress day by day (chart series)",
     description = "Per goal: points at its start, each day an effective fact changed and today, with progress against the current and the baseline target, expected progress, the KPI value and the check-ins of that day; and its adjustments (target and due before/after, reason). Formulas: docs/metrics.md.",
-    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("baseline" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Baseline to compare with (default: the first one)")),
+    params(
+        crate::openapi::PlanIdPath,
+        crate::openapi::ReadAfterParams,
+        crate::openapi::AsOfParam,
+        crate::openapi::BaselineParam,
+    ),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::ProgressHistory>),
         crate::openapi::ReadModelRefusals,
@@ -335,7 +346,11 @@ pub struct PlansParams {
     operation_id = "listPlans",
     summary = "The caller's tenant's plans, paged in plan id order (viewer and up)",
     description = "From the progress read model: a plan created a moment ago appears once the projector has applied it (pass the command's bookmark as bookmark to wait for it).",
-    params(crate::openapi::ReadAfterParams, ("after" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Continue after this plan id (the previous page's next_after)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 100)")),
+    params(
+        crate::openapi::ReadAfterParams,
+        crate::openapi::AfterParam,
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 100)"),
+    ),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_app::PlanList>),
         crate::openapi::ReadModelRefusals,
@@ -367,7 +382,7 @@ pub async fn get_plans(
     path = "/v1/plans/{plan_id}/accountability",
     operation_id = "getAccountability",
     summary = "Accountability per plan and person",
-    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history")),
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, crate::openapi::AsOfParam),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::AccountabilityReport>),
         crate::openapi::ReadModelRefusals,
@@ -399,7 +414,7 @@ pub async fn get_accountability(
     path = "/v1/plans/{plan_id}/agility",
     operation_id = "getAgility",
     summary = "Agility per plan and goal",
-    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history")),
+    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, crate::openapi::AsOfParam),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::AgilityReport>),
         crate::openapi::ReadModelRefusals,
@@ -431,7 +446,12 @@ pub async fn get_agility(
     path = "/v1/plans/{plan_id}/drift",
     operation_id = "getDrift",
     summary = "Drift against a baseline; every figure names the events it rests on",
-    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("baseline" = Option<String>, Query, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "Baseline to compare with (default: the first one)")),
+    params(
+        crate::openapi::PlanIdPath,
+        crate::openapi::ReadAfterParams,
+        crate::openapi::AsOfParam,
+        crate::openapi::BaselineParam,
+    ),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::DriftReport>),
         crate::openapi::ReadModelRefusals,
@@ -465,7 +485,12 @@ pub async fn get_drift(
     path = "/v1/plans/{plan_id}/restatements",
     operation_id = "getRestatements",
     summary = "Check-ins told after the day they describe, with the figures of earlier days each changed (goal and plan progress and status, from what to what, with the definitions in force on each day) and who told them when",
-    params(crate::openapi::PlanIdPath, crate::openapi::ReadAfterParams, ("as_of" = Option<String>, Query, format = DateTime, description = "Figures as of this time, from history"), ("since" = Option<String>, Query, format = DateTime, description = "Only check-ins told (recorded) at or after this time; default: all")),
+    params(
+        crate::openapi::PlanIdPath,
+        crate::openapi::ReadAfterParams,
+        crate::openapi::AsOfParam,
+        ("since" = Option<String>, Query, format = DateTime, description = "Only check-ins told (recorded) at or after this time; default: all"),
+    ),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_domain::metrics::RestatementReport>),
         crate::openapi::ReadModelRefusals,
@@ -499,7 +524,7 @@ pub async fn get_restatements(
     path = "/v1/people/{person}/accountability",
     operation_id = "getPersonAccountability",
     summary = "A person's accountability across the tenant's plans",
-    params(("person" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,64}$", description = "The person (a token subject)"), crate::openapi::ReadAfterParams),
+    params(crate::openapi::PersonPath, crate::openapi::ReadAfterParams),
     responses(
         (status = 200, description = "OK", body = planledger_app::ReadModelResponse<planledger_projections::accountability::PersonView>),
         crate::openapi::ReadModelRefusals,
@@ -560,7 +585,9 @@ pub async fn get_projections(
     path = "/v1/projections/{name}/rebuild",
     operation_id = "rebuildProjection",
     summary = "Rebuild a read model from position 0 beside the live one (admin)",
-    params(("name" = String, Path, description = "The read model: progress, accountability or agility")),
+    params(
+        ("name" = String, Path, description = "The read model: progress, accountability or agility"),
+    ),
     responses(
         (status = 202, description = "Rebuild started", body = planledger_projections::ProjectorStatus),
         crate::openapi::ProjectorRefusals,
@@ -606,7 +633,9 @@ pub(crate) struct ProjectionsResponse {
     path = "/v1/projections/{name}/quarantine",
     operation_id = "quarantineProjectionEvent",
     summary = "Pass over the event a projector is stopped at (admin): recorded durably, listed in GET /v1/projections, skipped by the live model and every rebuild",
-    params(("name" = String, Path, description = "The read model: progress, accountability or agility")),
+    params(
+        ("name" = String, Path, description = "The read model: progress, accountability or agility"),
+    ),
     request_body(content = QuarantineBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Recorded; the projector continues", body = planledger_projections::Quarantine),
