@@ -682,13 +682,12 @@ impl EventStore {
         self.view().read_all_raw(from, limit)
     }
 
-    /// The first result of a command id, if the log has seen it: the stream it appended to, the
-    /// fingerprint it carried and its envelopes. Lets a caller answer a repeat before deciding.
-    pub fn lookup_command(
+    /// The stored idempotency record of `command_id` in `scope`, if the log remembers it.
+    fn command_record(
         &self,
         scope: &str,
         command_id: &str,
-    ) -> Result<Option<CommandLookup>, StoreError> {
+    ) -> Result<Option<CommandRecord>, StoreError> {
         let key = keys::command_key(scope, command_id);
         let Some(bytes) = self
             .inner
@@ -697,8 +696,21 @@ impl EventStore {
         else {
             return Ok(None);
         };
-        let record: CommandRecord =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt("command record", e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt("command record", e))
+    }
+
+    /// The first result of a command id, if the log has seen it: the stream it appended to, the
+    /// fingerprint it carried and its envelopes. Lets a caller answer a repeat before deciding.
+    pub fn lookup_command(
+        &self,
+        scope: &str,
+        command_id: &str,
+    ) -> Result<Option<CommandLookup>, StoreError> {
+        let Some(record) = self.command_record(scope, command_id)? else {
+            return Ok(None);
+        };
         let envelopes =
             read_envelope_range(&self.inner.db, record.first_position, record.last_position)?;
         Ok(Some(CommandLookup {
@@ -717,16 +729,9 @@ impl EventStore {
         command_id: &str,
         first_position: Position,
     ) -> Result<Option<CommandHeader>, StoreError> {
-        let key = keys::command_key(scope, command_id);
-        let Some(bytes) = self
-            .inner
-            .db
-            .get_pinned_cf(cf(&self.inner.db, CF_COMMANDS), key)?
-        else {
+        let Some(record) = self.command_record(scope, command_id)? else {
             return Ok(None);
         };
-        let record: CommandRecord =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt("command record", e))?;
         Ok(
             (record.first_position == first_position).then(|| CommandHeader {
                 scope: scope.to_string(),
