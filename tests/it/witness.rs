@@ -216,3 +216,104 @@ async fn the_witness_cosigns_extensions_and_refuses_a_rollback_and_a_rewritten_h
         state_before
     );
 }
+
+/// Runs `planledger audit verify-cosignature` on `checkpoint`.
+fn verify_cosignature(checkpoint: &Path, log_key: &str, witness_key: &str) -> Witnessed {
+    let output = Command::new(binary())
+        .args(["audit", "verify-cosignature", "--checkpoint"])
+        .arg(checkpoint)
+        .args(["--public-key", log_key, "--witness-key", witness_key])
+        .output()
+        .expect("run planledger audit verify-cosignature");
+    Witnessed {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_cosignature_checks_offline_and_a_changed_cosignature_or_checkpoint_is_refused() {
+    let data = tempfile::tempdir().expect("data dir");
+    let kept = tempfile::tempdir().expect("kept");
+    let state = kept.path().join("witness");
+    let server = Planledger::start_in(data.path(), &[]);
+    let client = Client::new();
+    let key = log_key(&server, &client).await;
+    let auditor = server.token("acme", "audrey", "auditor");
+    plan_with_goals(&server, &client, "p1", 2).await;
+    let round = witness(&server, &state, &key, &auditor);
+    assert!(round.ok, "{}", round.stderr);
+    let verifier = witness_key(&state).verifier_key();
+    let cosigned = state.join("cosigned.checkpoint");
+
+    let checked = verify_cosignature(&cosigned, &key, &verifier);
+    assert!(checked.ok, "{}", checked.stderr);
+    assert!(
+        checked
+            .stdout
+            .contains("ok: witness witness.example.com/w1 cosigned the tree of 3 events"),
+        "{}",
+        checked.stdout
+    );
+
+    let text = std::fs::read_to_string(&cosigned).expect("cosigned checkpoint");
+    let write = |name: &str, text: &str| {
+        let path = kept.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    // A changed cosignature: one character of its signature bytes (the end of the last line).
+    let last_line_end = text.trim_end().len();
+    let at = last_line_end - 8;
+    let flipped = if &text[at..at + 1] == "A" { "B" } else { "A" };
+    let changed = format!("{}{flipped}{}", &text[..at], &text[at + 1..]);
+    let refused = verify_cosignature(&write("changed-cosignature", &changed), &key, &verifier);
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("the cosignature of witness witness.example.com/w1"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("does not verify"),
+        "{}",
+        refused.stderr
+    );
+
+    // A changed checkpoint (another tree size): the log's own signature fails first.
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    lines[1] = "4";
+    let resized = verify_cosignature(
+        &write("changed-checkpoint", &lines.join("\n")),
+        &key,
+        &verifier,
+    );
+    assert!(!resized.ok, "{}", resized.stdout);
+    assert!(
+        resized.stderr.contains("the signature on")
+            && resized.stderr.contains("does not verify with key"),
+        "{}",
+        resized.stderr
+    );
+
+    // Another witness's key: no cosignature of it.
+    let other = WitnessKey::from_seed("witness.example.com/w2", [7; 32]).expect("name");
+    let missing = verify_cosignature(&cosigned, &key, &other.verifier_key());
+    assert!(!missing.ok, "{}", missing.stdout);
+    assert!(
+        missing
+            .stderr
+            .contains("carries no cosignature by witness witness.example.com/w2"),
+        "{}",
+        missing.stderr
+    );
+
+    // A verifier key whose key id does not match its name and key.
+    let altered = verifier.replacen("w1", "w9", 1);
+    let bad_key = verify_cosignature(&cosigned, &key, &altered);
+    assert!(!bad_key.ok, "{}", bad_key.stdout);
+    assert!(bad_key.stderr.contains("says key id"), "{}", bad_key.stderr);
+}

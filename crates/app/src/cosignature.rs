@@ -164,6 +164,83 @@ impl WitnessKey {
     }
 }
 
+/// A witness's signed-note verifier key, `<name>+<key id hex>+base64(0x04 || public key)` (what
+/// `planledger audit witness` prints when it creates its key): the name and public key its
+/// cosignatures are checked with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierKey {
+    /// The name the witness cosigns under.
+    pub name: String,
+    /// Its Ed25519 public key.
+    pub public_key: [u8; 32],
+}
+
+/// Why a verifier key could not be read; each names the part that is wrong.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifierKeyError {
+    /// Not three parts separated by '+'.
+    #[error(
+        "{0:?} is not a witness verifier key: expected <name>+<key id, 8 hex digits>+<base64 key>, as the witness printed it when it created its key"
+    )]
+    Shape(String),
+    /// The key part is not base64 of 33 bytes starting with the cosignature type.
+    #[error(
+        "the key part of the verifier key {0:?} is not base64 of 0x04 followed by a 32-byte Ed25519 public key (a cosignature/v1 key)"
+    )]
+    Key(String),
+    /// The key id does not belong to the name and key.
+    #[error(
+        "the verifier key {text:?} says key id {given}, but its name and key give {computed}: the key was altered or mistyped"
+    )]
+    KeyId {
+        /// The verifier key.
+        text: String,
+        /// The key id it carries, hex.
+        given: String,
+        /// The key id its name and key give, hex.
+        computed: String,
+    },
+}
+
+impl VerifierKey {
+    /// Reads a verifier key, checking its type byte and its key id.
+    pub fn parse(text: &str) -> Result<Self, VerifierKeyError> {
+        let text = text.trim();
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(VerifierKeyError::Shape(text.to_string()));
+        };
+        let given: [u8; 4] = hex::decode(id)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| VerifierKeyError::Shape(text.to_string()))?;
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            return Err(VerifierKeyError::Shape(text.to_string()));
+        }
+        let typed = STANDARD
+            .decode(key)
+            .map_err(|_| VerifierKeyError::Key(text.to_string()))?;
+        let public_key: [u8; 32] = match typed.split_first() {
+            Some((&COSIGNATURE_TYPE, rest)) => rest
+                .try_into()
+                .map_err(|_| VerifierKeyError::Key(text.to_string()))?,
+            _ => return Err(VerifierKeyError::Key(text.to_string())),
+        };
+        let computed = key_id(name, &public_key);
+        if computed != given {
+            return Err(VerifierKeyError::KeyId {
+                text: text.to_string(),
+                given: hex::encode(given),
+                computed: hex::encode(computed),
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            public_key,
+        })
+    }
+}
+
 /// Checks the cosignature of the witness `name` with `public_key` on a checkpoint (`file` names
 /// it in errors); answers the cosignature's timestamp.
 pub fn check_cosignature(
@@ -220,6 +297,33 @@ mod tests {
             root: [3; 32],
         });
         (log, note)
+    }
+
+    #[test]
+    fn a_verifier_key_reads_back_and_a_changed_one_is_refused() {
+        let key = WitnessKey::from_seed("witness.example.com/w1", [9; 32]).expect("name");
+        let text = key.verifier_key();
+        assert_eq!(
+            VerifierKey::parse(&text),
+            Ok(VerifierKey {
+                name: "witness.example.com/w1".into(),
+                public_key: key.public_key(),
+            })
+        );
+        let renamed = text.replacen("w1", "w2", 1);
+        assert!(matches!(
+            VerifierKey::parse(&renamed),
+            Err(VerifierKeyError::KeyId { .. })
+        ));
+        assert!(matches!(
+            VerifierKey::parse("witness.example.com/w1"),
+            Err(VerifierKeyError::Shape(_))
+        ));
+        let (head, _) = text.rsplit_once('+').expect("three parts");
+        assert!(matches!(
+            VerifierKey::parse(&format!("{head}+AAAA")),
+            Err(VerifierKeyError::Key(_))
+        ));
     }
 
     #[test]

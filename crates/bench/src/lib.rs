@@ -127,9 +127,9 @@ pub struct AppendArgs {
     /// Directory for the temporary databases (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
-    /// Rounds per concurrency (log, raw ceiling, then the log keeping no Merkle tree, each on a
-    /// fresh database); the round with the median ratio is printed, with the range of all
-    /// rounds' ratios.
+    /// Rounds per concurrency (the log and the log keeping no Merkle tree, in turns first, then
+    /// the raw ceilings, each on a fresh database); the round with the median ratio is printed,
+    /// with the range of all rounds' ratios.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// How appends become durable: `local` (the write-ahead log's fsync, vs raw synced RocksDB
@@ -562,15 +562,32 @@ async fn append(args: AppendArgs) -> Result<()> {
         let mut rounds = Vec::with_capacity(args.rounds.max(1));
         let mut tree_rounds: Vec<TreeRound> = Vec::with_capacity(args.rounds.max(1));
         for round in 0..args.rounds.max(1) {
-            let run = run_appends(
-                &base.join(format!("log-{index}-{round}")),
-                concurrency.max(1),
-                total,
-                args.payload_bytes,
-                Commit::LocalFsync,
-                true,
-            )
-            .await?;
+            // The log and the same appends into a log that keeps no Merkle tree (a bench-only
+            // switch), one right after the other, in turns first: whichever runs second finds
+            // the first one's files still being written back, so a fixed order would favour
+            // one of them.
+            let payload_bytes = args.payload_bytes;
+            let appends = |name: &str, tree: bool| {
+                let dir = base.join(format!("{name}-{index}-{round}"));
+                async move {
+                    run_appends(
+                        &dir,
+                        concurrency.max(1),
+                        total,
+                        payload_bytes,
+                        Commit::LocalFsync,
+                        tree,
+                    )
+                    .await
+                }
+            };
+            let (run, bare) = if round % 2 == 0 {
+                let run = appends("log", true).await?;
+                (run, appends("log-no-tree", false).await?)
+            } else {
+                let bare = appends("log-no-tree", false).await?;
+                (appends("log", true).await?, bare)
+            };
             let base_dir = base.join(format!("raw-{index}-{round}"));
             let sizes = run.sync_sizes.clone();
             let value_bytes = run.stored_bytes;
@@ -587,16 +604,6 @@ async fn append(args: AppendArgs) -> Result<()> {
             let rate = run.events as f64 / run.elapsed.as_secs_f64();
             let raw_rate = raw_events as f64 / raw_elapsed.as_secs_f64();
             let raw_latency = summarize(&mut raw_latencies);
-            // The same appends into a log that keeps no Merkle tree (a bench-only switch).
-            let bare = run_appends(
-                &base.join(format!("log-no-tree-{index}-{round}")),
-                concurrency.max(1),
-                total,
-                args.payload_bytes,
-                Commit::LocalFsync,
-                false,
-            )
-            .await?;
             let bare_rate = bare.events as f64 / bare.elapsed.as_secs_f64();
             tree_rounds.push(TreeRound {
                 ratio: rate / bare_rate,

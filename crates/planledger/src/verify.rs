@@ -1,7 +1,8 @@
 //! `planledger verify`: walks the hash chain and rebuilds the Merkle tree with a progress bar
 //! (naming the first bad position, or the first stored tree node that differs), or checks a
 //! signed digest against the log; `planledger audit public-key` prints the digest key, and
-//! `audit verify-event`/`verify-consistency` check proofs offline (`audit witness`: witness.rs).
+//! `audit verify-event`/`verify-consistency` check proofs offline, `audit verify-cosignature`
+//! a witness's cosignature (`audit witness`: witness.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use planledger_app::DigestKey;
 use planledger_app::audit::{PublicKey, SignedDigest, check_digest};
 use planledger_app::checkpoint;
+use planledger_app::cosignature::{VerifierKey, check_cosignature};
 use planledger_store::{EventStore, Position, StoreOptions};
 
 /// Flags of `verify`.
@@ -22,7 +24,8 @@ pub struct VerifyArgs {
     /// still holds its position with its hash, and the chain from 1 to it.
     #[arg(long)]
     pub digest: Option<PathBuf>,
-    /// The Ed25519 public key (64 hex digits, from `GET /v1/audit/keys`) to check the digest's
+    /// The Ed25519 public key (64 hex digits, from `GET /v1/audit/keys`; in cluster mode
+    /// `?partition=P`) to check the digest's
     /// signature with; default: the data directory's digest key.
     #[arg(long, requires = "digest")]
     pub public_key: Option<String>,
@@ -37,6 +40,8 @@ pub enum AuditCommand {
     VerifyEvent(VerifyEventArgs),
     /// Check offline that a newer signed checkpoint extends an older one.
     VerifyConsistency(VerifyConsistencyArgs),
+    /// Check offline that a checkpoint is signed by the log and cosigned by a witness.
+    VerifyCosignature(VerifyCosignatureArgs),
     /// Witness a log: fetch its newest checkpoint, check that it extends the last one seen,
     /// cosign it (C2SP tlog-cosignature); refuse a rewritten history or a rollback.
     Witness(crate::witness::WitnessArgs),
@@ -57,7 +62,8 @@ pub struct VerifyEventArgs {
     #[arg(long)]
     pub event: PathBuf,
     /// The Ed25519 public key the checkpoint is signed with (64 hex digits, from
-    /// `GET /v1/audit/keys` or `planledger audit public-key`).
+    /// `GET /v1/audit/keys`, in cluster mode `GET /v1/audit/keys?partition=P`, or
+    /// `planledger audit public-key`).
     #[arg(long)]
     pub public_key: String,
 }
@@ -76,6 +82,22 @@ pub struct VerifyConsistencyArgs {
     /// The Ed25519 public key both checkpoints are signed with (64 hex digits).
     #[arg(long)]
     pub public_key: String,
+}
+
+/// Flags of `audit verify-cosignature`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyCosignatureArgs {
+    /// The cosigned checkpoint (a witness's `cosigned.checkpoint`, or what it printed).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The Ed25519 public key the log signs its checkpoints with (64 hex digits, from
+    /// `GET /v1/audit/keys`, in cluster mode `GET /v1/audit/keys?partition=P`).
+    #[arg(long)]
+    pub public_key: String,
+    /// The witness's verifier key (`<name>+<key id>+<base64 key>`, printed by
+    /// `planledger audit witness` when it created its key).
+    #[arg(long)]
+    pub witness_key: String,
 }
 
 /// Flags of `audit public-key`.
@@ -103,6 +125,7 @@ pub async fn run_audit(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::VerifyEvent(args) => verify_event(&args),
         AuditCommand::VerifyConsistency(args) => verify_consistency(&args),
+        AuditCommand::VerifyCosignature(args) => verify_cosignature(&args),
         AuditCommand::Witness(args) => crate::witness::run(args).await,
     }
 }
@@ -155,6 +178,33 @@ fn verify_consistency(args: &VerifyConsistencyArgs) -> Result<()> {
     println!(
         "ok: the tree of {} events extends the tree of {} events (both checkpoints signed with key {})",
         checked.to, checked.from, key.key_id
+    );
+    Ok(())
+}
+
+fn verify_cosignature(args: &VerifyCosignatureArgs) -> Result<()> {
+    let key = PublicKey::from_hex(&args.public_key)?;
+    let witness = VerifierKey::parse(&args.witness_key).context("--witness-key")?;
+    let (file, text) = read_text(&args.checkpoint, "cosigned checkpoint")?;
+    let fail = |e: checkpoint::CheckError| anyhow::anyhow!("verify-cosignature failed: {e}");
+    // The log's signature first: a cosignature of a checkpoint the log did not sign proves
+    // nothing about the log.
+    let checked = checkpoint::open_checkpoint(&file, &text, &key)
+        .map_err(fail)?
+        .0;
+    let timestamp =
+        check_cosignature(&file, &text, &witness.name, &witness.public_key).map_err(fail)?;
+    let at = i64::try_from(timestamp)
+        .ok()
+        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
+        .map_or_else(|| format!("{timestamp} s"), |at| at.to_string());
+    println!(
+        "ok: witness {} cosigned the tree of {} events of {} (root {}) at {at}; the checkpoint is signed with key {}",
+        witness.name,
+        checked.tree_size,
+        checked.origin,
+        planledger_store::merkle::proof::base64_hash(&checked.root),
+        key.key_id
     );
     Ok(())
 }

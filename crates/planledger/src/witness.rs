@@ -33,8 +33,9 @@ pub struct WitnessArgs {
     /// directory; created if missing).
     #[arg(long)]
     pub state: PathBuf,
-    /// The log's checkpoint public key: 64 hex digits, from `GET /v1/audit/keys` or
-    /// `planledger audit public-key`, obtained out of band.
+    /// The log's checkpoint public key: 64 hex digits, from `GET /v1/audit/keys` (in cluster
+    /// mode `GET /v1/audit/keys?partition=P`, the partition witnessed) or `planledger audit
+    /// public-key` on the signing node's data directory, obtained out of band.
     #[arg(long)]
     pub log_key: String,
     /// The name this witness cosigns under (a signed-note key name, e.g.

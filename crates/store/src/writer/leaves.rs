@@ -2,10 +2,10 @@
 //! off the writer thread: as the writer renders each event it copies the stored bytes into a
 //! chunk, and every [`CHUNK_EVENTS`] events hands the chunk to a thread of its own, which hashes
 //! it while the writer renders the rest of the batch. At the end of the batch the writer takes
-//! the hashes in order; a chunk the hashing thread has not started yet (or a batch's last,
-//! partial chunk) the writer hashes itself, so it never waits for a thread that did not get a
-//! core. The writer then only combines: its right edge of the tree adds each leaf, and the
-//! nodes go into the batch (see `Writer::add_leaves`).
+//! the hashes in order; a chunk whose hashes are not ready (not started, or started by a thread
+//! that lost its core) and the batch's last, partial chunk the writer hashes itself, so it never
+//! waits for the hashing thread. The writer then only combines: its right edge of the tree adds
+//! each leaf, and the nodes go into the batch (see `Writer::add_leaves`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
@@ -22,9 +22,9 @@ struct Chunk {
     bytes: Vec<u8>,
     /// Where each event's bytes end in `bytes`.
     ends: Vec<usize>,
-    /// Set by whoever hashes the chunk (the hashing thread or the writer), before hashing it.
-    claimed: AtomicBool,
-    /// The hashes, in order, when the hashing thread took the chunk.
+    /// Set by the writer when it hashes the chunk itself: the hashing thread skips it.
+    taken: AtomicBool,
+    /// The hashes, in order, once the hashing thread has them.
     hashes: OnceLock<Vec<Hash>>,
 }
 
@@ -33,14 +33,9 @@ impl Chunk {
         Self {
             bytes: Vec::with_capacity(CHUNK_EVENTS * 1024),
             ends: Vec::with_capacity(CHUNK_EVENTS),
-            claimed: AtomicBool::new(false),
+            taken: AtomicBool::new(false),
             hashes: OnceLock::new(),
         }
-    }
-
-    /// Claims the chunk: true for exactly one caller.
-    fn claim(&self) -> bool {
-        !self.claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Hands each event's leaf hash to `out`, in order.
@@ -75,13 +70,12 @@ impl LeafHasher {
             .name("planledger-log-leaves".into())
             .spawn(move || {
                 while let Ok(chunk) = work.recv() {
-                    if chunk.claim() {
+                    if !chunk.taken.load(Ordering::Acquire) {
                         let mut hashes = Vec::with_capacity(chunk.ends.len());
                         chunk.hash_each(|hash| hashes.push(hash));
-                        chunk
-                            .hashes
-                            .set(hashes)
-                            .expect("only the claimant sets a chunk's hashes");
+                        // Only this thread sets a chunk's hashes (the writer hashes a chunk it
+                        // takes for itself without keeping them here).
+                        let _ = chunk.hashes.set(hashes);
                     }
                 }
             });
@@ -128,11 +122,14 @@ impl LeafHasher {
     pub(crate) fn take(&mut self, mut out: impl FnMut(Hash)) {
         let mut taken = 0usize;
         for chunk in self.handed.drain(..) {
-            if chunk.claim() {
-                chunk.hash_each(&mut out);
-            } else {
-                for hash in chunk.hashes.wait() {
-                    out(*hash);
+            match chunk.hashes.get() {
+                Some(hashes) => {
+                    assert_eq!(hashes.len(), chunk.ends.len(), "one hash per event");
+                    hashes.iter().for_each(|hash| out(*hash));
+                }
+                None => {
+                    chunk.taken.store(true, Ordering::Release);
+                    chunk.hash_each(&mut out);
                 }
             }
             taken += chunk.ends.len();
@@ -163,6 +160,8 @@ mod tests {
 
     #[test]
     fn leaves_come_back_in_order_whoever_hashes_them() {
+        // Batches of every shape against the hashing thread, whose chunks may or may not be
+        // ready when the batch ends.
         let mut hasher = LeafHasher::start();
         for batch in [1usize, 15, 16, 17, 100, 0, 3] {
             let entries: Vec<Vec<u8>> = (0..batch)
