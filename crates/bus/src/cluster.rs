@@ -211,12 +211,27 @@ fn bucket_stream() -> String {
     format!("KV_{CLUSTER_BUCKET}")
 }
 
+/// How long a read of the cluster's configuration waits out a bucket that answers "no
+/// responders" (its stream's replicas electing a leader, a server restarting): a node starting
+/// then waits instead of exiting.
+const CONFIG_READ_PATIENCE: Duration = Duration::from_secs(30);
+
 async fn read_config(bucket: &kv::Store) -> Result<Option<ClusterConfig>, BusError> {
-    let Some(bytes) = bucket
-        .get(CLUSTER_CONFIG_KEY)
-        .await
-        .map_err(|e| BusError::nats("read the cluster configuration", e))?
-    else {
+    let started = std::time::Instant::now();
+    let found = loop {
+        match bucket.get(CLUSTER_CONFIG_KEY).await {
+            Ok(found) => break found,
+            Err(e)
+                if e.to_string().contains("no responders")
+                    && started.elapsed() < CONFIG_READ_PATIENCE =>
+            {
+                tracing::warn!(error = %e, "the cluster bucket does not answer yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(BusError::nats("read the cluster configuration", e)),
+        }
+    };
+    let Some(bytes) = found else {
         return Ok(None);
     };
     let config: ClusterConfig =
