@@ -31,8 +31,7 @@ use planledger_projections::{
     Delivery, EventSource, RuntimeOptions, SourceError, SourceHead, is_bookkeeping_key,
 };
 use planledger_store::{
-    AppendMeta, AppendRequest, Commit, EventStore, ExpectedVersion, LogHealth, NewEvent,
-    PartitionCount, Position, StoreOptions, StreamId,
+    Commit, EventStore, LogHealth, PartitionCount, Position, StoreOptions, StreamId,
 };
 use serde_json::Value;
 
@@ -686,26 +685,14 @@ async fn commit_unknown_event(nats: &NatsCluster, partition: u32, plan: &str) ->
         assert!(Instant::now() < deadline, "the cache never caught up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let data =
-        serde_json::value::RawValue::from_string("{\"teleported\": true}".into()).expect("JSON");
-    let appended = store
-        .append(AppendRequest {
-            stream: StreamId::new(format!("{TENANT}/{plan}")).expect("stream id"),
-            expected: ExpectedVersion::Any,
-            events: vec![NewEvent::new(
-                "GoalTeleported",
-                1,
-                jiff::Timestamp::now(),
-                data,
-            )],
-            meta: AppendMeta {
-                actor: "newer-writer".into(),
-                ..AppendMeta::default()
-            },
-        })
-        .await
-        .expect("the stream commits the event");
-    let position = appended.position().get();
+    let position = crate::poison_events::append_as_a_newer_writer(
+        &store,
+        &format!("{TENANT}/{plan}"),
+        "GoalTeleported",
+        1,
+        r#"{"teleported": true}"#,
+    )
+    .await;
     tokio::task::block_in_place(|| drop(store));
     position
 }

@@ -21,29 +21,44 @@ async fn append_raw(data_dir: &std::path::Path, events: &[(&str, u32, &str)]) ->
         EventStore::open(data_dir.join("log"), StoreOptions::default()).expect("the log opens");
     let mut positions = Vec::new();
     for (event_type, version, data) in events {
-        let data = serde_json::value::RawValue::from_string((*data).to_owned()).expect("JSON");
-        store
-            .append(AppendRequest {
-                // Another plan: the command path cannot load a plan holding such an event.
-                stream: StreamId::new("acme/q4").expect("stream id"),
-                expected: ExpectedVersion::Any,
-                events: vec![NewEvent::new(
-                    *event_type,
-                    *version,
-                    jiff::Timestamp::now(),
-                    data,
-                )],
-                meta: AppendMeta {
-                    actor: "newer-writer".into(),
-                    ..AppendMeta::default()
-                },
-            })
-            .await
-            .expect("raw append");
-        positions.push(store.last_position().get());
+        // Another plan: the command path cannot load a plan holding such an event.
+        let position =
+            append_as_a_newer_writer(&store, "acme/q4", event_type, *version, data).await;
+        positions.push(position);
     }
     store.flush().expect("flush");
     positions
+}
+
+/// Appends one event of `event_type` at schema `version` with `data` to `stream`, below the
+/// domain, as a writer of a newer build would; returns its position.
+pub(crate) async fn append_as_a_newer_writer(
+    store: &EventStore,
+    stream: &str,
+    event_type: &str,
+    version: u32,
+    data: &str,
+) -> u64 {
+    let data = serde_json::value::RawValue::from_string(data.to_owned()).expect("JSON");
+    store
+        .append(AppendRequest {
+            stream: StreamId::new(stream).expect("stream id"),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent::new(
+                event_type,
+                version,
+                jiff::Timestamp::now(),
+                data,
+            )],
+            meta: AppendMeta {
+                actor: "newer-writer".into(),
+                ..AppendMeta::default()
+            },
+        })
+        .await
+        .expect("the log takes the event")
+        .position()
+        .get()
 }
 
 /// The status of projector `name` in `GET /v1/projections`.

@@ -65,6 +65,16 @@ def launch(playwright, profile, chromium):
     return context
 
 
+def watched_page(context, requested):
+    """A new page whose requests are appended to `requested`; returns it with the list its
+    script errors are collected in."""
+    page = context.new_page()
+    page.on("request", lambda r: requested.append(r.url))
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page, errors
+
+
 def check_only_the_service(requested, base):
     """Every request the page made went to the service (or was a data: URL)."""
     outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]

@@ -18,7 +18,16 @@ import urllib.request
 from playwright.sync_api import sync_playwright
 
 PLAN = "launch-2027"
-from browser import api, check, check_only_the_service, launch, pct, run, wait_until
+from browser import (
+    api,
+    check,
+    check_only_the_service,
+    launch,
+    pct,
+    run,
+    wait_until,
+    watched_page,
+)
 
 
 def main():
@@ -32,10 +41,7 @@ def main():
 
     with sync_playwright() as p, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         context = launch(p, profile, chromium)
-        page = context.new_page()
-        page.on("request", lambda r: requested.append(r.url))
-        console_errors = []
-        page.on("pageerror", lambda e: console_errors.append(str(e)))
+        page, console_errors = watched_page(context, requested)
 
         # Sign in through the address `planledger demo` prints, straight onto the plan page.
         page.goto(dashboard_url)

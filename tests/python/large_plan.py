@@ -17,7 +17,7 @@ import tempfile
 
 from playwright.sync_api import sync_playwright
 
-from browser import api, check, check_only_the_service, launch, run, wait_until
+from browser import api, check, check_only_the_service, launch, run, wait_until, watched_page
 
 # Sets the slider as a drag would (an `input` event), then resolves with the milliseconds until
 # the readout names the version and the goals panel was redrawn after it.
@@ -90,10 +90,7 @@ def main():
 
     with sync_playwright() as p, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         context = launch(p, profile, chromium)
-        page = context.new_page()
-        page.on("request", lambda r: requested.append(r.url))
-        console_errors = []
-        page.on("pageerror", lambda e: console_errors.append(str(e)))
+        page, console_errors = watched_page(context, requested)
 
         page.goto(f"{base}/ui/#token={auditor}&plan={plan}")
         page.wait_for_selector("table.goals tbody tr")

@@ -36,6 +36,22 @@ pub struct CommandRequest {
     pub traceparent: Option<String>,
 }
 
+impl CommandRequest {
+    /// `command` on `plan_id` with nothing else given: no command id, no expected version, no
+    /// tracing context.
+    pub fn new(plan_id: PlanId, command: Command) -> Self {
+        Self {
+            plan_id,
+            command,
+            command_id: None,
+            expected_version: None,
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+        }
+    }
+}
+
 /// What an accepted command produced.
 #[derive(Clone, Debug)]
 pub struct CommandResult {

@@ -579,18 +579,7 @@ mod tests {
         }
         for (n, command) in script.into_iter().enumerate() {
             let result = commands
-                .execute(
-                    &principal,
-                    CommandRequest {
-                        plan_id: plan_id.clone(),
-                        command,
-                        command_id: None,
-                        expected_version: None,
-                        correlation_id: None,
-                        causation_id: None,
-                        traceparent: None,
-                    },
-                )
+                .execute(&principal, CommandRequest::new(plan_id.clone(), command))
                 .await
                 .expect("command accepted");
             // One event per command, so every version is crossed on its own.

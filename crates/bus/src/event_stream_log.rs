@@ -71,10 +71,14 @@ impl Counts {
         let continued = match &self.last {
             Some((last, stream, command_id, recorded))
                 if event.command.is_none()
-                    && last + 1 == position
-                    && stream == envelope.stream.as_str()
-                    && envelope.command_id.is_some()
-                    && *command_id == envelope.command_id =>
+                    && planledger_store::continues_append(
+                        (*last, stream, command_id.as_deref()),
+                        (
+                            position,
+                            envelope.stream.as_str(),
+                            envelope.command_id.as_deref(),
+                        ),
+                    ) =>
             {
                 Some(*recorded)
             }

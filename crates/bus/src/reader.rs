@@ -126,14 +126,15 @@ impl Appends {
     /// Whether the event continues the append of the event before it (same stream and command
     /// id, the next position): only an append's first event can carry its command record.
     fn continues(&mut self, wire: &EventEnvelope) -> bool {
-        let continues = matches!(
-            &self.last,
-            Some((position, stream, command_id))
-                if position.get() + 1 == wire.position
-                    && *stream == wire.stream
-                    && wire.command_id.is_some()
-                    && *command_id == wire.command_id
-        );
+        let continues = self
+            .last
+            .as_ref()
+            .is_some_and(|(position, stream, command_id)| {
+                planledger_store::continues_append(
+                    (position.get(), stream, command_id.as_deref()),
+                    (wire.position, &wire.stream, wire.command_id.as_deref()),
+                )
+            });
         self.last = Some((
             Position(wire.position),
             wire.stream.clone(),

@@ -146,13 +146,9 @@ pub async fn seed(app: &App) -> Result<()> {
             .execute_decided_at(
                 &principal,
                 CommandRequest {
-                    plan_id: plan_id.clone(),
-                    command,
                     command_id: Some(format!("demo-seed-{n}")),
-                    expected_version: None,
                     correlation_id: Some("demo-seed".into()),
-                    causation_id: None,
-                    traceparent: None,
+                    ..CommandRequest::new(plan_id.clone(), command)
                 },
                 Some(decided),
             )

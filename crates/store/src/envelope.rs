@@ -14,6 +14,18 @@ pub const GENESIS_HASH: &str = match std::str::from_utf8(&GENESIS) {
     Err(_) => panic!("hex digits are ASCII"),
 };
 
+/// Whether the event at `next` (position, stream, command id) continues the append of the event
+/// at `previous`: same stream and command id, the next position. An append's events are
+/// consecutive and share their command's id, so this is how a reader of the log (the relay,
+/// a catch-up, a restore's counts) finds where one command's events end; only an append's
+/// first event carries its command record.
+pub fn continues_append(
+    previous: (u64, &str, Option<&str>),
+    next: (u64, &str, Option<&str>),
+) -> bool {
+    next.2.is_some() && previous.2 == next.2 && previous.1 == next.1 && previous.0 + 1 == next.0
+}
+
 /// One event as it is stored in the log and handed to readers.
 ///
 /// Field order is part of the format: the hash covers the JSON of every field but `hash`, in

@@ -34,7 +34,7 @@ pub use backup::{LogCopy, LogSummary, checkpoint_closed};
 pub use commit::{
     CommandHeader, Commit, CommitError, CommitEvent, CommittedEvent, Committer, MAX_COMMIT_EVENTS,
 };
-pub use envelope::{Envelope, GENESIS_HASH, NewEvent};
+pub use envelope::{Envelope, GENESIS_HASH, NewEvent, continues_append};
 pub use error::StoreError;
 pub use ids::{ExpectedVersion, MAX_STREAM_ID_LEN, Position, StreamId, Version};
 pub use log::{

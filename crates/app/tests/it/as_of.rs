@@ -130,15 +130,7 @@ fn write(ops: &[Op], snapshot_every: u64, step: u64, capacity: usize) -> Written
     let mut refused = 0;
     runtime.block_on(async {
         for command in setup().into_iter().chain(ops.iter().map(command)) {
-            let request = CommandRequest {
-                plan_id: plan_id.clone(),
-                command,
-                command_id: None,
-                expected_version: None,
-                correlation_id: None,
-                causation_id: None,
-                traceparent: None,
-            };
+            let request = CommandRequest::new(plan_id.clone(), command);
             if commands.execute(&principal, request).await.is_err() {
                 refused += 1;
             }

@@ -339,9 +339,18 @@ fn track_command(state: &mut ApplyState, event: &CommittedEvent) {
     }
     // The later events of the same append: same stream and command id, the next position.
     if let Some((_, id, record)) = state.open_command.as_mut()
-        && record.stream == envelope.stream
-        && envelope.command_id.as_deref() == Some(id.as_str())
-        && record.last_position.0 + 1 == envelope.position.0
+        && crate::envelope::continues_append(
+            (
+                record.last_position.0,
+                record.stream.as_str(),
+                Some(id.as_str()),
+            ),
+            (
+                envelope.position.0,
+                envelope.stream.as_str(),
+                envelope.command_id.as_deref(),
+            ),
+        )
     {
         record.last_position = envelope.position;
         return;
