@@ -20,7 +20,7 @@ use planledger_app::{LoadedPlan, PlanLoader, Principal, QueryService, Role, Stat
 use planledger_domain::event::{CheckInRecorded, StepAdded};
 use planledger_domain::plan::{Plan, TrackStatus};
 use planledger_domain::{Event, PlanId, evolve};
-use planledger_export::{ExportOptions, Format};
+use planledger_export::{ExportOptions, Format, Output};
 use planledger_store::{
     EventStore, LogReader, Position, StoreError, StoreOptions, StreamId, Version,
 };
@@ -430,7 +430,7 @@ fn export_throughput(
     };
     let export = |format: Format| -> Result<Pass> {
         let path = base.join(format!("export.{}", format.as_str()));
-        let file = std::fs::File::create(&path)?;
+        let mut file = std::fs::File::create(&path)?;
         let options = ExportOptions {
             format,
             from: Position(1),
@@ -440,12 +440,15 @@ fn export_throughput(
         let progress = bar(last.get(), &format!("export {}", format.as_str()));
         let mut shown = 0u64;
         let started = Instant::now();
-        let report = planledger_export::export(&view, &options, file, |position| {
-            if position.get() - shown >= 16_384 {
-                progress.set_position(position.get());
-                shown = position.get();
-            }
-        })?;
+        let report =
+            planledger_export::export(&view, &options, Output::File(&mut file), |position| {
+                if position.get() - shown >= 16_384 {
+                    progress.set_position(position.get());
+                    shown = position.get();
+                }
+            })?;
+        // As `planledger export` ends a file: on disk before it is renamed into place.
+        file.sync_all()?;
         let elapsed = started.elapsed();
         progress.finish_and_clear();
         std::fs::remove_file(&path)?;

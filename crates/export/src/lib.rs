@@ -12,14 +12,15 @@
 
 mod envelope;
 mod ndjson;
+mod output;
 mod parquet_file;
 mod row_groups;
 
-use std::io::Write;
 use std::ops::ControlFlow;
 
 use planledger_store::{LogView, Position, StoreError};
 
+pub use output::Output;
 pub use parquet_file::{partitioned_schema, schema};
 pub use row_groups::ROW_GROUP_ROWS;
 
@@ -116,10 +117,11 @@ pub enum ExportError {
 ///
 /// Memory stays bounded: NDJSON goes out in buffers of a few MiB, Parquet in batches of a few
 /// thousand rows, each encoder holding the one row group of [`ROW_GROUP_ROWS`] rows it makes.
-pub fn export<W: Write + Send>(
+/// A file is written with direct I/O where its filesystem allows it (see [`Output::File`]).
+pub fn export(
     view: &LogView<'_>,
     options: &ExportOptions,
-    out: W,
+    out: Output<'_>,
     progress: impl FnMut(Position),
 ) -> Result<ExportReport, ExportError> {
     let to = options
@@ -153,10 +155,10 @@ pub struct PartitionedEvent {
 /// Writes `events` (a cluster's partitions, read by the caller) to `out` in `format`: NDJSON
 /// lines as given, Parquet rows with a last column `partition`. `progress` sees each event.
 /// The report's positions are those of the first and last event written (of their partitions).
-pub fn export_partitioned<W: Write + Send>(
+pub fn export_partitioned(
     events: impl Iterator<Item = Result<PartitionedEvent, ExportError>>,
     format: Format,
-    out: W,
+    out: Output<'_>,
     mut progress: impl FnMut(&PartitionedEvent),
 ) -> Result<ExportReport, ExportError> {
     write_with(format, parquet_file::partitioned_schema(), out, |sink| {
@@ -179,33 +181,29 @@ pub fn export_partitioned<W: Write + Send>(
 /// Both formats write on threads of their own, fed through small queues, while this one scans
 /// (Parquet's encoders also decode the envelopes and build the columns): on two cores or more
 /// the scan and the rest overlap.
-fn write_with<W: Write + Send>(
+fn write_with(
     format: Format,
     schema: arrow_schema::SchemaRef,
-    out: W,
+    out: Output<'_>,
     feed: impl FnOnce(&mut dyn Sink) -> Result<ExportReport, ExportError>,
 ) -> Result<ExportReport, ExportError> {
-    let mut out = Counting {
-        inner: out,
-        bytes: 0,
-    };
-    let mut report = std::thread::scope(|scope| match format {
-        Format::Ndjson => {
-            let (sink, writer) = ndjson::spawn_writer(scope, &mut out)?;
-            feed_then_join(sink, writer, feed)
+    std::thread::scope(|scope| {
+        let out = output::Destination::new(out)?;
+        match format {
+            Format::Ndjson => {
+                let (sink, writer) = ndjson::spawn_writer(scope, out)?;
+                feed_then_join(sink, writer, feed)
+            }
+            Format::Parquet => {
+                let (sink, writer) = parquet_file::spawn_writer(scope, out, schema)?;
+                feed_then_join(sink, writer, feed)
+            }
         }
-        Format::Parquet => {
-            let (sink, writer) = parquet_file::spawn_writer(scope, &mut out, schema)?;
-            feed_then_join(sink, writer, feed)
-        }
-    })?;
-    out.flush()?;
-    report.bytes = out.bytes;
-    Ok(report)
+    })
 }
 
-/// The thread writing an export's file; it answers how the writing ended.
-type WriterThread<'scope> = std::thread::ScopedJoinHandle<'scope, Result<(), ExportError>>;
+/// The thread writing an export's file; it answers how the writing ended: the bytes written.
+type WriterThread<'scope> = std::thread::ScopedJoinHandle<'scope, Result<u64, ExportError>>;
 
 /// Runs `feed` into `sink`, finishes it and waits for its writer thread.
 fn feed_then_join<S: Sink>(
@@ -223,7 +221,8 @@ fn feed_then_join<S: Sink>(
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     // A failed write stops the scan too (its queue is gone): report the write's error.
-    written.and(scanned)
+    let bytes = written?;
+    Ok(ExportReport { bytes, ..scanned? })
 }
 
 /// Feeds `sink` the selected events of `from..=to`: what was written and read through.
@@ -278,23 +277,5 @@ fn envelope_error(position: Position, detail: impl ToString) -> ExportError {
     ExportError::Envelope {
         position: position.get(),
         detail: detail.to_string(),
-    }
-}
-
-/// A writer that counts the bytes through it.
-struct Counting<W> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.bytes += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }

@@ -1,6 +1,5 @@
 //! Parquet: one typed row per event, zstd-compressed, in row groups of [`ROW_GROUP_ROWS`].
 
-use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -14,6 +13,7 @@ use parquet::schema::types::ColumnPath;
 use planledger_store::Position;
 
 use crate::envelope::{self, Fields};
+use crate::output::{BlockWriter, Destination};
 use crate::row_groups::{self, ROW_GROUP_ROWS, RowGroups};
 use crate::{ExportError, WriterThread, envelope_error, tenant_and_plan};
 
@@ -241,12 +241,12 @@ fn properties() -> WriterProperties {
 
 /// Starts the threads that decode, encode and write the file over `out` (see [`row_groups`])
 /// and returns the sink that feeds them.
-pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
+pub(crate) fn spawn_writer<'scope, 'out: 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
-    out: W,
+    out: Destination<'out>,
     schema: SchemaRef,
 ) -> Result<(RowGroups, WriterThread<'scope>), ExportError> {
-    let out = BufWriter::with_capacity(1 << 20, out);
+    let out = BlockWriter::new(out, 1 << 20);
     row_groups::spawn(scope, out, schema, properties())
 }
 

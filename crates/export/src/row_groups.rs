@@ -4,7 +4,6 @@
 //! thread appends the finished groups to the file in order, then writes the footer.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use arrow_schema::SchemaRef;
@@ -17,6 +16,7 @@ use parquet::file::writer::SerializedFileWriter;
 
 use planledger_store::Position;
 
+use crate::output::BlockWriter;
 use crate::parquet_file::{BATCH_ROWS, Columns, Envelopes};
 use crate::{ExportError, Sink, WriterThread};
 
@@ -60,9 +60,9 @@ pub(crate) struct RowGroups {
 /// Starts the encoders and the file's writer on threads of `scope`, writing to `out` with
 /// `properties`: the returned [`RowGroups`] takes the batches, the thread answers how the
 /// writing ended (an encoder's error before the writer's own).
-pub(crate) fn spawn<'scope, W: Write + Send + 'scope>(
+pub(crate) fn spawn<'scope, 'out: 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
-    out: W,
+    out: BlockWriter<'out>,
     schema: SchemaRef,
     properties: WriterProperties,
 ) -> Result<(RowGroups, WriterThread<'scope>), ExportError> {
@@ -237,11 +237,12 @@ fn encode(
     Ok(())
 }
 
-/// The file's writer: appends the encoded groups in order as they come, then the footer.
-fn write_file<W: Write + Send>(
-    mut file: SerializedFileWriter<W>,
+/// The file's writer: appends the encoded groups in order as they come, then the footer; it
+/// answers the bytes written.
+fn write_file(
+    mut file: SerializedFileWriter<BlockWriter<'_>>,
     finished: &Receiver<Encoded>,
-) -> Result<(), ExportError> {
+) -> Result<u64, ExportError> {
     // Groups that came before the one due next (at most one per other encoder).
     let mut early = BTreeMap::new();
     let mut next = 0;
@@ -261,7 +262,5 @@ fn write_file<W: Write + Send>(
         // An encoder stopped before finishing its group: no footer over a gap.
         return Err(ExportError::EncoderStopped);
     }
-    file.finish()?;
-    file.inner_mut().flush()?;
-    Ok(())
+    Ok(file.into_inner()?.finish()?)
 }

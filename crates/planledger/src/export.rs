@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use planledger_export::{ExportOptions, ExportReport, Format};
+use planledger_export::{ExportOptions, ExportReport, Format, Output};
 use planledger_store::{LogReader, Position, StoreOptions};
 
 /// File formats of `export`.
@@ -116,11 +116,16 @@ fn run(args: ExportArgs) -> Result<()> {
     };
     let started = Instant::now();
     let report = if to_stdout {
-        let stdout = std::io::stdout();
-        planledger_export::export(&view, &options, stdout, progress)?
+        let mut stdout = std::io::stdout();
+        planledger_export::export(&view, &options, Output::Writer(&mut stdout), progress)?
     } else {
         write_file(&args.to, |file| {
-            Ok(planledger_export::export(&view, &options, file, progress)?)
+            Ok(planledger_export::export(
+                &view,
+                &options,
+                Output::File(file),
+                progress,
+            )?)
         })?
     };
     bar.finish_and_clear();
@@ -313,13 +318,19 @@ async fn run_cluster(args: ExportArgs, nats: &str) -> Result<()> {
             }
         };
         let report = if to_stdout {
-            planledger_export::export_partitioned(events, format, std::io::stdout(), &mut progress)?
+            let mut stdout = std::io::stdout();
+            planledger_export::export_partitioned(
+                events,
+                format,
+                Output::Writer(&mut stdout),
+                &mut progress,
+            )?
         } else {
             write_file(&target, |file| {
                 Ok(planledger_export::export_partitioned(
                     events,
                     format,
-                    file,
+                    Output::File(file),
                     &mut progress,
                 )?)
             })?

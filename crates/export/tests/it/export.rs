@@ -8,7 +8,7 @@ use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{TimestampNanosecondType, UInt64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use planledger_export::{ExportError, ExportOptions, Format, export, schema};
+use planledger_export::{ExportError, ExportOptions, Format, Output, export, schema};
 use planledger_store::{
     AppendMeta, AppendRequest, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
     StoreOptions, StreamId,
@@ -71,7 +71,13 @@ fn stored(store: &EventStore, from: u64, to: u64) -> Vec<Vec<u8>> {
 async fn ndjson_is_the_stored_envelopes_one_per_line() {
     let (_dir, store) = log_with(4, 1).await;
     let mut out = Vec::new();
-    let report = export(&store.view(), &options(Format::Ndjson), &mut out, |_| {}).expect("export");
+    let report = export(
+        &store.view(),
+        &options(Format::Ndjson),
+        Output::Writer(&mut out),
+        |_| {},
+    )
+    .expect("export");
     assert_eq!(report.events, 12);
     assert_eq!(report.first_position, Some(Position(1)));
     assert_eq!(report.last_position, Some(Position(12)));
@@ -88,6 +94,33 @@ async fn ndjson_is_the_stored_envelopes_one_per_line() {
 }
 
 #[tokio::test]
+async fn ndjson_in_a_file_is_the_same_bytes_as_through_a_writer() {
+    // Several MiB, so the file takes whole blocks (with direct I/O where the temp directory's
+    // filesystem allows it) and a partial last one.
+    let (dir, store) = log_with(4, 3_000).await;
+    let mut streamed = Vec::new();
+    let through_writer = export(
+        &store.view(),
+        &options(Format::Ndjson),
+        Output::Writer(&mut streamed),
+        |_| {},
+    )
+    .expect("export");
+    let path = dir.path().join("events.ndjson");
+    let mut file = std::fs::File::create(&path).expect("create");
+    let in_file = export(
+        &store.view(),
+        &options(Format::Ndjson),
+        Output::File(&mut file),
+        |_| {},
+    )
+    .expect("export");
+    assert!(streamed.len() > 3 * (4 << 20) && streamed.len() % 4096 != 0);
+    assert_eq!(in_file, through_writer);
+    assert_eq!(std::fs::read(&path).expect("read"), streamed);
+}
+
+#[tokio::test]
 async fn a_range_and_a_tenant_select_what_they_name() {
     let (_dir, store) = log_with(4, 1).await;
     let mut out = Vec::new();
@@ -97,7 +130,7 @@ async fn a_range_and_a_tenant_select_what_they_name() {
         tenant: Some("acme".into()),
         ..options(Format::Ndjson)
     };
-    let report = export(&store.view(), &ranged, &mut out, |_| {}).expect("export");
+    let report = export(&store.view(), &ranged, Output::Writer(&mut out), |_| {}).expect("export");
     // Positions 4..=9 are rounds 2 and 3: acme/q1, globex/q1, acme/q2 each.
     assert_eq!(report.events, 4);
     assert_eq!(report.first_position, Some(Position(4)));
@@ -111,7 +144,13 @@ async fn a_range_and_a_tenant_select_what_they_name() {
         from: Position(40),
         ..options(Format::Ndjson)
     };
-    let report = export(&store.view(), &past, std::io::sink(), |_| {}).expect("export");
+    let report = export(
+        &store.view(),
+        &past,
+        Output::Writer(&mut std::io::sink()),
+        |_| {},
+    )
+    .expect("export");
     assert_eq!((report.events, report.through_position), (0, Position(12)));
 
     let backwards = ExportOptions {
@@ -119,7 +158,13 @@ async fn a_range_and_a_tenant_select_what_they_name() {
         to: Some(Position(4)),
         ..options(Format::Ndjson)
     };
-    let error = export(&store.view(), &backwards, std::io::sink(), |_| {}).expect_err("empty");
+    let error = export(
+        &store.view(),
+        &backwards,
+        Output::Writer(&mut std::io::sink()),
+        |_| {},
+    )
+    .expect_err("empty");
     assert!(
         matches!(error, ExportError::EmptyRange { from: 5, to: 4 }),
         "{error}"
@@ -135,7 +180,7 @@ async fn parquet_rows_hold_the_envelopes_typed_in_row_groups() {
     let report = export(
         &store.view(),
         &options(Format::Parquet),
-        std::fs::File::create(&file).expect("create"),
+        Output::File(&mut std::fs::File::create(&file).expect("create")),
         |_| seen += 1,
     )
     .expect("export");
