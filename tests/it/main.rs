@@ -25,6 +25,7 @@ mod crash_loop;
 mod dashboard_assets;
 mod dashboard_browser;
 mod disk_full;
+mod export_proofs;
 mod history_export;
 mod history_replay;
 mod identity;

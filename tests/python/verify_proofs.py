@@ -14,6 +14,11 @@ Input: one JSON document (a file path argument) with
     checkpoints  signed checkpoints (text)
     inclusion    [{"checkpoint": i, "event": "<envelope JSON as stored>", "proof": {...}}]
     consistency  [{"old": i, "new": j, "proof": {...} or null}]
+    export       [{"checkpoint": i, "file": "<path>", "rows": [n, ...]}]: rows (numbered from 1)
+                 of an NDJSON export written with `planledger export --proof`, each line
+                 {"event": <envelope JSON as stored, byte for byte>, "proof": {...}}, checked
+                 like the inclusion items (the event's bytes are the text of the line between
+                 `{"event":` and the end of that JSON value)
 Proofs are as the service serves them: {"leaf_index", "tree_size", "inclusion_path"} and
 {"tree_size_1", "tree_size_2", "consistency_path"}, hashes in base64.
 
@@ -188,6 +193,42 @@ def open_checkpoint(text: str, public_key: bytes):
     raise Failure(f"no signature of key {key_id.hex()} under the name {origin}")
 
 
+EXPORT_LINE_PREFIX = '{"event":'
+
+
+def export_row(path: str, lines: list, row: int, checkpoint: int) -> dict:
+    """Row `row` of an NDJSON export with proofs as an inclusion item: the event's exact text
+    is the JSON value after `{"event":`, found by decoding it in place."""
+    if row < 1 or row > len(lines):
+        raise Failure(f"{path} has no row {row}")
+    line = lines[row - 1]
+    if not line.startswith(EXPORT_LINE_PREFIX):
+        raise Failure(f"row {row} of {path} does not start with {EXPORT_LINE_PREFIX}")
+    try:
+        _, end = json.JSONDecoder().raw_decode(line, len(EXPORT_LINE_PREFIX))
+        whole = json.loads(line)
+    except ValueError as e:
+        raise Failure(f"row {row} of {path} is not JSON: {e}") from e
+    event = line[len(EXPORT_LINE_PREFIX) : end]
+    if json.loads(event) != whole["event"]:
+        raise Failure(f"row {row} of {path}: the event text found is not the line's event")
+    return {"checkpoint": checkpoint, "event": event, "proof": whole["proof"]}
+
+
+def export_items(bundle: dict, failures: list) -> list:
+    items = []
+    for export in bundle.get("export", []):
+        path = export["file"]
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().split("\n")
+        for row in export["rows"]:
+            try:
+                items.append(export_row(path, lines, row, export["checkpoint"]))
+            except Failure as e:
+                failures.append(str(e))
+    return items
+
+
 def check(bundle: dict) -> dict:
     public_key = bytes.fromhex(bundle["public_key"])
     failures = []
@@ -199,7 +240,7 @@ def check(bundle: dict) -> dict:
             heads.append(None)
             failures.append(f"checkpoint {index}: {e}")
     inclusion = 0
-    for item in bundle.get("inclusion", []):
+    for item in bundle.get("inclusion", []) + export_items(bundle, failures):
         head = heads[item["checkpoint"]]
         proof = item["proof"]
         event = item["event"].encode()

@@ -90,17 +90,21 @@ impl DigestKey {
 
     /// Loads `<data_dir>/digest-signing.key`; fails if it does not exist.
     pub fn load(data_dir: &Path) -> Result<Self, DigestKeyError> {
-        let path = data_dir.join(DIGEST_KEY_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        Self::load_file(&data_dir.join(DIGEST_KEY_FILE))
+    }
+
+    /// Loads a digest key file (the seed in hex, as `digest-signing.key` holds it).
+    pub fn load_file(path: &Path) -> Result<Self, DigestKeyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
             key_file_error(
-                &path,
+                path,
                 format!("{e} (the first `planledger serve` on this data directory creates it)"),
             )
         })?;
         let seed: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| key_file_error(&path, "not 64 hex digits (a 32-byte seed)".into()))?;
+            .ok_or_else(|| key_file_error(path, "not 64 hex digits (a 32-byte seed)".into()))?;
         Ok(Self::from_seed(seed))
     }
 

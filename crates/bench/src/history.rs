@@ -428,7 +428,7 @@ fn export_throughput(
             elapsed: started.elapsed(),
         })
     };
-    let export = |format: Format| -> Result<Pass> {
+    let export = |format: Format, proofs: bool| -> Result<Pass> {
         let path = base.join(format!("export.{}", format.as_str()));
         let mut file = std::fs::File::create(&path)?;
         let options = ExportOptions {
@@ -439,14 +439,20 @@ fn export_throughput(
         };
         let progress = bar(last.get(), &format!("export {}", format.as_str()));
         let mut shown = 0u64;
+        let show = |position: Position| {
+            if position.get() - shown >= 16_384 {
+                progress.set_position(position.get());
+                shown = position.get();
+            }
+        };
         let started = Instant::now();
-        let report =
-            planledger_export::export(&view, &options, Output::File(&mut file), |position| {
-                if position.get() - shown >= 16_384 {
-                    progress.set_position(position.get());
-                    shown = position.get();
-                }
-            })?;
+        let out = Output::File(&mut file);
+        let report = if proofs {
+            planledger_export::export_with_proofs(&view, &options, "planledger/bench", out, show)?
+                .report
+        } else {
+            planledger_export::export(&view, &options, out, show)?
+        };
         // As `planledger export` ends a file: on disk before it is renamed into place.
         file.sync_all()?;
         let elapsed = started.elapsed();
@@ -460,8 +466,10 @@ fn export_throughput(
     };
     // The raw scan before and after the exports; the faster of the two is the reference.
     let first_raw = raw()?;
-    let ndjson = export(Format::Ndjson)?;
-    let parquet = export(Format::Parquet)?;
+    let ndjson = export(Format::Ndjson, false)?;
+    let ndjson_proved = export(Format::Ndjson, true)?;
+    let parquet = export(Format::Parquet, false)?;
+    let parquet_proved = export(Format::Parquet, true)?;
     let second_raw = raw()?;
     let raw = if second_raw.rate() > first_raw.rate() {
         second_raw
@@ -479,7 +487,9 @@ fn export_throughput(
     for (name, pass) in [
         ("raw-scan", &raw),
         ("ndjson", &ndjson),
+        ("+proof", &ndjson_proved),
         ("parquet", &parquet),
+        ("+proof", &parquet_proved),
     ] {
         println!(
             "{name:>10} {:>10} {:>9.2} {:>12.0} {:>10.1} {:>8.2}",
@@ -493,6 +503,44 @@ fn export_throughput(
     println!(
         "parquet / raw read rate: {:.2} (goal >= 0.5)",
         parquet.rate() / raw.rate()
+    );
+    println!(
+        "with --proof / without: ndjson {:.2}, parquet {:.2}",
+        ndjson_proved.rate() / ndjson.rate(),
+        parquet_proved.rate() / parquet.rate()
+    );
+    proof_reads(&view)
+}
+
+/// The proofs of an export alone, without writing them: every position in order through one
+/// sequential reader (as `export --proof` takes them) vs a sample read one proof at a time
+/// (one batched `MultiGet` each, as `GET /v1/audit/proof/inclusion` reads).
+fn proof_reads(view: &planledger_store::LogView<'_>) -> Result<()> {
+    let size = view.tree_size();
+    if size == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let proofs = view.sequential_proofs(size)?;
+    let mut path = Vec::with_capacity(64);
+    for position in 1..=size {
+        proofs.path_into(Position(position), &mut path)?;
+        std::hint::black_box(&path);
+    }
+    let sequential = started.elapsed().as_secs_f64() / size as f64;
+    let sample = size.min(20_000);
+    let started = Instant::now();
+    for n in 0..sample {
+        // Spread over the log, in ascending order.
+        let position = 1 + n * size / sample;
+        std::hint::black_box(view.inclusion_proof(Position(position), size)?);
+    }
+    let single = started.elapsed().as_secs_f64() / sample as f64;
+    println!(
+        "inclusion proofs of all {size} positions in order: {:.2} µs each ({:.0}/s); one at a time ({sample} spread over the log): {:.1} µs each",
+        sequential * 1e6,
+        1.0 / sequential,
+        single * 1e6
     );
     Ok(())
 }

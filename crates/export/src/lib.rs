@@ -6,6 +6,10 @@
 //! `from..=through`, where `through` is the last position it read; the next export from
 //! `through + 1` continues it, so incremental files concatenate to one full export.
 //!
+//! With proofs ([`export_with_proofs`], `proof.rs`), each row also carries its event's stored
+//! bytes and its Merkle inclusion proof in the tree of the export's last position, for an
+//! auditor to check against a signed checkpoint of that tree ([`read_proved`] reads them back).
+//!
 //! What it must never do: write to the log, or know what a plan is (it reads envelopes through a
 //! [`LogView`], like any other reader of the store). Its Parquet dependencies live here, not in
 //! `store`, so the service's own crates do not compile them.
@@ -14,6 +18,7 @@ mod envelope;
 mod ndjson;
 mod output;
 mod parquet_file;
+mod proof;
 mod row_groups;
 
 use std::ops::ControlFlow;
@@ -21,7 +26,8 @@ use std::ops::ControlFlow;
 use planledger_store::{LogView, Position, StoreError};
 
 pub use output::Output;
-pub use parquet_file::{partitioned_schema, schema};
+pub use parquet_file::{partitioned_schema, proved_schema, schema};
+pub use proof::{ProvedExport, ProvedRow, ReadProgress, export_with_proofs, read_proved};
 pub use row_groups::ROW_GROUP_ROWS;
 
 /// The file format of an export.
@@ -102,6 +108,14 @@ pub enum ExportError {
     /// Reading the events to export failed (a cluster's partition streams).
     #[error("reading the events to export failed: {0}")]
     Source(String),
+    /// A row of a file read back with [`read_proved`] is not a row with a proof.
+    #[error("row {row} of the export is not a row with a proof: {detail}")]
+    MalformedRow {
+        /// The row's number, from 1 (0: the file as a whole).
+        row: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// The range asked for is empty.
     #[error("--from-position {from} is past --to-position {to}; give a range with from <= to")]
     EmptyRange {
@@ -124,10 +138,22 @@ pub fn export(
     out: Output<'_>,
     progress: impl FnMut(Position),
 ) -> Result<ExportReport, ExportError> {
-    let to = options
-        .to
-        .unwrap_or(view.last_position())
-        .min(view.last_position());
+    let to = end_of_range(view, options)?;
+    write_with(options.format, parquet_file::schema(), out, |sink| {
+        scan(
+            view,
+            options,
+            to,
+            sink,
+            progress,
+            |sink, position, stored| sink.write(position, stored),
+        )
+    })
+}
+
+/// The last position an export of `options` reads: the end asked for, or of the log as the
+/// view shows it, whichever comes first; a range that ends before it starts is refused.
+fn end_of_range(view: &LogView<'_>, options: &ExportOptions) -> Result<Position, ExportError> {
     if let Some(asked) = options.to
         && asked < options.from
     {
@@ -136,9 +162,10 @@ pub fn export(
             to: asked.get(),
         });
     }
-    write_with(options.format, parquet_file::schema(), out, |sink| {
-        scan(view, options, to, sink, progress)
-    })
+    Ok(options
+        .to
+        .unwrap_or(view.last_position())
+        .min(view.last_position()))
 }
 
 /// One event of a cluster's partition, for [`export_partitioned`].
@@ -225,13 +252,15 @@ fn feed_then_join<S: Sink>(
     Ok(ExportReport { bytes, ..scanned? })
 }
 
-/// Feeds `sink` the selected events of `from..=to`: what was written and read through.
+/// Feeds `sink` the selected events of `from..=to`, each through `write`: what was written
+/// and read through.
 fn scan(
     view: &LogView<'_>,
     options: &ExportOptions,
     to: Position,
     sink: &mut dyn Sink,
     mut progress: impl FnMut(Position),
+    mut write: impl FnMut(&mut dyn Sink, Position, &[u8]) -> Result<(), ExportError>,
 ) -> Result<ExportReport, ExportError> {
     let mut report = ExportReport::default();
     let through = view.scan_raw(options.from, to, |position, bytes| {
@@ -241,7 +270,7 @@ fn scan(
         {
             return Ok::<_, ExportError>(ControlFlow::Continue(()));
         }
-        sink.write(position, bytes)?;
+        write(sink, position, bytes)?;
         report.events += 1;
         report.first_position.get_or_insert(position);
         report.last_position = Some(position);
@@ -260,6 +289,18 @@ fn scan(
 trait Sink {
     /// Adds one event, given as its stored bytes.
     fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError>;
+    /// Adds one event with its inclusion proof (an export with proofs). A sink of lines takes
+    /// the line [`proof::ndjson_line`] makes; Parquet's adds the proof columns.
+    fn write_proved(
+        &mut self,
+        position: Position,
+        stored: &[u8],
+        proof: &proof::ProofRow<'_>,
+    ) -> Result<(), ExportError> {
+        let mut line = Vec::with_capacity(stored.len() + 64 + 48 * proof.path.len());
+        proof::ndjson_line(&mut line, stored, proof);
+        self.write(position, &line)
+    }
     /// Writes whatever is buffered and the file's footer, if the format has one.
     fn finish(&mut self) -> Result<(), ExportError>;
 }

@@ -14,6 +14,7 @@ use planledger_store::Position;
 
 use crate::envelope::{self, Fields};
 use crate::output::{BlockWriter, Destination};
+use crate::proof::{BatchProofs, ProofColumns, ProofRow};
 use crate::row_groups::{self, ROW_GROUP_ROWS, RowGroups};
 use crate::{ExportError, WriterThread, envelope_error, tenant_and_plan};
 
@@ -22,7 +23,7 @@ pub(crate) const BATCH_ROWS: usize = 8 * 1024;
 
 /// Columns whose values are (nearly) all distinct, or too many to fit one dictionary page:
 /// dictionary encoding would only cost time (hashing each value, then falling back to plain).
-const DISTINCT_COLUMNS: [&str; 11] = [
+const DISTINCT_COLUMNS: [&str; 15] = [
     "position",
     "version",
     "event_id",
@@ -34,25 +35,43 @@ const DISTINCT_COLUMNS: [&str; 11] = [
     "data",
     "prev_hash",
     "hash",
+    "envelope",
+    "leaf_index",
+    "leaf_hash",
+    "proof_hashes.list.item",
 ];
 
 /// Columns no reader selects by range (a JSON payload, random hex): min/max would only cost a
 /// comparison per value.
-const UNORDERED_COLUMNS: [&str; 4] = ["traceparent", "data", "prev_hash", "hash"];
+const UNORDERED_COLUMNS: [&str; 7] = [
+    "traceparent",
+    "data",
+    "prev_hash",
+    "hash",
+    "envelope",
+    "leaf_hash",
+    "proof_hashes.list.item",
+];
 
 /// The Arrow schema of an export: the envelope's fields in its order, with the stream also
 /// split into `tenant` and `plan_id`, and both times as UTC timestamps in nanoseconds.
 pub fn schema() -> SchemaRef {
-    schema_with(false)
+    schema_with(false, false)
 }
 
 /// The Arrow schema of an export of a cluster's partitions: [`schema`] and a last column
 /// `partition`.
 pub fn partitioned_schema() -> SchemaRef {
-    schema_with(true)
+    schema_with(true, false)
 }
 
-fn schema_with(partitioned: bool) -> SchemaRef {
+/// The Arrow schema of an export with proofs: [`schema`] and the proof columns (`envelope`,
+/// `leaf_index`, `proof_tree_size`, `leaf_hash`, `proof_hashes`).
+pub fn proved_schema() -> SchemaRef {
+    schema_with(false, true)
+}
+
+fn schema_with(partitioned: bool, proved: bool) -> SchemaRef {
     let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     let time = |name: &str| {
         Field::new(
@@ -84,6 +103,9 @@ fn schema_with(partitioned: bool) -> SchemaRef {
     if partitioned {
         fields.push(Field::new("partition", DataType::UInt32, false));
     }
+    if proved {
+        fields.extend(crate::proof::parquet_fields());
+    }
     Arc::new(Schema::new(fields))
 }
 
@@ -109,10 +131,21 @@ pub(crate) struct Columns {
     hash: StringBuilder,
     /// Only in an export of a cluster's partitions.
     partition: Option<UInt32Builder>,
+    /// Only in an export with proofs.
+    proof: Option<ProofColumns>,
     rows: usize,
 }
 
 impl Columns {
+    /// The builders of `schema`'s columns.
+    pub(crate) fn of(schema: &SchemaRef) -> Self {
+        let mut columns = Self::new(schema.field_with_name("partition").is_ok());
+        if schema.field_with_name("proof_hashes").is_ok() {
+            columns.proof = Some(ProofColumns::new());
+        }
+        columns
+    }
+
     pub(crate) fn new(partitioned: bool) -> Self {
         let text = |bytes_per_row: usize| {
             StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * bytes_per_row)
@@ -138,6 +171,7 @@ impl Columns {
             prev_hash: text(64),
             hash: text(64),
             partition: partitioned.then(|| UInt32Builder::with_capacity(BATCH_ROWS)),
+            proof: None,
             rows: 0,
         }
     }
@@ -182,9 +216,12 @@ impl Columns {
         envelopes: &Envelopes,
         schema: &SchemaRef,
     ) -> Result<RecordBatch, ExportError> {
-        for (position, stored) in envelopes.iter() {
+        for (n, (position, stored)) in envelopes.iter().enumerate() {
             let row = envelope::decode(position, stored)?;
             self.push(position, &row)?;
+            if let Some(proof) = &mut self.proof {
+                proof.push(position, stored, &envelopes.proofs.get(n))?;
+            }
         }
         assert_eq!(self.rows, envelopes.len(), "one row per envelope");
         self.take(schema)
@@ -214,6 +251,9 @@ impl Columns {
         ];
         if let Some(partition) = &mut self.partition {
             columns.push(Arc::new(partition.finish()));
+        }
+        if let Some(proof) = &mut self.proof {
+            columns.extend(proof.finish());
         }
         self.rows = 0;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -256,12 +296,24 @@ pub(crate) struct Envelopes {
     bytes: Vec<u8>,
     /// Each envelope's position and the end of its bytes.
     ends: Vec<(Position, usize)>,
+    /// Each envelope's proof, in an export with proofs.
+    proofs: BatchProofs,
 }
 
 impl Envelopes {
     pub(crate) fn push(&mut self, position: Position, stored: &[u8]) {
         self.bytes.extend_from_slice(stored);
         self.ends.push((position, self.bytes.len()));
+    }
+
+    /// Adds the proof of the envelope pushed next.
+    pub(crate) fn push_proof(&mut self, proof: &ProofRow<'_>) {
+        debug_assert_eq!(
+            self.proofs.len(),
+            self.ends.len(),
+            "every envelope of a batch with proofs has one"
+        );
+        self.proofs.push(proof);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -272,6 +324,7 @@ impl Envelopes {
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.proofs.clear();
     }
 
     fn iter(&self) -> impl Iterator<Item = (Position, &[u8])> {

@@ -128,6 +128,16 @@ impl Sink for RowGroups {
         Ok(())
     }
 
+    fn write_proved(
+        &mut self,
+        position: Position,
+        stored: &[u8],
+        proof: &crate::proof::ProofRow<'_>,
+    ) -> Result<(), ExportError> {
+        self.pending.push_proof(proof);
+        self.write(position, stored)
+    }
+
     /// Sends the last batch, closes the last group and the encoders' queues: the writer then
     /// writes the footer.
     fn finish(&mut self) -> Result<(), ExportError> {
@@ -196,7 +206,7 @@ fn encode(
     encoded: &SyncSender<Encoded>,
     recycle: &SyncSender<Envelopes>,
 ) -> Result<(), ExportError> {
-    let mut columns = Columns::new(schema.field_with_name("partition").is_ok());
+    let mut columns = Columns::of(schema);
     let mut group: Option<(usize, Vec<ArrowColumnWriter>)> = None;
     for job in jobs {
         match job {

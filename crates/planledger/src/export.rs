@@ -1,5 +1,7 @@
 //! `planledger export`: writes a range of the event log to an NDJSON or Parquet file, reading
-//! the log as a secondary instance, so it works while `planledger serve` holds it.
+//! the log as a secondary instance, so it works while `planledger serve` holds it. With
+//! `--proof` every row carries its event's inclusion proof and the signed checkpoint of their
+//! tree is written beside the file (`audit verify-export` checks both offline).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -69,10 +71,25 @@ pub struct ExportArgs {
     /// export printed).
     #[arg(long, requires = "nats", conflicts_with = "partition")]
     pub from_cursor: Option<String>,
+    /// Every row carries its event's stored envelope and its Merkle inclusion proof in the
+    /// tree of the export's last position; the checkpoint of that tree, signed with the
+    /// service's digest key, is written beside the file as FILE.checkpoint. Check both offline
+    /// with `planledger audit verify-export`.
+    #[arg(long)]
+    pub proof: bool,
+    /// With --proof: the digest key file to sign the checkpoint with (default: the data
+    /// directory's digest-signing.key, the key `planledger serve` signs with).
+    #[arg(long, value_name = "FILE", requires = "proof")]
+    pub digest_key: Option<PathBuf>,
 }
 
 /// Runs `export`: from a data directory, or with `--nats` from a cluster's partition streams.
 pub async fn command(args: ExportArgs) -> Result<()> {
+    if args.proof && args.nats.is_some() {
+        bail!(
+            "--proof reads the Merkle tree a log's data directory keeps, and a cluster's partition streams hold none: export one partition with proofs from a node's cache of it, `planledger export --proof --data-dir NODE_DATA_DIR/partitions/P --digest-key NODE_DATA_DIR/digest-signing.key` (its positions and checkpoint are the partition's), or read events with their proofs through a node, GET /v1/events?partition=P&proof=true"
+        );
+    }
     match args.nats.clone() {
         Some(nats) => run_cluster(args, &nats).await,
         None => run(args),
@@ -87,9 +104,27 @@ fn run(args: ExportArgs) -> Result<()> {
             "--to - writes to standard output, which only NDJSON can stream; give a file name for Parquet (e.g. --to events.parquet)"
         );
     }
+    if args.proof && to_stdout {
+        bail!(
+            "--proof writes the signed checkpoint of the proofs beside the export (FILE.checkpoint): give a file name with --to (e.g. --to events.ndjson)"
+        );
+    }
+    // The key is read before anything is exported: a refusal costs nothing.
+    let signer = args.proof.then(|| proof_signer(&args)).transpose()?;
     let log_dir = args.data_dir.join("log");
     let reader = LogReader::open(&log_dir, &StoreOptions::default())
         .with_context(|| format!("opening the event log in {} to read", log_dir.display()))?;
+    let origin = match &signer {
+        Some(_) => Some(planledger_app::checkpoint::origin(
+            &reader.log_id()?.with_context(|| {
+                format!(
+                    "the log in {} has no log id yet, so its checkpoints have no origin: start `planledger serve` on it once",
+                    log_dir.display()
+                )
+            })?,
+        )),
+        None => None,
+    };
     let options = ExportOptions {
         format: args.format.into(),
         from: Position(args.from_position.max(1)),
@@ -115,30 +150,109 @@ fn run(args: ExportArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let report = if to_stdout {
-        let mut stdout = std::io::stdout();
-        planledger_export::export(&view, &options, Output::Writer(&mut stdout), progress)?
-    } else {
-        write_file(&args.to, |file| {
-            Ok(planledger_export::export(
-                &view,
-                &options,
-                Output::File(file),
-                progress,
-            )?)
-        })?
+    let (report, proved) = match (&signer, &origin) {
+        (Some(key), Some(origin)) => {
+            let mut proved = None;
+            let report = write_file(&args.to, |file| {
+                let export = planledger_export::export_with_proofs(
+                    &view,
+                    &options,
+                    origin,
+                    Output::File(file),
+                    progress,
+                )?;
+                let report = export.report.clone();
+                proved = Some(export);
+                Ok(report)
+            })?;
+            let export = proved.expect("written with its proofs");
+            let checkpoint =
+                write_checkpoint(&args.to, key, origin, export.tree_size, export.root)?;
+            (report, Some((export.tree_size, checkpoint, key)))
+        }
+        _ if to_stdout => {
+            let mut stdout = std::io::stdout();
+            let report =
+                planledger_export::export(&view, &options, Output::Writer(&mut stdout), progress)?;
+            (report, None)
+        }
+        _ => {
+            let report = write_file(&args.to, |file| {
+                Ok(planledger_export::export(
+                    &view,
+                    &options,
+                    Output::File(file),
+                    progress,
+                )?)
+            })?;
+            (report, None)
+        }
     };
     bar.finish_and_clear();
-    eprintln!(
-        "{}",
-        summary(
-            &report,
-            options.format,
-            &args.to,
-            started.elapsed().as_secs_f64()
-        )
+    let mut line = summary(
+        &report,
+        options.format,
+        &args.to,
+        started.elapsed().as_secs_f64(),
     );
+    if let Some((tree_size, checkpoint, key)) = proved {
+        line.push_str(&format!(
+            "; every row's inclusion proof is in the tree of {tree_size} events, whose checkpoint (signed with key {}) is in {}: check with `planledger audit verify-export --checkpoint {} --public-key {} --export {}`",
+            key.public().key_id,
+            checkpoint.display(),
+            checkpoint.display(),
+            key.public().public_key,
+            args.to.display(),
+        ));
+    }
+    eprintln!("{line}");
     Ok(())
+}
+
+/// The digest key `export --proof` signs its checkpoint with: `--digest-key`, or the data
+/// directory's.
+fn proof_signer(args: &ExportArgs) -> Result<planledger_app::DigestKey> {
+    let path = args
+        .digest_key
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(planledger_app::audit::DIGEST_KEY_FILE));
+    planledger_app::DigestKey::load_file(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "--proof signs the checkpoint of the proofs' tree with the service's digest key, and it cannot be read ({e}): run the export as a user who may read {}, or pass --digest-key FILE (the digest-signing.key of the service that writes this log)",
+            path.display()
+        )
+    })
+}
+
+/// Signs the checkpoint of the tree of `tree_size` events (root `root`) and writes it beside
+/// `target` as `<target>.checkpoint`, renamed into place once complete; returns its path.
+fn write_checkpoint(
+    target: &Path,
+    key: &planledger_app::DigestKey,
+    origin: &str,
+    tree_size: u64,
+    root: planledger_store::merkle::Hash,
+) -> Result<PathBuf> {
+    let note = key.sign_checkpoint(&planledger_app::checkpoint::Checkpoint {
+        origin: origin.to_owned(),
+        tree_size,
+        root,
+    });
+    let path = checkpoint_path(target);
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, note).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+    Ok(path)
+}
+
+/// Where `export --proof` writes the checkpoint of an export to `target`: `<target>.checkpoint`.
+pub fn checkpoint_path(target: &Path) -> PathBuf {
+    let mut path = target.as_os_str().to_owned();
+    path.push(".checkpoint");
+    PathBuf::from(path)
 }
 
 /// What the reader of a cluster export hands the writer.

@@ -24,6 +24,7 @@ mod replay_plan;
 mod serve;
 mod token;
 mod verify;
+mod verify_export;
 mod witness;
 
 use anyhow::Result;

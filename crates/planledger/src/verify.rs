@@ -2,7 +2,8 @@
 //! (naming the first bad position, or the first stored tree node that differs), or checks a
 //! signed digest against the log; `planledger audit public-key` prints the digest key, and
 //! `audit verify-event`/`verify-consistency` check proofs offline, `audit verify-cosignature`
-//! a witness's cosignature (`audit witness`: witness.rs).
+//! a witness's cosignature (`audit witness`: witness.rs, `audit verify-export`:
+//! verify_export.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,9 @@ pub enum AuditCommand {
     VerifyEvent(VerifyEventArgs),
     /// Check offline that a newer signed checkpoint extends an older one.
     VerifyConsistency(VerifyConsistencyArgs),
+    /// Check offline an export written with `planledger export --proof`: the checkpoint's
+    /// signature and every row's inclusion proof (naming the first row that fails).
+    VerifyExport(crate::verify_export::VerifyExportArgs),
     /// Check offline that a checkpoint is signed by the log and cosigned by a witness.
     VerifyCosignature(VerifyCosignatureArgs),
     /// Witness a log: fetch its newest checkpoint, check that it extends the last one seen,
@@ -125,6 +129,7 @@ pub async fn run_audit(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::VerifyEvent(args) => verify_event(&args),
         AuditCommand::VerifyConsistency(args) => verify_consistency(&args),
+        AuditCommand::VerifyExport(args) => crate::verify_export::run(&args),
         AuditCommand::VerifyCosignature(args) => verify_cosignature(&args),
         AuditCommand::Witness(args) => crate::witness::run(args).await,
     }

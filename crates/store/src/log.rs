@@ -49,7 +49,7 @@ const WAL_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 /// The on-disk format this code writes.
 pub(crate) const FORMAT: &[u8] = b"planledger-log-v1";
 /// `meta` key of the log's identity: a UUID chosen when the log is created.
-const META_LOG_ID: &[u8] = b"log_id";
+pub(crate) const META_LOG_ID: &[u8] = b"log_id";
 
 /// Options for opening the log.
 #[derive(Clone, Debug)]

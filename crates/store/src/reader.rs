@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rocksdb::{DB, IteratorMode};
 
 use crate::keys::{self, CF_LOG, CF_META};
-use crate::log::{FORMAT, cf, corrupt, database_options};
+use crate::log::{FORMAT, META_LOG_ID, cf, corrupt, database_options};
 use crate::view::LogView;
 use crate::{Position, StoreError, StoreOptions};
 
@@ -127,6 +127,15 @@ impl LogReader {
     /// The last position seen at the last catch-up (0 when the log is empty).
     pub fn last_position(&self) -> Position {
         Position(self.last.load(Ordering::SeqCst))
+    }
+
+    /// The log's identity (`meta/log_id`, as [`EventStore::log_id`](crate::EventStore::log_id)
+    /// gives it to its writer): `None` for a log no build that keeps it has opened yet.
+    pub fn log_id(&self) -> Result<Option<String>, StoreError> {
+        self.db
+            .get_cf(cf(&self.db, CF_META), META_LOG_ID)?
+            .map(|id| String::from_utf8(id).map_err(|e| corrupt("meta/log_id", e)))
+            .transpose()
     }
 
     /// The log as of the last catch-up: every read goes through it.

@@ -7,7 +7,8 @@
 //! roots, inclusion and consistency proofs, and their verification, which needs no log),
 //! [`frontier`] (the right edge the writer keeps in memory to add leaves), [`stored`] (the
 //! `merkle` column family: reads through a [`crate::LogView`], the build of a missing tree
-//! when a log is opened, and the check `verify` runs).
+//! when a log is opened, and the check `verify` runs), [`sequential`] (the proofs of many
+//! positions in one tree size, in ascending order, each node read once: an export's).
 //!
 //! Stored are the hashes of *perfect* subtrees only, keyed by `(level u8, index u64 BE)`: the
 //! subtree of level `L` and index `i` covers leaves `i * 2^L .. (i + 1) * 2^L` (level 0 holds
@@ -16,6 +17,7 @@
 
 pub(crate) mod frontier;
 pub mod proof;
+pub mod sequential;
 pub mod stored;
 
 use sha2::{Digest, Sha256};

@@ -92,6 +92,59 @@ async fn proofs_from_the_store_verify_against_its_roots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_proofs_equal_single_proofs_in_every_order() {
+    let (_dir, store) = open_temp();
+    append_events(&store, 300).await;
+    let view = store.view();
+    for tree_size in [1, 2, 3, 64, 65, 127, 255, 256, 257, 300] {
+        let proofs = view.sequential_proofs(tree_size).expect("proofs");
+        assert_eq!(
+            proofs.root().expect("root"),
+            view.tree_root(tree_size).expect("root")
+        );
+        // Ascending from a few starting points, as exports read.
+        for from in [1, tree_size / 2 + 1, tree_size] {
+            for position in from..=tree_size {
+                assert_eq!(
+                    proofs.leaf(Position(position)).expect("leaf"),
+                    view.tree_leaf(Position(position)).expect("leaf"),
+                );
+                assert_eq!(
+                    proofs.proof(Position(position)).expect("proof"),
+                    view.inclusion_proof(Position(position), tree_size)
+                        .expect("proof"),
+                    "position {position} in tree size {tree_size}"
+                );
+            }
+        }
+        // Out of order.
+        let mut rng = rand::rng();
+        for _ in 0..20 {
+            let position = rng.random_range(1..=tree_size);
+            assert_eq!(
+                proofs.proof(Position(position)).expect("proof"),
+                view.inclusion_proof(Position(position), tree_size)
+                    .expect("proof"),
+            );
+        }
+        assert!(matches!(
+            proofs.proof(Position(tree_size + 1)),
+            Err(StoreError::TreeRange {
+                field: "position",
+                ..
+            })
+        ));
+    }
+    assert!(matches!(
+        view.sequential_proofs(301),
+        Err(StoreError::TreeRange {
+            field: "tree_size",
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tree_after_a_reopen_equals_one_rebuilt_from_the_log() {
     let (dir, store) = open_temp();
     append_events(&store, 100).await;
