@@ -226,7 +226,13 @@ fn bench_history_prints_as_of_latency_and_export_rates_next_to_the_raw_scan_and_
             assert!(value >= 0.0, "{kind} {what}: {value}");
         }
     }
-    for pass in ["raw-scan", "ndjson", "parquet"] {
+    for pass in [
+        "raw-scan",
+        "ndjson",
+        "ndjson+proof",
+        "parquet",
+        "parquet+proof",
+    ] {
         let columns = row(&stdout, pass);
         assert_eq!(
             columns[1], "3200",
@@ -249,6 +255,11 @@ fn bench_history_prints_as_of_latency_and_export_rates_next_to_the_raw_scan_and_
     assert!(
         stdout.contains("parquet / raw read rate:"),
         "the ratio line is printed:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("with --proof / without: ndjson")
+            && stdout.contains("proofs for an export: all 3200 positions in order"),
+        "the proof lines are printed:\n{stdout}"
     );
 }
 

@@ -115,6 +115,81 @@ fn reader(cluster: &NatsCluster, data_dir: &Path, partition: u32, keys: &Path) -
     )
 }
 
+/// `planledger export --proof` from the partition's owner's cache (`NODE/partitions/P`, with
+/// the node's digest key), as docs/operations.md says: its checkpoint is the one the cluster
+/// serves for the partition, and `audit verify-export` passes with the partition's key.
+async fn exports_a_partition_with_proofs_from_its_owners_cache(
+    cluster: &Cluster3,
+    client: &reqwest::Client,
+    partition: u32,
+) {
+    let get = |path: String| {
+        let request = client
+            .get(cluster.nodes[0].url(&path))
+            .bearer_auth(&cluster.token);
+        async move {
+            let answer = request.send().await.expect("send");
+            assert_eq!(answer.status().as_u16(), 200, "{path}");
+            answer.text().await.expect("a body")
+        }
+    };
+    let keys: Value =
+        serde_json::from_str(&get(format!("/v1/audit/keys?partition={partition}")).await)
+            .expect("keys");
+    let key = keys["keys"][0]["public_key"].as_str().expect("a key");
+    // The owner: the node whose own digest key signs the partition.
+    let owner = cluster
+        .nodes
+        .iter()
+        .find(|node| {
+            let output = Command::new(binary())
+                .args(["audit", "public-key", "--data-dir"])
+                .arg(&node.data_dir)
+                .output()
+                .expect("planledger audit public-key runs");
+            String::from_utf8_lossy(&output.stdout).trim() == key
+        })
+        .expect("a node signs the partition");
+    let out = tempfile::tempdir().expect("temp dir");
+    let file = out.path().join(format!("p{partition}.ndjson"));
+    let file_text = file.to_str().expect("UTF-8");
+    let cache = owner
+        .data_dir
+        .join("partitions")
+        .join(partition.to_string());
+    let output = Command::new(binary())
+        .args(["export", "--format", "ndjson", "--proof", "--data-dir"])
+        .arg(&cache)
+        .arg("--digest-key")
+        .arg(owner.data_dir.join("digest-signing.key"))
+        .args(["--to", file_text])
+        .output()
+        .expect("planledger export runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let checkpoint = format!("{file_text}.checkpoint");
+    let written = std::fs::read_to_string(&checkpoint).expect("the checkpoint beside the file");
+    assert_eq!(
+        written,
+        get(format!("/v1/audit/checkpoint?partition={partition}")).await,
+        "the export's checkpoint is the partition's"
+    );
+    let output = Command::new(binary())
+        .args(["audit", "verify-export", "--checkpoint", &checkpoint])
+        .args(["--public-key", key, "--export", file_text])
+        .output()
+        .expect("planledger audit verify-export runs");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Three writer nodes on a fresh 3-server cluster, every partition owned and every node holding
 /// at least one (the leases spread).
 struct Cluster3 {
@@ -489,6 +564,7 @@ async fn every_node_takes_commands_for_every_partition() {
         assert_eq!(answer.status().as_u16(), 200, "partition {partition}");
         assert_eq!(answer.json::<Value>().await.expect("json"), keys);
     }
+    exports_a_partition_with_proofs_from_its_owners_cache(&cluster, &client, 0).await;
     // Without ?partition= an audit route has no one log to answer for: 400 naming the parameter
     // and the range.
     for (route, accept) in [

@@ -481,18 +481,18 @@ fn export_throughput(
         last.get()
     );
     println!(
-        "{:>10} {:>10} {:>9} {:>12} {:>10} {:>8}",
+        "{:>13} {:>10} {:>9} {:>12} {:>10} {:>8}",
         "", "events", "seconds", "events/s", "MB", "vs raw"
     );
     for (name, pass) in [
         ("raw-scan", &raw),
         ("ndjson", &ndjson),
-        ("+proof", &ndjson_proved),
+        ("ndjson+proof", &ndjson_proved),
         ("parquet", &parquet),
-        ("+proof", &parquet_proved),
+        ("parquet+proof", &parquet_proved),
     ] {
         println!(
-            "{name:>10} {:>10} {:>9.2} {:>12.0} {:>10.1} {:>8.2}",
+            "{name:>13} {:>10} {:>9.2} {:>12.0} {:>10.1} {:>8.2}",
             pass.events,
             pass.elapsed.as_secs_f64(),
             pass.rate(),
@@ -537,7 +537,7 @@ fn proof_reads(view: &planledger_store::LogView<'_>) -> Result<()> {
     }
     let single = started.elapsed().as_secs_f64() / sample as f64;
     println!(
-        "inclusion proofs of all {size} positions in order: {:.2} µs each ({:.0}/s); one at a time ({sample} spread over the log): {:.1} µs each",
+        "proofs for an export: all {size} positions in order {:.2} µs each ({:.0}/s); one at a time ({sample} spread over the log) {:.1} µs each",
         sequential * 1e6,
         1.0 / sequential,
         single * 1e6

@@ -29,7 +29,6 @@ use arrow_schema::{DataType, Field};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use planledger_store::merkle::Hash;
-use planledger_store::merkle::proof::base64_hash;
 use planledger_store::merkle::sequential::SequentialProofs;
 use planledger_store::{LogView, Position};
 use serde::Deserialize;
@@ -128,21 +127,34 @@ pub(crate) fn ndjson_line(line: &mut Vec<u8>, stored: &[u8], proof: &ProofRow<'_
     serde_json::to_writer(&mut *line, proof.origin).expect("a string renders into memory");
     let _ = write!(
         line,
-        ",\"position\":{},\"leaf_index\":{},\"tree_size\":{},\"leaf_hash\":\"{}\",\"inclusion_path\":[",
+        ",\"position\":{},\"leaf_index\":{},\"tree_size\":{},\"leaf_hash\":",
         proof.leaf_index + 1,
         proof.leaf_index,
         proof.tree_size,
-        base64_hash(&proof.leaf_hash)
     );
+    push_base64(line, &proof.leaf_hash);
+    line.extend_from_slice(b",\"inclusion_path\":[");
     for (n, hash) in proof.path.iter().enumerate() {
         if n > 0 {
             line.push(b',');
         }
-        line.push(b'"');
-        line.extend_from_slice(base64_hash(hash).as_bytes());
-        line.push(b'"');
+        push_base64(line, hash);
     }
     line.extend_from_slice(b"]}}");
+}
+
+/// Appends a hash as a JSON string of its base64 (standard alphabet, padded, as proofs are
+/// served), encoded in place.
+fn push_base64(line: &mut Vec<u8>, hash: &Hash) {
+    const ENCODED: usize = 44;
+    line.push(b'"');
+    let start = line.len();
+    line.resize(start + ENCODED, 0);
+    let written = STANDARD
+        .encode_slice(hash, &mut line[start..])
+        .expect("32 bytes encode to 44 base64 characters");
+    debug_assert_eq!(written, ENCODED);
+    line.push(b'"');
 }
 
 /// The columns a Parquet export with proofs adds after the export's own.
