@@ -41,8 +41,8 @@ fn verify_export(checkpoint: &Path, key: &str, file: &Path) -> Output {
         .expect("planledger audit verify-export runs")
 }
 
-/// Asserts `verify-export` passed over `rows` rows.
-fn assert_verified(checkpoint: &Path, key: &str, file: &Path, rows: u64) {
+/// Asserts `verify-export` passed over `rows` rows; returns what it printed.
+fn assert_verified(checkpoint: &Path, key: &str, file: &Path, rows: u64) -> String {
     let output = verify_export(checkpoint, key, file);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -51,6 +51,7 @@ fn assert_verified(checkpoint: &Path, key: &str, file: &Path, rows: u64) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains(&format!("ok: all {rows} rows")), "{stdout}");
+    stdout.into_owned()
 }
 
 /// Asserts `verify-export` failed, and returns what it said.
@@ -88,7 +89,8 @@ async fn exports_with_proofs_verify_in_both_formats_against_the_checkpoint_besid
     // signatures are deterministic).
     let checkpoint = std::fs::read_to_string(&sidecar).expect("the checkpoint beside the file");
     assert_eq!(checkpoint, auditor.checkpoint().await);
-    assert_verified(&sidecar, &key, &ndjson, 45);
+    let printed = assert_verified(&sidecar, &key, &ndjson, 45);
+    assert!(printed.contains("every position from 1 to 45"), "{printed}");
 
     // Each line's event is the stored envelope byte for byte: the line of a plain export.
     let plain = export(&server.data_dir, &["--format", "ndjson", "--to", "-"]);
@@ -196,6 +198,17 @@ async fn a_changed_event_byte_and_a_changed_proof_hash_each_fail_with_their_own_
     );
     let checkpoint = checkpoint_of(&file);
     assert_verified(&checkpoint, &key, &file, 45);
+
+    // A removed row leaves every other row provable: the check says the range has a gap.
+    let removed = out.path().join("removed-row.ndjson");
+    let whole = std::fs::read_to_string(&file).expect("the export");
+    let kept: Vec<&str> = whole
+        .lines()
+        .filter(|line| !line.contains("\"position\":10,"))
+        .collect();
+    std::fs::write(&removed, kept.join("\n") + "\n").expect("write");
+    let printed = assert_verified(&checkpoint, &key, &removed, 44);
+    assert!(printed.contains("44 of the positions 1 to 45"), "{printed}");
 
     // One byte of row 7's event: a digit of its event id.
     let changed = out.path().join("changed-event.ndjson");

@@ -40,6 +40,7 @@ pub fn run(args: &VerifyExportArgs) -> Result<()> {
         .0;
     let bar = progress_bar();
     let mut range: Option<(u64, u64)> = None;
+    let mut ascending = true;
     let mut check = |row: ProvedRow, progress: ReadProgress| -> Result<()> {
         check_row(&head, &row).map_err(|reason| {
             anyhow!(
@@ -49,6 +50,9 @@ pub fn run(args: &VerifyExportArgs) -> Result<()> {
                 row.position
             )
         })?;
+        if let Some((_, last)) = range {
+            ascending &= row.position > last;
+        }
         range = Some(range.map_or((row.position, row.position), |(first, last)| {
             (first.min(row.position), last.max(row.position))
         }));
@@ -61,10 +65,18 @@ pub fn run(args: &VerifyExportArgs) -> Result<()> {
     let read = read_proved(&args.export, &mut check);
     bar.finish_and_clear();
     let (format, rows) = read.with_context(|| format!("checking {}", args.export.display()))?;
-    let positions = range.map_or_else(
-        || "no positions".to_owned(),
-        |(first, last)| format!("positions {first} to {last}"),
-    );
+    let positions = match range {
+        None => "no positions".to_owned(),
+        Some((first, last)) if ascending && last - first + 1 == rows => {
+            format!("every position from {first} to {last}")
+        }
+        Some((first, last)) if ascending => format!(
+            "{rows} of the positions {first} to {last}: the export was of one tenant, or rows were left out"
+        ),
+        Some((first, last)) => format!(
+            "positions {first} to {last}, not in ascending order: rows were repeated or moved"
+        ),
+    };
     println!(
         "ok: all {rows} rows of {} ({}, {positions}) are in the tree of {} events the checkpoint names (signed with key {})",
         args.export.display(),
