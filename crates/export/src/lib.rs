@@ -15,6 +15,7 @@
 //! `store`, so the service's own crates do not compile them.
 
 mod envelope;
+mod huge_pages;
 mod ndjson;
 mod output;
 mod parquet_file;
@@ -130,7 +131,8 @@ pub enum ExportError {
 /// `progress` with each position read (for progress bars), and reports what it wrote.
 ///
 /// Memory stays bounded: NDJSON goes out in buffers of a few MiB, Parquet in batches of a few
-/// thousand rows, each encoder holding the one row group of [`ROW_GROUP_ROWS`] rows it makes.
+/// thousand rows (up to half a row group queued per encoder), each encoder holding the one row
+/// group of [`ROW_GROUP_ROWS`] rows it makes.
 /// A file is written with direct I/O where its filesystem allows it (see [`Output::File`]).
 pub fn export(
     view: &LogView<'_>,
@@ -214,6 +216,7 @@ fn write_with(
     out: Output<'_>,
     feed: impl FnOnce(&mut dyn Sink) -> Result<ExportReport, ExportError>,
 ) -> Result<ExportReport, ExportError> {
+    let _huge_pages_off = huge_pages::HugePagesOff::new();
     std::thread::scope(|scope| {
         let out = output::Destination::new(out)?;
         match format {

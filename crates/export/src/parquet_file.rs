@@ -41,9 +41,15 @@ const DISTINCT_COLUMNS: [&str; 15] = [
     "proof_hashes.list.item",
 ];
 
-/// Columns no reader selects by range (a JSON payload, random hex): min/max would only cost a
-/// comparison per value.
-const UNORDERED_COLUMNS: [&str; 7] = [
+/// Columns no reader selects by range (a JSON payload, random hex, names and ids that every
+/// row group spans): min/max would only cost two comparisons per value. Positions, versions,
+/// times, the time-ordered event ids and the stream, tenant and plan keep theirs.
+const UNORDERED_COLUMNS: [&str; 12] = [
+    "type",
+    "actor",
+    "command_id",
+    "correlation_id",
+    "causation_id",
     "traceparent",
     "data",
     "prev_hash",
@@ -301,6 +307,15 @@ pub(crate) struct Envelopes {
 }
 
 impl Envelopes {
+    /// An empty batch with the room `batch` takes, so that it does not grow by doubling.
+    pub(crate) fn like(batch: &Envelopes) -> Self {
+        Self {
+            bytes: Vec::with_capacity(batch.bytes.len()),
+            ends: Vec::with_capacity(batch.ends.len()),
+            proofs: BatchProofs::default(),
+        }
+    }
+
     pub(crate) fn push(&mut self, position: Position, stored: &[u8]) {
         self.bytes.extend_from_slice(stored);
         self.ends.push((position, self.bytes.len()));
