@@ -313,10 +313,15 @@ fn bench_service_drives_serve_from_outside_beside_postgres_and_cleans_up() {
     for label in [
         "RecordCheckIn via serve, embedded",
         "RecordCheckIn via serve, NATS relay",
+        "RecordCheckIn via serve, projectors apart",
         "GET /healthz, same serve (embedded)",
     ] {
         assert!(per_second(label) > 0.0, "{label}:\n{stdout}");
     }
+    assert!(
+        stdout.contains("projector processes (projectors apart run):"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("ratio serve (NATS relay) / serve (embedded):"),
         "{stdout}"

@@ -271,6 +271,78 @@ async fn projectors_consuming_jetstream_equal_the_embedded_ones() {
     );
 }
 
+/// `serve --no-embedded-projectors`: the service only takes commands and relays them; the read
+/// models are the projector processes', and the service's read-model routes say where to ask.
+/// Without NATS the flag is refused at start, since nothing would feed the read models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_embedded_projectors_leaves_the_read_models_to_projector_processes() {
+    let refused = std::process::Command::new(planledger_e2e::server::binary())
+        .args(["serve", "--no-embedded-projectors", "--data-dir"])
+        .arg(tempfile::tempdir().expect("temp dir").path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run planledger serve");
+    assert!(!refused.status.success(), "started without NATS");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("needs --nats"), "{stderr}");
+
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let server = Planledger::start(&["--nats", &url, "--no-embedded-projectors"]);
+    let client = Client::new();
+    let planner = server.token("acme", "pat", "planner");
+    let admin = server.token("acme", "root", "admin");
+    let (status, projections) = client
+        .get(&server.base_url, &admin, "/v1/projections")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{projections}");
+    assert_eq!(projections["projections"], json!([]), "{projections}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        server.data_dir.join("jwt-signing.key"),
+        dir.path().join("jwt-signing.key"),
+    )
+    .expect("copy the signing key");
+    let progress = Planledger::start_projector(dir.path(), "progress", &["--nats", &url]);
+    seed_plan(&server, &client, &planner, "launch", "alice").await;
+    let last = a_week(&server, &client, &planner, "launch", 1).await;
+    assert!(
+        !server
+            .data_dir
+            .join("projections")
+            .join("progress")
+            .exists(),
+        "the service keeps no read model of its own"
+    );
+
+    let route = format!("/v1/plans/launch/progress?min_position={last}");
+    let (status, answer) = client.get(&progress.base_url, &admin, &route).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["plan_id"], json!("launch"), "{answer}");
+    let (status, problem) = client.get(&server.base_url, &admin, &route).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("planledger projector --name progress")),
+        "{problem}"
+    );
+    // A historic read is a read of the log, which the service still holds.
+    let now = jiff::Timestamp::now().to_string();
+    let (status, as_of) = client
+        .get(
+            &server.base_url,
+            &admin,
+            &format!("/v1/plans/launch/progress?as_of={now}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{as_of}");
+    assert_eq!(as_of["plan_id"], json!("launch"), "{as_of}");
+    let (status, ready) = client.get(&server.base_url, "", "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+}
+
 /// A JetStream source whose acknowledgements are withheld while `hold` is set, so JetStream's
 /// ack wait runs out and it redelivers what the projector already applied.
 struct HoldAcks {

@@ -273,7 +273,7 @@ impl ReadModels {
         self.handles.iter().find(|h| h.name() == name).ok_or_else(|| {
             if PROJECTION_NAMES.contains(&name) {
                 AppError::NotFound(format!(
-                    "the {name} read model is not served by this process; see GET /v1/projections"
+                    "the {name} read model is not served by this process; ask the `planledger projector --name {name}` process that runs it (its --http address), or see GET /v1/projections for what this one serves"
                 ))
             } else {
                 AppError::NotFound(format!(

@@ -73,7 +73,8 @@ pub enum BenchCommand {
     /// process's CPU), the routing overhead of a forwarded command, and the failover time.
     Cluster(crate::nodes::NodesArgs),
     /// The service as deployed: RecordCheckIn through the `planledger serve` binary (embedded
-    /// projectors on, a fresh Idempotency-Key per command; without and with the NATS relay)
+    /// projectors on, a fresh Idempotency-Key per command; without and with the NATS relay,
+    /// and with the relay and the read models as their own `planledger projector` processes)
     /// from this process at c=64, `GET /healthz` on the same server, and a PostgreSQL event
     /// table driven by pgbench in the same run, with each one's server CPU per request.
     Service(crate::service::ServiceArgs),

@@ -2,11 +2,13 @@
 //!
 //! The real `planledger serve` binary runs on a scratch data directory with its embedded
 //! progress, accountability and agility projectors (as it runs by default), once without NATS
-//! and once with the relay publishing to a nats-server the bench starts. This process is the
-//! load generator: `--concurrency` clients, each on its own plan, send `RecordCheckIn` with a
-//! fresh `Idempotency-Key` per command for `--seconds`; then the same clients send `GET
-//! /healthz` to the same server, the cost of an answer with no work in it. The server's CPU is
-//! read from `/proc/<pid>/stat` before and after.
+//! and once with the relay publishing to a nats-server the bench starts; then once more with
+//! the relay and the read models moved out (`serve --no-embedded-projectors` and one
+//! `planledger projector --nats` process per read model, whose CPU is read as the server's is).
+//! This process is the load generator: `--concurrency` clients, each on its own plan, send
+//! `RecordCheckIn` with a fresh `Idempotency-Key` per command for `--seconds`; then the same
+//! clients send `GET /healthz` to the same server, the cost of an answer with no work in it.
+//! The server's CPU is read from `/proc/<pid>/stat` before and after.
 //!
 //! The peer is a PostgreSQL event table as Marten and cqrs-es keep one (one INSERT per event,
 //! the next version of the stream read in the same statement, a unique index on (stream,
@@ -64,10 +66,14 @@ struct Figures {
     refused: u64,
     /// The other processes' CPU during the load, cores (nats-server for the relay run).
     other_cpu: f64,
+    /// The projector processes' CPU per request, µs, each read once it had gone quiet (`None`:
+    /// the read models ran inside the server).
+    projectors_cpu_us: Option<Vec<(String, f64)>>,
 }
 
-/// Starts `planledger serve` on `dir` (embedded projectors on, rate limit off).
-fn start_serve(dir: &Path, key: &Path, nats: Option<&str>) -> Result<Node> {
+/// Starts `planledger serve` on `dir` (rate limit off), its read models inside it unless
+/// `embedded` is false (then `--no-embedded-projectors`: they run as their own processes).
+fn start_serve(dir: &Path, key: &Path, nats: Option<&str>, embedded: bool) -> Result<Node> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     let log = std::fs::File::create(dir.with_extension("log"))?;
@@ -84,6 +90,9 @@ fn start_serve(dir: &Path, key: &Path, nats: Option<&str>) -> Result<Node> {
         Some(url) => command.args(["--nats", url]),
         None => command.arg("--no-nats"),
     };
+    if !embedded {
+        command.arg("--no-embedded-projectors");
+    }
     let child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -91,6 +100,55 @@ fn start_serve(dir: &Path, key: &Path, nats: Option<&str>) -> Result<Node> {
         .spawn()
         .context("starting planledger serve")?;
     Ok(Node { child, port })
+}
+
+/// The read models, each as its own `planledger projector --nats` process on its own data
+/// directory under `dir`, consuming the stream the server's relay publishes.
+struct Projectors {
+    processes: Vec<(String, KillOnDrop, PathBuf)>,
+}
+
+impl Projectors {
+    fn start(dir: &Path, nats: &str) -> Result<Self> {
+        let mut processes = Vec::new();
+        for name in ["progress", "accountability", "agility"] {
+            let data_dir = dir.join(name);
+            std::fs::create_dir_all(&data_dir)?;
+            let log_path = dir.join(format!("{name}.log"));
+            let child = Command::new(planledger_binary()?)
+                .args(["projector", "--name", name, "--nats", nats, "--data-dir"])
+                .arg(&data_dir)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log_path)?)
+                .spawn()
+                .with_context(|| format!("starting planledger projector --name {name}"))?;
+            processes.push((name.to_string(), KillOnDrop(Some(child)), log_path));
+        }
+        Ok(Self { processes })
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.processes
+            .iter()
+            .filter_map(|(_, child, _)| child.0.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Fails, with its log, if a projector has exited (its CPU would read as none).
+    fn check_running(&mut self) -> Result<()> {
+        for (name, child, log) in &mut self.processes {
+            if let Some(child) = child.0.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "the {name} projector exited ({status}): {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn wait_ready(node: &Node) -> Result<()> {
@@ -117,6 +175,7 @@ async fn measure_serve(
     token: &str,
     args: &ServiceArgs,
     other_pids: &[u32],
+    mut projectors: Option<&mut Projectors>,
 ) -> Result<(Figures, Figures)> {
     wait_ready(node).await?;
     let http = reqwest::Client::new();
@@ -128,6 +187,8 @@ async fn measure_serve(
     }
     let pid = node.child.id();
     let server_before = cpu_seconds(pid);
+    let projector_pids = projectors.as_ref().map(|p| p.pids()).unwrap_or_default();
+    let projectors_before: Vec<f64> = projector_pids.iter().map(|p| cpu_seconds(*p)).collect();
     let run = drive(
         std::slice::from_ref(node),
         token,
@@ -139,6 +200,22 @@ async fn measure_serve(
     // Work the load left behind (the embedded projectors' and the relay's backlog) belongs to
     // the commands: the server's CPU is read once it has gone quiet.
     let server_seconds = settled_cpu(pid).await - server_before;
+    let projectors_cpu_us = match projectors.as_mut() {
+        None => None,
+        Some(projectors) => {
+            projectors.check_running()?;
+            let mut figures = Vec::new();
+            for ((name, _, _), (pid, before)) in projectors
+                .processes
+                .iter()
+                .zip(projector_pids.iter().zip(&projectors_before))
+            {
+                let seconds = settled_cpu(*pid).await - before;
+                figures.push((name.clone(), seconds * 1e6 / run.commands.max(1) as f64));
+            }
+            Some(figures)
+        }
+    };
     let commands = Figures {
         what: format!("RecordCheckIn via serve, {what}"),
         per_second: run.commands_per_second,
@@ -148,6 +225,7 @@ async fn measure_serve(
         client_cpu: Some(run.client_cpu),
         refused: run.refused,
         other_cpu: run.nats_cpu,
+        projectors_cpu_us,
     };
     let health = drive_get(node, "/healthz", args.concurrency, args.seconds).await?;
     Ok((
@@ -206,6 +284,7 @@ async fn drive_get(node: &Node, path: &str, concurrency: usize, seconds: u64) ->
         client_cpu: Some((cpu_seconds(std::process::id()) - client_before) / elapsed),
         refused: load.refused,
         other_cpu: 0.0,
+        projectors_cpu_us: None,
     })
 }
 
@@ -545,6 +624,7 @@ async fn measure_postgres(postgres: &Postgres, dir: &Path, args: &ServiceArgs) -
         client_cpu: None,
         refused: failed,
         other_cpu: 0.0,
+        projectors_cpu_us: None,
     })
 }
 
@@ -579,8 +659,8 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
     let mut rows = Vec::new();
 
     let embedded = {
-        let node = start_serve(&scratch.join("embedded"), &key, None)?;
-        let (commands, health) = measure_serve("embedded", &node, &token, &args, &[]).await?;
+        let node = start_serve(&scratch.join("embedded"), &key, None, true)?;
+        let (commands, health) = measure_serve("embedded", &node, &token, &args, &[], None).await?;
         rows.push(health);
         commands
     };
@@ -589,10 +669,34 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
         None
     } else {
         let (url, guard) = crate::start_private_nats()?;
-        let node = start_serve(&scratch.join("nats"), &key, Some(&url))?;
+        let node = start_serve(&scratch.join("nats"), &key, Some(&url), true)?;
         let pids = [guard.child.id()];
-        let (commands, _) = measure_serve("NATS relay", &node, &token, &args, &pids).await?;
+        let (commands, _) = measure_serve("NATS relay", &node, &token, &args, &pids, None).await?;
         nats_cpu = Some(commands.other_cpu);
+        drop(node);
+        drop(guard);
+        Some(commands)
+    };
+    // The read models moved out: the relay on, each read model its own projector process
+    // consuming the stream (on a fresh nats-server and data directory).
+    let separate = if args.no_nats {
+        None
+    } else {
+        let (url, guard) = crate::start_private_nats()?;
+        let node = start_serve(&scratch.join("separate"), &key, Some(&url), false)?;
+        wait_ready(&node).await?;
+        let mut projectors = Projectors::start(&scratch.join("projectors"), &url)?;
+        let pids = [guard.child.id()];
+        let (commands, _) = measure_serve(
+            "projectors apart",
+            &node,
+            &token,
+            &args,
+            &pids,
+            Some(&mut projectors),
+        )
+        .await?;
+        drop(projectors);
         drop(node);
         drop(guard);
         Some(commands)
@@ -625,6 +729,9 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
     if let Some(nats) = &nats {
         print_row(nats);
     }
+    if let Some(separate) = &separate {
+        print_row(separate);
+    }
     if let Some(pg) = &postgres {
         print_row(pg);
     }
@@ -633,6 +740,27 @@ pub async fn run(args: ServiceArgs) -> Result<()> {
     }
     if let Some(cores) = nats_cpu {
         println!("nats-server during the NATS relay run: {cores:.2} cores");
+    }
+    if let Some(separate) = &separate
+        && let Some(projectors) = &separate.projectors_cpu_us
+    {
+        let total: f64 = projectors.iter().map(|(_, us)| us).sum();
+        println!(
+            "projector processes (projectors apart run): {total:.1} µs per command ({}); serve plus projectors {:.1} µs per command, nats-server {:.2} cores",
+            projectors
+                .iter()
+                .map(|(name, us)| format!("{name} {us:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            separate.server_cpu_us.unwrap_or(0.0) + total,
+            separate.other_cpu
+        );
+        if embedded.per_second > 0.0 {
+            println!(
+                "ratio serve (projectors apart) / serve (embedded): {:.2}",
+                separate.per_second / embedded.per_second
+            );
+        }
     }
     if let Some(pg) = &postgres
         && pg.per_second > 0.0

@@ -50,6 +50,10 @@ pub struct Config {
     pub nats_replicas: usize,
     /// The stream's duplicate window (JetStream drops a repeated `Nats-Msg-Id` within it), seconds.
     pub nats_duplicate_window_secs: u64,
+    /// Run the progress, accountability and agility read models inside `serve` (the default).
+    /// `false` leaves them to `planledger projector --nats` processes consuming the relay's
+    /// stream (needs `nats_url`); this process then serves no read-model route.
+    pub embedded_projectors: bool,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
     /// Request timeout, in milliseconds.
@@ -108,6 +112,7 @@ impl Default for Config {
             nats_stream: "PLANLEDGER_EVENTS".into(),
             nats_replicas: 1,
             nats_duplicate_window_secs: 120,
+            embedded_projectors: true,
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             rate_limit_per_second: 200.0,
@@ -160,6 +165,11 @@ pub struct ServeArgs {
     /// JetStream duplicate window of the event stream, in seconds (default 120).
     #[arg(long, env = "PLANLEDGER_NATS_DUPLICATE_WINDOW_SECS")]
     pub nats_duplicate_window_secs: Option<u64>,
+    /// Do not run the read models in this process: they run as `planledger projector --name
+    /// NAME --nats URL` processes over the stream the relay publishes (needs --nats), and their
+    /// routes are served there.
+    #[arg(long, env = "PLANLEDGER_NO_EMBEDDED_PROJECTORS")]
+    pub no_embedded_projectors: bool,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "PLANLEDGER_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -310,6 +320,9 @@ impl ServeArgs {
         if let Some(v) = self.nats_duplicate_window_secs {
             config.nats_duplicate_window_secs = v;
         }
+        if self.no_embedded_projectors {
+            config.embedded_projectors = false;
+        }
         if let Some(v) = self.body_limit_bytes {
             config.body_limit_bytes = v;
         }
@@ -456,6 +469,11 @@ impl Config {
                 "--partition and --node-id are for cluster mode only: add --log-commit jetstream"
             );
         }
+        if !self.embedded_projectors && self.nats_url.is_none() {
+            bail!(
+                "embedded_projectors = false (--no-embedded-projectors) needs --nats: the read models then run as `planledger projector --name NAME --nats URL` processes over the stream this service publishes, and without NATS nothing would feed them"
+            );
+        }
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("nats_replicas must be 1 to 5");
         }
@@ -600,5 +618,31 @@ mod tests {
         let config = args.load().expect("loads");
         assert_eq!(config.jwt_jwks_file, Some(PathBuf::from("local.json")));
         assert_eq!(config.jwt_jwks_url, None);
+    }
+
+    #[test]
+    fn read_models_leave_the_process_only_where_a_stream_feeds_them() {
+        let alone = Config {
+            embedded_projectors: false,
+            ..Config::default()
+        };
+        let refused = alone
+            .validate()
+            .expect_err("nothing would feed the read models");
+        assert!(refused.to_string().contains("needs --nats"), "{refused}");
+        let relayed = Config {
+            embedded_projectors: false,
+            nats_url: Some("nats://127.0.0.1:4222".into()),
+            ..Config::default()
+        };
+        assert!(relayed.validate().is_ok());
+        let args = ServeArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            no_embedded_projectors: true,
+            ..ServeArgs::default()
+        };
+        let config = args.load().expect("loads");
+        assert!(!config.embedded_projectors);
+        assert!(Config::default().embedded_projectors, "embedded by default");
     }
 }

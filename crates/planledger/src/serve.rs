@@ -147,8 +147,21 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         prelude(app.clone(), config.clone()).await?;
     }
 
-    let projectors =
-        crate::projector::start_embedded(&mut app, &store, &config.data_dir, shutdown.clone())?;
+    // Without them, `planledger projector --nats` processes build the read models from the
+    // stream the relay publishes, and serve their routes.
+    let projectors = if config.embedded_projectors {
+        Some(crate::projector::start_embedded(
+            &mut app,
+            &store,
+            &config.data_dir,
+            shutdown.clone(),
+        )?)
+    } else {
+        tracing::info!(
+            "read models not embedded: they run as `planledger projector --nats` processes"
+        );
+        None
+    };
     let mut state = ApiState::new(
         app.clone(),
         ApiConfig {
@@ -162,7 +175,12 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
     );
     state.prometheus = Some(prometheus);
     state.shutdown = std::sync::Arc::new(shutdown.clone());
-    state.readiness = Arc::new(projectors.readiness());
+    state.readiness = Arc::new(
+        projectors
+            .as_ref()
+            .map(|embedded| embedded.readiness())
+            .unwrap_or_default(),
+    );
 
     let mut background = Vec::new();
     let open_log = store.clone();
@@ -242,7 +260,9 @@ pub async fn run(args: ServeArgs, prelude: Option<Prelude>) -> Result<()> {
         signal.cancel();
     })
     .await;
-    projectors.stopped().await;
+    if let Some(projectors) = projectors {
+        projectors.stopped().await;
+    }
     for task in background {
         let _ = task.await;
     }
