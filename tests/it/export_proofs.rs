@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use planledger_e2e::auditor::{Auditor, python_verify};
-use planledger_e2e::history::{Tenant, export, script_history};
+use planledger_e2e::history::{Tenant, export, export_output, script_history};
 use planledger_e2e::server::{Planledger, binary};
 use serde_json::{Value, json};
 
@@ -258,13 +258,7 @@ async fn a_changed_event_byte_and_a_changed_proof_hash_each_fail_with_their_own_
 
 /// Runs `planledger export` expecting a refusal; returns its message.
 fn export_refused(data_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(binary())
-        .arg("export")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .output()
-        .expect("planledger export runs");
+    let output = export_output(data_dir, args);
     assert!(!output.status.success(), "export {args:?} passed");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -166,15 +166,20 @@ pub struct ExportRun {
     pub through: u64,
 }
 
-/// Runs `planledger export --data-dir DIR ARGS...` and checks it succeeded.
-pub fn export(data_dir: &Path, args: &[&str]) -> ExportRun {
-    let output = Command::new(binary())
+/// Runs `planledger export --data-dir DIR ARGS...`, whatever its outcome.
+pub fn export_output(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
         .arg("export")
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .output()
-        .expect("planledger export runs");
+        .expect("planledger export runs")
+}
+
+/// Runs `planledger export --data-dir DIR ARGS...` and checks it succeeded.
+pub fn export(data_dir: &Path, args: &[&str]) -> ExportRun {
+    let output = export_output(data_dir, args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "export {args:?} failed: {stderr}");
     let summary = stderr
