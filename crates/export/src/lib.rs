@@ -292,18 +292,14 @@ fn scan(
 trait Sink {
     /// Adds one event, given as its stored bytes.
     fn write(&mut self, position: Position, stored: &[u8]) -> Result<(), ExportError>;
-    /// Adds one event with its inclusion proof (an export with proofs). A sink of lines takes
+    /// Adds one event with its inclusion proof (an export with proofs). A sink of lines writes
     /// the line [`proof::ndjson_line`] makes; Parquet's adds the proof columns.
     fn write_proved(
         &mut self,
         position: Position,
         stored: &[u8],
         proof: &proof::ProofRow<'_>,
-    ) -> Result<(), ExportError> {
-        let mut line = Vec::with_capacity(stored.len() + 64 + 48 * proof.path.len());
-        proof::ndjson_line(&mut line, stored, proof);
-        self.write(position, &line)
-    }
+    ) -> Result<(), ExportError>;
     /// Writes whatever is buffered and the file's footer, if the format has one.
     fn finish(&mut self) -> Result<(), ExportError>;
 }

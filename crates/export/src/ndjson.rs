@@ -26,6 +26,8 @@ pub(crate) struct NdjsonSink {
     full: Option<SyncSender<Block>>,
     /// Written blocks back from the writer, for reuse.
     empty: Receiver<Block>,
+    /// The line of an event with its proof, made here and reused for the next.
+    line: Vec<u8>,
 }
 
 /// Starts the thread of `scope` that writes the blocks sent to the returned sink to `out`,
@@ -51,6 +53,7 @@ pub(crate) fn spawn_writer<'scope, 'out: 'scope>(
         buffer: Block::with_capacity(BUFFER_BYTES),
         full: Some(full),
         empty,
+        line: Vec::new(),
     };
     Ok((sink, writer))
 }
@@ -89,6 +92,20 @@ impl Sink for NdjsonSink {
     fn write(&mut self, _position: Position, stored: &[u8]) -> Result<(), ExportError> {
         self.put(stored)?;
         self.put(b"\n")
+    }
+
+    fn write_proved(
+        &mut self,
+        position: Position,
+        stored: &[u8],
+        proof: &crate::proof::ProofRow<'_>,
+    ) -> Result<(), ExportError> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        crate::proof::ndjson_line(&mut line, stored, proof);
+        let written = self.write(position, &line);
+        self.line = line;
+        written
     }
 
     fn finish(&mut self) -> Result<(), ExportError> {

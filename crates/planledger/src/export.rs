@@ -3,12 +3,12 @@
 //! `--proof` every row carries its event's inclusion proof and the signed checkpoint of their
 //! tree is written beside the file (`audit verify-export` checks both offline).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use planledger_export::{ExportOptions, ExportReport, Format, Output};
 use planledger_store::{LogReader, Position, StoreOptions};
 
@@ -532,20 +532,13 @@ fn write_file(
     Ok(report)
 }
 
-/// A bar on standard error when it is a terminal (standard output may carry the export).
+/// The export's bar (hidden unless standard error is a terminal).
 fn progress_bar(total: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} {bar:40} {pos}/{len} positions  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message("exporting");
-    bar
+    crate::progress_bar(
+        total,
+        "{msg:>10} {bar:40} {pos}/{len} positions  {per_sec}  eta {eta}",
+        "exporting",
+    )
 }
 
 /// The line printed when an export is done: what it wrote and where the next one starts.

@@ -149,6 +149,22 @@ pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::Promethe
     Ok(handle)
 }
 
+/// A progress bar of `len` steps drawn as `template` with `message`, on standard error when
+/// it is a terminal (hidden otherwise: standard output may carry the command's data).
+pub fn progress_bar(len: u64, template: &str, message: &'static str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(message);
+    bar
+}
+
 /// Sets up `tracing` output in the chosen format, filtered by `RUST_LOG` (default `info`).
 /// Pretty output is coloured only on a terminal (and not with a non-empty `NO_COLOR`): a log
 /// collector reading a pipe gets plain text, not escape codes.

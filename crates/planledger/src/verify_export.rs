@@ -2,11 +2,9 @@
 //! `planledger export --proof`: the checkpoint's signature, then every row's inclusion proof
 //! against the checkpoint's root, naming the first row that fails and why.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
-use indicatif::{ProgressBar, ProgressStyle};
 use planledger_app::audit::PublicKey;
 use planledger_app::checkpoint::{Checkpoint, open_checkpoint};
 use planledger_export::{ProvedRow, ReadProgress, read_proved};
@@ -38,7 +36,7 @@ pub fn run(args: &VerifyExportArgs) -> Result<()> {
     let head = open_checkpoint(&name, &text, &key)
         .map_err(|e| anyhow!("verify-export failed: {e}"))?
         .0;
-    let bar = progress_bar();
+    let bar = crate::progress_bar(0, "{msg:>10} {bar:40} {percent}%  eta {eta}", "verifying");
     let mut range: Option<(u64, u64)> = None;
     let mut ascending = true;
     let mut check = |row: ProvedRow, progress: ReadProgress| -> Result<()> {
@@ -148,18 +146,4 @@ fn event_position(event: &[u8]) -> Result<u64, String> {
     serde_json::from_slice::<Positioned>(event)
         .map(|p| p.position)
         .map_err(|e| format!("the event is not an envelope as the log stores it: {e}"))
-}
-
-/// A bar on standard error when it is a terminal.
-fn progress_bar() -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} {bar:40} {percent}%  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message("verifying");
-    bar
 }
