@@ -41,7 +41,7 @@ pub struct ServiceArgs {
     /// Concurrent clients (each on its own plan, or its own stream in PostgreSQL).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Skip the run with the NATS relay.
+    /// Skip the runs with the NATS relay (read models embedded, and read models apart).
     #[arg(long)]
     pub no_nats: bool,
     /// Skip the PostgreSQL peer.
