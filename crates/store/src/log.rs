@@ -431,8 +431,22 @@ impl EventStore {
                     .spawn(move || syncer.run())
             }
             Commit::External(committer) => {
-                let thread = CommitterThread {
+                let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+                let applying = Arc::new(crate::writer::Applying::default());
+                let applier = crate::writer::ApplierThread {
                     db: db.clone(),
+                    queue: apply_rx,
+                    published: published_tx.clone(),
+                    failed: failed.clone(),
+                    in_flight: in_flight.clone(),
+                    applying: applying.clone(),
+                    answerer,
+                };
+                let applier_thread = std::thread::Builder::new()
+                    .name("planledger-log-applier".into())
+                    .spawn(move || applier.run())
+                    .map_err(|e| corrupt("applier thread", e))?;
+                let thread = CommitterThread {
                     queue: sync_rx,
                     committer: committer.clone(),
                     published: published_tx.clone(),
@@ -440,7 +454,10 @@ impl EventStore {
                     resync: resync.clone().expect("cluster mode has a resync state"),
                     in_flight: in_flight.clone(),
                     stats: stats.clone(),
-                    answerer,
+                    applier: apply_tx,
+                    applier_thread: Some(applier_thread),
+                    applying,
+                    committed: None,
                 };
                 std::thread::Builder::new()
                     .name("planledger-log-committer".into())

@@ -1,5 +1,5 @@
-//! Cluster mode: the committer thread commits prepared batches to the partition's log, then
-//! applies them to the cache and has them answered.
+//! Cluster mode: the committer thread commits prepared batches to the partition's log; the
+//! applier thread applies them to the cache and has them answered.
 //!
 //! Exactly one commit is in flight, as one fsync is in local mode: what the writer prepares
 //! meanwhile waits, and the next commit takes every batch waiting (whole batches, at most
@@ -9,10 +9,18 @@
 //! what it read and verified when it caught up). With two in flight, the second would name the
 //! first's intended end; if the first were refused and another writer's batch of the same
 //! length had landed instead, the second would be accepted on a history its writer never saw.
+//!
+//! Applying is not part of that cycle: once a commit is acknowledged its batches go to the
+//! applier, and the next commit is sent at once, naming the acknowledged end. The applier
+//! writes acknowledged batches into RocksDB in order, advances the applied position and has
+//! their callers answered, so no caller is answered and no reader sees an event before the
+//! cache holds it. A failed commit waits for the applier to finish first, so that the writer's
+//! catch-up starts from a cache that holds everything acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rocksdb::{DB, WriteOptions};
@@ -27,7 +35,6 @@ use crate::{StoreError, StreamId};
 
 /// Commits prepared batches, in order, one commit in flight.
 pub(crate) struct CommitterThread {
-    pub db: Arc<DB>,
     /// Prepared batches, in order.
     pub queue: std::sync::mpsc::Receiver<Written>,
     pub committer: Arc<dyn Committer>,
@@ -40,8 +47,65 @@ pub(crate) struct CommitterThread {
     /// Batches handed over and not answered yet (shared with the writer).
     pub in_flight: Arc<AtomicUsize>,
     pub stats: Arc<Mutex<WriterStats>>,
+    /// Where acknowledged groups go to be applied and answered, in order.
+    pub applier: std::sync::mpsc::Sender<Vec<Written>>,
+    /// The applier thread, joined when the committer stops.
+    pub applier_thread: Option<JoinHandle<()>>,
+    /// Groups handed to the applier and not applied yet.
+    pub applying: Arc<Applying>,
+    /// The end of the last acknowledged commit, with the epoch it was made in.
+    pub committed: Option<(u64, Position)>,
+}
+
+/// Applies acknowledged groups to the cache, in order, and has their callers answered.
+pub(crate) struct ApplierThread {
+    pub db: Arc<DB>,
+    pub queue: std::sync::mpsc::Receiver<Vec<Written>>,
+    /// The applied position (what the cache holds; readers never go past it).
+    pub published: Arc<watch::Sender<Position>>,
+    /// Stops the write path for good (the cache could not be written).
+    pub failed: Arc<Halt>,
+    /// Batches handed over and not answered yet (shared with the writer).
+    pub in_flight: Arc<AtomicUsize>,
+    pub applying: Arc<Applying>,
     /// The answerer task, if the log was opened in a multi-threaded runtime.
     pub answerer: Option<Answerer>,
+}
+
+/// How many groups the applier has not applied yet, so that a failed commit can wait for them.
+#[derive(Default)]
+pub(crate) struct Applying {
+    groups: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Applying {
+    fn add(&self) {
+        *self.groups.lock().expect("applying lock is never poisoned") += 1;
+    }
+
+    fn done(&self, groups: usize) {
+        let mut waiting = self.groups.lock().expect("applying lock is never poisoned");
+        assert!(
+            *waiting >= groups,
+            "the applier applies only groups handed to it"
+        );
+        *waiting -= groups;
+        if *waiting == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until every group handed to the applier is applied and answered.
+    fn wait_idle(&self) {
+        let mut waiting = self.groups.lock().expect("applying lock is never poisoned");
+        while *waiting > 0 {
+            waiting = self
+                .idle
+                .wait(waiting)
+                .expect("applying lock is never poisoned");
+        }
+    }
 }
 
 /// How the batches of an ended epoch are answered: nothing of them was sent.
@@ -63,7 +127,7 @@ impl NotSent {
 }
 
 impl CommitterThread {
-    /// Runs until the writer closes the queue.
+    /// Runs until the writer closes the queue, then lets the applier finish and stop.
     pub(crate) fn run(mut self) {
         let mut waiting: VecDeque<Written> = VecDeque::new();
         // The last epoch whose commit failed, and how its later batches are answered.
@@ -83,6 +147,8 @@ impl CommitterThread {
                     _ => break,
                 };
                 let written = waiting.pop_front().expect("the front was just seen");
+                // What it answered from the cache must be judged against everything applied.
+                self.applying.wait_idle();
                 self.answer_unsent(written, refusal);
             }
             if waiting.is_empty() {
@@ -93,8 +159,20 @@ impl CommitterThread {
             let epoch = group[0].epoch;
             if let Err(how) = self.commit_group(group) {
                 ended = Some((epoch, how));
+                self.in_flight.fetch_sub(count, Ordering::SeqCst);
             }
-            self.in_flight.fetch_sub(count, Ordering::SeqCst);
+        }
+        let CommitterThread {
+            applier,
+            applier_thread,
+            ..
+        } = self;
+        // Closing its queue lets the applier apply and answer what it holds, and stop.
+        drop(applier);
+        if let Some(thread) = applier_thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the event log applier thread panicked");
         }
     }
 
@@ -112,22 +190,38 @@ impl CommitterThread {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Commits one group of batches and applies it; on failure answers it and says how the
-    /// batches behind it are answered.
-    fn commit_group(&mut self, mut group: Vec<Written>) -> Result<(), NotSent> {
+    /// The position the next commit of `epoch` builds on: the end of the last acknowledged
+    /// commit of the same epoch, else what the cache holds (a new epoch starts on a caught-up
+    /// cache, with nothing left to apply).
+    fn committed_head(&self, epoch: u64) -> Position {
+        match self.committed {
+            Some((of, position)) if of == epoch => position,
+            _ => *self.published.borrow(),
+        }
+    }
+
+    /// Commits one group of batches and hands it to the applier; on failure answers it and says
+    /// how the batches behind it are answered.
+    fn commit_group(&mut self, group: Vec<Written>) -> Result<(), NotSent> {
         let events = commit_events(&group);
+        let epoch = group[0].epoch;
         if events.is_empty() {
-            // Only refusals and repeats: nothing to commit, answered in order.
-            self.confirm(group);
+            // Only refusals and repeats: nothing to commit, answered in order behind what is
+            // being applied.
+            self.hand_over(group);
             return Ok(());
         }
         let expected_last = Position(events[0].position.0 - 1);
-        // The batch builds on exactly what the cache holds: one commit in flight, and the
-        // writer catches up only while none is.
+        // The batch builds on exactly what is acknowledged: one commit in flight, and the
+        // writer catches up only while nothing is in flight or being applied.
         assert_eq!(
             expected_last,
-            *self.published.borrow(),
-            "a commit names the applied head as the position before it"
+            self.committed_head(epoch),
+            "a commit names the end of the last acknowledged commit as the position before it"
+        );
+        assert!(
+            expected_last >= *self.published.borrow(),
+            "nothing is applied that was not acknowledged"
         );
         assert!(
             events
@@ -135,6 +229,7 @@ impl CommitterThread {
                 .all(|pair| pair[1].position.0 == pair[0].position.0 + 1),
             "a commit's positions are dense"
         );
+        let last = events[events.len() - 1].position;
         let started = Instant::now();
         let result = self.committer.commit(expected_last, &events);
         let took = started.elapsed();
@@ -152,8 +247,8 @@ impl CommitterThread {
                     record_sync(&mut stats, events.len(), false);
                     stats.syncing += took;
                 }
-                self.apply(&mut group);
-                self.confirm(group);
+                self.committed = Some((epoch, last));
+                self.hand_over(group);
                 return Ok(());
             }
             Err(CommitError::Refused(message)) => {
@@ -177,6 +272,9 @@ impl CommitterThread {
                 )
             }
         };
+        // Everything acknowledged is applied before the writer may catch up, and before the
+        // repeats below are judged against the cache.
+        self.applying.wait_idle();
         self.resync.request();
         let applied = *self.published.borrow();
         for written in group {
@@ -192,17 +290,59 @@ impl CommitterThread {
         Err(how)
     }
 
-    /// Writes the committed batches into the cache (no fsync: the partition's log holds them).
-    fn apply(&self, group: &mut [Written]) {
+    /// Hands an acknowledged group (or one with nothing to commit) to the applier.
+    fn hand_over(&mut self, group: Vec<Written>) {
+        self.applying.add();
+        if let Err(std::sync::mpsc::SendError(group)) = self.applier.send(group) {
+            // The applier is gone (it panicked): nothing more can be applied. The group is
+            // committed, so its callers are answered as it was decided.
+            self.failed.stop("the event log applier thread stopped");
+            let count = group.len();
+            for written in group {
+                for (reply, answer) in written.answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            self.in_flight.fetch_sub(count, Ordering::SeqCst);
+            self.applying.done(1);
+        }
+    }
+}
+
+impl ApplierThread {
+    /// Runs until the committer closes the queue.
+    pub(crate) fn run(mut self) {
         let options = {
             let mut options = WriteOptions::default();
             options.set_sync(false);
             options
         };
-        let result = group
+        while let Ok(first) = self.queue.recv() {
+            // Everything acknowledged meanwhile is applied together, with one WAL flush.
+            let mut groups = vec![first];
+            groups.extend(self.queue.try_iter());
+            self.apply(&mut groups, &options);
+            let handed = groups.len();
+            let batches: usize = groups.iter().map(Vec::len).sum();
+            for group in groups {
+                self.confirm(group);
+            }
+            self.in_flight.fetch_sub(batches, Ordering::SeqCst);
+            self.applying.done(handed);
+        }
+    }
+
+    /// Writes acknowledged batches into the cache (no fsync: the partition's log holds them).
+    /// Once a write has failed nothing more is written: the cache must stay a prefix.
+    fn apply(&self, groups: &mut [Vec<Written>], options: &WriteOptions) {
+        if self.failed.is_stopped() {
+            return;
+        }
+        let result = groups
             .iter_mut()
+            .flatten()
             .filter_map(|written| written.write.take())
-            .try_for_each(|write| self.db.write_opt(write, &options))
+            .try_for_each(|write| self.db.write_opt(write, options))
             .and_then(|()| self.db.flush_wal(false));
         if let Err(error) = result {
             // Committed, so answered as appended; but this cache can no longer follow the log.
@@ -215,7 +355,7 @@ impl CommitterThread {
         if let Some(last) = group.last().map(|written| written.position)
             && !self.failed.is_stopped()
         {
-            // Here, not only by the answerer: the next commit names this position.
+            // Here, not only by the answerer: a failed commit judges repeats against it.
             super::catch_up::advance(&self.published, last);
         }
         if self.failed.is_stopped() {

@@ -3,7 +3,7 @@
 //! Files by job: [`request`] (what an append asks and is answered), [`writer`] (checks, places
 //! and hashes each batch), [`leaves`] (the Merkle tree's leaf hashes of a batch, taken on a
 //! thread of their own while the writer prepares it), [`syncer`] (local mode: fsyncs the write-ahead log and answers),
-//! [`committer`] (cluster mode: commits each batch to the partition's log, then applies it),
+//! [`committer`] (cluster mode: commits each batch to the partition's log; its applier thread applies it),
 //! [`catch_up`] (cluster mode: applies the partition's log to the cache, verifying it), and
 //! [`halt`] (what stops the write path, and the free-space reserve).
 //!
@@ -44,9 +44,11 @@
 //! The writer prepares each batch as above but does not write it: the committer thread merges
 //! the batches waiting (whole appends, at most [`crate::MAX_COMMIT_EVENTS`] events), hands them
 //! to the [`crate::Committer`] as one compare-and-append naming the position before them, and
-//! only once that is acknowledged writes them into RocksDB (no fsync: the partition's log is
-//! the truth) and answers. Exactly one commit is in flight, so the position a commit names is
-//! always one this node knows to be in the truth. A refused commit (another writer got there
+//! only once that is acknowledged has the applier thread write them into RocksDB (no fsync: the
+//! partition's log is the truth) and answer. Exactly one commit is in flight, so the position a
+//! commit names is always one this node knows to be in the truth; applying is off that cycle
+//! (the next commit is sent while the applier writes the last one), and nothing is answered or
+//! readable before it is applied. A refused commit (another writer got there
 //! first) answers its appends and every batch prepared behind it "not appended"
 //! ([`crate::StoreError::PartitionMoved`]); an unconfirmed one answers
 //! [`crate::StoreError::OutcomeUnknown`]. Either way the writer then waits for the committer to
@@ -63,7 +65,7 @@ mod syncer;
 mod writer;
 
 pub(crate) use catch_up::{CatchUp, Resync};
-pub(crate) use committer::CommitterThread;
+pub(crate) use committer::{ApplierThread, Applying, CommitterThread};
 pub use halt::WriteFailure;
 pub(crate) use halt::{Halt, SpaceGuard, WRITES_STOPPED, low_space_message};
 pub(crate) use leaves::LeafHasher;
