@@ -263,11 +263,14 @@ mod fast {
             &self.text.as_bytes()[self.at..]
         }
 
+        // Inlined where called, so each key's comparison is one of a known length.
+        #[inline(always)]
         fn peek(&self, literal: &str) -> bool {
             self.rest().starts_with(literal.as_bytes())
         }
 
         /// Steps over `literal`, if it is next.
+        #[inline(always)]
         fn literal(&mut self, literal: &str) -> Option<()> {
             self.peek(literal).then(|| self.at += literal.len())
         }

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::types::ArrowPrimitiveType;
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use planledger_store::Position;
@@ -39,6 +40,24 @@ const DISTINCT_COLUMNS: [&str; 15] = [
     "leaf_index",
     "leaf_hash",
     "proof_hashes.list.item",
+];
+
+/// Text columns of (nearly) distinct values, written with their lengths apart from their bytes
+/// (`DELTA_LENGTH_BYTE_ARRAY`) instead of each value after its 4-byte length (`PLAIN`).
+///
+/// In random hex the lengths are the only repeats zstd finds, and every repeat found restarts
+/// its search at every byte: with the lengths apart, it finds none in the hashes and skips
+/// ahead over them as over any incompressible run, then compresses the hex by its letters alone
+/// (measured: a third of the encoders' zstd time, and a file 4% smaller).
+const LENGTHS_APART_COLUMNS: [&str; 8] = [
+    "event_id",
+    "command_id",
+    "correlation_id",
+    "traceparent",
+    "data",
+    "prev_hash",
+    "hash",
+    "envelope",
 ];
 
 /// Columns no reader selects by range (a JSON payload, random hex, names and ids that every
@@ -236,27 +255,27 @@ impl Columns {
     /// The rows so far as one batch; the builders start over empty.
     fn take(&mut self, schema: &SchemaRef) -> Result<RecordBatch, ExportError> {
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.position.finish()),
-            Arc::new(self.stream.finish()),
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.plan_id.finish()),
-            Arc::new(self.version.finish()),
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.event_type.finish()),
-            Arc::new(self.schema_version.finish()),
-            Arc::new(self.occurred_at.finish()),
-            Arc::new(self.recorded_at.finish()),
-            Arc::new(self.actor.finish()),
-            Arc::new(self.command_id.finish()),
-            Arc::new(self.correlation_id.finish()),
-            Arc::new(self.causation_id.finish()),
-            Arc::new(self.traceparent.finish()),
-            Arc::new(self.data.finish()),
-            Arc::new(self.prev_hash.finish()),
-            Arc::new(self.hash.finish()),
+            finish_number(&mut self.position),
+            finish_text(&mut self.stream),
+            finish_text(&mut self.tenant),
+            finish_text(&mut self.plan_id),
+            finish_number(&mut self.version),
+            finish_text(&mut self.event_id),
+            finish_text(&mut self.event_type),
+            finish_number(&mut self.schema_version),
+            finish_number(&mut self.occurred_at),
+            finish_number(&mut self.recorded_at),
+            finish_text(&mut self.actor),
+            finish_text(&mut self.command_id),
+            finish_text(&mut self.correlation_id),
+            finish_text(&mut self.causation_id),
+            finish_text(&mut self.traceparent),
+            finish_text(&mut self.data),
+            finish_text(&mut self.prev_hash),
+            finish_text(&mut self.hash),
         ];
         if let Some(partition) = &mut self.partition {
-            columns.push(Arc::new(partition.finish()));
+            columns.push(finish_number(partition));
         }
         if let Some(proof) = &mut self.proof {
             columns.extend(proof.finish());
@@ -264,6 +283,25 @@ impl Columns {
         self.rows = 0;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
+}
+
+/// The text column `builder` built, as an array; the builder is left empty with room for as
+/// much again, so the next batch's values go in without its buffers growing (a growth copies
+/// what is in, and a finished builder starts from nothing).
+pub(crate) fn finish_text(builder: &mut StringBuilder) -> ArrayRef {
+    let array = builder.finish();
+    let bytes = array.value_data().len();
+    *builder = StringBuilder::with_capacity(BATCH_ROWS, bytes + bytes / 8);
+    Arc::new(array)
+}
+
+/// The number column `builder` built, as an array; the builder is left empty with room for a
+/// batch (see [`finish_text`]).
+pub(crate) fn finish_number<T: ArrowPrimitiveType>(builder: &mut PrimitiveBuilder<T>) -> ArrayRef {
+    let array = builder.finish();
+    *builder =
+        PrimitiveBuilder::with_capacity(BATCH_ROWS).with_data_type(array.data_type().clone());
+    Arc::new(array)
 }
 
 /// How the file is written: zstd, dictionaries only where values repeat, min/max per chunk.
@@ -281,6 +319,10 @@ fn properties() -> WriterProperties {
     for column in UNORDERED_COLUMNS {
         properties = properties
             .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    for column in LENGTHS_APART_COLUMNS {
+        properties = properties
+            .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_LENGTH_BYTE_ARRAY);
     }
     properties.build()
 }
