@@ -462,8 +462,13 @@ fn decode_all(deliveries: &[Delivery]) {
             let _ = delivery.event();
         }
     };
-    let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-    if deliveries.len() < 512 || !parallel {
+    // Asked once per process: the answer reads the cgroup's CPU quota from /proc and /sys,
+    // which cost as much as applying a live batch.
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if deliveries.len() < 512
+        || !*PARALLEL
+            .get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    {
         return decode(deliveries);
     }
     let (first, second) = deliveries.split_at(deliveries.len() / 2);
