@@ -25,7 +25,7 @@ use planledger_e2e::workspace_root;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::cluster_nodes::writer;
+use crate::cluster_nodes::{wait_spread, writer};
 
 const PARTITIONS: u32 = 4;
 
@@ -158,6 +158,9 @@ async fn two_nodes(nats: &NatsCluster, dir: &Path) -> (Planledger, Planledger) {
     assert!(n1.wait_ready().await, "n1 never got ready: {}", n1.log());
     let n2 = writer(nats, &dir.join("n2"), "n2", Some(&n1.data_dir));
     assert!(n2.wait_ready().await, "n2 never got ready: {}", n2.log());
+    // Ready is not settled: n2 takes partitions over from n1 after it starts, and a request
+    // forwarded while one moves is refused (503, to be retried).
+    wait_spread(nats, &["n1", "n2"]).await;
     (n1, n2)
 }
 

@@ -57,6 +57,27 @@ fn owners(cluster: &NatsCluster) -> BTreeMap<u32, String> {
         .collect()
 }
 
+/// Waits until every partition is owned and served, by the given nodes only, each of them
+/// holding at least one: the leases have settled, so no partition moves under the next request.
+pub(crate) async fn wait_spread(nats: &NatsCluster, ids: &[&str]) -> BTreeMap<u32, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let owned = tokio::task::block_in_place(|| owners(nats));
+        let every = owned.len() == PARTITIONS as usize;
+        let only = owned.values().all(|o| ids.contains(&o.as_str()));
+        let each = ids.iter().all(|id| owned.values().any(|o| o == id));
+        if every && only && each {
+            return owned;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitions never spread over {ids:?}: {owned:?}; status {}",
+            tokio::task::block_in_place(|| cluster_status(nats))
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The partition of one of the tenant's plans.
 fn partition_of(plan: &str) -> u32 {
     PartitionCount::new(PARTITIONS)
@@ -228,22 +249,7 @@ impl Cluster3 {
     /// Waits until every partition is owned and served, by the given nodes only, each of them
     /// holding at least one.
     async fn wait_spread(&self, ids: &[&str]) -> BTreeMap<u32, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let owned = tokio::task::block_in_place(|| owners(&self.nats));
-            let every = owned.len() == PARTITIONS as usize;
-            let only = owned.values().all(|o| ids.contains(&o.as_str()));
-            let each = ids.iter().all(|id| owned.values().any(|o| o == id));
-            if every && only && each {
-                return owned;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the partitions never spread over {ids:?}: {owned:?}; status {}",
-                tokio::task::block_in_place(|| cluster_status(&self.nats))
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_spread(&self.nats, ids).await
     }
 
     fn node(&self, id: &str) -> &Planledger {

@@ -742,6 +742,13 @@ impl Writer {
         let cluster = self.cluster.as_mut().expect("only cluster mode catches up");
         cluster.resync.set_catching_up(true);
         let result = cluster.catch_up.run(&self.db, &self.published);
+        if let Err(StoreError::PartitionHalted { reason, detail }) = &result {
+            // Stopped before it stops catching up: the log never looks writable in between.
+            self.failed.stop_with(WriteFailure::Partition {
+                reason,
+                detail: detail.clone(),
+            });
+        }
         cluster.resync.set_catching_up(false);
         match result {
             Ok((head, tree)) => {
@@ -759,13 +766,7 @@ impl Writer {
                 cluster.resync.done();
                 Ok(())
             }
-            Err(StoreError::PartitionHalted { reason, detail }) => {
-                self.failed.stop_with(WriteFailure::Partition {
-                    reason,
-                    detail: detail.clone(),
-                });
-                Err(StoreError::PartitionHalted { reason, detail })
-            }
+            Err(halted @ StoreError::PartitionHalted { .. }) => Err(halted),
             Err(error) => Err(error),
         }
     }
