@@ -283,3 +283,104 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
         Position(0)
     );
 }
+
+/// The name of the server leading `stream`, as its stream info says.
+async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<String> {
+    let context = async_nats::jetstream::new(client.clone());
+    let mut stream = context.get_stream(stream).await.ok()?;
+    let info = stream.info().await.ok()?;
+    info.cluster
+        .as_ref()
+        .and_then(|cluster| cluster.leader.clone())
+}
+
+/// A batch whose first message finds no stream leader (two of three servers down) cannot have
+/// been stored: the committer says so (`Unavailable`, nothing stored, retry) instead of "outcome
+/// unknown", and once the servers are back the stream ends where it did and the same position
+/// takes a batch.
+#[test]
+fn a_batch_whose_first_message_nobody_took_is_answered_not_stored() {
+    let mut cluster = NatsCluster::start();
+    cluster.init_planledger(1);
+    let rt = runtime();
+    let stream = planledger_proto::subjects::partition_stream_name(0);
+    let probe = rt
+        .block_on(planledger_bus::connect(&cluster.urls().join(","), "probe"))
+        .expect("connects");
+    let leader = rt.block_on(async {
+        for _ in 0..240 {
+            if let Some(leader) = stream_leader(&probe, &stream).await {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the stream never had a leader: {}", cluster.logs());
+    });
+    drop(probe);
+    let survivor = planledger_e2e::cluster::MEMBERS
+        .into_iter()
+        .find(|member| *member != leader)
+        .expect("a follower");
+    let client = rt
+        .block_on(planledger_bus::connect(
+            &cluster.url(survivor),
+            "partition-log-survivor",
+        ))
+        .expect("connects");
+    let mut config = PartitionLogConfig::new(0);
+    config.timeout = Duration::from_secs(30);
+    let committer = rt
+        .block_on(JetStreamCommitter::open(client, config))
+        .expect("the partition stream exists");
+    let first = events(0, 2, GENESIS_HASH);
+    committer.commit(Position(0), &first).expect("commits");
+
+    // The leader and the other follower die: the survivor has no quorum, so no leader, and
+    // nobody takes the stream's subjects.
+    for member in planledger_e2e::cluster::MEMBERS {
+        if member != survivor {
+            cluster.kill(member);
+        }
+    }
+    let next = events(2, 3, &last_hash(&first));
+    match committer.commit(Position(2), &next) {
+        Err(CommitError::Unavailable(detail)) => {
+            assert!(detail.contains("nothing was stored"), "{detail}");
+        }
+        other => panic!("a batch nobody took is not stored, got {other:?}"),
+    }
+
+    for member in planledger_e2e::cluster::MEMBERS {
+        if member != survivor {
+            cluster.restart(member);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let end = loop {
+        match committer.last_position() {
+            Ok(end) => break end,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "the stream never answered again: {error}; {}",
+                cluster.logs()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(end, Position(2), "nothing of the batch was stored");
+    // The same position takes the batch (retried while the stream still elects its leader:
+    // an unavailable stream stores nothing).
+    loop {
+        match committer.commit(Position(2), &next) {
+            Ok(()) => break,
+            Err(CommitError::Unavailable(detail)) if std::time::Instant::now() < deadline => {
+                eprintln!("not yet: {detail}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(error) => panic!("the same position takes the batch: {error}"),
+        }
+    }
+    let mut committed = first;
+    committed.extend(next);
+    assert_read_back(&committer, &committed);
+}

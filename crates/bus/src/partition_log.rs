@@ -233,9 +233,14 @@ pub enum AtomicBatchError {
     /// Whether the batch was stored cannot be told (connection closed, unexpected answer).
     #[error("{0}")]
     Unknown(String),
-    /// Nobody answered on the batch's subjects (no stream, or no leader right now).
+    /// Nobody answered on the batch's subjects (no stream, or no leader right now). `first`:
+    /// nobody took the batch's first message, so nothing of the batch can be stored (a batch
+    /// is stored only from its first message).
     #[error("no responders")]
-    NoResponders,
+    NoResponders {
+        /// Whether it was the first message that found nobody.
+        first: bool,
+    },
 }
 
 /// Publishes `messages` (as [`partition_message`] makes them) to `stream` as one JetStream
@@ -298,7 +303,9 @@ pub async fn publish_atomic_batch(
             continue;
         };
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
-            return Err(AtomicBatchError::NoResponders);
+            return Err(AtomicBatchError::NoResponders {
+                first: kind == "start",
+            });
         }
         if kind == "start" && reply.payload.is_empty() {
             // The batch's first message was accepted and staged.
@@ -385,13 +392,16 @@ impl JetStreamCommitter {
             Err(AtomicBatchError::NotSent(detail)) => Err(CommitError::Unavailable(detail)),
             Err(AtomicBatchError::Refused(detail)) => Err(CommitError::Refused(detail)),
             Err(AtomicBatchError::Unknown(detail)) => Err(CommitError::Unknown(detail)),
-            Err(AtomicBatchError::NoResponders) => Err(self.no_responders().await),
+            Err(AtomicBatchError::NoResponders { first }) => Err(self.no_responders(first).await),
         }
     }
 
     /// Why a batch found nobody listening: the stream is gone (nothing stored), or it has no
-    /// leader right now (whether the batch was stored cannot be told).
-    async fn no_responders(&self) -> CommitError {
+    /// leader right now. Nothing is stored either when nobody took the batch's first message
+    /// (`first`): the stream stores a batch only from its first message, so the messages after
+    /// it, even if a new leader took them, are refused as a batch without a start. Otherwise
+    /// whether the batch was stored cannot be told.
+    async fn no_responders(&self, first: bool) -> CommitError {
         match find_stream(&self.context, &self.stream).await {
             Ok(None) => CommitError::Unavailable(
                 BusError::PartitionStreamMissing {
@@ -399,6 +409,11 @@ impl JetStreamCommitter {
                 }
                 .to_string(),
             ),
+            _ if first => CommitError::Unavailable(format!(
+                "{} has no leader right now (nobody took the batch's first message); nothing was \
+                 stored",
+                self.stream
+            )),
             _ => CommitError::Unknown(format!("no responders on {}", self.subject_prefix)),
         }
     }
