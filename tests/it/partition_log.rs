@@ -384,3 +384,22 @@ fn a_batch_whose_first_message_nobody_took_is_answered_not_stored() {
     committed.extend(next);
     assert_read_back(&committer, &committed);
 }
+
+/// `cluster init` returns only once every partition stream has a leader, so the first commit
+/// after it does not meet a stream still electing one.
+#[test]
+fn cluster_init_returns_once_every_partition_stream_has_a_leader() {
+    let cluster = NatsCluster::start();
+    cluster.init_planledger(8);
+    let rt = runtime();
+    let client = rt
+        .block_on(planledger_bus::connect(&cluster.urls().join(","), "probe"))
+        .expect("connects");
+    for partition in 0..8 {
+        let stream = planledger_proto::subjects::partition_stream_name(partition);
+        assert!(
+            rt.block_on(stream_leader(&client, &stream)).is_some(),
+            "{stream} has no leader right after cluster init"
+        );
+    }
+}

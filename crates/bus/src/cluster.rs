@@ -336,6 +336,52 @@ pub async fn provision(
     })
 }
 
+/// Waits until every partition stream of `config` has a leader (an R1 stream, with no group,
+/// counts as led), so that the first commit after `cluster init` does not meet a stream still
+/// electing one. `progress` is told how many have one, of how many, after every look.
+pub async fn wait_for_leaders(
+    client: &Client,
+    config: &ClusterConfig,
+    timeout: std::time::Duration,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(), BusError> {
+    let context = jetstream::new(client.clone());
+    let started = std::time::Instant::now();
+    let mut waiting: Vec<String> = config.partitions.iter().map(|p| p.stream.clone()).collect();
+    let total = waiting.len();
+    loop {
+        let mut still = Vec::new();
+        for name in waiting {
+            let led = match find_stream(&context, &name).await {
+                Ok(Some(mut stream)) => match stream.info().await {
+                    Ok(info) => info
+                        .cluster
+                        .as_ref()
+                        .is_none_or(|cluster| cluster.leader.is_some()),
+                    Err(_) => false,
+                },
+                // Not created (yet) or not answering: not led.
+                Ok(None) | Err(_) => false,
+            };
+            if !led {
+                still.push(name);
+            }
+        }
+        progress(total - still.len(), total);
+        if still.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(BusError::StreamsWithoutLeader {
+                streams: still,
+                waited: format!("{timeout:?}"),
+            });
+        }
+        waiting = still;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

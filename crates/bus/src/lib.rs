@@ -38,6 +38,7 @@ pub mod source;
 
 pub use cluster::{
     ClusterConfig, PartitionEntry, Provisioned, ServerDurability, provision, read_cluster_config,
+    wait_for_leaders,
 };
 pub use connection::{StreamSpec, connect, ensure_stream, find_stream, keeps_everything};
 pub use envelope::{
@@ -98,6 +99,19 @@ pub enum BusError {
     PartitionStreamMissing {
         /// The stream's name.
         stream: String,
+    },
+    /// Partition streams still had no leader when `cluster init` stopped waiting.
+    #[error(
+        "the partition streams {} have no leader after {waited}: the NATS cluster may lack \
+         a quorum of servers (commands to them are refused until they have one); check the \
+         servers and run `planledger cluster init` again to wait once more",
+        streams.join(", ")
+    )]
+    StreamsWithoutLeader {
+        /// The streams without a leader.
+        streams: Vec<String>,
+        /// How long it waited (`60s`, `500ms`).
+        waited: String,
     },
     /// A partition's stream exists but is not fit to be a partition log.
     #[error("the partition stream {stream} is not configured as a partition log: {detail}")]

@@ -61,6 +61,14 @@ pub struct InitArgs {
     /// client cannot ask over NATS. Default: the `--nats` host on port 8222 (one server).
     #[arg(long, env = "PLANLEDGER_NATS_MONITOR", value_delimiter = ',')]
     pub monitor: Vec<String>,
+    /// How long to wait, once the streams exist, for every partition stream to have a leader
+    /// (`500ms`, `30s`, `2m`); init fails naming the streams still without one.
+    #[arg(long, default_value = "60s", value_parser = parse_wait)]
+    pub wait_leaders: std::time::Duration,
+}
+
+fn parse_wait(text: &str) -> std::result::Result<std::time::Duration, String> {
+    crate::config::parse_duration(text).map_err(|e| format!("{e:#}"))
 }
 
 pub async fn run(command: ClusterCommand) -> Result<()> {
@@ -498,6 +506,22 @@ async fn init(args: InitArgs) -> Result<()> {
             entry.index, entry.stream, entry.log_id
         );
     }
+    // Commits to a stream still electing its leader are refused: wait here, not in the
+    // first commands.
+    let bar = crate::progress_bar(
+        config.partitions.len() as u64,
+        "{msg} {bar:30} {pos}/{len}",
+        "partition streams with a leader",
+    );
+    planledger_bus::wait_for_leaders(&client, config, args.wait_leaders, |led, _| {
+        bar.set_position(led as u64)
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "every partition stream has a leader ({} streams)",
+        config.partitions.len()
+    );
     println!(
         "checked {} server(s), every one fsyncs every write: {}",
         servers.len(),
