@@ -96,6 +96,17 @@ impl Applying {
         }
     }
 
+    /// The applier is gone (it panicked): nothing it held will be applied, so nobody waits
+    /// for it.
+    fn abandon(&self) {
+        let mut waiting = self
+            .groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *waiting = 0;
+        self.idle.notify_all();
+    }
+
     /// Waits until every group handed to the applier is applied and answered.
     fn wait_idle(&self) {
         let mut waiting = self.groups.lock().expect("applying lock is never poisoned");
@@ -309,9 +320,29 @@ impl CommitterThread {
     }
 }
 
+/// Stops the write path and releases the committer if the applier thread panics, so that a
+/// failed commit's wait for it cannot hang and later commits are refused.
+struct ApplierGone {
+    failed: Arc<Halt>,
+    applying: Arc<Applying>,
+}
+
+impl Drop for ApplierGone {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.failed.stop("the event log applier thread panicked");
+            self.applying.abandon();
+        }
+    }
+}
+
 impl ApplierThread {
     /// Runs until the committer closes the queue.
     pub(crate) fn run(mut self) {
+        let _gone = ApplierGone {
+            failed: self.failed.clone(),
+            applying: self.applying.clone(),
+        };
         let options = {
             let mut options = WriteOptions::default();
             options.set_sync(false);
