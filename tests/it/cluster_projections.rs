@@ -35,7 +35,7 @@ use planledger_store::{
 };
 use serde_json::Value;
 
-use crate::cluster_nodes::writer;
+use crate::cluster_nodes::{wait_spread, writer};
 
 const PARTITIONS: u32 = 4;
 const TENANT: &str = "acme";
@@ -231,6 +231,8 @@ async fn sigkilled_cluster_projector_equals_clean_and_coordinated_rebuilds_and_a
         "the node never got ready: {}",
         node.log()
     );
+    // Ready means every partition it holds is served, not that it holds them all yet.
+    wait_spread(&nats, &["n1"]).await;
     let keys = node.data_dir.clone();
     let token = node.token(TENANT, "writer", "admin");
     // Twelve plans spread over the four partitions.
@@ -729,6 +731,7 @@ async fn a_poison_event_in_one_partition_stops_only_that_partition_until_quarant
     let dir = tempfile::tempdir().expect("dir");
     let node = writer(&nats, &dir.path().join("n1"), "n1", None);
     assert!(node.wait_ready().await, "{}", node.log());
+    wait_spread(&nats, &["n1"]).await;
     let keys = node.data_dir.clone();
     let token = node.token(TENANT, "writer", "admin");
     let mut load = CommandLoad::seed(&node, &token, 8).await;
