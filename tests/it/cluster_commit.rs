@@ -103,7 +103,6 @@ struct Scenario {
 async fn one_node_under_load() -> Scenario {
     let cluster = NatsCluster::start();
     cluster.init_planledger(1);
-    stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     let server = node(&cluster, &dir.path().join("node"), None);
     ready(&server).await;
@@ -249,7 +248,6 @@ async fn a_deleted_cache_is_rebuilt_from_the_stream_and_still_answers_repeats() 
 async fn two_writers_on_one_partition_never_fork() {
     let cluster = NatsCluster::start();
     cluster.init_planledger(1);
-    stream_leader(&cluster).await;
     let dir = tempfile::tempdir().expect("dir");
     // Nothing but the stream's compare-and-append stops either node (no ownership yet).
     let a = node(&cluster, &dir.path().join("a"), None);
@@ -308,21 +306,25 @@ async fn two_writers_on_one_partition_never_fork() {
     );
 }
 
+/// The member leading `stream` right now, if it has one (as its stream info says).
+pub(crate) async fn leader_now(client: &async_nats::Client, stream: &str) -> Option<String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream(stream).await.ok()?;
+    let info = stream.info().await.ok()?;
+    info.cluster.as_ref().and_then(|c| c.leader.clone())
+}
+
 /// The name of the member leading the partition stream (asked again while the cluster is busy
 /// electing one).
-async fn stream_leader(cluster: &NatsCluster) -> String {
+pub(crate) async fn stream_leader(cluster: &NatsCluster) -> String {
     let servers: Vec<async_nats::ServerAddr> = cluster
         .urls()
         .iter()
         .map(|url| url.parse().expect("a server address"))
         .collect();
     let client = async_nats::connect(servers).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
     for _ in 0..60 {
-        if let Ok(mut stream) = js.get_stream("PLANLEDGER_P00").await
-            && let Ok(info) = stream.info().await
-            && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
-        {
+        if let Some(leader) = leader_now(&client, "PLANLEDGER_P00").await {
             return leader;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -284,16 +284,6 @@ fn partition_log_commits_fences_and_reads_back_on_a_three_server_cluster() {
     );
 }
 
-/// The name of the server leading `stream`, as its stream info says.
-async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<String> {
-    let context = async_nats::jetstream::new(client.clone());
-    let mut stream = context.get_stream(stream).await.ok()?;
-    let info = stream.info().await.ok()?;
-    info.cluster
-        .as_ref()
-        .and_then(|cluster| cluster.leader.clone())
-}
-
 /// A batch whose first message finds no stream leader (two of three servers down) cannot have
 /// been stored: the committer says so (`Unavailable`, nothing stored, retry) instead of "outcome
 /// unknown", and once the servers are back the stream ends where it did and the same position
@@ -303,20 +293,7 @@ fn a_batch_whose_first_message_nobody_took_is_answered_not_stored() {
     let mut cluster = NatsCluster::start();
     cluster.init_planledger(1);
     let rt = runtime();
-    let stream = planledger_proto::subjects::partition_stream_name(0);
-    let probe = rt
-        .block_on(planledger_bus::connect(&cluster.urls().join(","), "probe"))
-        .expect("connects");
-    let leader = rt.block_on(async {
-        for _ in 0..240 {
-            if let Some(leader) = stream_leader(&probe, &stream).await {
-                return leader;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("the stream never had a leader: {}", cluster.logs());
-    });
-    drop(probe);
+    let leader = rt.block_on(crate::cluster_commit::stream_leader(&cluster));
     let survivor = planledger_e2e::cluster::MEMBERS
         .into_iter()
         .find(|member| *member != leader)
@@ -398,7 +375,8 @@ fn cluster_init_returns_once_every_partition_stream_has_a_leader() {
     for partition in 0..8 {
         let stream = planledger_proto::subjects::partition_stream_name(partition);
         assert!(
-            rt.block_on(stream_leader(&client, &stream)).is_some(),
+            rt.block_on(crate::cluster_commit::leader_now(&client, &stream))
+                .is_some(),
             "{stream} has no leader right after cluster init"
         );
     }

@@ -111,7 +111,7 @@ struct Projectors {
 impl Projectors {
     fn start(dir: &Path, nats: &str) -> Result<Self> {
         let mut processes = Vec::new();
-        for name in ["progress", "accountability", "agility"] {
+        for name in planledger_projections::PROJECTION_NAMES {
             let data_dir = dir.join(name);
             std::fs::create_dir_all(&data_dir)?;
             let log_path = dir.join(format!("{name}.log"));

@@ -352,14 +352,13 @@ pub async fn wait_for_leaders(
     loop {
         let mut still = Vec::new();
         for name in waiting {
+            // Looking the stream up fetched its info: one request per stream, not two.
             let led = match find_stream(&context, &name).await {
-                Ok(Some(mut stream)) => match stream.info().await {
-                    Ok(info) => info
-                        .cluster
-                        .as_ref()
-                        .is_none_or(|cluster| cluster.leader.is_some()),
-                    Err(_) => false,
-                },
+                Ok(Some(stream)) => stream
+                    .cached_info()
+                    .cluster
+                    .as_ref()
+                    .is_none_or(|cluster| cluster.leader.is_some()),
                 // Not created (yet) or not answering: not led.
                 Ok(None) | Err(_) => false,
             };

@@ -239,12 +239,7 @@ fn write_checkpoint(
         root,
     });
     let path = checkpoint_path(target);
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    std::fs::write(&partial, note).with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, &path)
-        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+    crate::witness::write_atomically(&path, note.as_bytes())?;
     Ok(path)
 }
 

@@ -40,19 +40,18 @@ pub fn run(args: &VerifyExportArgs) -> Result<()> {
     let mut range: Option<(u64, u64)> = None;
     let mut ascending = true;
     let mut check = |row: ProvedRow, progress: ReadProgress| -> Result<()> {
-        check_row(&head, &row).map_err(|reason| {
+        let (number, position) = (row.row, row.position);
+        check_row(&head, row).map_err(|reason| {
             anyhow!(
-                "verify-export failed at row {} of {} (position {}): {reason}",
-                row.row,
+                "verify-export failed at row {number} of {} (position {position}): {reason}",
                 args.export.display(),
-                row.position
             )
         })?;
         if let Some((_, last)) = range {
-            ascending &= row.position > last;
+            ascending &= position > last;
         }
-        range = Some(range.map_or((row.position, row.position), |(first, last)| {
-            (first.min(row.position), last.max(row.position))
+        range = Some(range.map_or((position, position), |(first, last)| {
+            (first.min(position), last.max(position))
         }));
         if progress.rows.is_multiple_of(4096) {
             bar.set_length(progress.total);
@@ -89,7 +88,7 @@ pub fn run(args: &VerifyExportArgs) -> Result<()> {
 /// own position, and the proof from the leaf of the row's bytes to the root. A failed proof is
 /// told apart by the leaf hash the export wrote: a leaf of the bytes that differs from it means
 /// the event's bytes changed; one equal to it, the proof's hashes.
-fn check_row(head: &Checkpoint, row: &ProvedRow) -> Result<(), String> {
+fn check_row(head: &Checkpoint, row: ProvedRow) -> Result<(), String> {
     if let Some(origin) = &row.origin
         && origin != &head.origin
     {
@@ -121,7 +120,7 @@ fn check_row(head: &Checkpoint, row: &ProvedRow) -> Result<(), String> {
     let proof = InclusionProof {
         leaf_index: row.leaf_index,
         tree_size: row.tree_size,
-        path: row.path.clone(),
+        path: row.path,
     };
     match verify_inclusion_of_hash(&leaf, &proof, &head.root) {
         Ok(()) => Ok(()),

@@ -159,7 +159,7 @@ fn read_seen(path: &Path, log_key: &PublicKey) -> Result<Option<Checkpoint>> {
 
 /// Replaces `path` with `bytes`: a temporary file beside it, synced, renamed over it, and the
 /// directory synced, so a crash leaves the old file or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
