@@ -14,21 +14,18 @@ use std::time::Duration;
 
 use planledger_e2e::cluster::NatsCluster;
 use planledger_e2e::load::{CommandLoad, LogContents};
-use planledger_e2e::server::Planledger;
+use planledger_e2e::server::{Planledger, share_jwt_key};
 use rand::Rng;
 use serde_json::Value;
 
 const WRITERS: usize = 6;
-
-/// The JWT signing key file in a data directory.
-const JWT_KEY: &str = "jwt-signing.key";
 
 /// Starts a writer node for partition 0 in `data_dir`, with `keys`' JWT signing key (so one
 /// token works on every node) when given.
 fn node(cluster: &NatsCluster, data_dir: &Path, keys: Option<&Path>) -> Planledger {
     std::fs::create_dir_all(data_dir).expect("data dir");
     if let Some(keys) = keys {
-        std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+        share_jwt_key(keys, data_dir);
     }
     let urls = cluster.urls().join(",");
     Planledger::start_in(

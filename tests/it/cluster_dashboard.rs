@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use planledger_e2e::client::{readyz, today_plus};
 use planledger_e2e::cluster::NatsCluster;
-use planledger_e2e::server::Planledger;
+use planledger_e2e::server::{Planledger, share_jwt_key};
 use planledger_e2e::workspace_root;
 use planledger_store::{PartitionCount, StreamId};
 use reqwest::StatusCode;
@@ -32,7 +32,6 @@ use crate::cluster_nodes::writer;
 
 const PARTITIONS: u32 = 4;
 const TENANT: &str = "acme";
-const JWT_KEY: &str = "jwt-signing.key";
 const READ_MODELS: [&str; 3] = ["progress", "accountability", "agility"];
 
 /// The partition of `plan` in `TENANT`.
@@ -169,8 +168,7 @@ async fn wait_balanced(nodes: &[&Planledger]) {
 
 /// A projector of read model `name` over every partition, with the nodes' JWT key.
 fn projector(nats: &NatsCluster, data_dir: &Path, keys: &Path, name: &str) -> Planledger {
-    std::fs::create_dir_all(data_dir).expect("dir");
-    std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+    share_jwt_key(keys, data_dir);
     Planledger::start_projector(
         data_dir,
         name,

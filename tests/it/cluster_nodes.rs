@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use planledger_e2e::cluster::NatsCluster;
 use planledger_e2e::load::{Acked, CommandLoad, LogContents};
-use planledger_e2e::server::{Planledger, binary};
+use planledger_e2e::server::{Planledger, binary, share_jwt_key};
 use planledger_store::{PartitionCount, StreamId};
 use serde_json::Value;
 
 const PARTITIONS: u32 = 4;
-const JWT_KEY: &str = "jwt-signing.key";
 const TENANT: &str = "acme";
 
 /// `planledger cluster status --json`.
@@ -100,7 +99,7 @@ pub(crate) fn writer(
 fn writer_via(nats: &str, data_dir: &Path, id: &str, keys: Option<&Path>) -> Planledger {
     std::fs::create_dir_all(data_dir).expect("data dir");
     if let Some(keys) = keys {
-        std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+        share_jwt_key(keys, data_dir);
     }
     Planledger::start_in(
         data_dir,
@@ -121,8 +120,7 @@ fn writer_via(nats: &str, data_dir: &Path, id: &str, keys: Option<&Path>) -> Pla
 
 /// A node serving one partition from `data_dir` (no leases): the checker's reader.
 fn reader(cluster: &NatsCluster, data_dir: &Path, partition: u32, keys: &Path) -> Planledger {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+    share_jwt_key(keys, data_dir);
     Planledger::start_in(
         data_dir,
         &[

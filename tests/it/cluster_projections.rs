@@ -26,7 +26,7 @@ use base64::Engine as _;
 use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
 use planledger_e2e::cluster::NatsCluster;
 use planledger_e2e::load::CommandLoad;
-use planledger_e2e::server::Planledger;
+use planledger_e2e::server::{Planledger, share_jwt_key};
 use planledger_projections::{
     Delivery, EventSource, RuntimeOptions, SourceError, SourceHead, is_bookkeeping_key,
 };
@@ -39,7 +39,6 @@ use crate::cluster_nodes::{wait_spread, writer};
 
 const PARTITIONS: u32 = 4;
 const TENANT: &str = "acme";
-const JWT_KEY: &str = "jwt-signing.key";
 
 /// The last sequence (== last position) of each partition stream.
 async fn stream_heads(nats: &NatsCluster) -> BTreeMap<u32, u64> {
@@ -116,8 +115,7 @@ fn facts(data_dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// A projector of the progress model over every partition, in `data_dir`.
 fn projector(nats: &NatsCluster, data_dir: &Path, keys: &Path) -> Planledger {
-    std::fs::create_dir_all(data_dir).expect("dir");
-    std::fs::copy(keys.join(JWT_KEY), data_dir.join(JWT_KEY)).expect("copy the JWT key");
+    share_jwt_key(keys, data_dir);
     Planledger::start_projector(
         data_dir,
         "progress",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use planledger_e2e::client::{Client, seed_plan};
 use planledger_e2e::copy_dir;
-use planledger_e2e::server::Planledger;
+use planledger_e2e::server::{Planledger, share_jwt_key};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -365,11 +365,7 @@ async fn a_projector_process_builds_the_same_model_as_the_embedded_one() {
     // The same log and signing key in a fresh directory: the projector builds its own model.
     let other = tempfile::tempdir().expect("dir");
     copy_dir(&server.data_dir.join("log"), &other.path().join("log"));
-    std::fs::copy(
-        server.data_dir.join("jwt-signing.key"),
-        other.path().join("jwt-signing.key"),
-    )
-    .expect("copy key");
+    share_jwt_key(&server.data_dir, other.path());
     let projector = Planledger::start_projector(other.path(), "progress", &[]);
     let base = projector.base_url.clone();
     let answer = client

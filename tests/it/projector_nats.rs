@@ -10,7 +10,7 @@ use std::time::Duration;
 use planledger_bus::{JetStreamSource, JetStreamSourceConfig};
 use planledger_e2e::client::{Client, seed_plan, today_plus};
 use planledger_e2e::nats::NatsServer;
-use planledger_e2e::server::Planledger;
+use planledger_e2e::server::{Planledger, share_jwt_key};
 use planledger_projections::{
     AccountabilityProjector, Delivery, EventSource, LocalLogSource, ProjectionHandle, ReadModelDb,
     RuntimeOptions, SourceError, SourceHead, rebuild_to, spawn,
@@ -155,11 +155,7 @@ async fn projectors_consuming_jetstream_equal_the_embedded_ones() {
 
     // The projectors get only the signing key: they never open the log.
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(
-        server.data_dir.join("jwt-signing.key"),
-        dir.path().join("jwt-signing.key"),
-    )
-    .expect("copy the signing key");
+    share_jwt_key(&server.data_dir, dir.path());
     let mut projectors: Vec<Planledger> = MODELS
         .iter()
         .map(|model| Planledger::start_projector(dir.path(), model, &["--nats", &url]))
@@ -299,11 +295,7 @@ async fn a_service_without_embedded_projectors_leaves_the_read_models_to_project
     assert_eq!(projections["projections"], json!([]), "{projections}");
 
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(
-        server.data_dir.join("jwt-signing.key"),
-        dir.path().join("jwt-signing.key"),
-    )
-    .expect("copy the signing key");
+    share_jwt_key(&server.data_dir, dir.path());
     let progress = Planledger::start_projector(dir.path(), "progress", &["--nats", &url]);
     seed_plan(&server, &client, &planner, "launch", "alice").await;
     let last = a_week(&server, &client, &planner, "launch", 1).await;

@@ -58,6 +58,17 @@ pub struct Planledger {
     log_file: PathBuf,
 }
 
+/// The file in a data directory that holds the service's JWT signing key.
+pub const JWT_KEY_FILE: &str = "jwt-signing.key";
+
+/// Gives `data_dir` (created if missing) the JWT signing key of the data directory `keys`, so
+/// that one token works on every node or projector started in either.
+pub fn share_jwt_key(keys: &Path, data_dir: &Path) {
+    std::fs::create_dir_all(data_dir).expect("create the data directory");
+    std::fs::copy(keys.join(JWT_KEY_FILE), data_dir.join(JWT_KEY_FILE))
+        .expect("copy the JWT signing key");
+}
+
 impl Planledger {
     /// Starts `planledger serve --no-nats` on a free port in a fresh data directory.
     pub fn start(extra: &[&str]) -> Self {
