@@ -4,9 +4,14 @@
 //! 1. **Raw ceiling**: the same protobuf bodies, subjects and headers the relay would send, built
 //!    in memory beforehand and published with JetStream async publish, a window of
 //!    `ack_window` acks awaited in order. Nothing is read from the log.
-//! 2. **Relay throughput**: a [`Relay`] publishing the same events from the log, from start to
+//! 2. **Fast-ingest ceiling**: the same messages, each with its expected last sequence, published
+//!    as one fast-ingest batch (nats-server 2.14+, stream setting `allow_batched`): core
+//!    publishes whose reply subject names the batch, acknowledged by the server every up to
+//!    [`FAST_INGEST_ACK_EVERY`] messages instead of one ack per message. What the relay could
+//!    reach with fewer acks.
+//! 3. **Relay throughput**: a [`Relay`] publishing the same events from the log, from start to
 //!    the last ack.
-//! 3. **Relay lag at a steady rate**: events appended at `steady_rate` per second (one event per
+//! 4. **Relay lag at a steady rate**: events appended at `steady_rate` per second (one event per
 //!    append, as commands do) while a caught-up relay runs; the lag of an event is the time from
 //!    its append being answered (durable) to JetStream acknowledging it.
 //!
@@ -28,7 +33,7 @@ use planledger_store::{
 };
 use tokio::sync::oneshot;
 
-use planledger_bus::bench::publish_for;
+use planledger_bus::bench::{parts_for, publish_for};
 use planledger_bus::{
     BusError, Relay, RelayConfig, RelayState, StreamSpec, connect, ensure_stream, envelope_to_proto,
 };
@@ -83,6 +88,13 @@ pub struct RelayBenchReport {
     pub ack_window: usize,
     /// Raw JetStream async-publish ceiling, messages per second (best round).
     pub raw_per_second: f64,
+    /// The same messages as one fast-ingest batch, messages per second (best round).
+    pub fast_ingest_per_second: f64,
+    /// The publishing process's CPU per message with async publish, microseconds (best round).
+    pub raw_cpu_us: f64,
+    /// The publishing process's CPU per message in a fast-ingest batch, microseconds (best
+    /// round).
+    pub fast_ingest_cpu_us: f64,
     /// Relay throughput from the log, events per second (best round).
     pub relay_per_second: f64,
     /// `relay_per_second / raw_per_second`.
@@ -110,8 +122,20 @@ impl fmt::Display for RelayBenchReport {
         )?;
         writeln!(
             f,
-            "  raw JetStream async publish  {:>10.0} msg/s",
-            self.raw_per_second
+            "  raw JetStream async publish  {:>10.0} msg/s  ({:.1} µs of the publisher's CPU each)",
+            self.raw_per_second, self.raw_cpu_us
+        )?;
+        writeln!(
+            f,
+            "  raw fast-ingest batch        {:>10.0} msg/s  ({:.1} µs of the publisher's CPU each; {:.2}x raw; an ack per up to {} messages)",
+            self.fast_ingest_per_second,
+            self.fast_ingest_cpu_us,
+            if self.raw_per_second > 0.0 {
+                self.fast_ingest_per_second / self.raw_per_second
+            } else {
+                0.0
+            },
+            FAST_INGEST_ACK_EVERY
         )?;
         writeln!(
             f,
@@ -219,6 +243,11 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
 
     // Same subject length for both publishers: `plbench.<kind>.<run>` with 5-letter kinds.
     let raw_prefix = format!("plbench.rawpb.r{run}");
+    let fast_prefix = format!("plbench.fasti.r{run}");
+    let fast_messages: Vec<_> = envelopes
+        .iter()
+        .map(|envelope| parts_for(envelope, &fast_prefix))
+        .collect();
     let mut raw_messages = Vec::with_capacity(envelopes.len());
     let mut body_bytes = 0u64;
     for envelope in &envelopes {
@@ -231,6 +260,11 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
     drop(envelopes);
 
     let mut raw_best = 0f64;
+    let mut fast_best = 0f64;
+    let (mut raw_cpu, mut fast_cpu) = (f64::INFINITY, f64::INFINITY);
+    let cpu_per_message = |since: Duration| {
+        (crate::process_cpu().saturating_sub(since)).as_secs_f64() * 1e6 / config.events as f64
+    };
     let mut relay_best = 0f64;
     for round in 0..config.rounds {
         let raw_stream = format!("PLBENCH_RAW_{run}_{round}");
@@ -241,10 +275,28 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
             duplicate_window: Duration::from_secs(120),
         };
         ensure_stream(&js, &spec).await?;
+        let cpu = crate::process_cpu();
         let rate = raw_publish(&js, &raw_messages, config.ack_window).await?;
+        raw_cpu = raw_cpu.min(cpu_per_message(cpu));
         tracing::info!(round, rate, "raw JetStream publish");
         raw_best = raw_best.max(rate);
         delete_stream(&js, &raw_stream).await;
+
+        let fast_stream = format!("PLBENCH_FST_{run}_{round}");
+        let spec = StreamSpec {
+            name: fast_stream.clone(),
+            subject_prefix: fast_prefix.clone(),
+            replicas: config.replicas,
+            duplicate_window: Duration::from_secs(120),
+        };
+        ensure_stream(&js, &spec).await?;
+        allow_fast_ingest(&js, &fast_stream).await?;
+        let cpu = crate::process_cpu();
+        let rate = fast_ingest_publish(&js.client(), &fast_messages).await?;
+        fast_cpu = fast_cpu.min(cpu_per_message(cpu));
+        tracing::info!(round, rate, "raw fast-ingest publish");
+        fast_best = fast_best.max(rate);
+        delete_stream(&js, &fast_stream).await;
 
         let relay_stream = format!("PLBENCH_RLY_{run}_{round}");
         let rate = relay_publish(
@@ -260,6 +312,7 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
         delete_stream(&js, &relay_stream).await;
     }
     drop(raw_messages);
+    drop(fast_messages);
     drop(store);
 
     tracing::info!(
@@ -273,6 +326,9 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
         message_bytes: body_bytes / config.events,
         ack_window: config.ack_window,
         raw_per_second: raw_best,
+        fast_ingest_per_second: fast_best,
+        raw_cpu_us: raw_cpu,
+        fast_ingest_cpu_us: fast_cpu,
         relay_per_second: relay_best,
         relay_to_raw: if raw_best > 0.0 {
             relay_best / raw_best
@@ -317,6 +373,117 @@ async fn raw_publish(
     }
     while let Some(ack) = in_flight.pop_front() {
         ack_ok(ack).await?;
+    }
+    Ok(messages.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The most messages a fast-ingest batch asks the server to publish before acknowledging them
+/// (the server may ask for acks more often).
+pub const FAST_INGEST_ACK_EVERY: u16 = 500;
+
+/// Turns on fast-ingest batches (`allow_batched`) on an existing stream, keeping the rest of
+/// its configuration.
+async fn allow_fast_ingest(js: &jetstream::Context, name: &str) -> Result<(), BusError> {
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .map_err(|e| BusError::nats("fast-ingest stream lookup", e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| BusError::nats("fast-ingest stream info", e))?;
+    let mut config = serde_json::to_value(&info.config)
+        .map_err(|e| BusError::nats("fast-ingest stream config", e))?;
+    config["allow_batched"] = serde_json::Value::Bool(true);
+    let answer = js
+        .client()
+        .request(
+            format!("$JS.API.STREAM.UPDATE.{name}"),
+            serde_json::to_vec(&config).unwrap_or_default().into(),
+        )
+        .await
+        .map_err(|e| BusError::nats("fast-ingest stream update", e))?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
+    if answer["config"]["allow_batched"] != serde_json::Value::Bool(true) {
+        return Err(BusError::nats(
+            "fast-ingest stream update",
+            format!(
+                "the server did not turn on fast-ingest batches (nats-server 2.14 or later is needed): {answer}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Publishes prebuilt messages as one fast-ingest batch (gap mode `fail`), each with its
+/// expected last sequence as the relay sends it, keeping at most two ack intervals in flight;
+/// messages per second, from the first publish to the batch's final ack.
+async fn fast_ingest_publish(
+    client: &async_nats::Client,
+    messages: &[(String, async_nats::HeaderMap, bytes::Bytes)],
+) -> Result<f64, BusError> {
+    let failed = |detail: String| BusError::nats("fast-ingest batch", detail);
+    let inbox = client.new_inbox();
+    let batch = uuid::Uuid::now_v7().simple().to_string();
+    let mut answers = client
+        .subscribe(format!("{inbox}.>"))
+        .await
+        .map_err(|e| BusError::nats("fast-ingest subscribe", e))?;
+    let last = messages.len() as u64;
+    // Reads one answer: a flow ack moves `acked` and the interval; the batch's final ack ends it.
+    let read = |message: async_nats::Message, acked: &mut u64, every: &mut u64| {
+        let answer: serde_json::Value = serde_json::from_slice(&message.payload)
+            .map_err(|e| failed(format!("an answer that is not JSON: {e}")))?;
+        match answer["type"].as_str() {
+            Some("ack") => {
+                *acked = (*acked).max(answer["seq"].as_u64().unwrap_or(0));
+                *every = answer["msgs"].as_u64().unwrap_or(1).max(1);
+                Ok(false)
+            }
+            Some(other) => Err(failed(format!("the server answered {other}: {answer}"))),
+            None if answer.get("error").is_some() => {
+                Err(failed(format!("the batch was refused: {answer}")))
+            }
+            None => Ok(answer["count"].as_u64() == Some(last)),
+        }
+    };
+    let started = Instant::now();
+    let (mut acked, mut every) = (0u64, u64::from(FAST_INGEST_ACK_EVERY));
+    for (index, (subject, headers, body)) in messages.iter().enumerate() {
+        let seq = index as u64 + 1;
+        while seq > acked + 2 * every {
+            let message = answers
+                .next()
+                .await
+                .ok_or_else(|| failed("the answers' subscription ended".into()))?;
+            read(message, &mut acked, &mut every)?;
+        }
+        let op = if seq == last {
+            2
+        } else if seq == 1 {
+            0
+        } else {
+            1
+        };
+        let reply = format!("{inbox}.{batch}.{FAST_INGEST_ACK_EVERY}.fail.{seq}.{op}.$FI");
+        let mut headers = headers.clone();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            (seq - 1).to_string(),
+        );
+        client
+            .publish_with_reply_and_headers(subject.clone(), reply, headers, body.clone())
+            .await
+            .map_err(|e| BusError::nats("fast-ingest publish", e))?;
+    }
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), answers.next())
+            .await
+            .map_err(|_| failed("no final ack within 30 s".into()))?
+            .ok_or_else(|| failed("the answers' subscription ended".into()))?;
+        if read(message, &mut acked, &mut every)? {
+            break;
+        }
     }
     Ok(messages.len() as f64 / started.elapsed().as_secs_f64())
 }

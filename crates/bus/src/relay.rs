@@ -635,17 +635,27 @@ pub(crate) fn message_for(
     command: Option<&CommandHeader>,
     subject_prefix: &str,
 ) -> (String, Publish) {
+    let (subject, headers, body) = message_parts(wire, command, subject_prefix);
+    (subject, Publish::build().headers(headers).payload(body))
+}
+
+/// The subject, headers and body [`message_for`] publishes.
+pub(crate) fn message_parts(
+    wire: &EventEnvelope,
+    command: Option<&CommandHeader>,
+    subject_prefix: &str,
+) -> (String, async_nats::HeaderMap, Bytes) {
     let subject =
         subjects::event_subject(subject_prefix, &wire.tenant, &wire.plan_id, &wire.r#type);
     let body = Bytes::from(wire.encode_to_vec());
-    let mut publish = Publish::build()
-        .message_id(&wire.event_id)
-        .header(HEADER_POSITION, wire.position.to_string())
-        .header(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, wire.event_id.as_str());
+    headers.insert(HEADER_POSITION, wire.position.to_string());
+    headers.insert(HEADER_CONTENT_TYPE, EVENT_ENVELOPE_CONTENT_TYPE);
     for (name, value) in command.map(command_headers::encode).unwrap_or_default() {
-        publish = publish.header(name, value);
+        headers.insert(name, value);
     }
-    (subject, publish.payload(body))
+    (subject, headers, body)
 }
 
 impl Relay {
