@@ -266,15 +266,15 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
         (crate::process_cpu().saturating_sub(since)).as_secs_f64() * 1e6 / config.events as f64
     };
     let mut relay_best = 0f64;
+    let spec = |name: &str, subject_prefix: &str| StreamSpec {
+        name: name.to_owned(),
+        subject_prefix: subject_prefix.to_owned(),
+        replicas: config.replicas,
+        duplicate_window: Duration::from_secs(120),
+    };
     for round in 0..config.rounds {
         let raw_stream = format!("PLBENCH_RAW_{run}_{round}");
-        let spec = StreamSpec {
-            name: raw_stream.clone(),
-            subject_prefix: raw_prefix.clone(),
-            replicas: config.replicas,
-            duplicate_window: Duration::from_secs(120),
-        };
-        ensure_stream(&js, &spec).await?;
+        ensure_stream(&js, &spec(&raw_stream, &raw_prefix)).await?;
         let cpu = crate::process_cpu();
         let rate = raw_publish(&js, &raw_messages, config.ack_window).await?;
         raw_cpu = raw_cpu.min(cpu_per_message(cpu));
@@ -283,13 +283,7 @@ pub async fn bench_relay(config: RelayBenchConfig) -> Result<RelayBenchReport, B
         delete_stream(&js, &raw_stream).await;
 
         let fast_stream = format!("PLBENCH_FST_{run}_{round}");
-        let spec = StreamSpec {
-            name: fast_stream.clone(),
-            subject_prefix: fast_prefix.clone(),
-            replicas: config.replicas,
-            duplicate_window: Duration::from_secs(120),
-        };
-        ensure_stream(&js, &spec).await?;
+        ensure_stream(&js, &spec(&fast_stream, &fast_prefix)).await?;
         allow_fast_ingest(&js, &fast_stream).await?;
         let cpu = crate::process_cpu();
         let rate = fast_ingest_publish(&js.client(), &fast_messages).await?;
