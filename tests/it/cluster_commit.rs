@@ -306,9 +306,13 @@ async fn two_writers_on_one_partition_never_fork() {
 /// The member leading `stream` right now, if it has one (as its stream info says).
 pub(crate) async fn leader_now(client: &async_nats::Client, stream: &str) -> Option<String> {
     let js = async_nats::jetstream::new(client.clone());
-    let mut stream = js.get_stream(stream).await.ok()?;
-    let info = stream.info().await.ok()?;
-    info.cluster.as_ref().and_then(|c| c.leader.clone())
+    // The lookup fetches the stream's info: one request, not two.
+    let stream = js.get_stream(stream).await.ok()?;
+    stream
+        .cached_info()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
 }
 
 /// The name of the member leading the partition stream (asked again while the cluster is busy

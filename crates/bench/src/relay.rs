@@ -378,23 +378,19 @@ pub const FAST_INGEST_ACK_EVERY: u16 = 500;
 /// Turns on fast-ingest batches (`allow_batched`) on an existing stream, keeping the rest of
 /// its configuration.
 async fn allow_fast_ingest(js: &jetstream::Context, name: &str) -> Result<(), BusError> {
-    let mut stream = js
+    // The lookup fetches the stream's info, configuration included: one request, not two.
+    let stream = js
         .get_stream(name)
         .await
         .map_err(|e| BusError::nats("fast-ingest stream lookup", e))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| BusError::nats("fast-ingest stream info", e))?;
-    let mut config = serde_json::to_value(&info.config)
+    let mut config = serde_json::to_value(&stream.cached_info().config)
         .map_err(|e| BusError::nats("fast-ingest stream config", e))?;
     config["allow_batched"] = serde_json::Value::Bool(true);
+    let body =
+        serde_json::to_vec(&config).map_err(|e| BusError::nats("fast-ingest stream config", e))?;
     let answer = js
         .client()
-        .request(
-            format!("$JS.API.STREAM.UPDATE.{name}"),
-            serde_json::to_vec(&config).unwrap_or_default().into(),
-        )
+        .request(format!("$JS.API.STREAM.UPDATE.{name}"), body.into())
         .await
         .map_err(|e| BusError::nats("fast-ingest stream update", e))?;
     let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
@@ -438,7 +434,13 @@ async fn fast_ingest_publish(
             None if answer.get("error").is_some() => {
                 Err(failed(format!("the batch was refused: {answer}")))
             }
-            None => Ok(answer["count"].as_u64() == Some(last)),
+            // The batch's final ack names how many messages it stored: all of them, or the
+            // batch fell short.
+            None if answer.get("stream").is_some() => match answer["count"].as_u64() {
+                Some(count) if count == last => Ok(true),
+                _ => Err(failed(format!("the batch stored fewer messages: {answer}"))),
+            },
+            None => Ok(false),
         }
     };
     let started = Instant::now();

@@ -338,12 +338,12 @@ pub async fn provision(
 
 /// Waits until every partition stream of `config` has a leader (an R1 stream, with no group,
 /// counts as led), so that the first commit after `cluster init` does not meet a stream still
-/// electing one. `progress` is told how many have one, of how many, after every look.
+/// electing one. `progress` is told how many have one after every look.
 pub async fn wait_for_leaders(
     client: &Client,
     config: &ClusterConfig,
     timeout: std::time::Duration,
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize),
 ) -> Result<(), BusError> {
     let context = jetstream::new(client.clone());
     let started = std::time::Instant::now();
@@ -366,7 +366,7 @@ pub async fn wait_for_leaders(
                 still.push(name);
             }
         }
-        progress(total - still.len(), total);
+        progress(total - still.len());
         if still.is_empty() {
             return Ok(());
         }

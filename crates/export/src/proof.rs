@@ -34,7 +34,7 @@ use planledger_store::{LogView, Position};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::parquet_file::BATCH_ROWS;
+use crate::parquet_file::{BATCH_ROWS, finish_number, finish_text};
 use crate::{ExportError, ExportOptions, ExportReport, Format, envelope_error};
 
 /// What an export with proofs wrote, and the tree its proofs are in.
@@ -224,9 +224,9 @@ impl ProofColumns {
     /// The columns so far, in field order; the builders start over empty.
     pub(crate) fn finish(&mut self) -> [ArrayRef; 5] {
         [
-            Arc::new(self.envelope.finish()),
-            Arc::new(self.leaf_index.finish()),
-            Arc::new(self.tree_size.finish()),
+            finish_text(&mut self.envelope),
+            finish_number(&mut self.leaf_index),
+            finish_number(&mut self.tree_size),
             Arc::new(self.leaf_hash.finish()),
             Arc::new(self.path.finish()),
         ]

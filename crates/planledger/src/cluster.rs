@@ -513,7 +513,7 @@ async fn init(args: InitArgs) -> Result<()> {
         "{msg} {bar:30} {pos}/{len}",
         "partition streams with a leader",
     );
-    planledger_bus::wait_for_leaders(&client, config, args.wait_leaders, |led, _| {
+    planledger_bus::wait_for_leaders(&client, config, args.wait_leaders, |led| {
         bar.set_position(led as u64)
     })
     .await?;

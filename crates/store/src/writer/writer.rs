@@ -766,7 +766,6 @@ impl Writer {
                 cluster.resync.done();
                 Ok(())
             }
-            Err(halted @ StoreError::PartitionHalted { .. }) => Err(halted),
             Err(error) => Err(error),
         }
     }
